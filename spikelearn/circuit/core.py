@@ -1,0 +1,509 @@
+"""The Circuit: one description of a network's wiring, independent of networkx and of torch.
+
+Orientation: every matrix is ``(post, pre)``; ``weights[j, i]`` is the synapse from neuron ``i`` onto
+neuron ``j``. Neuron ``k`` is the ``k``-th node of the graph in networkx iteration order (insertion
+order), unless ``node_order`` is given; ``circuit.node_ids[k]`` is that node's id.
+
+Signs: ``signs[k]`` is +1 (excitatory), -1 (inhibitory) or 0 (unknown or mixed). Edge weights are stored
+*signed*. Dale's law belongs to the presynaptic neuron (a column); :meth:`Circuit.dale_signs` refuses circuits
+whose neurons have unknown or mixed sign and names them. Nothing is ever silenced because its sign is unknown.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = ["Circuit", "CircuitError", "effective_rank"]
+
+# Node attributes with a meaning of their own (everything else numeric becomes a per-neuron parameter).
+_RESERVED_NODE_ATTRS = ("input", "output", "input_sign", "output_sign")
+
+
+class CircuitError(ValueError):
+    """Bad circuit input. Subclass of ``ValueError``; the message names the offending node, edge or file."""
+
+
+def effective_rank(W: np.ndarray) -> dict[str, float]:
+    """Scale-invariant effective ranks of a matrix (ALGORITHMS.md §8.2).
+
+    Returns ``{"participation_ratio": (Σσ²)²/Σσ⁴, "roy_vetterli": exp(-Σ p log p)}`` with ``p = σ/Σσ``.
+    Both are 0 for the zero matrix.
+    """
+    s = np.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False)
+    if s.sum() == 0:
+        return {"participation_ratio": 0.0, "roy_vetterli": 0.0}
+    s2 = s**2
+    pr = s2.sum() ** 2 / (s2**2).sum()
+    p = s / s.sum()
+    p = p[p > 0]
+    rv = float(np.exp(-(p * np.log(p)).sum()))
+    return {"participation_ratio": float(pr), "roy_vetterli": rv}
+
+
+def _as_float(value: Any, what: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise CircuitError(f"{what}: weight {value!r} is not a real number")
+    v = float(value)
+    if not np.isfinite(v):
+        raise CircuitError(f"{what}: weight {v} is not finite")
+    return v
+
+
+def _sign_value(value: Any, what: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        table = {"+": 1, "e": 1, "exc": 1, "excitatory": 1, "-": -1, "i": -1, "inh": -1,
+                 "inhibitory": -1, "0": 0, "unknown": 0, "mixed": 0, "": 0}
+        if value.lower() in table:
+            return table[value.lower()]
+        raise CircuitError(f"{what}: sign {value!r} not understood (use +1, -1, 0 or 'excitatory'/'inhibitory')")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise CircuitError(f"{what}: sign {value!r} is not a number") from None
+    if v not in (-1.0, 0.0, 1.0):
+        raise CircuitError(f"{what}: sign {value!r} must be +1, -1 or 0")
+    return int(v)
+
+
+@dataclass(frozen=True, eq=False)
+class Circuit:
+    """Wiring of a recurrent network of ``N`` neurons (numpy/scipy only).
+
+    Attributes:
+        node_ids: ``(N,)`` tuple of node ids; row/column ``k`` of every matrix is neuron ``node_ids[k]``.
+        post, pre: ``(E,)`` int64 edge endpoints of the chemical synapses (sorted by post, then pre).
+        w: ``(E,)`` float64 signed edge weights (an edge may carry weight 0: it stays an edge).
+        cell_types: ``(N,)`` object array of cell-type strings (``"unknown"`` where none was given).
+        signs: ``(N,)`` int8 declared neuron signs, +1 / -1 / 0.
+        gap: ``(N, N)`` symmetric scipy sparse matrix of gap-junction conductances, or ``None``.
+            Never summed into the chemical weights.
+        neuron_params: per-neuron numeric parameters (name -> ``(N,)`` float64), e.g. ``tau_mem_ms``.
+        node_attrs: ``(N,)`` tuple of dicts with the remaining node attributes (kept for ``to_graph``).
+        input_mask: ``(N,)`` bool (which neurons receive input) or ``(N, n_in)`` bool, or ``None`` (all).
+        output_mask: ``(N,)`` bool (which neurons are read out) or ``(n_out, N)`` bool, or ``None`` (all).
+        input_sign, output_sign: ``(N,)`` int8 sign constraints of input / readout weights per neuron
+            (0 = unconstrained), or ``None``.
+        metadata: free-form provenance (generator name, seed, norm matching, connectome options ...).
+    """
+
+    node_ids: tuple
+    post: np.ndarray
+    pre: np.ndarray
+    w: np.ndarray
+    cell_types: np.ndarray
+    signs: np.ndarray
+    gap: sp.csr_array | None = None
+    neuron_params: Mapping[str, np.ndarray] = field(default_factory=dict)
+    node_attrs: tuple = ()
+    input_mask: np.ndarray | None = None
+    output_mask: np.ndarray | None = None
+    input_sign: np.ndarray | None = None
+    output_sign: np.ndarray | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    def __post_init__(self) -> None:
+        n = len(self.node_ids)
+        if n == 0:
+            raise CircuitError("empty circuit: the graph has no nodes")
+        if len(set(self.node_ids)) != n:
+            raise CircuitError("node ids are not unique")
+        post = np.asarray(self.post, dtype=np.int64)
+        pre = np.asarray(self.pre, dtype=np.int64)
+        w = np.asarray(self.w, dtype=np.float64)
+        if not (post.shape == pre.shape == w.shape) or post.ndim != 1:
+            raise CircuitError(f"edge arrays differ in shape: post {post.shape}, pre {pre.shape}, w {w.shape}")
+        if post.size and (post.min() < 0 or pre.min() < 0 or post.max() >= n or pre.max() >= n):
+            raise CircuitError(f"edge index out of range for {n} neurons")
+        bad = ~np.isfinite(w)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise CircuitError(
+                f"edge {self.node_ids[pre[k]]!r} -> {self.node_ids[post[k]]!r}: weight {w[k]} is not finite")
+        order = np.lexsort((pre, post))
+        post, pre, w = post[order], pre[order], w[order]
+        if post.size > 1:
+            dup = (np.diff(post) == 0) & (np.diff(pre) == 0)
+            if dup.any():
+                k = int(np.flatnonzero(dup)[0])
+                raise CircuitError(
+                    f"duplicate edge {self.node_ids[pre[k]]!r} -> {self.node_ids[post[k]]!r}"
+                    " (sum parallel synapses before building, or use a MultiDiGraph)")
+        ct = np.asarray([str(c) for c in self.cell_types], dtype=object)
+        sg = np.asarray(self.signs, dtype=np.int8)
+        if ct.shape != (n,) or sg.shape != (n,):
+            raise CircuitError(f"cell_types {ct.shape} and signs {sg.shape} must both have shape ({n},)")
+        if not np.isin(sg, (-1, 0, 1)).all():
+            raise CircuitError("signs must be +1, -1 or 0")
+        params = {}
+        for name, arr in dict(self.neuron_params).items():
+            a = np.asarray(arr, dtype=np.float64)
+            if a.shape != (n,):
+                raise CircuitError(f"neuron parameter {name!r} has shape {a.shape}, expected ({n},)")
+            if not np.isfinite(a).all():
+                raise CircuitError(f"neuron parameter {name!r} is not finite for node "
+                                   f"{self.node_ids[int(np.flatnonzero(~np.isfinite(a))[0])]!r}")
+            params[name] = a
+        gap = self.gap
+        if gap is not None:
+            gap = sp.csr_array(gap, dtype=np.float64)
+            if gap.shape != (n, n):
+                raise CircuitError(f"gap-junction matrix has shape {gap.shape}, expected ({n}, {n})")
+            if not np.isfinite(gap.data).all():
+                raise CircuitError("gap-junction matrix has non-finite entries")
+            if abs(gap - gap.T).max() > 0:
+                raise CircuitError("gap-junction matrix is not symmetric")
+        attrs = tuple(dict(a) for a in self.node_attrs) if self.node_attrs else tuple({} for _ in range(n))
+        if len(attrs) != n:
+            raise CircuitError(f"node_attrs has {len(attrs)} entries for {n} neurons")
+        for nm in ("input_mask", "output_mask"):
+            m = getattr(self, nm)
+            if m is not None:
+                m = np.asarray(m, dtype=bool)
+                ok = m.shape == (n,) or (m.ndim == 2 and (m.shape[0] == n if nm == "input_mask" else m.shape[1] == n))
+                if not ok:
+                    raise CircuitError(f"{nm} has shape {m.shape}, incompatible with {n} neurons")
+                object.__setattr__(self, nm, m)
+        for nm in ("input_sign", "output_sign"):
+            s = getattr(self, nm)
+            if s is not None:
+                s = np.asarray(s, dtype=np.int8)
+                if s.shape != (n,) or not np.isin(s, (-1, 0, 1)).all():
+                    raise CircuitError(f"{nm} must have shape ({n},) with values in {{-1, 0, 1}}")
+                object.__setattr__(self, nm, s)
+        for k, v in dict(post=post, pre=pre, w=w, cell_types=ct, signs=sg, gap=gap, neuron_params=params,
+                          node_attrs=attrs, node_ids=tuple(self.node_ids),
+                          metadata=dict(self.metadata)).items():
+            object.__setattr__(self, k, v)
+        for a in (post, pre, w, ct, sg):
+            a.setflags(write=False)
+
+    @classmethod
+    def from_dense(cls, weights: np.ndarray, *, mask: np.ndarray | None = None, node_ids: Sequence | None = None,
+                   cell_types: Sequence[str] | None = None, signs: Sequence[int] | None = None,
+                   **kwargs: Any) -> "Circuit":
+        """Build from a dense ``(post, pre)`` weight matrix.
+
+        Args:
+            weights: ``(N, N)`` signed weights, post x pre.
+            mask: ``(N, N)`` bool edge existence; default ``weights != 0``.
+            node_ids: default ``range(N)``. cell_types: default ``"unknown"``. signs: default 0.
+            kwargs: any other :class:`Circuit` field (``gap``, ``neuron_params``, ``metadata`` ...).
+        """
+        W = np.asarray(weights, dtype=np.float64)
+        if W.ndim != 2 or W.shape[0] != W.shape[1]:
+            raise CircuitError(f"weights must be a square (post, pre) matrix, got shape {W.shape}")
+        n = W.shape[0]
+        m = (W != 0) if mask is None else np.asarray(mask, dtype=bool)
+        if m.shape != W.shape:
+            raise CircuitError(f"mask shape {m.shape} differs from weights shape {W.shape}")
+        if mask is not None and (W[~m] != 0).any():
+            raise CircuitError("weights are nonzero outside the mask")
+        post, pre = np.nonzero(m)
+        return cls(node_ids=tuple(range(n)) if node_ids is None else tuple(node_ids), post=post, pre=pre,
+                   w=W[post, pre], cell_types=np.array(["unknown"] * n if cell_types is None else list(cell_types),
+                                                       dtype=object),
+                   signs=np.zeros(n, np.int8) if signs is None else np.asarray(signs), **kwargs)
+
+    @classmethod
+    def from_graph(cls, G: Any, weight: str = "weight", cell_type: str = "cell_type", sign: str = "sign", *,
+                   gap_weight: str = "gap_weight", edge_sign: str | None = None,
+                   self_loops: Literal["keep", "error"] = "keep", require_cell_type: bool = False,
+                   require_sign: bool = False, dale: bool = False, node_order: Sequence[Hashable] | None = None,
+                   metadata: Mapping[str, Any] | None = None) -> "Circuit":
+        """Build a Circuit from a ``networkx.DiGraph`` or ``MultiDiGraph``.
+
+        Edge ``u -> v`` is the synapse from presynaptic ``u`` onto postsynaptic ``v`` and becomes
+        ``weights[row(v), row(u)]``. Parallel edges of a MultiDiGraph are summed (several synapses).
+
+        Args:
+            G: the graph. Nodes are neurons, in ``G.nodes`` order unless ``node_order`` is given.
+            weight: edge attribute with the (signed) chemical weight. An edge that carries only
+                ``gap_weight`` is a pure gap junction; any other edge without ``weight`` is an error.
+            cell_type: node attribute with the cell type (stored as a string; ``"unknown"`` if absent).
+            sign: node attribute with the neuron's sign (+1, -1, 0 or 'excitatory'/'inhibitory').
+            gap_weight: edge attribute with a gap-junction conductance; collected into the separate symmetric
+                ``gap`` matrix. A junction listed in both directions must carry the same value in both.
+            edge_sign: optional edge attribute (+1/-1) multiplied into the weight (e.g. flyvis edge signs).
+            self_loops: ``"keep"`` autapses in the circuit (models still exclude them unless asked) or
+                ``"error"`` to reject them.
+            require_cell_type, require_sign: raise for a node without the attribute.
+            dale: check Dale's law now (see :meth:`dale_signs`).
+            node_order: explicit neuron order (a permutation of the graph's nodes).
+
+        Node attributes ``input``/``output`` (truthy: the neuron receives input / is read out) and
+        ``input_sign``/``output_sign`` (+1/-1/0) give input and readout masks and sign constraints. Every other
+        numeric node attribute present on every node becomes a per-neuron parameter (``neuron_params``);
+        all node attributes are kept for :meth:`to_graph`.
+        """
+        import networkx as nx
+
+        if not isinstance(G, (nx.DiGraph, nx.MultiDiGraph)):
+            raise CircuitError(f"expected a networkx DiGraph or MultiDiGraph, got {type(G).__name__}"
+                               " (an undirected graph does not say which neuron is presynaptic)")
+        nodes = list(G.nodes) if node_order is None else list(node_order)
+        if len(nodes) == 0:
+            raise CircuitError("empty graph: it has no nodes")
+        if node_order is not None and (len(set(nodes)) != len(nodes) or set(nodes) != set(G.nodes)):
+            raise CircuitError("node_order must be a permutation of the graph's nodes")
+        index = {u: k for k, u in enumerate(nodes)}
+        n = len(nodes)
+
+        chem: dict[tuple[int, int], float] = {}
+        gaps: dict[tuple[int, int], float] = {}
+        multi = G.is_multigraph()
+        edges = G.edges(keys=True, data=True) if multi else ((u, v, None, d) for u, v, d in G.edges(data=True))
+        for u, v, key, d in edges:
+            what = f"edge {u!r} -> {v!r}" + (f" (key {key!r})" if multi else "")
+            if u == v and self_loops == "error":
+                raise CircuitError(f"{what}: self-loop (autapse) rejected (self_loops='error')")
+            has_w, has_g = weight in d, gap_weight in d
+            if not has_w and not has_g:
+                raise CircuitError(f"{what}: no {weight!r} attribute (and no {gap_weight!r})")
+            if has_w:
+                w = _as_float(d[weight], what)
+                if edge_sign is not None:
+                    if edge_sign not in d:
+                        raise CircuitError(f"{what}: no edge sign attribute {edge_sign!r}")
+                    s = _sign_value(d[edge_sign], what)
+                    if s == 0:
+                        raise CircuitError(f"{what}: edge sign must be +1 or -1, got {d[edge_sign]!r}")
+                    w = s * abs(w)
+                k = (index[v], index[u])
+                chem[k] = chem.get(k, 0.0) + w
+            if has_g:
+                g = _as_float(d[gap_weight], what + " gap junction")
+                if g < 0:
+                    raise CircuitError(f"{what}: negative gap-junction conductance {g}")
+                gaps.setdefault((index[v], index[u]), []).append(g)
+
+        # Gap junctions: one symmetric value per unordered pair; both directions must agree when both are given.
+        gap = None
+        if gaps:
+            vals: dict[tuple[int, int], float] = {}
+            for (a, b), lst in gaps.items():
+                vals[(a, b)] = float(sum(lst))
+            sym: dict[tuple[int, int], float] = {}
+            for (a, b), g in vals.items():
+                if (b, a) in vals and vals[(b, a)] != g:
+                    raise CircuitError(
+                        f"gap junction {nodes[b]!r} <-> {nodes[a]!r}: the two directions carry different values "
+                        f"({g} and {vals[(b, a)]})")
+                sym[(a, b)] = g
+                sym[(b, a)] = g
+            ij = np.array(list(sym.keys()), dtype=np.int64).reshape(-1, 2)
+            gap = sp.csr_array((np.array(list(sym.values())), (ij[:, 0], ij[:, 1])), shape=(n, n))
+
+        cell_types, signs, attrs = [], [], []
+        for u in nodes:
+            d = dict(G.nodes[u])
+            if cell_type in d:
+                ctv = d.pop(cell_type)
+                if ctv is None or (isinstance(ctv, float) and np.isnan(ctv)):
+                    raise CircuitError(f"node {u!r}: cell type is missing ({ctv!r})")
+                cell_types.append(str(ctv))
+            elif require_cell_type:
+                raise CircuitError(f"node {u!r} has no cell type attribute {cell_type!r}")
+            else:
+                cell_types.append("unknown")
+            if sign in d:
+                signs.append(_sign_value(d.pop(sign), f"node {u!r}"))
+            elif require_sign:
+                raise CircuitError(f"node {u!r} has no sign attribute {sign!r}")
+            else:
+                signs.append(0)
+            attrs.append(d)
+
+        def node_flags(name: str, as_sign: bool) -> np.ndarray | None:
+            if not any(name in a for a in attrs):
+                return None
+            if as_sign:
+                return np.array([_sign_value(a.get(name, 0), f"node {u!r} {name}") for u, a in zip(nodes, attrs)],
+                                dtype=np.int8)
+            return np.array([bool(a.get(name, False)) for a in attrs], dtype=bool)
+
+        input_mask, output_mask = node_flags("input", False), node_flags("output", False)
+        input_sign, output_sign = node_flags("input_sign", True), node_flags("output_sign", True)
+
+        params: dict[str, np.ndarray] = {}
+        common = set.intersection(*(set(a) for a in attrs)) - set(_RESERVED_NODE_ATTRS)
+        for name in sorted(common):
+            vals = [a[name] for a in attrs]
+            if all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in vals):
+                params[name] = np.array(vals, dtype=np.float64)
+
+        keys = np.array(list(chem.keys()), dtype=np.int64).reshape(-1, 2)
+        c = cls(node_ids=tuple(nodes), post=keys[:, 0], pre=keys[:, 1], w=np.array(list(chem.values())),
+                cell_types=np.array(cell_types, dtype=object), signs=np.array(signs), gap=gap,
+                neuron_params=params, node_attrs=tuple(attrs), input_mask=input_mask, output_mask=output_mask,
+                input_sign=input_sign, output_sign=output_sign,
+                metadata=dict(metadata or {}, source="networkx graph"))
+        if dale:
+            c.dale_signs()
+        return c
+
+    # ------------------------------------------------------------------ views
+    @property
+    def n(self) -> int:
+        """Number of neurons ``N``."""
+        return len(self.node_ids)
+
+    @property
+    def n_edges(self) -> int:
+        """Number of chemical edges (an edge of weight 0 still counts)."""
+        return int(self.w.size)
+
+    def weights(self, dense: bool = False) -> np.ndarray | sp.csr_array:
+        """Signed ``(post, pre)`` weight matrix: scipy CSR (default; explicit zeros of zero-weight edges kept)."""
+        if dense:
+            W = np.zeros((self.n, self.n))
+            W[self.post, self.pre] = self.w
+            return W
+        return sp.csr_array((self.w.copy(), (self.post, self.pre)), shape=(self.n, self.n))
+
+    def mask(self, dense: bool = True) -> np.ndarray | sp.csr_array:
+        """Connectivity mask ``(post, pre)``: True where an edge exists (whatever its weight)."""
+        if dense:
+            M = np.zeros((self.n, self.n), dtype=bool)
+            M[self.post, self.pre] = True
+            return M
+        return sp.csr_array((np.ones(self.n_edges, dtype=bool), (self.post, self.pre)), shape=(self.n, self.n))
+
+    def gap_junctions(self, dense: bool = False) -> np.ndarray | sp.csr_array:
+        """Symmetric ``(N, N)`` gap-junction conductances (zeros if the circuit has none)."""
+        g = self.gap if self.gap is not None else sp.csr_array((self.n, self.n))
+        return g.toarray() if dense else g
+
+    @property
+    def has_gap_junctions(self) -> bool:
+        return self.gap is not None and self.gap.nnz > 0
+
+    def index_of(self, node: Hashable) -> int:
+        """Row of a node id."""
+        try:
+            return self.node_ids.index(node)
+        except ValueError:
+            raise CircuitError(f"node {node!r} is not in the circuit") from None
+
+    def edge_sign_per_neuron(self) -> np.ndarray:
+        """``(N,)`` int8 sign carried by each neuron's outgoing edges: +1 / -1 if all nonzero ones agree,
+        0 if the neuron has none or they carry both signs."""
+        pos = np.bincount(self.pre[self.w > 0], minlength=self.n) > 0
+        neg = np.bincount(self.pre[self.w < 0], minlength=self.n) > 0
+        return (pos & ~neg).astype(np.int8) - (neg & ~pos).astype(np.int8)
+
+    def mixed_sign_neurons(self) -> list:
+        """Node ids whose outgoing edges carry both signs."""
+        pos = np.bincount(self.pre[self.w > 0], minlength=self.n) > 0
+        neg = np.bincount(self.pre[self.w < 0], minlength=self.n) > 0
+        return [self.node_ids[k] for k in np.flatnonzero(pos & neg)]
+
+    def dale_signs(self) -> np.ndarray:
+        """Per-neuron signs under Dale's law, ``(N,)`` int8 in {+1, -1}.
+
+        Raises :class:`CircuitError` naming every neuron whose declared sign is 0 (unknown), whose outgoing
+        edges carry both signs, or whose outgoing edges contradict its declared sign.
+        """
+        problems = []
+        unknown = [self.node_ids[k] for k in np.flatnonzero(self.signs == 0)]
+        if unknown:
+            problems.append(f"{len(unknown)} neuron(s) without a known sign: {_fmt(unknown)}")
+        mixed = self.mixed_sign_neurons()
+        if mixed:
+            problems.append(f"{len(mixed)} neuron(s) with outgoing edges of both signs: {_fmt(mixed)}")
+        es = self.edge_sign_per_neuron()
+        contra = [self.node_ids[k] for k in np.flatnonzero((es != 0) & (self.signs != 0) & (es != self.signs))]
+        if contra:
+            problems.append(f"{len(contra)} neuron(s) whose outgoing weights contradict their sign "
+                            f"(e.g. an excitatory neuron with a negative outgoing weight): {_fmt(contra)}")
+        if problems:
+            raise CircuitError("Dale's law cannot be applied: " + "; ".join(problems))
+        return self.signs.copy()
+
+    def type_names(self) -> list[str]:
+        """Cell types in order of first appearance."""
+        return list(dict.fromkeys(self.cell_types.tolist()))
+
+    # ------------------------------------------------------------------ export
+    def to_graph(self) -> Any:
+        """Return a ``networkx.DiGraph`` with the same node ids, node attributes, weights and gap junctions.
+
+        Gap junctions appear as ``gap_weight`` on edges in both directions.
+        """
+        import networkx as nx
+
+        G = nx.DiGraph()
+        for k, u in enumerate(self.node_ids):
+            attrs = dict(self.node_attrs[k])
+            attrs["cell_type"] = str(self.cell_types[k])
+            attrs["sign"] = int(self.signs[k])
+            G.add_node(u, **attrs)
+        for j, i, w in zip(self.post.tolist(), self.pre.tolist(), self.w.tolist()):
+            G.add_edge(self.node_ids[i], self.node_ids[j], weight=w)
+        if self.gap is not None:
+            g = self.gap.tocoo()
+            for a, b, v in zip(g.row.tolist(), g.col.tolist(), g.data.tolist()):
+                G.add_edge(self.node_ids[b], self.node_ids[a], gap_weight=v)
+        return G
+
+    def with_weights(self, weights: np.ndarray, **changes: Any) -> "Circuit":
+        """A copy with a new dense ``(post, pre)`` weight matrix on the *same* edge set.
+
+        Raises if ``weights`` is nonzero outside the mask.
+        """
+        W = np.asarray(weights, dtype=np.float64)
+        if W.shape != (self.n, self.n):
+            raise CircuitError(f"weights shape {W.shape} != ({self.n}, {self.n})")
+        outside = W.copy()
+        outside[self.post, self.pre] = 0
+        if (outside != 0).any():
+            raise CircuitError("new weights are nonzero outside the circuit's edge set")
+        fields = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        fields.update(w=W[self.post, self.pre], **changes)
+        return Circuit(**fields)
+
+    def summary(self) -> pd.DataFrame:
+        """Tidy summary: one row per (quantity, group) with a value.
+
+        Quantities: ``n_neurons``, ``n_edges``, ``density`` (edges / N², autapses included), ``neurons`` per cell
+        type, ``excitatory``/``inhibitory``/``unknown_sign`` neuron counts, ``spectral_radius`` (max |eig W|),
+        ``participation_ratio`` and ``roy_vetterli`` effective ranks (§8.2), weight ``mean``/``std``/``min``/``max``
+        over edges, ``frobenius_norm``, ``n_gap_junctions`` (unordered pairs, self-pairs counted once).
+        """
+        rows: list[tuple[str, str, float]] = [("n_neurons", "all", float(self.n)),
+                                              ("n_edges", "all", float(self.n_edges)),
+                                              ("density", "all", self.n_edges / self.n**2)]
+        types, counts = np.unique(self.cell_types.astype(str), return_counts=True)
+        rows += [("neurons", str(t), float(c)) for t, c in zip(types, counts)]
+        rows += [("excitatory", "all", float((self.signs == 1).sum())),
+                 ("inhibitory", "all", float((self.signs == -1).sum())),
+                 ("unknown_sign", "all", float((self.signs == 0).sum()))]
+        W = self.weights(dense=True)
+        rows.append(("spectral_radius", "all", float(np.abs(np.linalg.eigvals(W)).max())))
+        for k, v in effective_rank(W).items():
+            rows.append((k, "all", v))
+        if self.n_edges:
+            rows += [("weight_mean", "edges", float(self.w.mean())), ("weight_std", "edges", float(self.w.std())),
+                     ("weight_min", "edges", float(self.w.min())), ("weight_max", "edges", float(self.w.max()))]
+        rows.append(("frobenius_norm", "all", float(np.linalg.norm(self.w))))
+        if self.gap is not None:
+            g = sp.triu(self.gap).tocoo()
+            rows.append(("n_gap_junction_pairs", "all", float(g.nnz)))
+        return pd.DataFrame(rows, columns=["quantity", "group", "value"])
+
+    def __repr__(self) -> str:
+        gj = f", gap pairs={sp.triu(self.gap).nnz}" if self.gap is not None else ""
+        return f"Circuit(N={self.n}, edges={self.n_edges}, types={len(self.type_names())}{gj})"
+
+
+def _fmt(ids: list, limit: int = 20) -> str:
+    s = ", ".join(repr(x) for x in ids[:limit])
+    return s + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")

@@ -1,0 +1,244 @@
+"""Circuit generators. Each returns a :class:`Circuit` (weights ``(post, pre)``) and is seeded.
+
+* :func:`gaussian` — all-to-all ``W ~ g N(0,1)/√N`` (no autapses unless asked).
+* :func:`erdos_renyi` — sparse random graph, edge probability ``p``, weights ``g N(0,1)/√(pN)``.
+* :func:`dale` — E/I network with excitatory fraction ``frac_exc``, optional per-neuron E/I balance.
+* :func:`low_rank` — prescribed rank by SVD truncation of a Gaussian draw, norm matched (Frobenius or spectral).
+* :func:`low_rank_aligned` — low rank whose row and column spaces are spanned by given task/input directions.
+* :func:`block_model` — cell-type stochastic block model from a types x types probability table.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from spikelearn.circuit.core import Circuit, CircuitError
+
+__all__ = ["gaussian", "erdos_renyi", "dale", "low_rank", "truncate_rank", "low_rank_aligned", "block_model"]
+
+
+def _check_n(n: int) -> int:
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise CircuitError(f"n must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def gaussian(n: int, g: float = 1.0, *, seed: int = 0, self_loops: bool = False) -> Circuit:
+    """All-to-all Gaussian circuit ``W_ij ~ g N(0,1)/√N`` (diagonal absent unless ``self_loops``)."""
+    n = _check_n(n)
+    rng = np.random.default_rng(seed)
+    W = g * rng.standard_normal((n, n)) / np.sqrt(n)
+    mask = np.ones((n, n), bool)
+    if not self_loops:
+        np.fill_diagonal(mask, False)
+        np.fill_diagonal(W, 0.0)
+    return Circuit.from_dense(W, mask=mask, metadata={"generator": "gaussian", "g": g, "seed": seed})
+
+
+def erdos_renyi(n: int, p: float, g: float = 1.0, *, seed: int = 0, self_loops: bool = False) -> Circuit:
+    """Sparse Erdős–Rényi circuit: each ordered pair is an edge with probability ``p``; weights
+    ``g N(0,1)/√(pN)`` so the spectral radius is ≈ g for large N."""
+    n = _check_n(n)
+    if not 0 < p <= 1:
+        raise CircuitError(f"connection probability p must be in (0, 1], got {p}")
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n, n)) < p
+    if not self_loops:
+        np.fill_diagonal(mask, False)
+    W = np.where(mask, g * rng.standard_normal((n, n)) / np.sqrt(p * n), 0.0)
+    return Circuit.from_dense(W, mask=mask, metadata={"generator": "erdos_renyi", "p": p, "g": g, "seed": seed})
+
+
+def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balance: Literal[None, "mean", "per_neuron"] = "mean",
+         seed: int = 0, self_loops: bool = False) -> Circuit:
+    """Dale E/I circuit: the first ``round(frac_exc·N)`` neurons are excitatory (+1), the rest inhibitory (−1).
+
+    Magnitudes ``|N(0,1)|·g/√(pN)`` on edges drawn with probability ``p``; column sign = presynaptic type.
+    ``balance="mean"`` scales inhibitory weights so the expected E and I input to a neuron cancel;
+    ``"per_neuron"`` scales each row's inhibitory weights so its E and I inputs cancel exactly (row sums 0);
+    ``None`` leaves magnitudes as drawn. Cell types are ``"E"`` and ``"I"``.
+    """
+    n = _check_n(n)
+    if not 0 < frac_exc < 1:
+        raise CircuitError(f"frac_exc must be in (0, 1), got {frac_exc}")
+    if not 0 < p <= 1:
+        raise CircuitError(f"connection probability p must be in (0, 1], got {p}")
+    n_e = int(round(frac_exc * n))
+    if n_e in (0, n):
+        raise CircuitError(f"frac_exc={frac_exc} with n={n} leaves one population empty")
+    rng = np.random.default_rng(seed)
+    signs = np.r_[np.ones(n_e), -np.ones(n - n_e)].astype(np.int8)
+    mask = rng.random((n, n)) < p
+    if not self_loops:
+        np.fill_diagonal(mask, False)
+    mag = np.abs(rng.standard_normal((n, n))) * g / np.sqrt(p * n) * mask
+    if balance == "mean":
+        mag[:, n_e:] *= n_e / (n - n_e)
+    elif balance == "per_neuron":
+        e_in = mag[:, :n_e].sum(1)
+        i_in = mag[:, n_e:].sum(1)
+        bad = np.flatnonzero((i_in == 0) & (e_in > 0))
+        if bad.size:
+            raise CircuitError(f"per-neuron balance impossible: neuron(s) {bad[:10].tolist()} have excitatory but "
+                               "no inhibitory inputs")
+        mag[:, n_e:] *= np.divide(e_in, i_in, out=np.zeros(n), where=i_in > 0)[:, None]
+    elif balance is not None:
+        raise CircuitError(f"balance must be None, 'mean' or 'per_neuron', got {balance!r}")
+    W = mag * signs[None, :].astype(float)
+    return Circuit.from_dense(W, mask=mask, cell_types=["E"] * n_e + ["I"] * (n - n_e), signs=signs,
+                              metadata={"generator": "dale", "frac_exc": frac_exc, "p": p, "g": g,
+                                        "balance": balance, "seed": seed})
+
+
+def truncate_rank(W0: np.ndarray, rank: int, norm: Literal["frobenius", "spectral"] = "frobenius") -> np.ndarray:
+    """Rank-``rank`` SVD truncation of ``W0`` rescaled to ``W0``'s Frobenius norm (rich/lazy paper's choice)
+    or to its largest singular value (``"spectral"``). ALGORITHMS.md §8.2."""
+    W0 = np.asarray(W0, dtype=np.float64)
+    if not 1 <= rank <= min(W0.shape):
+        raise CircuitError(f"rank must be in [1, {min(W0.shape)}], got {rank}")
+    U, s, Vt = np.linalg.svd(W0)
+    Wr = (U[:, :rank] * s[:rank]) @ Vt[:rank]
+    if norm == "frobenius":
+        return Wr * (np.linalg.norm(W0) / np.linalg.norm(Wr))
+    if norm == "spectral":
+        return Wr * (s[0] / np.linalg.svd(Wr, compute_uv=False)[0])
+    raise CircuitError(f"norm must be 'frobenius' or 'spectral', got {norm!r}")
+
+
+def low_rank(n: int, rank: int, sigma0: float = 1.25, *, norm: Literal["frobenius", "spectral"] = "frobenius",
+             seed: int = 0) -> Circuit:
+    """Prescribed-rank circuit (§8.2): ``W0 = σ0 G/√N`` (one draw per seed, shared by all ranks), truncated to
+    ``rank`` by SVD and rescaled so its norm (``norm``) equals ``W0``'s. All-to-all mask, diagonal included
+    (truncation fills it; the model masks autapses at use). ``metadata['norm_match']`` reports the choice."""
+    n = _check_n(n)
+    W0 = sigma0 * np.random.default_rng(seed).standard_normal((n, n)) / np.sqrt(n)
+    W = truncate_rank(W0, rank, norm)
+    return Circuit.from_dense(W, mask=np.ones((n, n), bool),
+                              metadata={"generator": "low_rank", "rank": rank, "sigma0": sigma0, "norm_match": norm,
+                                        "target_norm": float(np.linalg.norm(W0) if norm == "frobenius"
+                                                             else np.linalg.norm(W0, 2)),
+                                        "seed": seed})
+
+
+def low_rank_aligned(directions: np.ndarray, rank: int | None = None, sigma0: float = 1.25, *,
+                     norm: Literal["frobenius", "spectral"] = "frobenius", seed: int = 0) -> Circuit:
+    """Low-rank circuit aligned with given task/input directions.
+
+    ``directions``: ``(N, k)`` columns spanning the task subspace (e.g. input weight vectors). With ``Q`` an
+    orthonormal basis of their first ``rank`` columns, ``W = Q M Qᵀ`` with ``M ~ N(0,1)`` (``rank x rank``),
+    so both row and column spaces lie in the task subspace; rescaled to the norm of a Gaussian
+    ``σ0 G/√N`` draw of the same seed (Frobenius or spectral), as :func:`low_rank`.
+    """
+    D = np.asarray(directions, dtype=np.float64)
+    if D.ndim != 2:
+        raise CircuitError(f"directions must have shape (N, k), got {D.shape}")
+    n, k = D.shape
+    rank = k if rank is None else rank
+    if not 1 <= rank <= k:
+        raise CircuitError(f"rank must be in [1, {k}] for {k} directions, got {rank}")
+    Q, R = np.linalg.qr(D[:, :rank])
+    if np.min(np.abs(np.diag(R))) < 1e-12 * max(1.0, np.abs(R).max()):
+        raise CircuitError("directions are linearly dependent")
+    rng = np.random.default_rng(seed)
+    W0 = sigma0 * rng.standard_normal((n, n)) / np.sqrt(n)
+    W = Q @ rng.standard_normal((rank, rank)) @ Q.T
+    target = np.linalg.norm(W0) if norm == "frobenius" else np.linalg.norm(W0, 2)
+    W *= target / (np.linalg.norm(W) if norm == "frobenius" else np.linalg.norm(W, 2))
+    return Circuit.from_dense(W, mask=np.ones((n, n), bool),
+                              metadata={"generator": "low_rank_aligned", "rank": rank, "sigma0": sigma0,
+                                        "norm_match": norm, "target_norm": float(target), "seed": seed})
+
+
+def _largest_remainder(n: int, proportions: np.ndarray, min_count: int = 1) -> np.ndarray:
+    """Integer counts summing to ``n`` in the given proportions (largest-remainder), each ≥ ``min_count``."""
+    p = np.asarray(proportions, dtype=np.float64)
+    if (p < 0).any() or p.sum() <= 0:
+        raise CircuitError("proportions must be non-negative with a positive sum")
+    if n < min_count * p.size:
+        raise CircuitError(f"n={n} is too small for {p.size} types with at least {min_count} neuron(s) each")
+    p = p / p.sum()
+    counts = np.full(p.size, min_count)
+    rest = n - counts.sum()
+    quota = p * n - counts
+    quota = np.clip(quota, 0, None)
+    if quota.sum() > 0:
+        quota = quota / quota.sum() * rest
+    base = np.floor(quota).astype(int)
+    counts += base
+    left = n - counts.sum()
+    order = np.argsort(-(quota - base), kind="stable")
+    counts[order[:left]] += 1
+    return counts
+
+
+def block_model(p_table: pd.DataFrame, sizes: Mapping[str, int] | None = None, *, n: int | None = None,
+                proportions: Mapping[str, float] | None = None, rows: Literal["pre", "post"] = "pre",
+                weight_table: pd.DataFrame | None = None, type_signs: Mapping[str, int] | None = None,
+                weight_scale: float = 1.0, seed: int = 0, self_loops: bool = False) -> Circuit:
+    """Cell-type stochastic block model.
+
+    Args:
+        p_table: types x types connection probabilities in [0, 1] (a square DataFrame, same labels on both axes).
+            ``rows="pre"`` (default) means rows are presynaptic types and columns postsynaptic, as in most
+            published tables; ``rows="post"`` the reverse.
+        sizes: neurons per type; or ``n`` with ``proportions`` (largest-remainder rounding, ≥ 1 per type).
+        weight_table: optional types x types weight *magnitudes* (same orientation as ``p_table``); default 1.
+        type_signs: optional type -> +1/-1 (Dale by type); weights get the presynaptic type's sign.
+        weight_scale: multiplies all weights.
+
+    Neurons are grouped by type in ``p_table`` order. ``metadata['p_table']`` keeps the (pre, post) table.
+    """
+    if not isinstance(p_table, pd.DataFrame):
+        raise CircuitError("p_table must be a pandas DataFrame with type labels on both axes")
+    if p_table.shape[0] != p_table.shape[1] or list(p_table.index) != list(p_table.columns):
+        raise CircuitError(f"p_table must be square with the same type labels on rows and columns, got shape "
+                           f"{p_table.shape}")
+    P = p_table if rows == "pre" else p_table.T
+    if rows not in ("pre", "post"):
+        raise CircuitError(f"rows must be 'pre' or 'post', got {rows!r}")
+    types = [str(t) for t in P.index]
+    Pv = P.to_numpy(dtype=np.float64)
+    if not np.isfinite(Pv).all() or (Pv < 0).any() or (Pv > 1).any():
+        raise CircuitError("p_table entries must be probabilities in [0, 1]")
+    if sizes is not None:
+        if set(map(str, sizes)) != set(types):
+            raise CircuitError(f"sizes keys {sorted(map(str, sizes))} differ from p_table types {types}")
+        counts = np.array([int(sizes[t]) for t in types])
+        if (counts < 0).any():
+            raise CircuitError("sizes must be non-negative")
+    else:
+        if n is None or proportions is None:
+            raise CircuitError("give either sizes, or n together with proportions")
+        if set(map(str, proportions)) != set(types):
+            raise CircuitError(f"proportions keys {sorted(map(str, proportions))} differ from p_table types {types}")
+        counts = _largest_remainder(n, np.array([proportions[t] for t in types]))
+    W_mag = np.ones_like(Pv)
+    if weight_table is not None:
+        Wt = weight_table if rows == "pre" else weight_table.T
+        if Wt.shape != P.shape or list(map(str, Wt.index)) != types or list(map(str, Wt.columns)) != types:
+            raise CircuitError(f"weight_table shape/labels {Wt.shape} do not match p_table {P.shape}")
+        W_mag = Wt.to_numpy(dtype=np.float64)
+        if not np.isfinite(W_mag).all():
+            raise CircuitError("weight_table has non-finite entries")
+    tsign = np.ones(len(types), np.int8)
+    if type_signs is not None:
+        missing = [t for t in types if t not in type_signs]
+        if missing:
+            raise CircuitError(f"type_signs has no sign for type(s) {missing}")
+        tsign = np.array([type_signs[t] for t in types], np.int8)
+    type_idx = np.repeat(np.arange(len(types)), counts)
+    N = int(counts.sum())
+    rng = np.random.default_rng(seed)
+    prob = Pv[type_idx[None, :], type_idx[:, None]]          # (post, pre): P[pre_type, post_type]
+    mask = rng.random((N, N)) < prob
+    if not self_loops:
+        np.fill_diagonal(mask, False)
+    W = np.where(mask, weight_scale * W_mag[type_idx[None, :], type_idx[:, None]]
+                 * (tsign[type_idx][None, :] if type_signs is not None else 1), 0.0)
+    signs = tsign[type_idx] if type_signs is not None else np.zeros(N, np.int8)
+    return Circuit.from_dense(W, mask=mask, cell_types=[types[k] for k in type_idx], signs=signs,
+                              metadata={"generator": "block_model", "types": types, "sizes": counts.tolist(),
+                                        "p_table_pre_post": Pv.tolist(), "seed": seed})

@@ -1,0 +1,1 @@
+"""Neuron dynamics: pure step functions with explicit state."""

@@ -1,0 +1,161 @@
+"""Generators: statistics, exact rank, matched norms, block-model probabilities."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spikelearn.circuit import (
+    CircuitError,
+    block_model,
+    dale,
+    erdos_renyi,
+    gaussian,
+    low_rank,
+    low_rank_aligned,
+    truncate_rank,
+)
+
+
+def test_gaussian_statistics_and_seed():
+    n = 400
+    c = gaussian(n, g=1.5, seed=3)
+    W = c.weights(dense=True)
+    assert np.all(np.diag(W) == 0) and c.n_edges == n * (n - 1)
+    off = W[~np.eye(n, dtype=bool)]
+    # std of g N(0,1)/sqrt(N) within 3 standard errors (SE of a sample std ~ sigma/sqrt(2M))
+    sigma = 1.5 / np.sqrt(n)
+    assert abs(off.std() - sigma) < 3 * sigma / np.sqrt(2 * off.size)
+    assert abs(off.mean()) < 3 * sigma / np.sqrt(off.size)
+    assert np.array_equal(gaussian(n, 1.5, seed=3).w, c.w)
+    assert not np.array_equal(gaussian(n, 1.5, seed=4).w, c.w)
+
+
+def test_erdos_renyi_density():
+    n, p = 300, 0.1
+    c = erdos_renyi(n, p, seed=1)
+    m = n * (n - 1)
+    assert abs(c.n_edges / m - p) < 3 * np.sqrt(p * (1 - p) / m)
+    assert not c.mask().diagonal().any()
+    with pytest.raises(CircuitError, match="probability"):
+        erdos_renyi(10, 1.5)
+
+
+@pytest.mark.parametrize("balance", [None, "mean", "per_neuron"])
+def test_dale_signs_and_balance(balance):
+    c = dale(200, frac_exc=0.8, p=0.5, seed=2, balance=balance)
+    W = c.weights(dense=True)
+    assert (c.signs == 1).sum() == 160 and (c.signs == -1).sum() == 40
+    assert (W[:, c.signs == 1] >= 0).all() and (W[:, c.signs == -1] <= 0).all()
+    np.testing.assert_array_equal(c.dale_signs(), c.signs)
+    if balance == "per_neuron":
+        np.testing.assert_allclose(W.sum(1), 0, atol=1e-12)
+    if balance == "mean":
+        # expected E input equals expected I input: |mean row sum| small relative to the E part
+        e = W[:, c.signs == 1].sum(1).mean()
+        assert abs(W.sum(1).mean()) < 0.1 * e
+
+
+def test_low_rank_exact_rank_and_frobenius_norm():
+    n = 120
+    W0 = gaussian(n, 1.25, seed=0, self_loops=True).weights(dense=True)
+    for r in (1, 5, 30, n):
+        c = low_rank(n, r, seed=0)
+        W = c.weights(dense=True)
+        assert np.linalg.matrix_rank(W) == r
+        assert abs(np.linalg.norm(W) - np.linalg.norm(W0)) < 1e-12 * np.linalg.norm(W0)
+        assert c.metadata["norm_match"] == "frobenius"
+    np.testing.assert_allclose(low_rank(n, n, seed=0).weights(dense=True), W0, atol=1e-13)
+
+
+def test_low_rank_spectral_norm():
+    W0 = np.random.default_rng(0).standard_normal((50, 50))
+    Wr = truncate_rank(W0, 3, "spectral")
+    assert np.linalg.matrix_rank(Wr) == 3
+    assert abs(np.linalg.norm(Wr, 2) - np.linalg.norm(W0, 2)) < 1e-12 * np.linalg.norm(W0, 2)
+    c = low_rank(50, 3, norm="spectral")
+    assert c.metadata["norm_match"] == "spectral"
+    with pytest.raises(CircuitError, match="norm"):
+        truncate_rank(W0, 3, "nuclear")
+    with pytest.raises(CircuitError, match="rank"):
+        truncate_rank(W0, 0)
+
+
+def test_low_rank_aligned_subspace():
+    rng = np.random.default_rng(5)
+    D = rng.standard_normal((80, 4))
+    c = low_rank_aligned(D, rank=2, seed=1)
+    W = c.weights(dense=True)
+    Q, _ = np.linalg.qr(D[:, :2])
+    P = Q @ Q.T
+    assert np.linalg.matrix_rank(W) == 2
+    np.testing.assert_allclose(P @ W, W, atol=1e-12)  # column space inside the task directions
+    np.testing.assert_allclose(W @ P, W, atol=1e-12)  # row space too
+    W0 = gaussian(80, 1.25, seed=1, self_loops=True).weights(dense=True)
+    assert abs(np.linalg.norm(W) - np.linalg.norm(W0)) < 1e-12 * np.linalg.norm(W0)
+    with pytest.raises(CircuitError, match="dependent"):
+        low_rank_aligned(np.ones((10, 2)))
+
+
+def _table():
+    t = ["E", "PV", "SST"]
+    p = pd.DataFrame([[0.2, 0.4, 0.1], [0.5, 0.3, 0.05], [0.3, 0.0, 0.6]], index=t, columns=t)  # rows = pre
+    return t, p
+
+
+def test_block_model_probabilities_within_3_se():
+    t, p = _table()
+    sizes = {"E": 300, "PV": 120, "SST": 80}
+    c = block_model(p, sizes, seed=7, type_signs={"E": 1, "PV": -1, "SST": -1},
+                    weight_table=pd.DataFrame(np.full((3, 3), 0.5), index=t, columns=t))
+    M = c.mask()
+    types = c.cell_types
+    for a in t:
+        for b in t:
+            pre, post = types == a, types == b
+            trials = pre.sum() * post.sum() - (pre & post).sum()  # no autapses
+            k = M[np.ix_(post, pre)].sum()
+            pab = p.loc[a, b]
+            if pab in (0.0, 1.0):
+                assert k == pab * trials
+                continue
+            se = np.sqrt(pab * (1 - pab) / trials)
+            assert abs(k / trials - pab) < 3 * se, (a, b, k / trials, pab)
+    W = c.weights(dense=True)
+    assert (W[:, types == "E"] >= 0).all() and (W[:, types != "E"] <= 0).all()
+    assert set(np.abs(c.w)) == {0.5}
+
+
+def test_block_model_orientation_post():
+    t, p = _table()
+    a = block_model(p, {"E": 50, "PV": 50, "SST": 50}, seed=1)
+    b = block_model(p.T, {"E": 50, "PV": 50, "SST": 50}, seed=1, rows="post")
+    np.testing.assert_array_equal(a.mask(), b.mask())
+
+
+def test_block_model_proportions_largest_remainder():
+    t, p = _table()
+    c = block_model(p, n=101, proportions={"E": 0.8, "PV": 0.15, "SST": 0.05}, seed=0)
+    counts = {k: int((c.cell_types == k).sum()) for k in t}
+    assert sum(counts.values()) == 101
+    exact = {"E": 80.8, "PV": 15.15, "SST": 5.05}
+    assert all(abs(counts[k] - exact[k]) < 1 for k in t)
+    c = block_model(p, n=3, proportions={"E": 0.98, "PV": 0.01, "SST": 0.01})
+    assert sorted(c.cell_types.tolist()) == ["E", "PV", "SST"]  # at least one per type
+
+
+def test_block_model_bad_tables():
+    t, p = _table()
+    with pytest.raises(CircuitError, match="square"):
+        block_model(p.iloc[:2], {"E": 1, "PV": 1, "SST": 1})
+    with pytest.raises(CircuitError, match="sizes keys"):
+        block_model(p, {"E": 1, "PV": 1})
+    with pytest.raises(CircuitError, match="weight_table"):
+        block_model(p, {"E": 1, "PV": 1, "SST": 1}, weight_table=p.iloc[:2, :2])
+    bad = p.copy()
+    bad.iloc[0, 0] = 1.5
+    with pytest.raises(CircuitError, match="probabilities"):
+        block_model(bad, {"E": 1, "PV": 1, "SST": 1})
+    with pytest.raises(CircuitError, match="type_signs"):
+        block_model(p, {"E": 1, "PV": 1, "SST": 1}, type_signs={"E": 1})
+    with pytest.raises(CircuitError, match="too small"):
+        block_model(p, n=2, proportions={"E": 1, "PV": 1, "SST": 1})
