@@ -1,0 +1,77 @@
+"""Command line: ``spikelearn train CONFIG.toml``, ``spikelearn demo``, ``spikelearn info``."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+__all__ = ["main"]
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    import spikelearn
+    from spikelearn import connectomes
+
+    print(f"spikelearn {spikelearn.__version__}")
+    print(f"torch {torch.__version__}; device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'cpu'}")
+    print("\nconnectomes:")
+    with __import__("pandas").option_context("display.width", 200, "display.max_colwidth", 60):
+        print(connectomes.available().to_string(index=False))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from spikelearn.config import load_config
+    from spikelearn.train import train
+
+    cfg = load_config(args.config)
+    if args.quiet:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, quiet=True))
+    hist, _ = train(cfg, out_dir=args.out, resume=args.resume)
+    out = args.out or cfg.train.out_dir
+    last = hist.dropna(subset=["accuracy"]).tail(1)
+    print(last.to_string(index=False))
+    print(f"\nwrote {out}/history.csv, model.pt, checkpoint.pt, config.json")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from spikelearn.demo import run_demo
+
+    run_demo(out_dir=pathlib.Path(args.out), iterations=args.iterations, quiet=args.quiet)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="spikelearn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train from a TOML configuration")
+    p.add_argument("config", help="path to the TOML run configuration")
+    p.add_argument("--out", default=None, help="output folder (default: [train] out_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_cmd_train)
+    p = sub.add_parser("demo", help="few-minute end-to-end run on the C. elegans connectome")
+    p.add_argument("--out", default="demo_out", help="output folder for the table and PNGs")
+    p.add_argument("--iterations", type=int, default=None, help="override the demo's iteration budget")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_cmd_demo)
+    p = sub.add_parser("info", help="version, shipped connectomes, torch device")
+    p.set_defaults(fn=_cmd_info)
+    args = parser.parse_args(argv)
+    from spikelearn.config import ConfigError
+
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"spikelearn: configuration error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

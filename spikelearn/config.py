@@ -1,0 +1,178 @@
+"""Typed run configuration; the same dataclasses are the schema of the TOML files read by ``spikelearn train``.
+
+A TOML file has the sections ``[circuit]``, ``[model]``, ``[task]``, ``[rule]``, ``[optimizer]`` and ``[train]``.
+Each section's keys are the fields of its dataclass below; free-form options of the thing a section builds go
+in its ``options`` sub-table (``[model.options]`` ...) and are checked against that thing's signature. An unknown
+key anywhere is an error naming the key and its section. Example::
+
+    [circuit]
+    kind = "connectome"          # or a generator: gaussian, erdos_renyi, dale, low_rank, block_model ...
+    name = "celegans_varshney2011"
+    [circuit.options]
+    weight_per_synapse = 0.05
+    [model]
+    type = "spiking"
+    [task]
+    name = "evidence_accumulation"
+    [rule]
+    name = "bptt"
+    [optimizer]
+    name = "adam"
+    lr = 5e-3
+    [train]
+    iterations = 200
+    seed = 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import pathlib
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["CircuitConfig", "ModelConfig", "TaskConfig", "RuleConfig", "OptimizerConfig", "TrainConfig",
+           "RunConfig", "ConfigError", "load_config", "config_from_dict", "check_options"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the section and key."""
+
+
+@dataclass(frozen=True)
+class CircuitConfig:
+    kind: str = "gaussian"          # a generator name, or "connectome"
+    name: str = ""                  # connectome name when kind = "connectome"
+    n: int = 100                    # neurons (generators; the connectome loaders take n in options if they need it)
+    options: dict = field(default_factory=dict)  # generator / loader keyword arguments
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    type: str = "spiking"           # "spiking" (SpikingRNN) or "rate" (RateRNN)
+    options: dict = field(default_factory=dict)  # constructor keyword arguments
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "delayed_match_to_sample"
+    options: dict = field(default_factory=dict)  # task dataclass fields
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    name: str = "bptt"
+    options: dict = field(default_factory=dict)  # rule hyperparameters
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adam"              # any torch.optim class name, case-insensitive (adam, sgd, adamw, ...)
+    lr: float = 1e-3
+    options: dict = field(default_factory=dict)  # other optimizer keyword arguments (momentum, ...)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 100
+    batch_size: int = 32
+    seed: int = 0                   # one seed determines circuit, initial weights and every trial
+    eval_every: int = 10            # evaluate accuracy / firing rate on a fixed batch every k iterations
+    eval_batch_size: int = 64
+    checkpoint_every: int = 0       # 0 = only at the end
+    grad_clip: float = 0.0          # max gradient norm; 0 = no clipping
+    update_every_steps: int = 0     # online rules: apply updates every k time steps (0 = once per trial)
+    device: str = "cpu"             # "cpu", "cuda" or "auto"
+    dtype: str = "float32"          # "float32" or "float64"
+    quiet: bool = False             # no progress bar
+    out_dir: str = "runs/run"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rule: RuleConfig = field(default_factory=RuleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+_SECTION_CLASSES = {"circuit": CircuitConfig, "model": ModelConfig, "task": TaskConfig, "rule": RuleConfig,
+                    "optimizer": OptimizerConfig, "train": TrainConfig}
+
+
+def _build_section(section: str, values: Any):
+    cls = _SECTION_CLASSES[section]
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] must be a table, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, val in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {key!r} in section [{section}]; allowed keys: {sorted(fields)}")
+        default = fields[key].default if fields[key].default is not dataclasses.MISSING else fields[key].default_factory()
+        if key == "options":
+            if not isinstance(val, dict):
+                raise ConfigError(f"[{section}] options must be a table")
+        elif isinstance(default, bool):
+            if not isinstance(val, bool):
+                raise ConfigError(f"[{section}] {key} must be true or false, got {val!r}")
+        elif isinstance(default, int):
+            if isinstance(val, bool) or not isinstance(val, int):
+                raise ConfigError(f"[{section}] {key} must be an integer, got {val!r}")
+        elif isinstance(default, float):
+            if isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise ConfigError(f"[{section}] {key} must be a number, got {val!r}")
+            values = {**values, key: float(val)}
+        elif isinstance(default, str) and not isinstance(val, str):
+            raise ConfigError(f"[{section}] {key} must be a string, got {val!r}")
+    return cls(**values)
+
+
+def config_from_dict(d: dict) -> RunConfig:
+    """Build a :class:`RunConfig` from nested dicts, rejecting unknown sections and keys by name."""
+    unknown = set(d) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)}; allowed sections: {sorted(_SECTIONS)}")
+    return RunConfig(**{s: _build_section(s, v) for s, v in d.items()})
+
+
+def load_config(path: str | pathlib.Path) -> RunConfig:
+    """Read a TOML run configuration (see module docstring)."""
+    p = pathlib.Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {str(p)!r} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    return config_from_dict(data)
+
+
+def check_options(section: str, target: Any, options: dict, *, skip: tuple[str, ...] = ()) -> None:
+    """Raise :class:`ConfigError` naming any key of ``options`` that ``target`` (a callable) does not accept."""
+    sig = inspect.signature(target)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    allowed = [n for n, p in sig.parameters.items()
+               if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+               and n not in skip]
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"unknown key {key!r} in section [{section}.options]; "
+                              f"{getattr(target, '__name__', target)} accepts: {sorted(allowed)}")

@@ -1,0 +1,245 @@
+r"""Discrete-time LIF / ALIF neurons (ALGORITHMS.md §1.1; Bellec et al. 2020, doi:10.1038/s41467-020-17236-y).
+
+One step ``t`` (``dt_ms`` per step), per neuron ``j``, with ``I_j^t`` the synaptic drive
+(``Σ_i W_in[j,i] x_i^t + Σ_{i≠j} W_rec[j,i] z_i^{t-1}`` + gap current)::
+
+    α = exp(−dt/τ_m),  ρ = exp(−dt/τ_a)                   (exact decay factors)
+    scaling A:  v^t = α v^{t-1} +       I^t − v_th z^{t-1},   a^t = ρ a^{t-1} +       z^{t-1}
+    scaling B:  v^t = α v^{t-1} + (1−α) I^t − v_th z^{t-1},   a^t = ρ a^{t-1} + (1−ρ) z^{t-1}
+    A^t = v_th + β a^t                                      (adaptive threshold; β = 0 ⇒ LIF)
+    z^t = H((v^t − A^t)/v_th)   unless refractory at t, else 0
+    ψ^t = (γ_pd/v_th) max(0, 1 − |v^t − A^t|/v_th)          (eprop surrogate; 0 while refractory)
+
+Reset is by subtraction of the *baseline* ``v_th`` (not of ``A``). Recurrent spikes act with a one-step delay.
+Refractoriness is a counter ``ref`` of blocked steps left: after a spike at ``t`` the neuron is blocked for the
+next ``n_ref`` steps (``"lsnn"``: z forced to 0 if it spiked in any of the previous ``n_ref`` steps) or
+``n_ref − 1`` steps (``"counter"``, the e-prop ``EligALIF`` convention). The refractory mask is a constant.
+
+Gap junctions (explicit): ``I_gap,j^t = Σ_i G_ji (v_i^{t-1} − v_j^{t-1})`` is added to ``I^t`` (so it is also
+multiplied by ``1−α`` under scaling B); the potentials of the previous step are used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from spikelearn.neurons.surrogate import Surrogate, make_surrogate
+
+__all__ = ["LIFParams", "ALIFState", "ALIFAux", "ALIFConstants", "alif_step", "alif_step_aux", "alif_update",
+           "lif_step", "decay", "init_alif_state", "gap_current"]
+
+Scalar = float | Tensor
+
+
+def decay(dt_ms: float, tau_ms: Scalar) -> Scalar:
+    """Exact decay factor ``exp(−dt/τ)`` over one step (``τ = inf`` gives 1)."""
+    if isinstance(tau_ms, Tensor):
+        return torch.exp(-dt_ms / tau_ms)
+    return math.exp(-dt_ms / tau_ms)
+
+
+@dataclass(frozen=True)
+class LIFParams:
+    """Constants of an ALIF population (LIF when ``beta == 0``). Scalars or per-neuron ``(N,)`` tensors.
+
+    Attributes:
+        tau_mem_ms: membrane time constant τ_m (ms).
+        tau_adapt_ms: adaptation time constant τ_a (ms); irrelevant where ``beta == 0``.
+        v_th: baseline threshold (units of ``v``), also the reset amount and the ψ scale.
+        beta: adaptation strength β (0 ⇒ LIF).
+        n_ref: refractory period in steps (integer valued).
+        dt_ms: time step (ms).
+        scaling: ``"A"`` (input not scaled) or ``"B"`` (input scaled by ``1−α``, adaptation by ``1−ρ``).
+        refractory: ``"lsnn"`` (blocks ``n_ref`` steps) or ``"counter"`` (blocks ``n_ref − 1`` steps).
+        detach_reset: stop the gradient through the reset term ``−v_th z^{t-1}``.
+    """
+
+    tau_mem_ms: Scalar = 20.0
+    tau_adapt_ms: Scalar = 2000.0
+    v_th: Scalar = 0.6
+    beta: Scalar = 0.0
+    n_ref: Scalar = 5
+    dt_ms: float = 1.0
+    scaling: Literal["A", "B"] = "A"
+    refractory: Literal["lsnn", "counter"] = "lsnn"
+    detach_reset: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scaling not in ("A", "B"):
+            raise ValueError(f"scaling must be 'A' or 'B', got {self.scaling!r}")
+        if self.refractory not in ("lsnn", "counter"):
+            raise ValueError(f"refractory must be 'lsnn' or 'counter', got {self.refractory!r}")
+        if self.dt_ms <= 0:
+            raise ValueError(f"dt_ms must be positive, got {self.dt_ms}")
+
+    def constants(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+                  ) -> "ALIFConstants":
+        """Derived per-step constants as tensors (scalars become 0-d tensors)."""
+
+        def t(x: Scalar) -> Tensor:
+            return torch.as_tensor(x, dtype=dtype or torch.get_default_dtype(), device=device)
+
+        tau_m, tau_a = t(self.tau_mem_ms), t(self.tau_adapt_ms)
+        alpha = torch.exp(-self.dt_ms / tau_m)
+        rho = torch.exp(-self.dt_ms / tau_a)
+        one = torch.ones_like(alpha)
+        c_in = one if self.scaling == "A" else 1 - alpha
+        c_a = torch.ones_like(rho) if self.scaling == "A" else 1 - rho
+        n_ref = t(self.n_ref)
+        if (n_ref != torch.round(n_ref)).any() or (n_ref < 0).any():
+            raise ValueError("n_ref must be non-negative integers")
+        n_block = n_ref if self.refractory == "lsnn" else torch.clamp(n_ref - 1, min=0)
+        beta = t(self.beta)
+        return ALIFConstants(alpha=alpha, rho=rho, c_in=c_in, c_a=c_a, v_th=t(self.v_th), beta=beta,
+                             n_block=n_block, detach_reset=self.detach_reset,
+                             adaptive=bool((beta != 0).any()), refractory=bool((n_block > 0).any()))
+
+
+class ALIFConstants(NamedTuple):
+    """Per-step constants of :func:`alif_update` (tensors broadcastable to ``(B, N)``)."""
+
+    alpha: Tensor     # membrane decay exp(−dt/τ_m)
+    rho: Tensor       # adaptation decay exp(−dt/τ_a)
+    c_in: Tensor      # input factor: 1 (A) or 1−α (B)
+    c_a: Tensor       # adaptation increment: 1 (A) or 1−ρ (B)
+    v_th: Tensor      # baseline threshold
+    beta: Tensor      # adaptation strength
+    n_block: Tensor   # steps blocked after a spike
+    detach_reset: bool
+    adaptive: bool    # any beta != 0 (else a is never updated)
+    refractory: bool  # any n_block > 0
+
+
+class ALIFState(NamedTuple):
+    """State after step ``t``; every field ``(B, N)``."""
+
+    v: Tensor    # membrane potential v^t
+    a: Tensor    # adaptation a^t (threshold A^t = v_th + β a^t)
+    z: Tensor    # spikes z^t in {0, 1}
+    ref: Tensor  # refractory steps left after step t (float, integer valued)
+
+
+class ALIFAux(NamedTuple):
+    """Quantities of step ``t`` a learning rule needs besides the state; every field ``(B, N)``."""
+
+    thr: Tensor         # adaptive threshold A^t
+    psi: Tensor         # pseudo-derivative ∂z^t/∂v^t used in backward (0 while refractory), detached
+    refractory: Tensor  # bool: neuron was blocked at step t
+
+
+def init_alif_state(batch_size: int, n: int, *, dtype: torch.dtype | None = None,
+                    device: torch.device | str | None = None) -> ALIFState:
+    """All-zero state ``(B, N)``: at rest, no adaptation, no spike, not refractory."""
+    z = torch.zeros(batch_size, n, dtype=dtype or torch.get_default_dtype(), device=device)
+    return ALIFState(v=z, a=z, z=z, ref=z)
+
+
+def gap_current(v: Tensor, g_gap: Tensor, g_sum: Tensor | None = None) -> Tensor:
+    """Gap-junction current ``Σ_i G_ji (v_i − v_j)``.
+
+    Args:
+        v: ``(B, N)`` potentials. g_gap: ``(N, N)`` symmetric conductances. g_sum: optional ``G.sum(1)``.
+    """
+    if g_sum is None:
+        g_sum = g_gap.sum(1)
+    return v @ g_gap.T - v * g_sum
+
+
+def alif_update(c: ALIFConstants, state: ALIFState, drive: Tensor, surrogate: Surrogate, *,
+                need_aux: bool = False) -> tuple[ALIFState, ALIFAux | None]:
+    """One ALIF step from a drive that is *already multiplied by* ``c_in`` (the model's fast path).
+
+    Args:
+        c: constants (:meth:`LIFParams.constants`).
+        state: state after step ``t−1``.
+        drive: ``(B, N)``, ``c_in · I^t`` (feed-forward + recurrent + gap current, scaled).
+        surrogate: spike function.
+        need_aux: also return ``(thr, psi, refractory)``.
+    """
+    z_prev = state.z.detach() if c.detach_reset else state.z
+    v = c.alpha * state.v + drive - c.v_th * z_prev
+    if c.adaptive:
+        a = c.rho * state.a + c.c_a * state.z
+        thr = c.v_th + c.beta * a
+    else:
+        a = state.a
+        thr = c.v_th.expand_as(v) if need_aux else c.v_th
+    u = (v - thr) / c.v_th
+    need_d = need_aux or (u.requires_grad and torch.is_grad_enabled())
+    d = surrogate.derivative(u) if need_d else None
+    if c.refractory:
+        blocked = state.ref > 0
+        free = (~blocked).to(v.dtype)
+        z = surrogate.spike(u, d) * free
+        fired = (u > 0) & ~blocked  # the spike event (also in the smooth variant)
+        ref = torch.where(fired, c.n_block.to(v.dtype).expand_as(v), torch.clamp(state.ref - 1, min=0))
+    else:
+        blocked = None
+        z = surrogate.spike(u, d)
+        ref = state.ref
+    aux = None
+    if need_aux:
+        assert d is not None
+        psi = d / c.v_th
+        if blocked is not None:
+            psi = psi * free
+            ref_mask = blocked
+        else:
+            ref_mask = torch.zeros_like(v, dtype=torch.bool)
+        aux = ALIFAux(thr=thr, psi=psi, refractory=ref_mask)
+    return ALIFState(v=v, a=a, z=z, ref=ref), aux
+
+
+def alif_step_aux(params: LIFParams, state: ALIFState, i_in: Tensor, *, w_rec: Tensor | None = None,
+                  g_gap: Tensor | None = None, surrogate: Surrogate | str = "eprop"
+                  ) -> tuple[ALIFState, ALIFAux]:
+    """:func:`alif_step` that also returns ``ALIFAux(thr, psi, refractory)`` of the step."""
+    c = params.constants(dtype=state.v.dtype, device=state.v.device)
+    s = make_surrogate(surrogate)
+    drive = i_in
+    if w_rec is not None:
+        drive = drive + state.z @ w_rec.T
+    if g_gap is not None:
+        drive = drive + gap_current(state.v, g_gap)
+    new, aux = alif_update(c, state, c.c_in * drive, s, need_aux=True)
+    assert aux is not None
+    return new, aux
+
+
+def alif_step(params: LIFParams, state: ALIFState, i_in: Tensor, *, w_rec: Tensor | None = None,
+              g_gap: Tensor | None = None, surrogate: Surrogate | str = "eprop") -> ALIFState:
+    """One ALIF step (§1.1).
+
+    Args:
+        params: constants (scalars or ``(N,)`` tensors).
+        state: state after step ``t−1``, fields ``(B, N)``.
+        i_in: ``(B, N)`` feed-forward drive ``W_in x^t`` (plus anything else; units of ``v`` in scaling A).
+        w_rec: optional ``(N, N)`` recurrent weights ``(post, pre)``; adds ``W_rec z^{t-1}``.
+        g_gap: optional ``(N, N)`` gap conductances; adds ``Σ_i G_ji (v_i^{t-1} − v_j^{t-1})``.
+        surrogate: name or :class:`Surrogate` for the spike's backward.
+
+    Returns:
+        the state after step ``t``.
+    """
+    c = params.constants(dtype=state.v.dtype, device=state.v.device)
+    drive = i_in
+    if w_rec is not None:
+        drive = drive + state.z @ w_rec.T
+    if g_gap is not None:
+        drive = drive + gap_current(state.v, g_gap)
+    new, _ = alif_update(c, state, c.c_in * drive, make_surrogate(surrogate))
+    return new
+
+
+def lif_step(params: LIFParams, state: ALIFState, i_in: Tensor, **kwargs) -> ALIFState:
+    """LIF step: :func:`alif_step` with ``beta = 0`` (the ``a`` field stays as given)."""
+    if isinstance(params.beta, Tensor) or params.beta != 0:
+        from dataclasses import replace
+
+        params = replace(params, beta=0.0)
+    return alif_step(params, state, i_in, **kwargs)

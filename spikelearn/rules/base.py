@@ -1,0 +1,79 @@
+"""The learning-rule contract shared by BPTT and the local rules.
+
+A rule is a small frozen object holding hyperparameters only. Its one required method is::
+
+    loss, grads = rule.gradients(model, x, y, mask, loss_fn)
+
+* ``x``: ``(T, B, n_in)`` inputs; ``y``, ``mask``: targets and loss mask as the task returns them.
+* ``loss_fn(y_hat, y, mask)``: any differentiable scalar (means or sums).
+* ``grads``: ``dict[str, Tensor]`` keyed by ``model.named_parameters()`` names, each the shape of its parameter
+  (descent direction is ``-grads``, as with ``.grad``). Parameters a rule does not train are absent.
+
+Local rules obtain ``∂E/∂ŷ`` by autograd on ``ŷ`` alone (:func:`output_error`) and never back-propagate
+through the network. Online rules additionally offer ``init(model, batch_size) -> state`` and
+``step(model, rec_t, dE_dy_t, state) -> (grads, state)``; the trainer's ``update_every_steps`` is reserved for them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+Grads = dict[str, Tensor]
+LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+__all__ = ["Grads", "LossFn", "LearningRule", "apply_gradients", "output_error", "zero_grads"]
+
+
+@runtime_checkable
+class LearningRule(Protocol):
+    """What every rule offers (see module docstring)."""
+
+    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+                  loss_fn: LossFn) -> tuple[Tensor, Grads]: ...
+
+
+def output_error(y_hat: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor]:
+    """``(loss, ∂E/∂ŷ)`` by autograd on the output alone: ``ŷ`` is detached from the network first.
+
+    Returns the detached scalar loss and ``dE_dy`` of shape ``y_hat.shape``.
+    """
+    y_leaf = y_hat.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(y_leaf, y, mask)
+        if loss.dim() != 0:
+            raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+        (g,) = torch.autograd.grad(loss, y_leaf)
+    return loss.detach(), g
+
+
+def zero_grads(model: nn.Module) -> Grads:
+    """A zero gradient for every trainable parameter."""
+    return {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def apply_gradients(model: nn.Module, grads: Grads, *, accumulate: bool = False) -> None:
+    """Write ``grads`` into ``p.grad`` so any ``torch.optim`` optimizer applies them.
+
+    Unknown names or wrong shapes raise ``KeyError``/``ValueError`` naming the parameter; parameters absent
+    from ``grads`` get ``grad = None`` (optimizers skip them) unless ``accumulate``.
+    """
+    params = dict(model.named_parameters())
+    unknown = set(grads) - set(params)
+    if unknown:
+        raise KeyError(f"gradients for unknown parameter(s) {sorted(unknown)}; model has {sorted(params)}")
+    for name, p in params.items():
+        g = grads.get(name)
+        if g is None:
+            if not accumulate:
+                p.grad = None
+            continue
+        if g.shape != p.shape:
+            raise ValueError(f"gradient for {name!r} has shape {tuple(g.shape)}, parameter has {tuple(p.shape)}")
+        g = g.detach().to(dtype=p.dtype, device=p.device)
+        if accumulate and p.grad is not None:
+            p.grad.add_(g)
+        else:
+            p.grad = g.clone()

@@ -1,0 +1,305 @@
+"""A plain training loop (no framework): any model, task, rule and ``torch.optim`` optimizer.
+
+``Trainer(model, task, rule, optimizer, config).run()`` returns the history as a tidy DataFrame with one row per
+iteration: ``iteration, loss, accuracy, eval_loss, firing_rate_hz, wall_time_s`` plus one column per measurement
+result (``accuracy``, ``eval_loss``, ``firing_rate_hz`` and measurements are filled on evaluation iterations
+only, NaN elsewhere). Checkpoints (model, optimizer, RNG state, history) are written atomically; a killed run
+resumed from its checkpoint continues bit-identically on CPU.
+
+``build(run_config)`` turns a :class:`~spikelearn.config.RunConfig` into those pieces, and ``train(run_config)``
+builds and runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from spikelearn.config import ConfigError, RunConfig, TrainConfig, check_options
+from spikelearn.rules import apply_gradients, make_rule
+from spikelearn.rules.base import LossFn
+
+__all__ = ["Measurement", "Trainer", "TrainingDiverged", "build", "train", "derive_seeds", "resolve_device"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the iteration and the last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A measurement hook: ``fn(model, task, iteration) -> float | dict[str, float]`` every ``every`` iterations.
+
+    Results join the history as columns ``name`` (float) or ``name.key`` (dict).
+    """
+
+    name: str
+    fn: Callable[[nn.Module, Any, int], Any]
+    every: int = 10
+
+
+def derive_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds for circuit generation (numpy), weight init, training trials and evaluation trials."""
+    s = np.random.SeedSequence(seed).generate_state(4)
+    return {"circuit": int(s[0]), "init": int(s[1]), "trials": int(s[2]), "eval": int(s[3])}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _atomic_save(obj: Any, path: pathlib.Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train ``model`` on ``task`` with ``rule`` and ``optimizer`` (see module docstring).
+
+    Args:
+        model: a spikelearn model (``model(x, state=None, record=False)``).
+        task: a task object (``sample``, ``loss``, ``accuracy``).
+        rule: any learning rule (``rule.gradients(model, x, y, mask, loss_fn)``).
+        optimizer: any ``torch.optim`` optimizer over ``model.parameters()``.
+        config: :class:`~spikelearn.config.TrainConfig` (iterations, batch size, seed, evaluation, checkpoints).
+        measurements: measurement hooks run on evaluation schedules of their own.
+        loss_fn: defaults to ``task.loss``.
+        out_dir: where checkpoints go (default ``config.out_dir``); ``None`` disables checkpoints.
+    """
+
+    def __init__(self, model: nn.Module, task: Any, rule: Any, optimizer: torch.optim.Optimizer,
+                 config: TrainConfig, *, measurements: tuple[Measurement, ...] = (), loss_fn: LossFn | None = None,
+                 out_dir: str | pathlib.Path | None = "config", run_config: RunConfig | None = None):
+        self.model, self.task, self.rule, self.optimizer, self.config = model, task, rule, optimizer, config
+        self.measurements = tuple(measurements)
+        self.loss_fn = loss_fn or task.loss
+        self.out_dir = pathlib.Path(config.out_dir) if out_dir == "config" else (
+            None if out_dir is None else pathlib.Path(out_dir))
+        self.run_config = run_config
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        seeds = derive_seeds(config.seed)
+        self.trial_gen = torch.Generator(device="cpu").manual_seed(seeds["trials"])
+        eval_gen = torch.Generator(device="cpu").manual_seed(seeds["eval"])
+        self.eval_batch = self._to_device(task.sample(config.eval_batch_size, eval_gen, dtype=self.dtype))
+        self.iteration = 0
+        self.rows: list[dict] = []
+        self.wall_time_s = 0.0
+
+    def _to_device(self, batch):
+        return tuple(t.to(self.device) for t in batch)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss, accuracy and mean firing rate (Hz; spiking models) on the fixed evaluation batch."""
+        x, y, mask = self.eval_batch
+        out = self.model(x, record=True)
+        res = {"eval_loss": float(self.loss_fn(out.y, y, mask)), "accuracy": float(self.task.accuracy(out.y, y, mask))}
+        z = getattr(out.record, "z", None)
+        if z is not None:
+            dt_ms = float(getattr(self.model, "dt_ms", getattr(self.task, "dt_ms", 1.0)))
+            res["firing_rate_hz"] = float(z.float().mean()) * 1000.0 / dt_ms
+        return res
+
+    def _measure(self, it: int) -> dict[str, float]:
+        res: dict[str, float] = {}
+        for m in self.measurements:
+            if it % m.every:
+                continue
+            v = m.fn(self.model, self.task, it)
+            if isinstance(v, Mapping):
+                res.update({f"{m.name}.{k}": float(x) for k, x in v.items()})
+            else:
+                res[m.name] = float(v)
+        return res
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "trial_generator": self.trial_gen.get_state(),
+                "history": self.rows, "wall_time_s": self.wall_time_s,
+                "run_config": None if self.run_config is None else self.run_config.to_json()}
+
+    def save_checkpoint(self) -> pathlib.Path | None:
+        if self.out_dir is None:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / CHECKPOINT
+        _atomic_save(self.state_dict(), path)
+        return path
+
+    def load_checkpoint(self, path: str | pathlib.Path | None = None) -> None:
+        """Restore model, optimizer, trial RNG and history from a checkpoint (default: ``out_dir``'s)."""
+        path = pathlib.Path(path) if path is not None else self.out_dir / CHECKPOINT
+        ck = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.trial_gen.set_state(ck["trial_generator"])
+        self.iteration, self.rows, self.wall_time_s = ck["iteration"], list(ck["history"]), ck["wall_time_s"]
+
+    # ------------------------------------------------------------------ loop
+    def run(self, iterations: int | None = None) -> pd.DataFrame:
+        """Train until ``iterations`` (default ``config.iterations``) in total; return :meth:`history`."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        total = cfg.iterations if iterations is None else iterations
+        bar = tqdm(total=total, initial=self.iteration, disable=cfg.quiet, desc="train", leave=False)
+        try:
+            while self.iteration < total:
+                self._one_iteration()
+                bar.update(1)
+                if self.rows and not math.isnan(self.rows[-1]["loss"]):
+                    bar.set_postfix(loss=f"{self.rows[-1]['loss']:.4g}")
+                if cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        self.save_checkpoint()
+        return self.history()
+
+    def _one_iteration(self) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        it = self.iteration + 1
+        x, y, mask = self._to_device(self.task.sample(cfg.batch_size, self.trial_gen, dtype=self.dtype))
+        self.model.train()
+        loss, grads = self.rule.gradients(self.model, x, y, mask, self.loss_fn)
+        loss_v = float(loss)
+        if not math.isfinite(loss_v):
+            ck = (self.out_dir / CHECKPOINT) if self.out_dir is not None else None
+            where = (f"last good checkpoint: {ck} (iteration {self._checkpoint_iteration(ck)})"
+                     if ck is not None and ck.exists() else "no checkpoint was written")
+            raise TrainingDiverged(f"loss is {loss_v} at iteration {it}; training stopped, {where}")
+        bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
+        if bad:
+            raise TrainingDiverged(f"non-finite gradient for {bad} at iteration {it}; training stopped")
+        self.optimizer.zero_grad(set_to_none=True)
+        apply_gradients(self.model, grads)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.iteration = it
+        row = {"iteration": it, "loss": loss_v}
+        if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations or it == 1):
+            self.model.eval()
+            row.update(self.evaluate())
+        row.update(self._measure(it))
+        self.wall_time_s += time.perf_counter() - t0
+        row["wall_time_s"] = self.wall_time_s
+        self.rows.append(row)
+
+    @staticmethod
+    def _checkpoint_iteration(path: pathlib.Path) -> int:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["iteration"])
+
+    def history(self) -> pd.DataFrame:
+        """Tidy history, one row per iteration (see module docstring)."""
+        cols = ["iteration", "loss", "accuracy", "eval_loss", "firing_rate_hz", "wall_time_s"]
+        df = pd.DataFrame(self.rows)
+        for c in cols:
+            if c not in df:
+                df[c] = np.nan
+        extra = [c for c in df.columns if c not in cols]
+        return df[cols + extra]
+
+
+# ---------------------------------------------------------------------- building from a RunConfig
+
+def build_circuit(cfg: RunConfig, seed: int):
+    from spikelearn import circuit as circ
+    from spikelearn import connectomes
+
+    c = cfg.circuit
+    if c.kind == "connectome":
+        if not c.name:
+            raise ConfigError("[circuit] kind = 'connectome' needs a name (see `spikelearn info`)")
+        return connectomes.load(c.name, **c.options)
+    gens = {name: getattr(circ.generators, name) for name in circ.generators.__all__ if name != "truncate_rank"}
+    if c.kind not in gens:
+        raise ConfigError(f"[circuit] kind {c.kind!r} unknown; use 'connectome' or one of {sorted(gens)}")
+    fn = gens[c.kind]
+    check_options("circuit", fn, c.options)
+    opts = dict(c.options)
+    if "seed" in __import__("inspect").signature(fn).parameters:
+        opts.setdefault("seed", seed)
+    if c.kind in ("block_model", "low_rank_aligned"):
+        return fn(**opts)
+    return fn(c.n, **opts)
+
+
+def build(cfg: RunConfig, *, out_dir: str | None = None):
+    """Build ``(circuit, model, task, rule, optimizer, trainer)`` from a run configuration."""
+    from spikelearn import models, tasks
+
+    seeds = derive_seeds(cfg.train.seed)
+    if cfg.train.dtype not in ("float32", "float64"):
+        raise ConfigError(f"[train] dtype must be 'float32' or 'float64', got {cfg.train.dtype!r}")
+    dtype = getattr(torch, cfg.train.dtype)
+    circuit = build_circuit(cfg, seeds["circuit"])
+    if cfg.task.name not in tasks.TASKS:
+        raise ConfigError(f"[task] name {cfg.task.name!r} unknown; available: {sorted(tasks.TASKS)}")
+    check_options("task", tasks.TASKS[cfg.task.name], cfg.task.options)
+    task = tasks.make_task(cfg.task.name, **cfg.task.options)
+    model_cls = {"spiking": models.SpikingRNN, "rate": models.RateRNN}.get(cfg.model.type)
+    if model_cls is None:
+        raise ConfigError(f"[model] type must be 'spiking' or 'rate', got {cfg.model.type!r}")
+    check_options("model", model_cls, cfg.model.options, skip=("circuit", "n_in", "n_out"))
+    torch.manual_seed(seeds["init"])
+    model = model_cls(circuit, task.n_in, task.n_out, **cfg.model.options).to(
+        device=resolve_device(cfg.train.device), dtype=dtype)
+    from spikelearn.rules import RULES
+
+    if cfg.rule.name not in RULES:
+        raise ConfigError(f"[rule] name {cfg.rule.name!r} unknown; registered rules: {sorted(RULES)}")
+    check_options("rule", RULES[cfg.rule.name], cfg.rule.options)
+    rule = make_rule(cfg.rule.name, **cfg.rule.options)
+    opt_classes = {k.lower(): v for k, v in vars(torch.optim).items()
+                   if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
+    opt_cls = opt_classes.get(cfg.optimizer.name.lower())
+    if opt_cls is None:
+        raise ConfigError(f"[optimizer] name {cfg.optimizer.name!r} unknown; torch.optim offers {sorted(opt_classes)}")
+    check_options("optimizer", opt_cls, cfg.optimizer.options, skip=("params", "lr"))
+    optimizer = opt_cls(model.parameters(), lr=cfg.optimizer.lr, **cfg.optimizer.options)
+    train_cfg = cfg.train if out_dir is None else dataclasses.replace(cfg.train, out_dir=out_dir)
+    trainer = Trainer(model, task, rule, optimizer, train_cfg, run_config=cfg)
+    return circuit, model, task, rule, optimizer, trainer
+
+
+def train(cfg: RunConfig, *, out_dir: str | None = None, resume: bool = False,
+          measurements: tuple[Measurement, ...] = ()) -> tuple[pd.DataFrame, Any]:
+    """Build from ``cfg`` and train; writes ``config.json``, ``history.csv``, ``model.pt`` and the checkpoint
+    into the output folder. With ``resume``, continue from the folder's checkpoint. Returns ``(history, model)``."""
+    circuit, model, task, rule, optimizer, trainer = build(cfg, out_dir=out_dir)
+    trainer.measurements = tuple(measurements)
+    out = trainer.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        if not (out / CHECKPOINT).exists():
+            raise FileNotFoundError(f"cannot resume: no checkpoint in {out}")
+        trainer.load_checkpoint()
+    (out / "config.json").write_text(cfg.to_json())
+    hist = trainer.run()
+    hist.to_csv(out / "history.csv", index=False)
+    model.save(out / "model.pt")
+    (out / "summary.json").write_text(json.dumps(
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in hist.iloc[-1].to_dict().items()},
+        indent=2, default=float))
+    return hist, model

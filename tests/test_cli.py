@@ -1,0 +1,89 @@
+"""CLI: configuration errors name the key and section; train writes its outputs; info lists connectomes."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from spikelearn.cli import main
+from spikelearn.config import ConfigError, config_from_dict, load_config
+
+GOOD = """
+[circuit]
+kind = "gaussian"
+n = 24
+[circuit.options]
+g = 1.2
+[model]
+type = "rate"
+[model.options]
+form = "richlazy"
+[task]
+name = "delayed_match_to_sample"
+[rule]
+name = "bptt"
+[optimizer]
+name = "sgd"
+lr = 0.01
+[optimizer.options]
+momentum = 0.9
+[train]
+iterations = 4
+batch_size = 8
+eval_every = 2
+seed = 2
+quiet = true
+"""
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "run.toml"
+    p.write_text(text)
+    return p
+
+
+def test_train_from_toml(tmp_path, capsys):
+    p = _write(tmp_path, GOOD)
+    assert main(["train", str(p), "--out", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    hist = pd.read_csv(out / "history.csv")
+    assert hist["iteration"].tolist() == [1, 2, 3, 4]
+    assert json.loads((out / "config.json").read_text())["optimizer"]["options"] == {"momentum": 0.9}
+    assert (out / "model.pt").exists() and (out / "checkpoint.pt").exists()
+    # resume a finished run: nothing more to do, history unchanged
+    assert main(["train", str(p), "--out", str(out), "--resume"]) == 0
+    assert pd.read_csv(out / "history.csv")["loss"].tolist() == hist["loss"].tolist()
+
+
+@pytest.mark.parametrize("text, match", [
+    (GOOD.replace("n = 24", "n = 24\nsize = 3"), r"'size'.*\[circuit\]"),
+    (GOOD + "\n[extra]\na = 1\n", r"unknown section.*extra"),
+    (GOOD.replace("g = 1.2", "gain = 1.2"), r"'gain'.*\[circuit.options\]"),
+    (GOOD.replace('form = "richlazy"', 'shape = "x"'), r"'shape'.*\[model.options\]"),
+    (GOOD.replace("momentum = 0.9", "moment = 0.9"), r"'moment'.*\[optimizer.options\]"),
+    (GOOD.replace('name = "bptt"', 'name = "magic"'), r"magic.*registered rules"),
+    (GOOD.replace('name = "delayed_match_to_sample"', 'name = "chess"'), r"chess"),
+    (GOOD.replace("iterations = 4", 'iterations = "four"'), r"\[train\] iterations"),
+    (GOOD.replace('kind = "gaussian"', 'kind = "spaghetti"'), r"spaghetti"),
+])
+def test_config_errors_name_key_and_section(tmp_path, capsys, text, match):
+    p = _write(tmp_path, text)
+    assert main(["train", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    import re
+    assert re.search(match, err), err
+
+
+def test_config_errors_raise_configerror(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(_write(tmp_path, "[train\n"))
+    with pytest.raises(ConfigError, match="'lr'.*\\[rule\\]"):
+        config_from_dict({"rule": {"lr": 1}})
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "celegans_varshney2011" in out and "torch" in out
