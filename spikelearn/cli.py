@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_demo)
     p = sub.add_parser("info", help="version, shipped connectomes, torch device")
     p.set_defaults(fn=_cmd_info)
+    from spikelearn.sweep.cli import add_sweep_parser
+
+    add_sweep_parser(sub)
     args = parser.parse_args(argv)
     from spikelearn.config import ConfigError
 

@@ -262,8 +262,13 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
     if model_cls is None:
         raise ConfigError(f"[model] type must be 'spiking' or 'rate', got {cfg.model.type!r}")
     check_options("model", model_cls, cfg.model.options, skip=("circuit", "n_in", "n_out"))
+    model_opts = dict(cfg.model.options)
+    model_opts.setdefault("dt_ms", float(task.dt_ms))  # one time step for model and task
+    if float(model_opts["dt_ms"]) != float(task.dt_ms):
+        raise ConfigError(f"[model.options] dt_ms = {model_opts['dt_ms']} differs from the task's dt_ms = "
+                          f"{task.dt_ms}; leave it out to use the task's")
     torch.manual_seed(seeds["init"])
-    model = model_cls(circuit, task.n_in, task.n_out, **cfg.model.options).to(
+    model = model_cls(circuit, task.n_in, task.n_out, **model_opts).to(
         device=resolve_device(cfg.train.device), dtype=dtype)
     from spikelearn.rules import RULES
 

@@ -510,10 +510,16 @@ def mouse_v1(*, n: int = 500, seed: int = 0, p_scale: float = 1.0, radius_um: fl
     counts = _largest_remainder(n, tb.proportions)
     tix = np.repeat(np.arange(T), counts)                     # (N,) type of each neuron
     rng = np.random.default_rng(seed)
-    mask = rng.random((n, n)) < P[tix[None, :], tix[:, None]]  # (post, pre): P[pre_type, post_type]
-    if not self_loops:
-        np.fill_diagonal(mask, False)
-    post, pre = np.nonzero(mask)
+    posts, pres = [], []
+    for lo in range(0, n, 1024):   # row blocks of post neurons (same stream as one (n, n) draw), bounded memory
+        rows = np.arange(lo, min(n, lo + 1024))
+        block = rng.random((rows.size, n)) < P[tix[None, :], tix[rows, None]]  # (post, pre): P[pre_t, post_t]
+        if not self_loops:
+            block[np.arange(rows.size), rows] = False
+        r, q = np.nonzero(block)
+        posts.append(rows[r])
+        pres.append(q)
+    post, pre = np.concatenate(posts), np.concatenate(pres)
     tpre, tpost = tix[pre], tix[post]
     mag = scale[tpre, tpost] * np.exp(shape[tpre, tpost] * rng.standard_normal(post.size))
     sign = tb.type_sign[tix]

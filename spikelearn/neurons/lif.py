@@ -28,7 +28,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from spikelearn.neurons.surrogate import Surrogate, make_surrogate
+from spikelearn.neurons.surrogate import Surrogate, heaviside, make_surrogate
 
 __all__ = ["LIFParams", "ALIFState", "ALIFAux", "ALIFConstants", "alif_step", "alif_step_aux", "alif_update",
            "lif_step", "decay", "init_alif_state", "gap_current"]
@@ -161,37 +161,33 @@ def alif_update(c: ALIFConstants, state: ALIFState, drive: Tensor, surrogate: Su
         surrogate: spike function.
         need_aux: also return ``(thr, psi, refractory)``.
     """
+    # Written with fused float ops (addcmul, sign/relu instead of comparisons): this runs once per step.
     z_prev = state.z.detach() if c.detach_reset else state.z
-    v = c.alpha * state.v + drive - c.v_th * z_prev
+    v = torch.addcmul(torch.addcmul(drive, c.alpha, state.v), c.v_th, z_prev, value=-1.0)
     if c.adaptive:
-        a = c.rho * state.a + c.c_a * state.z
-        thr = c.v_th + c.beta * a
+        a = torch.addcmul(c.rho * state.a, c.c_a, state.z)
+        thr = torch.addcmul(c.v_th, c.beta, a)
     else:
         a = state.a
         thr = c.v_th.expand_as(v) if need_aux else c.v_th
     u = (v - thr) / c.v_th
     need_d = need_aux or (u.requires_grad and torch.is_grad_enabled())
     d = surrogate.derivative(u) if need_d else None
+    aux = None
     if c.refractory:
-        blocked = state.ref > 0
-        free = (~blocked).to(v.dtype)
+        free = (1.0 - state.ref).relu_()  # 1 where not refractory (ref is a non-negative integer count)
         z = surrogate.spike(u, d) * free
-        fired = (u > 0) & ~blocked  # the spike event (also in the smooth variant)
-        ref = torch.where(fired, c.n_block.to(v.dtype).expand_as(v), torch.clamp(state.ref - 1, min=0))
+        event = heaviside(u) * free if surrogate.smooth else z.detach()  # the spike event, also when smooth
+        ref = torch.addcmul((state.ref - 1.0).relu_(), c.n_block, event)
+        if need_aux:
+            assert d is not None
+            aux = ALIFAux(thr=thr, psi=d / c.v_th * free, refractory=state.ref > 0)
     else:
-        blocked = None
         z = surrogate.spike(u, d)
         ref = state.ref
-    aux = None
-    if need_aux:
-        assert d is not None
-        psi = d / c.v_th
-        if blocked is not None:
-            psi = psi * free
-            ref_mask = blocked
-        else:
-            ref_mask = torch.zeros_like(v, dtype=torch.bool)
-        aux = ALIFAux(thr=thr, psi=psi, refractory=ref_mask)
+        if need_aux:
+            assert d is not None
+            aux = ALIFAux(thr=thr, psi=d / c.v_th, refractory=torch.zeros_like(v, dtype=torch.bool))
     return ALIFState(v=v, a=a, z=z, ref=ref), aux
 
 

@@ -50,7 +50,7 @@ _ALIASES = {"ste": "straight_through_estimator", "superspike": "fast_sigmoid", "
 
 def heaviside(u: Tensor) -> Tensor:
     """``H(u)`` with ``H(0) = 0``, in the dtype of ``u`` (no gradient)."""
-    return (u > 0).to(u.dtype)
+    return torch.sign(u.detach()).relu_()  # float ops only: much faster than (u > 0).to(dtype) on CPU
 
 
 class _SpikeFn(torch.autograd.Function):
@@ -59,7 +59,7 @@ class _SpikeFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u: Tensor, d: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(d)
-        return (u > 0).to(u.dtype)
+        return heaviside(u)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
@@ -155,7 +155,7 @@ class Surrogate:
         p = self.params
         n = self.name
         if n == "eprop":
-            return p["gamma_pd"] * torch.clamp(1.0 - u.abs(), min=0.0)
+            return (1.0 - u.abs()).relu_().mul_(p["gamma_pd"])  # γ_pd · max(0, 1 − |u|)
         # snntorch formulas, same operation order as snntorch.surrogate's backward methods
         if n == "fast_sigmoid":
             return 1.0 / (p["slope"] * torch.abs(u) + 1.0) ** 2

@@ -1,0 +1,158 @@
+"""Forward and forward+BPTT time and peak memory of SpikingRNN against snnTorch and a plain GEMM bound.
+
+For N in {256, 1024}, B = 32, T = 1000 (n_in = 40, n_out = 2), measured in the same run:
+
+* ``spikelearn``  — ``SpikingRNN`` (LIF, all-to-all Gaussian circuit), forward only and forward + backward (BPTT).
+* ``snntorch``    — ``snntorch.RLeaky`` (all-to-all recurrent linear layer) driven by an ``nn.Linear`` input
+  layer, stepped in a Python loop, same sizes.
+* ``gemm``        — the same-shape matrix work in plain torch: one (T·B, n_in) @ (n_in, N) input projection and
+  T sequential (B, N) @ (N, N) recurrent products: the bound a step-by-step simulator cannot beat.
+
+Each measurement runs in a fresh subprocess; peak memory is the increase of the process's maximum resident
+set size over its size just before the measured call (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA).
+Usage: ``python benchmarks/bench_forward.py [--device cpu|cuda] [--repeats 3] [--sizes 256 1024] [--T 1000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+B, N_IN, N_OUT = 32, 40, 2
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _measure(impl: str, mode: str, n: int, T: int, device: str, repeats: int) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    x = (torch.rand(T, B, N_IN, device=dev) < 0.02).float()
+    if impl == "spikelearn":
+        from spikelearn.circuit import gaussian
+        from spikelearn.models import SpikingRNN
+
+        model = SpikingRNN(gaussian(n, 1.0, seed=0), N_IN, N_OUT, n_adaptive=0, v_th=0.6, n_ref=0,
+                           scaling="A").to(dev)
+
+        def run():
+            return model(x).y
+    elif impl == "snntorch":
+        import snntorch as snn
+
+        lin = torch.nn.Linear(N_IN, n).to(dev)
+        rl = snn.RLeaky(beta=0.95, linear_features=n, all_to_all=True).to(dev)
+        ro = torch.nn.Linear(n, N_OUT).to(dev)
+
+        def run():
+            spk, mem = rl.init_rleaky()
+            cur = lin(x)
+            ys = []
+            for c in cur.unbind(0):
+                spk, mem = rl(c, spk, mem)
+                ys.append(ro(spk))
+            return torch.stack(ys)
+    elif impl == "gemm":
+        W_in = torch.randn(n, N_IN, device=dev) / N_IN**0.5
+        W = (torch.randn(n, n, device=dev) / n**0.5).requires_grad_(mode == "bptt")
+        W_out = torch.randn(N_OUT, n, device=dev) / n**0.5
+
+        def run():
+            cur = x @ W_in.T
+            h = torch.zeros(B, n, device=dev)
+            hs = []
+            for c in cur.unbind(0):
+                h = c + h @ W.T
+                hs.append(h)
+            return torch.stack(hs) @ W_out.T
+    else:
+        raise ValueError(impl)
+
+    def call():
+        if mode == "forward":
+            with torch.no_grad():
+                run()
+        else:
+            run().square().mean().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    call()  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    rss0 = _rss_mb()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    if dev.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+    return {"impl": impl, "mode": mode, "N": n, "T": T, "time_s": min(times), "peak_mem_mb": max(peak, 0.0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--T", type=int, default=1000)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        impl, mode, n = args.child.split(",")
+        print(json.dumps(_measure(impl, mode, int(n), args.T, args.device, args.repeats)))
+        return
+    import pandas as pd
+    import torch
+
+    rows = []
+    for n in args.sizes:
+        for mode in ("forward", "bptt"):
+            for impl in ("spikelearn", "snntorch", "gemm"):
+                out = subprocess.run([sys.executable, __file__, "--child", f"{impl},{mode},{n}", "--T", str(args.T),
+                                      "--device", args.device, "--repeats", str(args.repeats)],
+                                     capture_output=True, text=True, check=True)
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(f"  {impl:10s} {mode:7s} N={n:5d}: {rows[-1]['time_s']:.3f} s", file=sys.stderr)
+    df = pd.DataFrame(rows)
+    t = df.pivot_table(index=["N", "mode"], columns="impl", values="time_s")
+    m = df.pivot_table(index=["N", "mode"], columns="impl", values="peak_mem_mb")
+    table = pd.DataFrame({
+        "spikelearn_s": t["spikelearn"], "snntorch_s": t["snntorch"], "gemm_s": t["gemm"],
+        "gemm/spikelearn": t["gemm"] / t["spikelearn"], "snntorch/spikelearn": t["snntorch"] / t["spikelearn"],
+        "spikelearn_MB": m["spikelearn"], "snntorch_MB": m["snntorch"], "gemm_MB": m["gemm"],
+    }).round(3)
+    fwd = t.xs("forward", level="mode")["spikelearn"]
+    bptt = t.xs("bptt", level="mode")["spikelearn"]
+    print(f"# machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, device {args.device}; B={B}, T={args.T}, n_in={N_IN}; best of {args.repeats}")
+    print(table.to_markdown() if hasattr(table, "to_markdown") and _has_tabulate() else table.to_string())
+    print("\nspikelearn BPTT / forward time:", (bptt / fwd).round(2).to_dict())
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

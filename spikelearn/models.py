@@ -1,0 +1,843 @@
+"""Recurrent network models built from a :class:`~spikelearn.circuit.Circuit`.
+
+* :class:`SpikingRNN` — LIF/ALIF network (ALGORITHMS.md §1.1) with a leaky readout.
+* :class:`RateRNN` — leaky rate network, forms R1/R2/R3 (§1.2).
+
+Both: time-first input ``x`` ``(T, B, n_in)``; ``out = model(x, state=None, record=False)`` returns
+:class:`ModelOutput` ``(y, state, record)`` with ``y`` ``(T, B, n_out)``, the final state (pass it back in to continue
+a run exactly) and, with ``record=True``, a trajectory record whose fields are ``(T, B, ·)`` (index ``t`` = after
+step ``t``, i.e. after consuming ``x[t]``).
+
+Weights (``(post, pre)``). Every trainable weight matrix is parameterised as::
+
+    W_eff = M ⊙ ( F ⊙ θ + S ⊙ |θ| ),     F = (S == 0)
+
+with ``M`` the fixed 0/1 mask (absent edges, autapses, input/output masks) and ``S`` the fixed sign matrix
+(+1/−1 where the sign is constrained, 0 where it is free). Signs therefore hold *by construction* after any
+optimizer step, and masked entries have zero weight and zero gradient. ``|θ|`` is differentiated as
+``sign(θ)`` with the convention **d|θ|/dθ = +1 at θ = 0**, so a constrained edge whose weight is exactly 0
+can still grow (torch's ``abs`` would give it a zero gradient forever). The effective weights are computed in
+one place, :meth:`effective_weights`, once per forward (never per step).
+
+Sign rules (``sign_constraint``): ``"dale"`` — column ``i`` has the sign ``circuit.dale_signs()[i]`` (raises
+naming neurons of unknown/mixed sign); ``"keep"`` — neurons with a declared sign ±1 keep it for their column
+(raises if an initial weight contradicts it), neurons with sign 0 keep each edge's initial sign (an edge of
+initial weight 0 takes the neuron's edge sign, else +1); ``"none"`` — unconstrained; ``"auto"`` — ``"keep"``
+if any neuron has a nonzero sign, else ``"none"``. ``circuit.input_sign`` constrains the rows of ``W_in``,
+``circuit.output_sign`` the columns of ``W_out`` (0 = free).
+
+Speed and exactness: the input currents ``W_in x^t`` of all steps and the readout are computed by one batched
+GEMM each (:func:`time_linear`), the recurrent current by one ``addmm`` per step on dense, pre-masked weights.
+Because :func:`time_linear` computes every time slice identically whatever ``T`` is, running ``x[:k]`` and then
+``x[k:]`` from the returned state gives bit-identical outputs to one run of ``x`` (on CPU; cuBLAS may pick other
+kernels for other batch counts).
+
+Initialisation: ``W_rec`` from the circuit's weights; ``W_in ~ N(0, 1/n_in)``; ``W_out`` Glorot-uniform
+``U(±√(6/(N + n_out)))`` (the TF default used by e-prop) or ``N(0, 1/N)`` (``w_out_init="normal"``); biases 0.
+Constrained entries are initialised with the magnitude of the draw.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+
+from spikelearn.circuit.core import Circuit
+from spikelearn.neurons.lif import ALIFConstants, ALIFState, alif_update
+from spikelearn.neurons.rate import RATE_FORMS, RateConstants, RateParams, RateState, init_rate_state, rate_update
+from spikelearn.neurons.surrogate import Surrogate, make_surrogate
+
+__all__ = ["SpikingRNN", "RateRNN", "ModelOutput", "SpikingState", "SpikingRecord", "RateRecord",
+           "EffectiveWeights", "load", "time_linear", "circuit_to_dict", "circuit_from_dict"]
+
+_FORMAT = "spikelearn.model/1"
+
+
+# ---------------------------------------------------------------------------------------------- results
+class ModelOutput(NamedTuple):
+    """Result of a forward pass."""
+
+    y: Tensor                              # (T, B, n_out) readout
+    state: Any                             # SpikingState | RateState after the last step
+    record: Any                            # SpikingRecord | RateRecord | None
+
+
+class SpikingState(NamedTuple):
+    """State of a :class:`SpikingRNN` after step ``t``."""
+
+    v: Tensor        # (B, N) membrane potential
+    a: Tensor        # (B, N) adaptation
+    z: Tensor        # (B, N) spikes of the step
+    ref: Tensor      # (B, N) refractory steps left
+    z_filt: Tensor   # (B, N) readout-filtered spikes z̄
+    y_filt: Tensor   # (B, n_out) filtered readout current W_out z̄ (no bias)
+
+    def neuron(self) -> ALIFState:
+        return ALIFState(self.v, self.a, self.z, self.ref)
+
+
+class SpikingRecord(NamedTuple):
+    """Trajectory of a :class:`SpikingRNN`; every field ``(T, B, ·)``, index ``t`` = after step ``t``."""
+
+    x: Tensor       # (T, B, n_in) inputs x^t
+    z: Tensor       # (T, B, N) spikes z^t (in the autograd graph)
+    v: Tensor       # (T, B, N) membrane v^t (after the reset term of z^{t-1}, before the one of z^t)
+    a: Tensor       # (T, B, N) adaptation a^t
+    thr: Tensor     # (T, B, N) threshold A^t = v_th + β a^t
+    psi: Tensor     # (T, B, N) pseudo-derivative ∂z^t/∂v^t used in backward (0 while refractory), detached
+    z_filt: Tensor  # (T, B, N) readout-filtered spikes z̄^t
+    ref: Tensor     # (T, B, N) bool, refractory at step t
+
+
+class RateRecord(NamedTuple):
+    """Trajectory of a :class:`RateRNN`; every field ``(T, B, ·)``."""
+
+    x: Tensor       # (T, B, n_in) inputs
+    h: Tensor       # (T, B, N) pre-activation h^t
+    r: Tensor       # (T, B, N) rates r^t
+    fprime: Tensor  # (T, B, N) activation derivative f'(h^t − thr), detached
+
+
+class EffectiveWeights(NamedTuple):
+    """The weights actually used by the forward pass (mask and signs applied)."""
+
+    W_in: Tensor            # (N, n_in)
+    W_rec: Tensor           # (N, N) post x pre
+    W_out: Tensor           # (n_out, N)
+    b_out: Tensor | None    # (n_out,) readout bias
+    b_rec: Tensor | None    # (N,) recurrent bias (RateRNN with hidden_bias=True)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+class _TimeLinear(torch.autograd.Function):
+    """``x @ W.T`` for a time series ``x (T, B, K)``, ``W (N, K)`` -> ``(T, B, N)``.
+
+    Forward is a batched GEMM over time (one call); each time slice is computed by the same ``(B, K) x (K, N)``
+    product whatever ``T`` is, so a run split into chunks gives bit-identical results (a single folded
+    ``(T·B, K)`` GEMM does not: BLAS blocking depends on ``T·B``). Backward uses two flat GEMMs (no ``(T, K, N)``
+    temporary), written with differentiable ops so double backward works; ``jvp`` supports forward-mode AD.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, W: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.bmm(x, W.t().expand(x.shape[0], -1, -1))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        x, W = inputs
+        ctx.save_for_backward(x, W)
+        ctx.save_for_forward(x, W)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, W = ctx.saved_tensors
+        gx = torch.matmul(g, W) if ctx.needs_input_grad[0] else None
+        gW = g.reshape(-1, g.shape[-1]).t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        return gx, gW
+
+    @staticmethod
+    def jvp(ctx, dx: Tensor | None, dW: Tensor | None) -> Tensor:  # type: ignore[override]
+        x, W = ctx.saved_tensors
+        out = 0
+        if dx is not None:
+            out = out + torch.matmul(dx, W.t())
+        if dW is not None:
+            out = out + torch.matmul(x, dW.t())
+        return out
+
+
+def time_linear(x: Tensor, W: Tensor) -> Tensor:
+    """``(T, B, K) @ W.T`` with ``W (N, K)``, computed per time slice (chunking-invariant); see :class:`_TimeLinear`."""
+    if x.shape[0] == 0:
+        return x.new_zeros(0, x.shape[1], W.shape[0])
+    return _TimeLinear.apply(x, W)
+
+
+def _abs_grow(theta: Tensor) -> Tensor:
+    """``|θ|`` whose derivative is ``sign(θ)`` with +1 at θ = 0."""
+    s = torch.where(theta >= 0, 1.0, -1.0).to(theta.dtype)
+    return theta * s.detach()
+
+
+def _resolve_device(device: Any) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resolve_dtype(dtype: Any) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        return {"float32": torch.float32, "float64": torch.float64, "float": torch.float32,
+                "double": torch.float64}[dtype]
+    return dtype
+
+
+def _per_neuron(value: Any, n: int, name: str) -> np.ndarray:
+    a = np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value, dtype=np.float64)
+    if a.ndim == 0:
+        return np.full(n, float(a))
+    if a.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},), got {a.shape}")
+    return a.copy()
+
+
+def _to_config_value(v: Any) -> Any:
+    """Constructor argument -> something torch.load(weights_only=True) accepts."""
+    if isinstance(v, Surrogate):
+        return {"__surrogate__": v.config()}
+    if isinstance(v, torch.dtype):
+        return str(v).replace("torch.", "")
+    if isinstance(v, torch.device):
+        return str(v)
+    if isinstance(v, np.ndarray):
+        return torch.as_tensor(v.copy())
+    if isinstance(v, Tensor):
+        return v.detach().cpu().clone()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (list, tuple)):
+        return type(v)(_to_config_value(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _to_config_value(x) for k, x in v.items()}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise TypeError(f"cannot store constructor argument {v!r} of type {type(v).__name__}")
+
+
+def _from_config_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        if "__surrogate__" in v:
+            return make_surrogate(v["__surrogate__"])
+        return {k: _from_config_value(x) for k, x in v.items()}
+    return v
+
+
+def _sanitize(v: Any) -> Any:
+    """Free-form metadata -> weights_only-loadable data (numpy arrays tagged; unknown objects -> repr)."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        if v.dtype == object:
+            return {"__list__": [_sanitize(x) for x in v.tolist()]}
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(v).copy())}
+    if isinstance(v, Tensor):
+        return v.detach().cpu().clone()
+    if isinstance(v, (list, tuple)):
+        return type(v)(_sanitize(x) for x in v)
+    if isinstance(v, Mapping):
+        return {(_sanitize(k) if not isinstance(k, str) else k): _sanitize(x) for k, x in v.items()}
+    return {"__repr__": repr(v)}
+
+
+def _unsanitize(v: Any) -> Any:
+    if isinstance(v, dict):
+        if "__ndarray__" in v and len(v) == 1:
+            return v["__ndarray__"].numpy()
+        if "__list__" in v and len(v) == 1:
+            return np.array([_unsanitize(x) for x in v["__list__"]], dtype=object)
+        if "__repr__" in v and len(v) == 1:
+            return v["__repr__"]
+        return {k: _unsanitize(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_unsanitize(x) for x in v)
+    return v
+
+
+def circuit_to_dict(c: Circuit) -> dict[str, Any]:
+    """A Circuit as plain data (tensors, lists, dicts, str) for ``torch.save``."""
+    def opt(a: np.ndarray | None) -> Tensor | None:
+        return None if a is None else torch.from_numpy(np.array(a))
+
+    gap = None
+    if c.gap is not None:
+        g = c.gap.tocoo()
+        gap = {"row": torch.from_numpy(g.row.astype(np.int64)), "col": torch.from_numpy(g.col.astype(np.int64)),
+               "data": torch.from_numpy(g.data.astype(np.float64))}
+    return {
+        "node_ids": [_sanitize(u) for u in c.node_ids],
+        "post": torch.from_numpy(np.array(c.post)), "pre": torch.from_numpy(np.array(c.pre)),
+        "w": torch.from_numpy(np.array(c.w)),
+        "cell_types": [str(t) for t in c.cell_types],
+        "signs": torch.from_numpy(np.array(c.signs)),
+        "gap": gap,
+        "neuron_params": {k: torch.from_numpy(np.array(v)) for k, v in c.neuron_params.items()},
+        "node_attrs": [_sanitize(dict(a)) for a in c.node_attrs],
+        "input_mask": opt(c.input_mask), "output_mask": opt(c.output_mask),
+        "input_sign": opt(c.input_sign), "output_sign": opt(c.output_sign),
+        "metadata": _sanitize(dict(c.metadata)),
+    }
+
+
+def circuit_from_dict(d: Mapping[str, Any]) -> Circuit:
+    """Inverse of :func:`circuit_to_dict`."""
+    n = len(d["node_ids"])
+
+    def opt(t: Tensor | None) -> np.ndarray | None:
+        return None if t is None else t.numpy()
+
+    gap = None
+    if d["gap"] is not None:
+        g = d["gap"]
+        gap = sp.csr_array((g["data"].numpy(), (g["row"].numpy(), g["col"].numpy())), shape=(n, n))
+    return Circuit(node_ids=tuple(_unsanitize(u) for u in d["node_ids"]), post=d["post"].numpy(),
+                   pre=d["pre"].numpy(), w=d["w"].numpy(), cell_types=np.array(d["cell_types"], dtype=object),
+                   signs=d["signs"].numpy(), gap=gap,
+                   neuron_params={k: v.numpy() for k, v in d["neuron_params"].items()},
+                   node_attrs=tuple(_unsanitize(a) for a in d["node_attrs"]),
+                   input_mask=opt(d["input_mask"]), output_mask=opt(d["output_mask"]),
+                   input_sign=opt(d["input_sign"]), output_sign=opt(d["output_sign"]),
+                   metadata=_unsanitize(d["metadata"]))
+
+
+# ---------------------------------------------------------------------------------------------- base
+class _CircuitRNN(nn.Module):
+    """Weights, masks, signs, save/load shared by both models."""
+
+    def _setup_weights(self, circuit: Circuit, n_in: int, n_out: int, *, sign_constraint: str,
+                       allow_autapses: bool, w_in: Any, w_out: Any, w_out_init: str, readout_bias: bool,
+                       gap_scale: float, dtype: torch.dtype, device: torch.device) -> None:
+        if not isinstance(circuit, Circuit):
+            raise TypeError(f"expected a Circuit, got {type(circuit).__name__}")
+        n = circuit.n
+        if int(n_in) < 1 or int(n_out) < 1:
+            raise ValueError(f"n_in and n_out must be positive, got {n_in}, {n_out}")
+        self.circuit = circuit
+        self.n, self.n_in, self.n_out = n, int(n_in), int(n_out)
+        kw = dict(dtype=dtype, device=device)
+
+        # --- recurrent: mask and sign matrix
+        W0 = circuit.weights(dense=True)
+        M = circuit.mask(dense=True).copy()
+        if not allow_autapses:
+            np.fill_diagonal(M, False)
+        W0 = np.where(M, W0, 0.0)
+        signs = np.asarray(circuit.signs, dtype=np.int64)
+        mode = sign_constraint
+        if mode == "auto":
+            mode = "keep" if (signs != 0).any() else "none"
+        if mode == "none":
+            S = np.zeros((n, n))
+        elif mode == "dale":
+            col = circuit.dale_signs().astype(np.float64)  # raises naming unknown / mixed neurons
+            S = np.broadcast_to(col[None, :], (n, n)).copy()
+        elif mode == "keep":
+            contra = np.flatnonzero((signs != 0) & ((W0 * signs[None, :]) < 0).any(0))
+            if contra.size:
+                ids = ", ".join(repr(circuit.node_ids[k]) for k in contra[:20])
+                raise ValueError(f"sign_constraint='keep': the initial outgoing weights of {contra.size} neuron(s)"
+                                 f" contradict their declared sign: {ids}")
+            fallback = circuit.edge_sign_per_neuron().astype(np.float64)
+            fallback[fallback == 0] = 1.0
+            edge = np.where(W0 > 0, 1.0, np.where(W0 < 0, -1.0, fallback[None, :]))
+            S = np.where((signs != 0)[None, :], signs[None, :].astype(np.float64), edge)
+        else:
+            raise ValueError(f"sign_constraint must be 'auto', 'none', 'dale' or 'keep', got {sign_constraint!r}")
+        S = S * M
+        self.sign_constraint = mode
+        theta_rec = np.where(S != 0, np.abs(W0), W0)
+        self.register_buffer("mask_rec", torch.as_tensor(M, **kw))
+        self.register_buffer("sign_rec", torch.as_tensor(S, **kw))
+        self.theta_rec = nn.Parameter(torch.as_tensor(theta_rec, **kw))
+
+        # --- input weights (N, n_in)
+        Min = np.ones((n, self.n_in), bool)
+        if circuit.input_mask is not None:
+            im = np.asarray(circuit.input_mask, bool)
+            if im.ndim == 1:
+                Min &= im[:, None]
+            else:
+                if im.shape != (n, self.n_in):
+                    raise ValueError(f"circuit.input_mask has shape {im.shape}, expected ({n}, {self.n_in})")
+                Min &= im
+        Sin = np.zeros((n, self.n_in))
+        if circuit.input_sign is not None:
+            Sin = np.broadcast_to(np.asarray(circuit.input_sign, np.float64)[:, None], (n, self.n_in)).copy()
+        Sin = Sin * Min
+        if w_in is None:  # drawn from torch's global RNG (torch.manual_seed makes it reproducible)
+            win = torch.randn(n, self.n_in, dtype=torch.float64).numpy() / math.sqrt(self.n_in)
+        else:
+            win = self._check_given(w_in, (n, self.n_in), Min, Sin, "w_in")
+        win = np.where(Min, win, 0.0)
+        self.register_buffer("mask_in", torch.as_tensor(Min, **kw))
+        self.register_buffer("sign_in", torch.as_tensor(Sin, **kw))
+        self.theta_in = nn.Parameter(torch.as_tensor(np.where(Sin != 0, np.abs(win), win), **kw))
+
+        # --- readout (n_out, N)
+        Mout = np.ones((self.n_out, n), bool)
+        if circuit.output_mask is not None:
+            om = np.asarray(circuit.output_mask, bool)
+            if om.ndim == 1:
+                Mout &= om[None, :]
+            else:
+                if om.shape != (self.n_out, n):
+                    raise ValueError(f"circuit.output_mask has shape {om.shape}, expected ({self.n_out}, {n})")
+                Mout &= om
+        Sout = np.zeros((self.n_out, n))
+        if circuit.output_sign is not None:
+            Sout = np.broadcast_to(np.asarray(circuit.output_sign, np.float64)[None, :], (self.n_out, n)).copy()
+        Sout = Sout * Mout
+        if w_out is None:
+            if w_out_init == "glorot":
+                lim = math.sqrt(6.0 / (n + self.n_out))
+                wout = (2 * torch.rand(self.n_out, n, dtype=torch.float64).numpy() - 1) * lim
+            elif w_out_init == "normal":
+                wout = torch.randn(self.n_out, n, dtype=torch.float64).numpy() / math.sqrt(n)
+            else:
+                raise ValueError(f"w_out_init must be 'glorot' or 'normal', got {w_out_init!r}")
+        else:
+            wout = self._check_given(w_out, (self.n_out, n), Mout, Sout, "w_out")
+        wout = np.where(Mout, wout, 0.0)
+        self.register_buffer("mask_out", torch.as_tensor(Mout, **kw))
+        self.register_buffer("sign_out", torch.as_tensor(Sout, **kw))
+        self.theta_out = nn.Parameter(torch.as_tensor(np.where(Sout != 0, np.abs(wout), wout), **kw))
+        if readout_bias:
+            self.b_out = nn.Parameter(torch.zeros(self.n_out, **kw))
+        else:
+            self.register_parameter("b_out", None)
+        self.register_parameter("b_rec", None)  # RateRNN may replace it
+
+        # python flags for the fast paths of _constrain
+        self._free = {k: bool((s == 0).all()) for k, s in (("rec", S), ("in", Sin), ("out", Sout))}
+        self._fixed = {k: bool(((s != 0) | ~m).all()) for k, s, m in (("rec", S, M), ("in", Sin, Min),
+                                                                       ("out", Sout, Mout))}
+
+        # --- gap junctions (N, N)
+        if circuit.has_gap_junctions and gap_scale != 0:
+            G = gap_scale * circuit.gap_junctions(dense=True)
+            self.register_buffer("gap", torch.as_tensor(G, **kw))
+        else:
+            self.register_buffer("gap", None)
+
+    @staticmethod
+    def _check_given(w: Any, shape: tuple, M: np.ndarray, S: np.ndarray, name: str) -> np.ndarray:
+        a = np.asarray(w.detach().cpu() if isinstance(w, Tensor) else w, dtype=np.float64)
+        if a.shape != shape:
+            raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
+        if (a[~M] != 0).any():
+            raise ValueError(f"{name} is nonzero outside the circuit's input/output mask")
+        if ((a * S) < 0).any():
+            raise ValueError(f"{name} has entries whose sign contradicts the circuit's input/output sign")
+        return a
+
+    def _constrain(self, theta: Tensor, mask: Tensor, sign: Tensor, key: str) -> Tensor:
+        if self._free[key]:
+            return mask * theta
+        if self._fixed[key]:
+            return sign * _abs_grow(theta)  # sign is already 0 outside the mask
+        return mask * torch.where(sign == 0, theta, sign * _abs_grow(theta))
+
+    def effective_weights(self) -> EffectiveWeights:
+        """The weights in use: ``(W_in (N, n_in), W_rec (N, N), W_out (n_out, N), b_out, b_rec)``."""
+        return EffectiveWeights(
+            W_in=self._constrain(self.theta_in, self.mask_in, self.sign_in, "in"),
+            W_rec=self._constrain(self.theta_rec, self.mask_rec, self.sign_rec, "rec"),
+            W_out=self._constrain(self.theta_out, self.mask_out, self.sign_out, "out"),
+            b_out=self.b_out, b_rec=self.b_rec)
+
+    def param_grads(self, dW: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Map gradients w.r.t. effective weights (keys of :class:`EffectiveWeights`) to gradients w.r.t. the
+        parameters (keys of ``named_parameters()``), by the chain rule through :meth:`effective_weights`."""
+        with torch.enable_grad():
+            eff = self.effective_weights()._asdict()
+            outs, gouts = [], []
+            for k, g in dW.items():
+                if k not in eff or eff[k] is None:
+                    raise KeyError(f"{k!r} is not an effective weight of this model")
+                outs.append(eff[k])
+                gouts.append(g.to(eff[k].dtype))
+            names = [nm for nm, p in self.named_parameters() if p.requires_grad]
+            params = [p for _, p in self.named_parameters() if p.requires_grad]
+            grads = torch.autograd.grad(outs, params, gouts, allow_unused=True)
+        return {nm: g for nm, g in zip(names, grads) if g is not None}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.theta_rec.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.theta_rec.device
+
+    def _prep_x(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.n_in:
+            raise ValueError(f"x must have shape (T, B, {self.n_in}), got {tuple(x.shape)}")
+        return x.to(device=self.device, dtype=self.dtype)
+
+    # --------------------------------------------------------------------------------- save / load
+    def _store_config(self, **config: Any) -> None:
+        self._config = config
+
+    def save(self, path: str | Path) -> None:
+        """Write one portable file: state_dict, constructor configuration and the circuit
+        (loadable with ``torch.load(..., weights_only=True)``)."""
+        cfg = dict(self._config)
+        cfg["dtype"] = str(self.dtype).replace("torch.", "")
+        cfg.pop("device", None)
+        payload = {
+            "format": _FORMAT,
+            "class": type(self).__name__,
+            "config": _to_config_value(cfg),
+            "circuit": circuit_to_dict(self.circuit),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+        torch.save(payload, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: Any = None) -> "_CircuitRNN":
+        """Load a model written by :meth:`save` (onto ``map_location``, default CPU)."""
+        model = load(path, map_location=map_location)
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def extra_repr(self) -> str:
+        return f"N={self.n}, n_in={self.n_in}, n_out={self.n_out}, sign_constraint={self.sign_constraint!r}"
+
+
+# ---------------------------------------------------------------------------------------------- spiking
+class SpikingRNN(_CircuitRNN):
+    """LIF/ALIF recurrent network on a circuit (ALGORITHMS.md §1.1) with a leaky linear readout.
+
+    Args:
+        circuit: wiring; ``W_rec`` is initialised from ``circuit.weights``; ``circuit.neuron_params`` entries
+            ``tau_mem_ms``, ``tau_adapt_ms``, ``v_th``, ``beta``, ``n_ref`` override the arguments below.
+        n_in, n_out: input and output sizes.
+        scaling: ``"A"`` or ``"B"`` (§1.1).
+        tau_mem_ms, tau_adapt_ms: time constants (scalar or ``(N,)``).
+        v_th: baseline threshold; default ``None`` = 0.6 for scaling A (e-prop evidence accumulation),
+            0.01 for scaling B (MDGL).
+        beta: adaptation strength of the ALIF neurons; default ``None`` = 1.8 in scaling-B units (MDGL), i.e.
+            ``1.8`` under B and ``1.8 (1−ρ)/(1−α)`` under A (the A↔B map, as in the e-prop tutorial). A scalar
+            applies to the last ``n_adaptive`` neurons; an ``(N,)`` array gives every neuron's β directly.
+        n_adaptive: number of ALIF neurons (the last ones); the others are LIF (β = 0). Default 0.
+        n_ref: refractory period in steps; refractory: ``"lsnn"`` (blocks ``n_ref`` steps) or ``"counter"``.
+        tau_out_ms: readout filter κ = exp(−dt/τ_out).
+        readout: ``"filtered_spikes"`` (``y = W_out z̄ + b``, ``z̄ = κ z̄ + (1−κ) z``) or ``"filtered_current"``
+            (``y_c = κ y_c + (1−κ) W_out z``, ``y = y_c + b``).
+        surrogate: name, config or :class:`~spikelearn.neurons.Surrogate` (default ``"eprop"``, γ_pd = 0.3).
+        detach_reset: stop gradients through the reset term.
+        dt_ms: step. gap_scale: multiplier of the circuit's gap conductances (0 disables them).
+        sign_constraint, allow_autapses, w_in, w_out, w_out_init, readout_bias: see the module docstring.
+        dtype: default float32. device: ``None`` (CPU), a device, or ``"auto"`` (CUDA when available).
+    """
+
+    def __init__(self, circuit: Circuit, n_in: int, n_out: int, *, scaling: str = "A",
+                 tau_mem_ms: Any = 20.0, tau_adapt_ms: Any = 2000.0, v_th: Any = None, beta: Any = None,
+                 n_adaptive: int = 0, n_ref: Any = 5, refractory: str = "lsnn", tau_out_ms: float = 20.0,
+                 readout: str = "filtered_spikes", surrogate: Any = "eprop", detach_reset: bool = False,
+                 dt_ms: float = 1.0, gap_scale: float = 1.0, sign_constraint: str = "auto",
+                 allow_autapses: bool = False, w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot",
+                 readout_bias: bool = True, dtype: Any = None, device: Any = None) -> None:
+        super().__init__()
+        self._store_config(n_in=n_in, n_out=n_out, scaling=scaling, tau_mem_ms=tau_mem_ms,
+                           tau_adapt_ms=tau_adapt_ms, v_th=v_th, beta=beta, n_adaptive=n_adaptive, n_ref=n_ref,
+                           refractory=refractory, tau_out_ms=tau_out_ms, readout=readout,
+                           surrogate=make_surrogate(surrogate), detach_reset=detach_reset, dt_ms=dt_ms,
+                           gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
+                           w_in=w_in, w_out=w_out, w_out_init=w_out_init, readout_bias=readout_bias,
+                           dtype=dtype, device=device)
+        if scaling not in ("A", "B"):
+            raise ValueError(f"scaling must be 'A' or 'B', got {scaling!r}")
+        if refractory not in ("lsnn", "counter"):
+            raise ValueError(f"refractory must be 'lsnn' or 'counter', got {refractory!r}")
+        if readout not in ("filtered_spikes", "filtered_current"):
+            raise ValueError(f"readout must be 'filtered_spikes' or 'filtered_current', got {readout!r}")
+        dt, dev = _resolve_dtype(dtype), _resolve_device(device)
+        self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
+                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, readout_bias=readout_bias,
+                            gap_scale=gap_scale, dtype=dt, device=dev)
+        n = circuit.n
+        self.scaling, self.refractory, self.readout = scaling, refractory, readout
+        self.dt_ms, self.tau_out_ms, self.detach_reset = float(dt_ms), float(tau_out_ms), bool(detach_reset)
+        self.surrogate = make_surrogate(surrogate)
+
+        npar = circuit.neuron_params
+        tau_m = _per_neuron(npar.get("tau_mem_ms", tau_mem_ms), n, "tau_mem_ms")
+        tau_a = _per_neuron(npar.get("tau_adapt_ms", tau_adapt_ms), n, "tau_adapt_ms")
+        if v_th is None:
+            v_th = 0.6 if scaling == "A" else 0.01
+        vth = _per_neuron(npar.get("v_th", v_th), n, "v_th")
+        if "beta" in npar:
+            b = _per_neuron(npar["beta"], n, "beta")
+        else:
+            if beta is None:
+                alpha, rho = np.exp(-dt_ms / tau_m), np.exp(-dt_ms / tau_a)
+                b = 1.8 * ((1 - rho) / (1 - alpha) if scaling == "A" else np.ones(n))
+            else:
+                b = _per_neuron(beta, n, "beta")
+            if np.ndim(beta) == 0:  # scalar (or default): only the last n_adaptive neurons adapt
+                if not 0 <= int(n_adaptive) <= n:
+                    raise ValueError(f"n_adaptive must be in [0, {n}], got {n_adaptive}")
+                b = b * (np.arange(n) >= n - int(n_adaptive))
+        nref = _per_neuron(npar.get("n_ref", n_ref), n, "n_ref")
+        if (nref < 0).any() or (nref != np.round(nref)).any():
+            raise ValueError("n_ref must be non-negative integers")
+        if (tau_m <= 0).any() or (tau_a <= 0).any() or (vth <= 0).any():
+            raise ValueError("tau_mem_ms, tau_adapt_ms and v_th must be positive")
+        kw = dict(dtype=dt, device=dev)
+        for name, val in (("tau_mem_ms", tau_m), ("tau_adapt_ms", tau_a), ("v_th", vth), ("beta", b),
+                          ("n_ref", nref)):
+            self.register_buffer(name, torch.as_tensor(val, **kw))
+
+    # ------------------------------------------------------------------ pieces
+    def constants(self) -> ALIFConstants:
+        """Per-neuron step constants ``(N,)`` from the parameter buffers."""
+        alpha = torch.exp(-self.dt_ms / self.tau_mem_ms)
+        rho = torch.exp(-self.dt_ms / self.tau_adapt_ms)
+        if self.scaling == "A":
+            c_in, c_a = torch.ones_like(alpha), torch.ones_like(rho)
+        else:
+            c_in, c_a = 1 - alpha, 1 - rho
+        n_block = self.n_ref if self.refractory == "lsnn" else torch.clamp(self.n_ref - 1, min=0)
+        return ALIFConstants(alpha=alpha, rho=rho, c_in=c_in, c_a=c_a, v_th=self.v_th, beta=self.beta,
+                             n_block=n_block, detach_reset=self.detach_reset,
+                             adaptive=bool((self.beta != 0).any()), refractory=bool((n_block > 0).any()))
+
+    @property
+    def kappa(self) -> float:
+        """Readout filter factor κ = exp(−dt/τ_out)."""
+        return math.exp(-self.dt_ms / self.tau_out_ms)
+
+    def init_state(self, batch_size: int) -> SpikingState:
+        """All-zero state (rest, no spikes, not refractory, empty filters)."""
+        z = torch.zeros(batch_size, self.n, dtype=self.dtype, device=self.device)
+        return SpikingState(v=z, a=z, z=z, ref=z, z_filt=z,
+                            y_filt=torch.zeros(batch_size, self.n_out, dtype=self.dtype, device=self.device))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor, state: SpikingState | None = None, record: bool = False) -> ModelOutput:
+        """Run ``T`` steps.
+
+        Args:
+            x: ``(T, B, n_in)`` input. state: initial :class:`SpikingState` (default zeros).
+            record: also return a :class:`SpikingRecord`.
+
+        Returns:
+            :class:`ModelOutput` ``(y (T, B, n_out), final SpikingState, SpikingRecord | None)``.
+        """
+        x = self._prep_x(x)
+        T, B, _ = x.shape
+        if state is None:
+            state = self.init_state(B)
+        W = self.effective_weights()
+        c = self.constants()
+        scaled = self.scaling == "B"
+        W_in = c.c_in[:, None] * W.W_in if scaled else W.W_in
+        W_recT = (c.c_in[:, None] * W.W_rec if scaled else W.W_rec).T
+        ff = time_linear(x, W_in)  # (T, B, N): all input currents in one batched GEMM
+        gap = self.gap
+        if gap is not None:
+            G = c.c_in[:, None] * gap if scaled else gap
+            GT, gsum = G.T, G.sum(1)
+        kappa = self.kappa
+        omk = 1.0 - kappa
+        surr = self.surrogate
+        s = ALIFState(state.v, state.a, state.z, state.ref)
+        zf = state.z_filt
+        keep_zf = record or self.readout == "filtered_spikes"
+        keep_z = record or self.readout == "filtered_current"
+        zs: list[Tensor] = []
+        zfs: list[Tensor] = []
+        vs: list[Tensor] = []
+        as_: list[Tensor] = []
+        thrs: list[Tensor] = []
+        psis: list[Tensor] = []
+        refs: list[Tensor] = []
+        for ff_t in ff.unbind(0):
+            drive = torch.addmm(ff_t, s.z, W_recT)  # c_in (W_in x^t + W_rec z^{t-1})
+            if gap is not None:
+                drive = drive + (s.v @ GT - s.v * gsum)
+            s, aux = alif_update(c, s, drive, surr, need_aux=record)
+            zf = torch.add(zf * kappa, s.z, alpha=omk)  # κ z̄ + (1−κ) z
+            if keep_zf:
+                zfs.append(zf)
+            if keep_z:
+                zs.append(s.z)
+            if record:
+                assert aux is not None
+                vs.append(s.v)
+                as_.append(s.a)
+                thrs.append(aux.thr)
+                psis.append(aux.psi)
+                refs.append(aux.refractory)
+        W_out = W.W_out
+        if self.readout == "filtered_spikes":
+            Zf = torch.stack(zfs)
+            cur = time_linear(Zf, W_out)
+            y_filt = cur[-1] if T else state.y_filt
+        else:
+            cur_all = time_linear(torch.stack(zs), W_out)
+            yf = state.y_filt
+            ys = []
+            for c_t in cur_all.unbind(0):
+                yf = torch.add(yf * kappa, c_t, alpha=omk)
+                ys.append(yf)
+            cur = torch.stack(ys)
+            y_filt = yf
+        y = cur + W.b_out if W.b_out is not None else cur
+        final = SpikingState(v=s.v, a=s.a, z=s.z, ref=s.ref, z_filt=zf, y_filt=y_filt)
+        rec = None
+        if record:
+            rec = SpikingRecord(x=x, z=torch.stack(zs), v=torch.stack(vs), a=torch.stack(as_),
+                                thr=torch.stack(thrs), psi=torch.stack(psis), z_filt=torch.stack(zfs),
+                                ref=torch.stack(refs))
+        return ModelOutput(y=y, state=final, record=rec)
+
+
+# ---------------------------------------------------------------------------------------------- rate
+_DEFAULT_ACT = {"pre_activation": "tanh", "murray": "tanh", "relu_lif": "relu", "richlazy": "relu"}
+
+
+class RateRNN(_CircuitRNN):
+    """Leaky rate RNN on a circuit (ALGORITHMS.md §1.2), readout ``y^t = W_out r^t + b``.
+
+    Args:
+        circuit: wiring; ``circuit.neuron_params["tau_ms"]`` overrides ``tau_ms`` per neuron.
+        n_in, n_out: input and output sizes.
+        form: ``"pre_activation"`` (R1), ``"murray"`` (R2), ``"relu_lif"`` (R3 ModProp/BiolHess),
+            ``"richlazy"`` (R3 BioRNN_RichLazy); see :mod:`spikelearn.neurons.rate`.
+        activation: ``"tanh"`` | ``"relu"`` | ``"retanh"`` | ``"identity"``; default tanh for R1/R2, relu for R3.
+        tau_ms, dt_ms: γ = dt/τ (α = exp(−dt/τ) for ``relu_lif``). Defaults 100 ms and 10 ms (γ = 0.1).
+        thr: activation offset of ``relu_lif``.
+        hidden_bias: add a trainable bias ``b_rec`` to the drive (``b`` of R1).
+        readout_from: ``"r"`` (rates, default) or ``"h"`` (pre-activation).
+        gap_scale: gap-junction current ``Σ_i G_ji (h_i^{t-1} − h_j^{t-1})`` added to the drive.
+        sign_constraint, allow_autapses, w_in, w_out, w_out_init, readout_bias, dtype, device: as
+            :class:`SpikingRNN`.
+    """
+
+    def __init__(self, circuit: Circuit, n_in: int, n_out: int, *, form: str = "pre_activation",
+                 activation: str | None = None, tau_ms: Any = 100.0, dt_ms: float = 10.0, thr: float = 0.0,
+                 hidden_bias: bool = False, readout_from: str = "r", readout_bias: bool = True,
+                 gap_scale: float = 1.0, sign_constraint: str = "auto", allow_autapses: bool = False,
+                 w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", dtype: Any = None,
+                 device: Any = None) -> None:
+        super().__init__()
+        if form not in RATE_FORMS:
+            raise ValueError(f"form must be one of {RATE_FORMS}, got {form!r}")
+        activation = activation or _DEFAULT_ACT[form]
+        if readout_from not in ("r", "h"):
+            raise ValueError(f"readout_from must be 'r' or 'h', got {readout_from!r}")
+        self._store_config(n_in=n_in, n_out=n_out, form=form, activation=activation, tau_ms=tau_ms, dt_ms=dt_ms,
+                           thr=thr, hidden_bias=hidden_bias, readout_from=readout_from, readout_bias=readout_bias,
+                           gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
+                           w_in=w_in, w_out=w_out, w_out_init=w_out_init, dtype=dtype, device=device)
+        dt, dev = _resolve_dtype(dtype), _resolve_device(device)
+        self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
+                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, readout_bias=readout_bias,
+                            gap_scale=gap_scale, dtype=dt, device=dev)
+        self.form, self.activation, self.dt_ms, self.thr = form, activation, float(dt_ms), float(thr)
+        self.readout_from = readout_from
+        RateParams(form=form, activation=activation, dt_ms=dt_ms, thr=thr)  # validates
+        tau = _per_neuron(circuit.neuron_params.get("tau_ms", tau_ms), circuit.n, "tau_ms")
+        if (tau <= 0).any():
+            raise ValueError("tau_ms must be positive")
+        self.register_buffer("tau_ms", torch.as_tensor(tau, dtype=dt, device=dev))
+        if hidden_bias:
+            self.b_rec = nn.Parameter(torch.zeros(circuit.n, dtype=dt, device=dev))
+
+    def params(self) -> RateParams:
+        """The :class:`RateParams` of this network (``tau_ms`` per neuron)."""
+        return RateParams(tau_ms=self.tau_ms, dt_ms=self.dt_ms, form=self.form,  # type: ignore[arg-type]
+                          activation=self.activation, thr=self.thr)
+
+    def constants(self) -> RateConstants:
+        return self.params().constants(dtype=self.dtype, device=self.device)
+
+    def init_state(self, batch_size: int) -> RateState:
+        """Zero pre-activation, ``r = f(0 − thr)`` (0 for the default activations)."""
+        return init_rate_state(batch_size, self.n, dtype=self.dtype, device=self.device, params=self.params())
+
+    def forward(self, x: Tensor, state: RateState | None = None, record: bool = False) -> ModelOutput:
+        """Run ``T`` steps.
+
+        Args:
+            x: ``(T, B, n_in)``. state: initial :class:`~spikelearn.neurons.RateState` (default
+                :meth:`init_state`). record: also return a :class:`RateRecord`.
+
+        Returns:
+            :class:`ModelOutput` ``(y (T, B, n_out), final RateState, RateRecord | None)``.
+        """
+        x = self._prep_x(x)
+        T, B, _ = x.shape
+        if state is None:
+            state = self.init_state(B)
+        W = self.effective_weights()
+        c = self.constants()
+        ci = c.c_in[:, None]
+        ff = time_linear(x, ci * W.W_in)
+        if W.b_rec is not None:
+            ff = ff + c.c_in * W.b_rec
+        W_recT = (ci * W.W_rec).T
+        gap = self.gap
+        if gap is not None:
+            G = ci * gap
+            GT, gsum = G.T, G.sum(1)
+        s = RateState(state.h, state.r)
+        keep_r = record or self.readout_from == "r"
+        keep_h = record or self.readout_from == "h"
+        rs: list[Tensor] = []
+        hs: list[Tensor] = []
+        fps: list[Tensor] = []
+        for ff_t in ff.unbind(0):
+            drive = torch.addmm(ff_t, s.r, W_recT)  # c_in (W_in x^t + b + W_rec r^{t-1})
+            if gap is not None:
+                drive = drive + (s.h @ GT - s.h * gsum)
+            s, aux = rate_update(c, s, drive, need_aux=record)
+            if keep_r:
+                rs.append(s.r)
+            if keep_h:
+                hs.append(s.h)
+            if record:
+                assert aux is not None
+                fps.append(aux.fprime)
+        R = torch.stack(rs) if keep_r else None
+        H = torch.stack(hs) if keep_h else None
+        y = time_linear(R if self.readout_from == "r" else H, W.W_out)
+        if W.b_out is not None:
+            y = y + W.b_out
+        rec = None
+        if record:
+            rec = RateRecord(x=x, h=H, r=R, fprime=torch.stack(fps))
+        return ModelOutput(y=y, state=s, record=rec)
+
+
+# ---------------------------------------------------------------------------------------------- load
+_CLASSES = {"SpikingRNN": SpikingRNN, "RateRNN": RateRNN}
+
+
+def load(path: str | Path, map_location: Any = None) -> SpikingRNN | RateRNN:
+    """Load a model saved with ``model.save(path)``; the class is read from the file.
+
+    Args:
+        path: file written by :meth:`SpikingRNN.save` / :meth:`RateRNN.save`.
+        map_location: device to put the model on (default CPU; ``"auto"`` = CUDA when available).
+    """
+    payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a spikelearn model file")
+    cls = _CLASSES.get(payload["class"])
+    if cls is None:
+        raise ValueError(f"{path}: unknown model class {payload['class']!r}")
+    cfg = _from_config_value(payload["config"])
+    circuit = circuit_from_dict(payload["circuit"])
+    n_in, n_out = cfg.pop("n_in"), cfg.pop("n_out")
+    model = cls(circuit, n_in, n_out, **cfg, device="cpu")
+    model.load_state_dict(payload["state_dict"])
+    if map_location is not None:
+        model.to(_resolve_device(map_location))
+    return model

@@ -1,0 +1,162 @@
+"""``spikelearn sweep ...`` sub-commands (registered by spikelearn.cli).
+
+::
+
+    spikelearn sweep run SWEEP.toml [--out DIR] [--executor local|dask] [--scheduler ADDRESS] [--workers N]
+    spikelearn sweep resume DIR [--executor local|dask] [--scheduler ADDRESS] [--workers N] [--retry-failed]
+    spikelearn sweep status DIR [--watch]
+    spikelearn sweep report DIR [--out REPORT_DIR] [--per-run]
+
+The sweep file format is in spikelearn.sweep.spec; running on a Slurm cluster with dask-jobqueue workers is
+described in spikelearn.sweep.executors (start the workers, then --executor dask --scheduler ADDRESS).
+``run`` and ``resume`` exit with 0 when every run is done, 1 when some failed, 2 on a bad specification or an
+executor that cannot start (nothing has run then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+__all__ = ["add_sweep_parser"]
+
+
+def _err(msg: str) -> int:
+    print(f"spikelearn sweep: {msg}", file=sys.stderr)
+    return 2
+
+
+def _finish(res) -> int:
+    c = res.counts
+    print(f"{res.folder}: {c['done']} done, {c['failed']} failed, {c['pending'] + c['running']} not finished "
+          f"({res.executed} run in {res.elapsed_s:.1f} s" + (f"; {len(res.resumed)} resumed" if res.resumed else "")
+          + ")")
+    for rid, err in res.failed.items():
+        print(f"  failed {rid}: {err}")
+    return 0 if res.ok else 1
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from spikelearn.sweep.executors import SweepError
+    from spikelearn.sweep.runner import run_sweep
+
+    try:
+        res = run_sweep(args.sweep, args.out, executor=args.executor, workers=args.workers,
+                        scheduler=args.scheduler, max_retries=args.max_retries, retry_failed=args.retry_failed,
+                        connect_timeout_s=args.connect_timeout, threads_per_run=args.threads_per_run,
+                        progress=not args.quiet)
+    except SweepError as e:
+        return _err(str(e))
+    return _finish(res)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from spikelearn.sweep.executors import SweepError
+    from spikelearn.sweep.runner import resume_sweep
+
+    try:
+        res = resume_sweep(args.dir, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
+                           max_retries=args.max_retries, retry_failed=args.retry_failed,
+                           connect_timeout_s=args.connect_timeout, threads_per_run=args.threads_per_run,
+                        progress=not args.quiet)
+    except (SweepError, FileNotFoundError) as e:
+        return _err(str(e))
+    return _finish(res)
+
+
+def _bar(done: int, total: int, width: int = 30) -> str:
+    k = int(width * done / total) if total else width
+    return f"[{'#' * k}{'.' * (width - k)}] {done}/{total}"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from spikelearn.sweep.runner import sweep_status
+
+    try:
+        st = sweep_status(args.dir)
+    except FileNotFoundError as e:
+        return _err(str(e))
+    if args.watch and st["running"]:
+        from tqdm.auto import tqdm
+
+        finished = st["counts"]["done"] + st["counts"]["failed"]
+        with tqdm(total=st["total"], initial=finished, desc="sweep", unit="run") as bar:
+            while st["running"]:
+                time.sleep(args.interval)
+                st = sweep_status(args.dir)
+                now = st["counts"]["done"] + st["counts"]["failed"]
+                bar.total = st["total"]
+                bar.update(now - finished)
+                finished = now
+    c = st["counts"]
+    print(f"sweep {args.dir}: {'driver running' if st['running'] else 'no driver running'}")
+    print(_bar(c["done"] + c["failed"], st["total"]))
+    print(pd.DataFrame([c], index=["runs"]).assign(total=st["total"]).to_string())
+    if not st["running"] and c["running"]:
+        print(f"{c['running']} run(s) were interrupted; continue with `spikelearn sweep resume {args.dir}`")
+    if len(st["failed"]):
+        print("\nfailed runs:")
+        cols = [k for k in st["failed"].columns if k in ("id", "error") or "." in k]
+        with pd.option_context("display.width", 200, "display.max_colwidth", 100):
+            print(st["failed"][cols].to_string(index=False))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from spikelearn.sweep.report import write_report
+
+    try:
+        paths = write_report(args.dir, args.out, per_run=args.per_run)
+    except FileNotFoundError as e:
+        return _err(str(e))
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["local", "dask"], default=None,
+                   help="where runs execute (default: the sweep file's [sweep] executor, else local)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address (implies --executor dask); without it dask starts a LocalCluster")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="local: N > 1 runs a pool of N processes (1 = in-process); dask: LocalCluster workers")
+    p.add_argument("--max-retries", type=int, default=None, metavar="K",
+                   help="re-runs of a run whose worker was lost (default: [sweep] max_retries, else 2)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again (from scratch; runs failed by lost workers resume from their checkpoint)")
+    p.add_argument("--threads-per-run", type=int, default=None, metavar="T",
+                   help="torch threads for each run (default: cores / workers in a pool, 1 on dask, unchanged "
+                        "in-process); tiny networks run fastest with 1")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for a Dask scheduler to answer (default 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_sweep_parser(subparsers) -> None:
+    """Register the ``sweep`` command (``run``, ``resume``, ``status``, ``report``) on the main parser."""
+    sweep = subparsers.add_parser("sweep", help="run grids of training runs into a run store",
+                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = sweep.add_subparsers(dest="sweep_command", required=True)
+    p = sub.add_parser("run", help="expand a sweep file and run it (finished runs are skipped)")
+    p.add_argument("sweep", help="sweep TOML file")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="sweep folder (default: [sweep] out_dir, else sweeps/<name>)")
+    _executor_args(p)
+    p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("resume", help="continue a killed sweep: skip finished runs, resume interrupted ones")
+    p.add_argument("dir", help="sweep folder")
+    _executor_args(p)
+    p.set_defaults(fn=_cmd_resume)
+    p = sub.add_parser("status", help="counts per status and the failed runs")
+    p.add_argument("dir", help="sweep folder")
+    p.add_argument("--watch", action="store_true", help="follow a running sweep with a progress bar")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --watch")
+    p.set_defaults(fn=_cmd_status)
+    p = sub.add_parser("report", help="tidy CSV and the standard plots")
+    p.add_argument("dir", help="sweep folder")
+    p.add_argument("--out", default=None, metavar="DIR", help="report folder (default DIR/report)")
+    p.add_argument("--per-run", action="store_true", help="also a learning-curve plot in each run's folder")
+    p.set_defaults(fn=_cmd_report)

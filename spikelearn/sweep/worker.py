@@ -1,0 +1,100 @@
+"""The work of one run, executed on a worker: train from a resolved configuration, return results as plain data.
+
+:func:`run_one` is a top-level function of plain arguments (picklable, importable on every worker). It never
+raises for a failing run: the error and traceback come back in the result, so only the driver decides what goes
+into the store. An exception escaping it means the worker itself was lost.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import socket
+import time
+import traceback
+from typing import Any
+
+__all__ = ["run_one", "history_to_metrics", "final_summary"]
+
+
+def history_to_metrics(rows) -> list[tuple[int, str, float]]:
+    """History (DataFrame or list of row dicts) -> ``(iteration, name, value)`` triples, missing values dropped."""
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    out = []
+    for r in records:
+        it = int(r["iteration"])
+        for k, v in r.items():
+            if k != "iteration" and v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out.append((it, str(k), float(v)))
+    return out
+
+
+def final_summary(rows) -> dict[str, Any]:
+    """Last non-missing value of every history column (``iteration`` = last iteration run)."""
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    out: dict[str, Any] = {}
+    for r in records:
+        for k, v in r.items():
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out[k] = int(v) if k == "iteration" else float(v)
+    return out
+
+
+def run_one(run_id: str, config: dict, run_dir: str, measurements: list[dict] = (),
+            torch_threads: int | None = None) -> dict:
+    """Train one run into ``run_dir``, resuming from ``run_dir/checkpoint.pt`` when there is one.
+
+    Args:
+        run_id: the run's id (echoed back).
+        config: the resolved :class:`~spikelearn.config.RunConfig` as nested dicts.
+        run_dir: the run's folder (checkpoint, model, history.csv, summary.json; error.txt on failure).
+        measurements: measurement hooks as :class:`~spikelearn.sweep.spec.MeasurementSpec` dicts.
+        torch_threads: ``torch.set_num_threads`` for this process (``None``: leave as is).
+
+    Returns:
+        ``{"id", "status": "done" | "failed", "metrics": [(iteration, name, value)], "summary", "error",
+        "host", "version", "start_time", "end_time", "resumed_from", "train_time_s"}``. A failed run keeps the
+        metrics of its last checkpoint, if any.
+    """
+    import torch
+
+    import spikelearn
+    from spikelearn.config import config_from_dict
+    from spikelearn.sweep.spec import resolve_measurements
+    from spikelearn.sweep.store import utc_now
+    from spikelearn.train import CHECKPOINT, train
+
+    res: dict[str, Any] = {"id": run_id, "host": socket.gethostname(), "version": spikelearn.__version__,
+                           "start_time": utc_now(), "resumed_from": 0, "metrics": [], "summary": None,
+                           "error": None}
+    out = pathlib.Path(run_dir)
+    ck = out / CHECKPOINT
+    t0 = time.perf_counter()
+    try:
+        if torch_threads:
+            torch.set_num_threads(int(torch_threads))
+        cfg = config_from_dict(config)
+        hooks = resolve_measurements(measurements)
+        resume = False
+        if ck.exists():
+            try:
+                res["resumed_from"] = int(torch.load(ck, map_location="cpu", weights_only=True)["iteration"])
+                resume = True
+            except Exception:  # an unreadable checkpoint (not written by Trainer's atomic save): start afresh
+                ck.unlink()
+        hist, _ = train(cfg, out_dir=str(out), resume=resume, measurements=hooks)
+        res.update(status="done", metrics=history_to_metrics(hist), summary=final_summary(hist))
+    except Exception as e:  # a failing run is a result, not a crash of the sweep
+        tb = traceback.format_exc()
+        res.update(status="failed", error=f"{type(e).__name__}: {e}\n\n{tb}")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "error.txt").write_text(res["error"])
+            if ck.exists():  # keep what was learned up to the last good checkpoint
+                rows = torch.load(ck, map_location="cpu", weights_only=True)["history"]
+                res.update(metrics=history_to_metrics(rows), summary=final_summary(rows))
+        except Exception:  # pragma: no cover - the error itself is what matters
+            pass
+    res["train_time_s"] = time.perf_counter() - t0
+    res["end_time"] = utc_now()
+    return res

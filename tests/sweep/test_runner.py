@@ -1,0 +1,157 @@
+"""Sweep driver on the local executor (in-process and process pool) and on a Dask LocalCluster."""
+
+import pathlib
+import time
+
+import pandas as pd
+import pytest
+
+from spikelearn.config import ConfigError
+from spikelearn.store import RunStore
+from spikelearn.sweep import SweepError, resume_sweep, run_sweep
+
+
+def _results(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Metrics (wall time excluded) and per-run outcome, sorted: what must not depend on the executor."""
+    with RunStore(folder, readonly=True) as store:
+        m = store.metrics()
+        runs = store.runs()
+    m = m[m["name"] != "wall_time_s"].sort_values(["run_id", "name", "iteration"]).reset_index(drop=True)
+    runs = runs[["id", "status", "config"]].sort_values("id").reset_index(drop=True)
+    return m, runs
+
+
+def _grid(tiny):
+    d = tiny()
+    d["sweep"] = {"axes": {"train.seed": [0, 1]}, "zip": [{"circuit.options.g": [0.5, 1.5],
+                                                           "optimizer.lr": [1e-2, 5e-3]}]}
+    d["measurements"] = [{"name": "wn", "fn": "_sweep_hooks:weight_norm", "every": 5}]
+    return d
+
+
+@pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWarning")
+def test_local_and_dask_give_identical_results(tmp_path, tiny, hooks_on_path):
+    from distributed import LocalCluster
+
+    spec = _grid(tiny)
+    res = run_sweep(spec, tmp_path / "local")
+    assert res.ok and res.counts["done"] == 4 and res.executed == 4
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res_d = run_sweep(spec, tmp_path / "dask", scheduler=cluster.scheduler_address)
+    assert res_d.ok and res_d.counts["done"] == 4
+    m_local, runs_local = _results(tmp_path / "local")
+    m_dask, runs_dask = _results(tmp_path / "dask")
+    assert set(m_local["name"]) == {"loss", "accuracy", "eval_loss", "wn"}
+    assert len(m_local) == 4 * (10 + 3 + 3 + 2)
+    pd.testing.assert_frame_equal(m_local, m_dask)
+    pd.testing.assert_frame_equal(runs_local, runs_dask)
+    with RunStore(tmp_path / "dask", readonly=True) as store:
+        runs = store.runs()
+    assert (runs["host"].notna() & runs["version"].notna() & (runs["duration_s"] > 0)).all()
+    for rid in runs["id"]:  # per-run artifacts
+        assert {"checkpoint.pt", "model.pt", "history.csv", "summary.json", "config.json"} <= {
+            p.name for p in (tmp_path / "dask" / "runs" / rid).iterdir()}
+
+
+def test_failing_run_is_recorded_and_the_rest_finish(tmp_path, tiny):
+    d = tiny()
+    d["optimizer"]["name"] = "sgd"
+    d["sweep"] = {"axes": {"optimizer.lr": [1e-2, 1e6, 1e-3]}}  # lr = 1e6 diverges at iteration 2
+    res = run_sweep(d, tmp_path)
+    assert res.counts == {"pending": 0, "running": 0, "done": 2, "failed": 1}
+    assert not res.ok
+    with RunStore(tmp_path, readonly=True) as store:
+        runs = store.runs().set_index("optimizer.lr")
+        bad_id = runs.loc[1e6, "id"]
+        assert runs.loc[1e6, "status"] == "failed"
+        assert runs.loc[1e6, "error"].startswith("TrainingDiverged: loss is nan at iteration 2")
+        assert "Traceback" in runs.loc[1e6, "error"]
+        assert list(runs.loc[[1e-2, 1e-3], "status"]) == ["done", "done"]
+    assert (tmp_path / "runs" / bad_id / "error.txt").read_text().startswith("TrainingDiverged")
+    # re-submitting the same sweep runs nothing: done and failed runs are kept as they are
+    again = run_sweep(d, tmp_path)
+    assert again.executed == 0 and again.counts == res.counts
+
+
+def test_resume_skips_done_runs_and_resumes_interrupted_ones(tmp_path, tiny):
+    d = tiny()
+    d["sweep"] = {"axes": {"train.seed": [0, 1, 2]}}
+    d["train"]["iterations"] = 8
+    full = run_sweep(d, tmp_path / "full")
+    assert full.ok
+    # simulate a driver killed while seed 1 was past its first checkpoint and seed 2 had not started
+    from spikelearn.config import config_from_dict
+    from spikelearn.sweep import expand, sweep_from_dict
+    from spikelearn.train import build
+
+    runs = expand(sweep_from_dict(d))
+    folder = tmp_path / "killed"
+    with RunStore(folder) as store:
+        store.add_runs(runs)
+    run_sweep({**d, "sweep": {"axes": {"train.seed": [0]}}}, folder)  # seed 0 done
+    with RunStore(folder) as store:
+        store.mark_running(runs[1].id)
+    *_, trainer = build(config_from_dict(runs[1].config.to_dict()), out_dir=str(folder / "runs" / runs[1].id))
+    trainer.run(iterations=7)  # checkpoint at 5, killed at 7
+    res = resume_sweep(folder)
+    assert res.ok and res.executed == 2 and res.resumed == (runs[1].id,)
+    with RunStore(folder, readonly=True) as store:
+        st = store.runs().set_index("id")
+    assert st.loc[runs[0].id, "attempts"] == 1  # not run again
+    assert st.loc[runs[1].id, "resumed_from"] == 7 and st.loc[runs[2].id, "resumed_from"] == 0
+    pd.testing.assert_frame_equal(_results(folder)[0], _results(tmp_path / "full")[0])
+
+
+def test_lost_worker_is_retried_from_its_checkpoint_a_bounded_number_of_times(tmp_path, tiny, hooks_on_path):
+    def spec(counter, max_retries):
+        d = tiny()
+        d["sweep"] = {"axes": {"train.seed": [0]}, "workers": 2, "max_retries": max_retries}
+        # the worker process dies at iteration 7 (after the checkpoint at 5), the first time only
+        d["measurements"] = [{"name": "die", "fn": "_sweep_hooks:die", "every": 1,
+                              "options": {"counter": str(tmp_path / counter), "at": 7, "times": 1}}]
+        return d
+
+    res = run_sweep(spec("deaths_a", 1), tmp_path / "a")  # one loss, one retry allowed: the retry resumes
+    assert res.ok and (tmp_path / "deaths_a").read_text() == "1"
+    with RunStore(tmp_path / "a", readonly=True) as store:
+        run = store.runs().iloc[0]
+        assert run["resumed_from"] == 5 and run["attempts"] == 2
+        assert store.metrics(names=["loss"])["iteration"].tolist() == list(range(1, 11))
+    res = run_sweep(spec("deaths_b", 0), tmp_path / "b")  # no retry allowed: recorded as failed, with the reason
+    (rid, err), = res.failed.items()
+    assert err.startswith("WorkerLost: the worker was lost 1 times (max_retries = 0)")
+    # retrying it later resumes from the checkpoint its lost worker left (here in-process)
+    res = resume_sweep(tmp_path / "b", workers=1, retry_failed=True)
+    assert res.ok
+    with RunStore(tmp_path / "b", readonly=True) as store:
+        assert store.runs().iloc[0]["resumed_from"] == 5
+
+
+def test_unreachable_scheduler_is_an_error_before_anything_runs(tmp_path, tiny):
+    t0 = time.perf_counter()
+    with pytest.raises(SweepError, match="no Dask scheduler answers at 'tcp://127.0.0.1:9'"):
+        run_sweep(tiny(), tmp_path / "sw", executor="dask", scheduler="tcp://127.0.0.1:9", connect_timeout_s=1)
+    assert time.perf_counter() - t0 < 15
+    assert not (tmp_path / "sw").exists()
+
+
+def test_invalid_run_is_an_error_before_anything_runs(tmp_path, tiny):
+    d = tiny()
+    d["sweep"] = {"axes": {"circuit.options.gain": [1.0, 2.0]}}  # gaussian() takes g, not gain
+    with pytest.raises(ConfigError, match="unknown key 'gain' in section \\[circuit.options\\]"):
+        run_sweep(d, tmp_path / "sw")
+    d["sweep"] = {"axes": {"rule.name": ["bptt", "nosuchrule"]}}
+    with pytest.raises(ConfigError, match="nosuchrule"):
+        run_sweep(d, tmp_path / "sw")
+    d["sweep"] = {"axes": {"rule.name": ["bptt", "tbptt"]}}  # tbptt needs its window k
+    with pytest.raises(ConfigError, match="misses 'k', required by TruncatedBPTT"):
+        run_sweep(d, tmp_path / "sw")
+    assert not (tmp_path / "sw").exists()
+
+
+def test_second_driver_on_the_same_folder_is_refused(tmp_path, tiny):
+    from spikelearn.sweep.runner import _DriverLock
+
+    with _DriverLock(pathlib.Path(tmp_path)):
+        with pytest.raises(SweepError, match="another driver"):
+            run_sweep(tiny(), tmp_path)
