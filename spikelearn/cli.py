@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     from spikelearn.sweep.cli import add_sweep_parser
 
     add_sweep_parser(sub)
+    from spikelearn.validate.cli import add_validate_parser
+
+    add_validate_parser(sub)
     args = parser.parse_args(argv)
     from spikelearn.config import ConfigError
 

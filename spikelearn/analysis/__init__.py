@@ -1,0 +1,1 @@
+"""Analysis: learning regime, curvature, stability and spike statistics (pure functions -> tidy DataFrames)."""
