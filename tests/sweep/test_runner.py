@@ -29,7 +29,6 @@ def _grid(tiny):
     return d
 
 
-@pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWarning")
 def test_local_and_dask_give_identical_results(tmp_path, tiny, hooks_on_path):
     from distributed import LocalCluster
 

@@ -1,0 +1,27 @@
+"""The README's Python examples run as written."""
+
+import pathlib
+import re
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_has_examples():
+    assert len(_blocks()) >= 2
+
+
+@pytest.mark.parametrize("k", range(len(_blocks())))
+def test_readme_example_runs(k, capsys):
+    ns: dict = {}
+    exec(compile(_blocks()[k], f"README.md block {k}", "exec"), ns)
+    if k == 0:
+        assert ns["loss"].dim() == 0
+        assert ns["circuit"].n == 80
+        W = ns["model"].effective_weights().W_rec.detach()
+        assert (W[:, 64:] <= 0).all() and (W[:, :64] >= 0).all()  # Dale's signs survived training
