@@ -304,6 +304,34 @@ def circuit_from_dict(d: Mapping[str, Any]) -> Circuit:
 
 
 # ---------------------------------------------------------------------------------------------- base
+def _check_gap_stability(G: np.ndarray, decay: np.ndarray, c_in: Any, gap_scale: float) -> None:
+    """Refuse gap-junction coupling that makes the explicit sub-threshold update unstable.
+
+    Between spikes the membrane map is ``v <- (diag(decay) - diag(c_in) L) v + ...`` with the graph Laplacian
+    ``L = diag(G 1) - G`` of the conductances. If its spectral radius is ≥ 1 the discretised potentials grow
+    without bound (NaN within a trial), a property of the explicit discretisation, not of the cell.
+    """
+    n = G.shape[0]
+    c = np.broadcast_to(np.asarray(c_in, dtype=np.float64), (n,))
+    L = np.diag(G.sum(1)) - G
+    M = np.diag(decay) - c[:, None] * L
+    gersh = np.abs(M).sum(1).max()
+    if gersh < 1:
+        return
+    if n <= 4000:
+        radius = float(np.abs(np.linalg.eigvals(M)).max())
+    else:  # pragma: no cover - large circuits
+        import scipy.sparse.linalg as spla
+
+        radius = float(abs(spla.eigs(sp.csr_array(M), k=1, which="LM", return_eigenvectors=False)[0]))
+    if radius >= 1:
+        raise ValueError(
+            f"gap-junction coupling is too strong for the explicit update: the sub-threshold membrane map has "
+            f"spectral radius {radius:.3g} >= 1 (largest total gap conductance onto one neuron: "
+            f"{G.sum(1).max():.3g}, gap_scale={gap_scale}); potentials would diverge. Reduce gap_scale (or the "
+            f"circuit's gap weights), or use a smaller dt_ms")
+
+
 class _CircuitRNN(nn.Module):
     """Weights, masks, signs, save/load shared by both models."""
 
@@ -592,6 +620,10 @@ class SpikingRNN(_CircuitRNN):
         for name, val in (("tau_mem_ms", tau_m), ("tau_adapt_ms", tau_a), ("v_th", vth), ("beta", b),
                           ("n_ref", nref)):
             self.register_buffer(name, torch.as_tensor(val, **kw))
+        if self.gap is not None:
+            alpha = np.exp(-dt_ms / tau_m)
+            _check_gap_stability(self.gap.detach().cpu().numpy(), alpha, 1 - alpha if scaling == "B" else 1.0,
+                                 gap_scale)
 
     # ------------------------------------------------------------------ pieces
     def constants(self) -> ALIFConstants:

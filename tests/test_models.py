@@ -537,3 +537,21 @@ def test_save_load_round_trip(tmp_path, cls):
     other = RateRNN if cls == "spiking" else SpikingRNN
     with pytest.raises(TypeError):
         other.load(path)
+
+
+def test_unstable_gap_coupling_is_refused():
+    """Gap conductances whose explicit update diverges raise a clear error instead of producing NaN."""
+    import networkx as nx
+
+    from spikelearn import Circuit
+
+    G = nx.DiGraph()
+    for k in range(3):
+        G.add_node(k)
+    G.add_edge(0, 1, weight=0.1)
+    G.add_edge(1, 2, gap_weight=5.0)
+    with pytest.raises(ValueError, match="spectral radius"):
+        SpikingRNN(Circuit.from_graph(G), 1, 1)
+    G.edges[1, 2]["gap_weight"] = 0.2
+    m = SpikingRNN(Circuit.from_graph(G), 1, 1)  # stable: accepted
+    assert m.gap is not None

@@ -1,0 +1,478 @@
+r"""e-prop for LIF/ALIF networks (Bellec et al. 2020, Nat. Commun. 11:3625, doi:10.1038/s41467-020-17236-y).
+
+ALGORITHMS.md §2. For every synapse ``j ← i`` the rule combines an eligibility trace, computed forward in time from
+quantities local to the synapse (§2.2), with a learning signal ``L_j^t = Σ_k B_jk ∂E/∂y_k^t`` broadcast from the
+readout (§2.3)::
+
+    ε^v_ji,t = α_j ε^v_ji,t-1 + c_in,j pre_i^t      [ − v_th,j e_ji^{t-1}   if reset_in_trace ]
+    ε^a_ji,t = ρ_j ε^a_ji,t-1 + c_a,j e_ji^{t-1}                               (ALIF neurons, β_j ≠ 0)
+    e_ji^t   = ψ_j^t (ε^v_ji,t − β_j ε^a_ji,t)
+    ē_ji^t   = κ ē_ji^{t-1} + (1−κ) e_ji^t                                      (readout filter, §2.4)
+    ∂E/∂W_ji ≈ Σ_{b,t} L_j^t ē_ji^t   + firing-rate regulariser (§2.5, unfiltered traces)
+
+with ``pre_i^t = z_i^{t-1}`` for ``W_rec`` and ``x_i^t`` for ``W_in``. ``W_out`` and ``b_out`` get their exact
+gradients ``Σ_t ∂E/∂y^t z̄^t`` and ``Σ_t ∂E/∂y^t``. This is the gradient of the loss on the graph in which the
+recurrent spikes (and, unless ``reset_in_trace``, the reset) are detached (§2.7) — with ``B = W_outᵀ``.
+
+Two implementations of the same sums, both explicit (no autograd on ``W_in``/``W_rec``):
+
+* ``mode="online"`` — the recursions above, step by step (:meth:`EProp.init`, :meth:`EProp.step`, or
+  :meth:`EProp.advance` over a chunk of steps followed by :meth:`EProp.read`). Traces are ``(N, B, N + n_in)``;
+  memory does not depend on ``T``. :func:`run_online` drives any online rule over a trial, optionally applying
+  updates every ``k`` steps (the trainer's ``update_every_steps``).
+* ``mode="batched"`` — the transposed form. Every recursion above is linear and diagonal in the postsynaptic
+  neuron, so ``Σ_t L_j^t ē_ji^t = Σ_t δ_j^t pre_i^t`` where ``δ`` comes from one backward-in-time scan over
+  ``(B, N)`` per-neuron quantities (the adjoint of the neuron's *local* dynamics: leak, adaptation through the
+  local spike copy, optionally the reset, readout filter). Then one GEMM per weight matrix over the ``T·B`` rows of
+  the trajectory record. Memory of the order of the forward record; never a ``(B, T, N, N)`` tensor.
+
+Gap junctions: the neuron's own term ``(G_jj − Σ_i G_ji) v_j^{t-1}`` belongs to its local leak; the potentials of
+other neurons are treated like recurrent spikes (dropped).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from spikelearn.rules.base import Grads, LossFn, output_error
+
+__all__ = ["EProp", "EPropState", "rate_regularizer", "run_online"]
+
+
+# ----------------------------------------------------------------------------------------------- shared helpers
+def _check_common(rule: Any) -> None:
+    name = type(rule).__name__
+    if rule.feedback not in ("symmetric", "random", "adaptive"):
+        raise ValueError(f"{name}: feedback must be 'symmetric', 'random' or 'adaptive', got {rule.feedback!r}")
+    if rule.mode not in ("batched", "online"):
+        raise ValueError(f"{name}: mode must be 'batched' or 'online', got {rule.mode!r}")
+    if not isinstance(rule.chunk_steps, int) or rule.chunk_steps < 1:
+        raise ValueError(f"{name}: chunk_steps must be a positive integer, got {rule.chunk_steps!r}")
+    if rule.feedback_std is not None and not rule.feedback_std > 0:
+        raise ValueError(f"{name}: feedback_std must be positive or None, got {rule.feedback_std!r}")
+    if not 0.0 <= rule.feedback_decay < 1.0:
+        raise ValueError(f"{name}: feedback_decay must lie in [0, 1), got {rule.feedback_decay!r}")
+
+
+def feedback_matrix(rule: Any, model: nn.Module, W_out: Tensor, default_std: float) -> Tensor:
+    """The ``(N, K)`` feedback matrix ``B`` of ``rule`` for ``model`` (``W_out`` is the current effective readout).
+
+    ``"symmetric"``: ``W_outᵀ``. ``"random"``: ``N(0, std²)`` drawn from ``torch.Generator().manual_seed(
+    rule.feedback_seed)`` in float64 (the same ``B`` for every dtype and call). ``"adaptive"``: starts as the random
+    ``B``; whenever ``W_out`` has changed since the previous call, ``B ← (1 − feedback_decay) B + ΔW_outᵀ`` (the
+    same updates as ``W_outᵀ``, whatever the optimizer, plus weight decay). The adaptive ``B`` lives in the rule
+    object (per model); it is not part of checkpoints.
+    """
+    W_out = W_out.detach()
+    if rule.feedback == "symmetric":
+        return W_out.T
+    K, N = W_out.shape
+    std = default_std if rule.feedback_std is None else float(rule.feedback_std)
+
+    def draw() -> Tensor:
+        g = torch.Generator().manual_seed(int(rule.feedback_seed))
+        return (torch.randn(N, K, generator=g, dtype=torch.float64) * std).to(W_out.dtype).to(W_out.device)
+
+    if rule.feedback == "random":
+        return draw()
+    mem = rule._memory.get(model)
+    if mem is None or mem["B"].shape != (N, K) or mem["B"].dtype != W_out.dtype:
+        mem = {"B": draw(), "W_last": W_out.clone()}
+        rule._memory[model] = mem
+    dW = W_out - mem["W_last"]
+    if bool(dW.any()):
+        mem["B"] = (1.0 - rule.feedback_decay) * mem["B"] + dW.T
+        mem["W_last"] = W_out.clone()
+    return mem["B"]
+
+
+def _detached(W: Any) -> Any:
+    return type(W)(*(None if w is None else w.detach() for w in W))
+
+
+def run_online(rule: Any, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn, *,
+               chunk_steps: int, on_update: Callable[[Grads], None] | None = None) -> tuple[Tensor, Grads | None]:
+    """Run one trial through an online rule (``init``/``advance``/``read``), ``chunk_steps`` steps at a time.
+
+    Each chunk is simulated from the carried model state (no graph), ``∂E/∂ŷ`` of its steps is taken by autograd
+    on the output alone — ``loss_fn`` is evaluated on the full-length output whose not-yet-simulated steps are 0,
+    which is exact for losses that are sums over time steps (every task loss is) — and the rule's traces advance
+    through the chunk. With ``on_update``, the accumulated gradient is read after every chunk and passed to
+    ``on_update`` (which may change the weights: the rest of the trial then runs with the new weights); otherwise it
+    is read once at the end.
+
+    Returns:
+        ``(loss, grads)``: the loss of the simulated trial and the trial's gradient (``None`` with ``on_update``).
+    """
+    T, B = x.shape[0], x.shape[1]
+    st = rule.init(model, B, n_steps=T)
+    y_hat: Tensor | None = None
+    mstate = None
+    for a in range(0, T, chunk_steps):
+        b = min(T, a + chunk_steps)
+        with torch.no_grad():
+            out = model(x[a:b], state=mstate, record=True)
+        if y_hat is None:
+            y_hat = out.y.new_zeros((T,) + tuple(out.y.shape[1:]))
+        y_hat[a:b] = out.y
+        _, dE_dy = output_error(y_hat, y, mask, loss_fn)
+        st = rule.advance(model, out.record, dE_dy[a:b], st)
+        mstate = out.state
+        if on_update is not None:
+            grads, st = rule.read(model, st)
+            on_update(grads)
+    assert y_hat is not None
+    with torch.no_grad():
+        loss = loss_fn(y_hat, y, mask).detach()
+    if on_update is not None:
+        return loss, None
+    grads, _ = rule.read(model, st)
+    return loss, grads
+
+
+def rate_regularizer(z: Tensor, dt_ms: float, coeff: float, target_hz: float,
+                     form: Literal["batch", "running"] = "batch") -> Tensor:
+    r"""Firing-rate regulariser ``E_reg`` (ALGORITHMS.md §2.5) of spikes ``z`` ``(T, B, N)``; differentiable in ``z``.
+
+    * ``"batch"`` (the sources' "simple" form): ``c Σ_j (f̄_j − f_0)²`` with ``f̄_j = Σ_{b,t} z_j/(B T dt)`` (per ms)
+      and ``f_0 = target_hz/1000``. (The pattern-generation tutorial's ``½·300`` is ``coeff = 150``.)
+    * ``"running"`` (the sources' "online" form): ``(c/(B T)) Σ_{b,t,j} (R_bj^t − f_0)²`` with the running average
+      ``R_bj^t = Σ_{s≤t} z_bj^s / ((t+1) dt)`` of each trial's own history (the official code concatenates the
+      batch's trials into one history; the two coincide for ``B = 1``).
+    """
+    T, B = z.shape[0], z.shape[1]
+    f0 = target_hz / 1000.0
+    if form == "batch":
+        f = z.sum((0, 1)) / (B * T * dt_ms)
+        return coeff * ((f - f0) ** 2).sum()
+    steps = torch.arange(1, T + 1, dtype=z.dtype, device=z.device)[:, None, None]
+    R = z.cumsum(0) / (steps * dt_ms)
+    return coeff / (B * T) * ((R - f0) ** 2).sum()
+
+
+# ----------------------------------------------------------------------------------------------- state
+class EPropState(NamedTuple):
+    """Online e-prop state for one batch of trials (traces ``(N, B, N_pre)``, ``N_pre = N + n_in``)."""
+
+    t: int                     # steps advanced in this trial
+    n_steps: int | None        # trial length (regulariser normalisation); None = steps seen so far
+    z_prev: Tensor             # (B, N) spikes of the previous step (presynaptic for W_rec)
+    eps_v: Tensor              # (B, N_pre) presynaptic trace, or (N, B, N_pre) per-synapse ε^v
+    eps_a: Tensor | None       # (N_a, B, N_pre) ε^a of the adaptive neurons
+    e_prev: Tensor | None      # e^{t-1}: (N, B, N_pre) if reset_in_trace, else (N_a, B, N_pre) (ALIF only)
+    e_bar: Tensor              # (N, B, N_pre) readout-filtered traces ē
+    acc: Tensor                # (N, N_pre) accumulated ∂E/∂[W_rec | W_in] (effective weights) since last read
+    acc_out: Tensor            # (K, N) accumulated ∂E/∂W_out
+    acc_bout: Tensor           # (K,) accumulated ∂E/∂b_out
+    spikes: Tensor             # (N,) spikes of this trial so far, summed over the batch
+    e_sum: Tensor | None       # (N, N_pre) Σ_{b,t} e since last read ("batch" regulariser)
+    run_count: Tensor | None   # (B, N) spike count per trial ("running" regulariser)
+    run_S: Tensor | None       # (N, B, N_pre) Σ_{s≤t} e_b^s ("running" regulariser)
+    acc_reg: Tensor | None     # (N, N_pre) Σ_t Σ_b a_bj^t S_bji^t since last read ("running" regulariser)
+
+
+class _Consts(NamedTuple):
+    N: int
+    alpha: Tensor      # (N,) membrane decay
+    leak: Tensor       # (N,) local ∂v^{t+1}/∂v^t (α + c_in (G_jj − Σ_i G_ji))
+    rho: Tensor        # (N,)
+    c_in: Tensor       # (N,)
+    c_a: Tensor        # (N,)
+    v_th: Tensor       # (N,)
+    beta: Tensor       # (N,)
+    adaptive: bool
+    idx_a: Tensor      # (N_a,) indices of adaptive neurons
+    presyn: bool       # ε^v depends on the presynaptic neuron only (uniform leak, reset not in trace)
+    kappa: float
+    dt_ms: float
+
+
+# ----------------------------------------------------------------------------------------------- rule
+@dataclass(frozen=True)
+class EProp:
+    """e-prop (ALGORITHMS.md §2) for :class:`~spikelearn.models.SpikingRNN` (LIF and ALIF neurons).
+
+    Reads (trajectory record): ``x``, ``z`` (presynaptic activity), ``psi`` (pseudo-derivative ψ, 0 while
+    refractory), ``z_filt`` (readout input z̄); from the model: the constants α, ρ, c_in, c_a, v_th, β, κ and the
+    effective weights (``W_out`` for symmetric feedback). Updates: ``theta_rec``, ``theta_in`` (e-prop, eqs. E and
+    §2.2–2.5), ``theta_out``, ``b_out`` (exact), all through ``model.param_grads`` (absent edges get 0; signs kept).
+
+    Attributes:
+        feedback: ``"symmetric"`` (``B = W_outᵀ``), ``"random"`` (fixed ``B ~ N(0, feedback_std²)``) or
+            ``"adaptive"`` (``B`` receives the updates of ``W_outᵀ`` plus decay, see :func:`feedback_matrix`).
+        reset_in_trace: include the reset path in the traces (MDGL variant); default ``False`` (e-prop).
+        mode: ``"batched"`` (whole trials, adjoint scan + GEMMs) or ``"online"`` (forward traces, memory independent
+            of ``T``); both give the same numbers.
+        feedback_seed: seed of the random ``B``. feedback_std: its std; ``None`` = ``1/√N`` (pattern generation;
+            the evidence-accumulation tutorial uses 1). feedback_decay: adaptive ``B``'s decay per update.
+        reg_coeff: firing-rate regulariser strength ``c_reg`` (0 = off). reg_target_hz: ``f_0``.
+        reg_form: ``"batch"`` or ``"running"`` (see :func:`rate_regularizer`). The returned loss excludes ``E_reg``.
+        chunk_steps: online mode in :meth:`gradients`: steps simulated per chunk (memory ``O(chunk_steps·B·N)``).
+    """
+
+    feedback: Literal["symmetric", "random", "adaptive"] = "symmetric"
+    reset_in_trace: bool = False
+    mode: Literal["batched", "online"] = "batched"
+    feedback_seed: int = 0
+    feedback_std: float | None = None
+    feedback_decay: float = 0.0
+    reg_coeff: float = 0.0
+    reg_target_hz: float = 10.0
+    reg_form: Literal["batch", "running"] = "batch"
+    chunk_steps: int = 100
+    _memory: Any = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False)
+
+    online = True                 # offers init / step / advance / read
+    model_types = ("spiking",)    # SpikingRNN only
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.reg_form not in ("batch", "running"):
+            raise ValueError(f"EProp: reg_form must be 'batch' or 'running', got {self.reg_form!r}")
+        if self.reg_coeff < 0:
+            raise ValueError(f"EProp: reg_coeff must be >= 0, got {self.reg_coeff!r}")
+
+    # ------------------------------------------------------------------ helpers
+    def _check_model(self, model: nn.Module) -> None:
+        from spikelearn.models import SpikingRNN
+
+        if not isinstance(model, SpikingRNN):
+            raise TypeError(f"EProp applies to SpikingRNN models, got {type(model).__name__} (use RFLO for RateRNN)")
+
+    def _consts(self, model: Any) -> _Consts:
+        c = model.constants()
+        N = model.n
+        kw = dict(dtype=model.dtype, device=model.device)
+
+        def vec(v: Tensor) -> Tensor:
+            return torch.as_tensor(v, **kw).expand(N).clone()
+
+        alpha, c_in = vec(c.alpha), vec(c.c_in)
+        leak = alpha
+        if model.gap is not None:
+            G = model.gap
+            leak = alpha + c_in * (torch.diagonal(G) - G.sum(1))
+        beta = vec(c.beta)
+        adaptive = bool((beta != 0).any())
+        presyn = (not self.reset_in_trace) and bool((leak == leak[0]).all())
+        return _Consts(N=N, alpha=alpha, leak=leak, rho=vec(c.rho), c_in=c_in, c_a=vec(c.c_a), v_th=vec(c.v_th),
+                       beta=beta, adaptive=adaptive, idx_a=torch.nonzero(beta).flatten(), presyn=presyn,
+                       kappa=float(model.kappa), dt_ms=float(model.dt_ms))
+
+    def feedback_matrix(self, model: nn.Module) -> Tensor:
+        """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
+        return feedback_matrix(self, model, model.effective_weights().W_out, 1.0 / math.sqrt(model.n))
+
+    def _grads(self, model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
+        N = model.n
+        dW = {"W_rec": dW_pre[:, :N], "W_in": dW_pre[:, N:], "W_out": dW_out}
+        if model.b_out is not None:
+            dW["b_out"] = db_out
+        return model.param_grads(dW)
+
+    # ------------------------------------------------------------------ whole trials
+    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+                  loss_fn: LossFn) -> tuple[Tensor, Grads]:
+        """``(loss, grads)`` for whole trials (module docstring); ``loss`` is the task loss (without ``E_reg``)."""
+        self._check_model(model)
+        if self.mode == "online":
+            loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
+            assert grads is not None
+            return loss, grads
+        with torch.no_grad():
+            out = model(x, record=True)
+        loss, dE_dy = output_error(out.y, y, mask, loss_fn)
+        with torch.no_grad():
+            dW_pre, dW_out, db_out = self._batched(model, out.record, dE_dy)
+        return loss, self._grads(model, dW_pre, dW_out, db_out)
+
+    def _reg_signal(self, z: Tensor, k: _Consts) -> Tensor | None:
+        """``∂E_reg/∂z^t`` through the local paths: ``(N,)`` ("batch") or ``(T, B, N)`` ("running")."""
+        if self.reg_coeff == 0:
+            return None
+        T, B = z.shape[0], z.shape[1]
+        f0 = self.reg_target_hz / 1000.0
+        scale = 2.0 * self.reg_coeff / (B * T * k.dt_ms)
+        if self.reg_form == "batch":
+            f = z.sum((0, 1)) / (B * T * k.dt_ms)
+            return scale * (f - f0)
+        steps = torch.arange(1, T + 1, dtype=z.dtype, device=z.device)[:, None, None]
+        a = (z.cumsum(0) / (steps * k.dt_ms) - f0) / steps
+        return scale * a.flip(0).cumsum(0).flip(0)  # Σ_{t' ≥ t} a^{t'}
+
+    def _batched(self, model: Any, rec: Any, dE_dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        k = self._consts(model)
+        W = _detached(model.effective_weights())
+        Bfb = feedback_matrix(self, model, W.W_out, 1.0 / math.sqrt(k.N))
+        T, B, N = rec.z.shape
+        L = torch.matmul(dE_dy, Bfb.T)  # (T, B, N) learning signals
+        greg = self._reg_signal(rec.z, k)
+        kap, omk = k.kappa, 1.0 - k.kappa
+        # adjoint of the local dynamics, backward in time: D^t = c_in δv^t with δv^t = dE/dv^t on the local graph
+        D = torch.empty_like(rec.z)
+        u = torch.zeros(B, N, dtype=L.dtype, device=L.device)     # Σ_{t'≥t} κ^{t'-t} L^{t'}
+        dv = torch.zeros_like(u)
+        da = torch.zeros_like(u)
+        for t in range(T - 1, -1, -1):
+            u = torch.add(L[t], u, alpha=kap)
+            dz = u * omk
+            if greg is not None:
+                dz = dz + (greg if greg.dim() == 1 else greg[t])
+            if k.adaptive:
+                dz = torch.addcmul(dz, k.c_a, da)
+            if self.reset_in_trace:
+                dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
+            pdz = rec.psi[t] * dz
+            dv = torch.addcmul(pdz, k.leak, dv)
+            if k.adaptive:
+                da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
+            torch.mul(dv, k.c_in, out=D[t])
+        n_in = rec.x.shape[-1]
+        dW_pre = torch.empty(N, N + n_in, dtype=D.dtype, device=D.device)
+        Df = D.reshape(T * B, N)
+        torch.matmul(D[1:].reshape(-1, N).T, rec.z[:-1].reshape(-1, N), out=dW_pre[:, :N])  # z^{-1} = 0
+        torch.matmul(Df.T, rec.x.reshape(T * B, n_in), out=dW_pre[:, N:])
+        dW_out = dE_dy.reshape(T * B, -1).T @ rec.z_filt.reshape(T * B, N)
+        return dW_pre, dW_out, dE_dy.sum((0, 1))
+
+    # ------------------------------------------------------------------ online
+    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> EPropState:
+        """Zero traces and accumulators for ``batch_size`` trials starting from rest.
+
+        ``n_steps`` (trial length) normalises the regulariser when gradients are read before the trial ends.
+        """
+        self._check_model(model)
+        k = self._consts(model)
+        N, B = k.N, int(batch_size)
+        Np = N + model.n_in
+        kw = dict(dtype=model.dtype, device=model.device)
+        big = (N, B, Np)
+        n_a = int(k.idx_a.numel())
+        reg_batch = self.reg_coeff > 0 and self.reg_form == "batch"
+        reg_run = self.reg_coeff > 0 and self.reg_form == "running"
+        e_prev = None
+        if self.reset_in_trace:
+            e_prev = torch.zeros(big, **kw)
+        elif k.adaptive:
+            e_prev = torch.zeros(n_a, B, Np, **kw)
+        return EPropState(
+            t=0, n_steps=n_steps, z_prev=torch.zeros(B, N, **kw),
+            eps_v=torch.zeros((B, Np) if k.presyn else big, **kw),
+            eps_a=torch.zeros(n_a, B, Np, **kw) if k.adaptive else None, e_prev=e_prev,
+            e_bar=torch.zeros(big, **kw), acc=torch.zeros(N, Np, **kw),
+            acc_out=torch.zeros(model.n_out, N, **kw), acc_bout=torch.zeros(model.n_out, **kw),
+            spikes=torch.zeros(N, **kw), e_sum=torch.zeros(N, Np, **kw) if reg_batch else None,
+            run_count=torch.zeros(B, N, **kw) if reg_run else None,
+            run_S=torch.zeros(big, **kw) if reg_run else None,
+            acc_reg=torch.zeros(N, Np, **kw) if reg_run else None)
+
+    def advance(self, model: nn.Module, rec: Any, dE_dy: Tensor, state: EPropState) -> EPropState:
+        """Advance the traces through a chunk of ``T_c`` steps and accumulate (no conversion to parameters).
+
+        Args:
+            rec: :class:`~spikelearn.models.SpikingRecord` of the chunk, fields ``(T_c, B, ·)``.
+            dE_dy: ``(T_c, B, K)`` ``∂E/∂ŷ`` of the chunk's steps.
+        """
+        k = self._consts(model)
+        Bfb = feedback_matrix(self, model, model.effective_weights().W_out, 1.0 / math.sqrt(k.N))
+        with torch.no_grad():
+            L = torch.matmul(dE_dy, Bfb.T)  # (T_c, B, N)
+            s = state
+            for t in range(rec.z.shape[0]):
+                s = self._step(k, s, rec.x[t], rec.z[t], rec.psi[t], rec.z_filt[t], L[t], dE_dy[t])
+        return s
+
+    def _step(self, k: _Consts, s: EPropState, x: Tensor, z: Tensor, psi: Tensor, zf: Tensor, L: Tensor,
+              dE_dy: Tensor) -> EPropState:
+        col = lambda v: v[:, None, None]  # noqa: E731  (N,) -> (N, 1, 1)
+        pre = torch.cat([s.z_prev, x], dim=1)  # (B, N_pre)
+        psiT = psi.T[:, :, None]  # (N, B, 1)
+        kap = k.kappa
+        e_prev = s.e_prev
+        if k.presyn:
+            eps_v = torch.add(pre, s.eps_v, alpha=float(k.leak[0]))  # ε̂_i: ε^v_ji = c_in,j ε̂_i
+        else:
+            eps_v = torch.addcmul(col(k.leak) * s.eps_v, col(k.c_in), pre[None])
+            if self.reset_in_trace:
+                eps_v = torch.addcmul(eps_v, col(k.v_th), e_prev, value=-1.0)
+        eps_a = s.eps_a
+        if k.adaptive:
+            ia = k.idx_a
+            ep_a = e_prev if not self.reset_in_trace else e_prev.index_select(0, ia)
+            eps_a = torch.addcmul(col(k.rho[ia]) * eps_a, col(k.c_a[ia]), ep_a)
+        # e^t = ψ (ε^v − β ε^a), filtered into ē
+        need_e = k.adaptive or self.reset_in_trace or s.e_sum is not None or s.run_S is not None
+        e = None
+        if k.presyn:
+            if need_e:
+                e = (psiT * col(k.c_in)) * eps_v[None]
+            else:  # LIF fast path: ē ← κ ē + (1−κ) c_in ψ ⊗ ε̂ without materialising e
+                e_bar = torch.addcmul(s.e_bar * kap, psiT * col((1.0 - kap) * k.c_in), eps_v[None])
+        else:
+            e = psiT * eps_v
+        if k.adaptive:
+            assert e is not None
+            ia = k.idx_a
+            e = e.index_add(0, ia, (psiT[ia] * col(k.beta[ia])) * eps_a, alpha=-1.0)
+        if e is not None:
+            e_bar = torch.add(s.e_bar * kap, e, alpha=1.0 - kap)
+        acc = s.acc + torch.bmm(L.T[:, None, :], e_bar).squeeze(1)  # Σ_b L_bj ē_bji
+        acc_out = torch.addmm(s.acc_out, dE_dy.T, zf)
+        acc_bout = s.acc_bout + dE_dy.sum(0)
+        t = s.t + 1
+        spikes = s.spikes + z.sum(0)
+        e_sum, run_count, run_S, acc_reg = s.e_sum, s.run_count, s.run_S, s.acc_reg
+        if e_sum is not None:
+            assert e is not None
+            e_sum = e_sum + e.sum(1)
+        if run_S is not None:
+            assert e is not None and run_count is not None and acc_reg is not None
+            run_count = run_count + z
+            run_S = run_S + e
+            a = (run_count / (t * k.dt_ms) - self.reg_target_hz / 1000.0) / t  # (B, N)
+            acc_reg = acc_reg + torch.bmm(a.T[:, None, :], run_S).squeeze(1)
+        if self.reset_in_trace:
+            e_prev = e
+        elif k.adaptive:
+            assert e is not None
+            e_prev = e.index_select(0, k.idx_a)
+        return EPropState(t=t, n_steps=s.n_steps, z_prev=z, eps_v=eps_v, eps_a=eps_a, e_prev=e_prev, e_bar=e_bar,
+                          acc=acc, acc_out=acc_out, acc_bout=acc_bout, spikes=spikes, e_sum=e_sum,
+                          run_count=run_count, run_S=run_S, acc_reg=acc_reg)
+
+    def read(self, model: nn.Module, state: EPropState) -> tuple[Grads, EPropState]:
+        """Gradients accumulated since the last read (parameter names), and the state with accumulators zeroed.
+
+        The regulariser uses the rate of the trial so far (exact when read once at the end of the trial).
+        """
+        s = state
+        k = self._consts(model)
+        acc = s.acc
+        B = s.z_prev.shape[0]
+        T = s.n_steps if s.n_steps is not None else max(s.t, 1)
+        scale = 2.0 * self.reg_coeff / (B * T * k.dt_ms)
+        if s.e_sum is not None and s.t > 0:
+            f = s.spikes / (B * s.t * k.dt_ms)
+            acc = acc + (scale * (f - self.reg_target_hz / 1000.0))[:, None] * s.e_sum
+        if s.acc_reg is not None:
+            acc = acc + scale * s.acc_reg
+        grads = self._grads(model, acc, s.acc_out, s.acc_bout)
+        z = torch.zeros_like
+        s = s._replace(acc=z(s.acc), acc_out=z(s.acc_out), acc_bout=z(s.acc_bout),
+                       e_sum=None if s.e_sum is None else z(s.e_sum),
+                       acc_reg=None if s.acc_reg is None else z(s.acc_reg))
+        return grads, s
+
+    def step(self, model: nn.Module, rec_t: Any, dE_dy_t: Tensor, state: EPropState) -> tuple[Grads, EPropState]:
+        """One time step: ``rec_t`` is one step of the record (fields ``(B, ·)``), ``dE_dy_t`` ``(B, K)``.
+
+        Returns this step's gradient contribution (parameter names) and the new state.
+        """
+        rec1 = type(rec_t)(*(f[None] for f in rec_t))
+        return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))
