@@ -21,15 +21,16 @@ __all__ = ["DEMO_CONFIG", "run_demo"]
 
 DEMO_CONFIG = RunConfig(
     circuit=CircuitConfig(kind="connectome", name="celegans_varshney2011",
-                          options={"signs": "gaba_inhibitory", "weight_per_synapse": 0.1}),
-    model=ModelConfig(type="spiking", options={"n_adaptive": 100, "tau_adapt_ms": 500.0, "beta": 1.8,
-                                                "scaling": "B", "v_th": 0.03, "n_ref": 5,
-                                                "tau_mem_ms": 20.0, "tau_out_ms": 20.0}),
+                          options={"signs": "gaba_inhibitory", "weight_per_synapse": 0.05,
+                                   "gap_weight_per_junction": 0.005}),
+    model=ModelConfig(type="spiking", options={"n_adaptive": 100, "tau_adapt_ms": 500.0, "v_th": 0.6,
+                                                "scaling": "A", "n_ref": 5, "tau_mem_ms": 20.0,
+                                                "tau_out_ms": 20.0}),
     task=TaskConfig(name="evidence_accumulation",
-                    options={"n_cues": 3, "delay_ms": 200.0, "recall_ms": 100.0}),
+                    options={"n_cues": 3, "cue_ms": 50.0, "gap_ms": 25.0, "delay_ms": 100.0, "recall_ms": 50.0}),
     rule=RuleConfig(name="bptt"),
-    optimizer=OptimizerConfig(name="adam", lr=5e-3),
-    train=TrainConfig(iterations=150, batch_size=32, seed=1, eval_every=10, eval_batch_size=128, quiet=False,
+    optimizer=OptimizerConfig(name="adam", lr=1e-2),
+    train=TrainConfig(iterations=60, batch_size=32, seed=1, eval_every=10, eval_batch_size=256, quiet=False,
                       out_dir="demo_out"),
 )
 
@@ -54,6 +55,10 @@ def run_demo(out_dir: str | pathlib.Path = "demo_out", iterations: int | None = 
         cfg.train, out_dir=str(out), quiet=quiet,
         iterations=cfg.train.iterations if iterations is None else iterations))
     hist, model = train(cfg)
+    from spikelearn.tasks import make_task
+
+    task = make_task(cfg.task.name, **cfg.task.options)
+    task_steps = task.n_steps
     circuit = model.circuit
     evals = hist.dropna(subset=["accuracy"])
     first, last = evals.iloc[0], evals.iloc[-1]
@@ -62,7 +67,7 @@ def run_demo(out_dir: str | pathlib.Path = "demo_out", iterations: int | None = 
             ("inhibitory (GABA) neurons", int((circuit.signs == -1).sum())),
             ("input (sensory) neurons", int(np.asarray(circuit.input_mask).sum())),
             ("readout (motor) neurons", int(np.asarray(circuit.output_mask).sum())),
-            ("task", f"{cfg.task.name} {cfg.task.options}"), ("rule", cfg.rule.name),
+            ("task", f"{cfg.task.name} ({task_steps} ms, {cfg.task.options['n_cues']} cues)"), ("rule", cfg.rule.name),
             ("iterations", int(last["iteration"])),
             ("accuracy, first evaluation", round(float(first["accuracy"]), 3)),
             ("accuracy, last evaluation", round(float(last["accuracy"]), 3)),
@@ -89,9 +94,6 @@ def run_demo(out_dir: str | pathlib.Path = "demo_out", iterations: int | None = 
     fig.savefig(out / "learning_curve.png", dpi=120)
     plt.close(fig)
 
-    from spikelearn.tasks import make_task
-
-    task = make_task(cfg.task.name, **cfg.task.options)
     gen = torch.Generator().manual_seed(123)
     x, y, mask = task.sample(1, gen, dtype=next(model.parameters()).dtype)
     with torch.no_grad():

@@ -112,28 +112,28 @@ class Linearisation:
         """``J_t Q`` for ``Q (B, n_state, k)``; differentiable."""
         n = self.n
         pre = self.pre(t, Q)
-        rec = torch.matmul(self.W, pre)  # (B, N, k)
+        rec = _wmul(self.W, pre)  # (B, N, k)
         P = self._post(t)[..., None]
         if self.kind == "rate_pre":
             out = self.leak[:, None] * Q + P * rec
             if self.gap is not None:
-                out = out + P * torch.matmul(self.gap, Q)
+                out = out + P * _wmul(self.gap, Q)
             return out
         if self.kind == "rate_richlazy":
             out = self.leak[:, None] * pre + P * rec
             if self.gap is not None:
-                out = out + P * torch.matmul(self.gap, Q)
+                out = out + P * _wmul(self.gap, Q)
             return out
         if self.kind == "murray":
             return self.leak[:, None] * Q + P * rec
         if self.kind == "murray_gap":  # state (r, h): h' = W r + G̃ h, r' = leak r + P h'
-            h_new = rec + torch.matmul(self.gap, Q[:, n:])
+            h_new = rec + _wmul(self.gap, Q[:, n:])
             return torch.cat([self.leak[:, None] * Q[:, :n] + P * h_new, h_new], dim=1)
         # spiking
         qv = Q[:, :n] if self.adaptive else Q
         dv = self.leak[:, None] * qv + P * rec - self.reset[:, None] * pre
         if self.gap is not None:
-            dv = dv + P * torch.matmul(self.gap, qv)
+            dv = dv + P * _wmul(self.gap, qv)
         if not self.adaptive:
             return dv
         da = self.rho[:, None] * Q[:, n:] + self.c_a[:, None] * pre
@@ -153,6 +153,12 @@ class Linearisation:
         eye = torch.eye(self.n_state, dtype=self.W.dtype, device=self.W.device)[None]
         eye = eye.expand(self.batch, -1, -1)
         return self.apply(t, eye)[b]
+
+
+def _wmul(W: Tensor, X: Tensor) -> Tensor:
+    """``W @ X`` for ``X (B, N, k)`` as one folded ``(B·k, N) @ W^T`` GEMM (frames from QR are column-major,
+    so ``X.mT`` is contiguous and no copy is made)."""
+    return torch.matmul(X.mT, W.mT).mT
 
 
 def _prev(first: Tensor, seq: Tensor) -> Tensor:

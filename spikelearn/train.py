@@ -99,6 +99,7 @@ class Trainer:
         eval_gen = torch.Generator(device="cpu").manual_seed(seeds["eval"])
         self.eval_batch = self._to_device(task.sample(config.eval_batch_size, eval_gen, dtype=self.dtype))
         self.iteration = 0
+        self._it = 0
         self.rows: list[dict] = []
         self.wall_time_s = 0.0
 
@@ -181,21 +182,22 @@ class Trainer:
         it = self.iteration + 1
         x, y, mask = self._to_device(self.task.sample(cfg.batch_size, self.trial_gen, dtype=self.dtype))
         self.model.train()
-        loss, grads = self.rule.gradients(self.model, x, y, mask, self.loss_fn)
+        self._it = it
+        if cfg.update_every_steps > 0:
+            # online rules: updates applied every k steps during the trial (continual learning)
+            if not getattr(self.rule, "online", False):
+                raise ValueError(f"update_every_steps = {cfg.update_every_steps} needs an online rule (init/advance/"
+                                 f"read, e.g. eprop, rflo); {type(self.rule).__name__} computes whole-trial gradients")
+            from spikelearn.rules.eprop import run_online
+
+            loss, _ = run_online(self.rule, self.model, x, y, mask, self.loss_fn,
+                                 chunk_steps=cfg.update_every_steps, on_update=self._apply_update)
+            self._check_loss(loss, it)
+        else:
+            loss, grads = self.rule.gradients(self.model, x, y, mask, self.loss_fn)
+            self._check_loss(loss, it)
+            self._apply_update(grads)
         loss_v = float(loss)
-        if not math.isfinite(loss_v):
-            ck = (self.out_dir / CHECKPOINT) if self.out_dir is not None else None
-            where = (f"last good checkpoint: {ck} (iteration {self._checkpoint_iteration(ck)})"
-                     if ck is not None and ck.exists() else "no checkpoint was written")
-            raise TrainingDiverged(f"loss is {loss_v} at iteration {it}; training stopped, {where}")
-        bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
-        if bad:
-            raise TrainingDiverged(f"non-finite gradient for {bad} at iteration {it}; training stopped")
-        self.optimizer.zero_grad(set_to_none=True)
-        apply_gradients(self.model, grads)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
         self.iteration = it
         row = {"iteration": it, "loss": loss_v}
         if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations or it == 1):
@@ -205,6 +207,25 @@ class Trainer:
         self.wall_time_s += time.perf_counter() - t0
         row["wall_time_s"] = self.wall_time_s
         self.rows.append(row)
+
+    def _check_loss(self, loss: torch.Tensor, it: int) -> None:
+        loss_v = float(loss)
+        if not math.isfinite(loss_v):
+            ck = (self.out_dir / CHECKPOINT) if self.out_dir is not None else None
+            where = (f"last good checkpoint: {ck} (iteration {self._checkpoint_iteration(ck)})"
+                     if ck is not None and ck.exists() else "no checkpoint was written")
+            raise TrainingDiverged(f"loss is {loss_v} at iteration {it}; training stopped, {where}")
+
+    def _apply_update(self, grads: dict[str, torch.Tensor]) -> None:
+        """One optimizer step with ``grads`` (finite check, optional clipping)."""
+        bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
+        if bad:
+            raise TrainingDiverged(f"non-finite gradient for {bad} at iteration {self._it}; training stopped")
+        self.optimizer.zero_grad(set_to_none=True)
+        apply_gradients(self.model, grads)
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
 
     @staticmethod
     def _checkpoint_iteration(path: pathlib.Path) -> int:

@@ -25,3 +25,16 @@ def test_readme_example_runs(k, capsys):
         assert ns["circuit"].n == 80
         W = ns["model"].effective_weights().W_rec.detach()
         assert (W[:, 64:] <= 0).all() and (W[:, :64] >= 0).all()  # Dale's signs survived training
+
+
+def test_readme_toml_config_builds(tmp_path):
+    import sys
+
+    from spikelearn.config import config_from_dict
+    from spikelearn.train import build
+
+    tomllib = __import__("tomllib") if sys.version_info >= (3, 11) else __import__("tomli")
+    (block,) = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
+    cfg = config_from_dict(tomllib.loads(block))
+    circuit, model, task, rule, optimizer, trainer = build(cfg, out_dir=str(tmp_path))
+    assert circuit.n == 279 and model.n_out == task.n_out

@@ -22,13 +22,14 @@ Algorithms (all matrix-free, on any symmetric ``matvec``):
 * :func:`hutchinson_trace` (Rademacher probes) and :func:`slq` (stochastic Lanczos quadrature) for the spectral
   density ``φ(t) = (1/n) Σ_i δ(t − λ_i)``.
 
-Note (spiking models): the Heaviside spike has zero derivative almost everywhere, so the true Hessian of a
-:class:`~spikelearn.models.SpikingRNN` loss is that of a piecewise-constant readout path only. Double
-back-propagation through the surrogate backward instead gives the Jacobian of the *surrogate-gradient field*
-(``∂/∂θ`` of what BPTT returns, ψ and ψ' included), which is in general **not symmetric** (the surrogate
-gradient is not the gradient of any function; :meth:`HessianOperator.asymmetry` measures it), so Lanczos results
-are only indicative there. With ``surrogate=Surrogate(..., smooth=True)`` the forward uses the surrogate's
-primitive and the operator is the true Hessian of that smoothed network. The rate model is the main target.
+Note (spiking models): a :class:`~spikelearn.models.SpikingRNN`'s loss depends on ``W_rec`` only through
+Heaviside spikes, so its true gradient and Hessian w.r.t. ``W_rec`` are 0 almost everywhere. Double
+back-propagation through the surrogate backward (which multiplies by a *detached* ψ) instead returns the Hessian
+of the network in which every spike is replaced by its surrogate linearisation at the current point (value
+``H(u)``, slope ψ(u), no curvature) — a symmetric "surrogate Hessian" analogous to what ReLU networks give, with
+ψ' never entering. With ``surrogate=Surrogate(..., smooth=True)`` the forward uses the surrogate's primitive and
+the operator is the true Hessian of that smoothed network (ψ' included). :meth:`HessianOperator.asymmetry` checks
+symmetry for any other model. The rate model is the main target (§9.1).
 """
 
 from __future__ import annotations

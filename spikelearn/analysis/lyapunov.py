@@ -36,7 +36,14 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from spikelearn.dynamics import Linearisation, default_transient, linearise, qr_log_growth, random_orthonormal
+from spikelearn.dynamics import (
+    Linearisation,
+    QRGrowth,
+    default_transient,
+    linearise,
+    qr_log_growth,
+    random_orthonormal,
+)
 from spikelearn.models import RateRNN, SpikingRNN
 
 __all__ = ["LyapunovResult", "lyapunov_spectrum", "max_lyapunov", "lyapunov_from_jacobians",
@@ -130,7 +137,7 @@ class LyapunovResult:
 def _result(lin: Linearisation, k: int, transient_steps: int | None, qr_every: int, seed: int, jac: str,
             Q0: Tensor | None = None) -> LyapunovResult:
     res = qr_log_growth(lin, k, transient_steps=transient_steps, qr_every=qr_every, seed=seed, Q0=Q0)
-    assert not isinstance(res, tuple)
+    assert isinstance(res, QRGrowth)
     return LyapunovResult(exponents=res.exponents.detach().cpu().numpy(), log_r=res.log_r.detach().cpu().numpy(),
                           qr_steps=res.qr_steps.numpy(), transient_steps=res.transient_steps,
                           n_steps=lin.n_steps, dt_ms=lin.dt_ms, n_state=lin.n_state, jacobian=jac)

@@ -5,10 +5,14 @@
 
 from spikelearn.rules.base import Grads, LearningRule, LossFn, apply_gradients, output_error, zero_grads
 from spikelearn.rules.bptt import BPTT, TruncatedBPTT
+from spikelearn.rules.eprop import EProp
+from spikelearn.rules.rflo import RFLO
 
 RULES: dict[str, type] = {
     "bptt": BPTT,
     "tbptt": TruncatedBPTT,
+    "eprop": EProp,
+    "rflo": RFLO,
 }
 
 
@@ -21,5 +25,5 @@ def make_rule(name: str, **options):
     return cls(**options)
 
 
-__all__ = ["RULES", "make_rule", "BPTT", "TruncatedBPTT", "LearningRule", "Grads", "LossFn", "apply_gradients",
-           "output_error", "zero_grads"]
+__all__ = ["RULES", "make_rule", "BPTT", "TruncatedBPTT", "EProp", "RFLO", "LearningRule", "Grads", "LossFn",
+           "apply_gradients", "output_error", "zero_grads"]

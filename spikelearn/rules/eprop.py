@@ -158,14 +158,17 @@ def rate_regularizer(z: Tensor, dt_ms: float, coeff: float, target_hz: float,
 
 # ----------------------------------------------------------------------------------------------- state
 class EPropState(NamedTuple):
-    """Online e-prop state for one batch of trials (traces ``(N, B, N_pre)``, ``N_pre = N + n_in``)."""
+    """Online e-prop state for one batch of trials (traces ``(N, B, N_pre)``, ``N_pre = N + n_in``).
+
+    :meth:`EProp.advance` updates the trace and accumulator tensors *in place*: a state passed in is consumed.
+    """
 
     t: int                     # steps advanced in this trial
     n_steps: int | None        # trial length (regulariser normalisation); None = steps seen so far
     z_prev: Tensor             # (B, N) spikes of the previous step (presynaptic for W_rec)
-    eps_v: Tensor              # (B, N_pre) presynaptic trace, or (N, B, N_pre) per-synapse ε^v
-    eps_a: Tensor | None       # (N_a, B, N_pre) ε^a of the adaptive neurons
-    e_prev: Tensor | None      # e^{t-1}: (N, B, N_pre) if reset_in_trace, else (N_a, B, N_pre) (ALIF only)
+    eps_v: Tensor              # (B, N_pre) presynaptic trace ε̂ (ε^v_ji = c_in,j ε̂_i), or (N, B, N_pre): the part
+    #                            α ε^v − v_th e of the next step's ε^v that does not depend on the next input
+    eps_a: Tensor | None       # (N_a, B, N_pre) ε^a of the adaptive neurons for the next step
     e_bar: Tensor              # (N, B, N_pre) readout-filtered traces ē
     acc: Tensor                # (N, N_pre) accumulated ∂E/∂[W_rec | W_in] (effective weights) since last read
     acc_out: Tensor            # (K, N) accumulated ∂E/∂W_out
@@ -187,7 +190,7 @@ class _Consts(NamedTuple):
     v_th: Tensor       # (N,)
     beta: Tensor       # (N,)
     adaptive: bool
-    idx_a: Tensor      # (N_a,) indices of adaptive neurons
+    sl_a: slice        # rows of ε^a: the adaptive neurons if they form a block, else all neurons
     presyn: bool       # ε^v depends on the presynaptic neuron only (uniform leak, reset not in trace)
     kappa: float
     dt_ms: float
@@ -260,10 +263,15 @@ class EProp:
             leak = alpha + c_in * (torch.diagonal(G) - G.sum(1))
         beta = vec(c.beta)
         adaptive = bool((beta != 0).any())
+        sl_a = slice(0, N)
+        if adaptive:
+            idx = torch.nonzero(beta).flatten().tolist()
+            if idx == list(range(idx[0], idx[-1] + 1)):
+                sl_a = slice(idx[0], idx[-1] + 1)
         presyn = (not self.reset_in_trace) and bool((leak == leak[0]).all())
         return _Consts(N=N, alpha=alpha, leak=leak, rho=vec(c.rho), c_in=c_in, c_a=vec(c.c_a), v_th=vec(c.v_th),
-                       beta=beta, adaptive=adaptive, idx_a=torch.nonzero(beta).flatten(), presyn=presyn,
-                       kappa=float(model.kappa), dt_ms=float(model.dt_ms))
+                       beta=beta, adaptive=adaptive, sl_a=sl_a, presyn=presyn, kappa=float(model.kappa),
+                       dt_ms=float(model.dt_ms))
 
     def feedback_matrix(self, model: nn.Module) -> Tensor:
         """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
@@ -353,18 +361,13 @@ class EProp:
         Np = N + model.n_in
         kw = dict(dtype=model.dtype, device=model.device)
         big = (N, B, Np)
-        n_a = int(k.idx_a.numel())
+        n_a = len(range(N)[k.sl_a])
         reg_batch = self.reg_coeff > 0 and self.reg_form == "batch"
         reg_run = self.reg_coeff > 0 and self.reg_form == "running"
-        e_prev = None
-        if self.reset_in_trace:
-            e_prev = torch.zeros(big, **kw)
-        elif k.adaptive:
-            e_prev = torch.zeros(n_a, B, Np, **kw)
         return EPropState(
             t=0, n_steps=n_steps, z_prev=torch.zeros(B, N, **kw),
             eps_v=torch.zeros((B, Np) if k.presyn else big, **kw),
-            eps_a=torch.zeros(n_a, B, Np, **kw) if k.adaptive else None, e_prev=e_prev,
+            eps_a=torch.zeros(n_a, B, Np, **kw) if k.adaptive else None,
             e_bar=torch.zeros(big, **kw), acc=torch.zeros(N, Np, **kw),
             acc_out=torch.zeros(model.n_out, N, **kw), acc_bout=torch.zeros(model.n_out, **kw),
             spikes=torch.zeros(N, **kw), e_sum=torch.zeros(N, Np, **kw) if reg_batch else None,
@@ -391,60 +394,61 @@ class EProp:
     def _step(self, k: _Consts, s: EPropState, x: Tensor, z: Tensor, psi: Tensor, zf: Tensor, L: Tensor,
               dE_dy: Tensor) -> EPropState:
         col = lambda v: v[:, None, None]  # noqa: E731  (N,) -> (N, 1, 1)
+        A = k.sl_a
+        kap, omk = k.kappa, 1.0 - k.kappa
         pre = torch.cat([s.z_prev, x], dim=1)  # (B, N_pre)
         psiT = psi.T[:, :, None]  # (N, B, 1)
-        kap = k.kappa
-        e_prev = s.e_prev
         if k.presyn:
-            eps_v = torch.add(pre, s.eps_v, alpha=float(k.leak[0]))  # ε̂_i: ε^v_ji = c_in,j ε̂_i
+            eps_v = s.eps_v.mul_(float(k.leak[0])).add_(pre)  # ε̂^t
+            ev = eps_v[None]  # ε^v_ji = c_in,j ε̂_i (the c_in factor is applied below)
+            cpsi = psiT * col(k.c_in)
         else:
-            eps_v = torch.addcmul(col(k.leak) * s.eps_v, col(k.c_in), pre[None])
-            if self.reset_in_trace:
-                eps_v = torch.addcmul(eps_v, col(k.v_th), e_prev, value=-1.0)
+            eps_v = s.eps_v.addcmul_(col(k.c_in), pre[None])  # ε^v^t
+            ev = eps_v
+            cpsi = psiT
         eps_a = s.eps_a
-        if k.adaptive:
-            ia = k.idx_a
-            ep_a = e_prev if not self.reset_in_trace else e_prev.index_select(0, ia)
-            eps_a = torch.addcmul(col(k.rho[ia]) * eps_a, col(k.c_a[ia]), ep_a)
-        # e^t = ψ (ε^v − β ε^a), filtered into ē
-        need_e = k.adaptive or self.reset_in_trace or s.e_sum is not None or s.run_S is not None
-        e = None
-        if k.presyn:
-            if need_e:
-                e = (psiT * col(k.c_in)) * eps_v[None]
-            else:  # LIF fast path: ē ← κ ē + (1−κ) c_in ψ ⊗ ε̂ without materialising e
-                e_bar = torch.addcmul(s.e_bar * kap, psiT * col((1.0 - kap) * k.c_in), eps_v[None])
-        else:
-            e = psiT * eps_v
-        if k.adaptive:
-            assert e is not None
-            ia = k.idx_a
-            e = e.index_add(0, ia, (psiT[ia] * col(k.beta[ia])) * eps_a, alpha=-1.0)
-        if e is not None:
-            e_bar = torch.add(s.e_bar * kap, e, alpha=1.0 - kap)
-        acc = s.acc + torch.bmm(L.T[:, None, :], e_bar).squeeze(1)  # Σ_b L_bj ē_bji
-        acc_out = torch.addmm(s.acc_out, dE_dy.T, zf)
-        acc_bout = s.acc_bout + dE_dy.sum(0)
+        e: Tensor | None = None
+        if not k.presyn or s.run_S is not None:  # materialise e^t = ψ (ε^v − β ε^a)
+            e = cpsi * ev
+            if eps_a is not None:
+                e[A].addcmul_(psiT[A] * col(k.beta[A]), eps_a, value=-1.0)
+            e_bar = s.e_bar.mul_(kap).add_(e, alpha=omk)
+        else:  # presynaptic fast path: ē ← κ ē + (1−κ) ψ (c_in ε̂ − β ε^a) without materialising e
+            e_bar = s.e_bar.mul_(kap).addcmul_(cpsi * omk, ev)
+            if eps_a is not None:
+                e_bar[A].addcmul_(psiT[A] * col(omk * k.beta[A]), eps_a, value=-1.0)
+        acc = s.acc.add_(torch.bmm(L.T[:, None, :], e_bar).squeeze(1))  # Σ_b L_bj ē_bji
+        acc_out = s.acc_out.addmm_(dE_dy.T, zf)
+        acc_bout = s.acc_bout.add_(dE_dy.sum(0))
+        spikes = s.spikes.add_(z.sum(0))
         t = s.t + 1
-        spikes = s.spikes + z.sum(0)
-        e_sum, run_count, run_S, acc_reg = s.e_sum, s.run_count, s.run_S, s.acc_reg
-        if e_sum is not None:
-            assert e is not None
-            e_sum = e_sum + e.sum(1)
-        if run_S is not None:
-            assert e is not None and run_count is not None and acc_reg is not None
-            run_count = run_count + z
-            run_S = run_S + e
-            a = (run_count / (t * k.dt_ms) - self.reg_target_hz / 1000.0) / t  # (B, N)
-            acc_reg = acc_reg + torch.bmm(a.T[:, None, :], run_S).squeeze(1)
-        if self.reset_in_trace:
-            e_prev = e
-        elif k.adaptive:
-            assert e is not None
-            e_prev = e.index_select(0, k.idx_a)
-        return EPropState(t=t, n_steps=s.n_steps, z_prev=z, eps_v=eps_v, eps_a=eps_a, e_prev=e_prev, e_bar=e_bar,
-                          acc=acc, acc_out=acc_out, acc_bout=acc_bout, spikes=spikes, e_sum=e_sum,
-                          run_count=run_count, run_S=run_S, acc_reg=acc_reg)
+        if s.e_sum is not None:  # Σ_b e^t
+            if e is not None:
+                s.e_sum.add_(e.sum(1))
+            else:
+                s.e_sum.add_(k.c_in[:, None] * (psi.T @ eps_v))
+                if eps_a is not None:
+                    s.e_sum[A].sub_(k.beta[A, None] * torch.bmm(psi.T[A, None, :], eps_a).squeeze(1))
+        if s.run_S is not None:
+            assert e is not None and s.run_count is not None and s.acc_reg is not None
+            s.run_count.add_(z)
+            s.run_S.add_(e)
+            a = (s.run_count / (t * k.dt_ms) - self.reg_target_hz / 1000.0) / t  # (B, N)
+            s.acc_reg.add_(torch.bmm(a.T[:, None, :], s.run_S).squeeze(1))
+        # prepare the next step: ε^a ← ρ ε^a + c_a e^t ; ε^v ← α ε^v − v_th e^t (the input is added next step)
+        if eps_a is not None:
+            if e is not None:
+                eps_a.mul_(col(k.rho[A])).addcmul_(col(k.c_a[A]), e[A])
+            else:
+                eps_a.mul_(col(k.rho[A]) - psiT[A] * col(k.c_a[A] * k.beta[A]))
+                eps_a.addcmul_(psiT[A] * col(k.c_a[A] * k.c_in[A]), ev)
+        if not k.presyn:
+            eps_v.mul_(col(k.leak))
+            if self.reset_in_trace:
+                assert e is not None
+                eps_v.addcmul_(col(k.v_th), e, value=-1.0)
+        return s._replace(t=t, z_prev=z, eps_v=eps_v, eps_a=eps_a, e_bar=e_bar, acc=acc, acc_out=acc_out,
+                          acc_bout=acc_bout, spikes=spikes)
 
     def read(self, model: nn.Module, state: EPropState) -> tuple[Grads, EPropState]:
         """Gradients accumulated since the last read (parameter names), and the state with accumulators zeroed.

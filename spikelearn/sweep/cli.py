@@ -137,8 +137,10 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
 
 def add_sweep_parser(subparsers) -> None:
     """Register the ``sweep`` command (``run``, ``resume``, ``status``, ``report``) on the main parser."""
+    doc = __doc__.split("::", 1)[1]
     sweep = subparsers.add_parser("sweep", help="run grids of training runs into a run store",
-                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                  description="Grids of training runs, recorded in DIR/store.sqlite.\n" + doc,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = sweep.add_subparsers(dest="sweep_command", required=True)
     p = sub.add_parser("run", help="expand a sweep file and run it (finished runs are skipped)")
     p.add_argument("sweep", help="sweep TOML file")

@@ -388,6 +388,8 @@ def _sim(spec: ExportSpec, x: np.ndarray, *, target: str, build_dir: Any, record
             v = np.asarray(objs["state"].v).T.reshape(T, B, N)
             a = np.asarray(objs["state"].a).T.reshape(T, B, N)
         extra: dict[str, Any] = {}
+        if target == "cpp_standalone" and getattr(b2.device, "_last_run_time", None) is not None:
+            extra["run_time_s"] = float(b2.device._last_run_time)  # simulation only, as the device reports it
         if learning is not None:
             for key, nm, shape in (("syn_rec", "W_rec", (N, N)), ("syn_in", "W_in", (N, spec.n_in))):
                 syn = objs[key]

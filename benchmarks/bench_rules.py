@@ -1,0 +1,142 @@
+"""Wall time and peak memory of one gradient computation: BPTT, batched e-prop and online e-prop (LIF and ALIF).
+
+Grid (defaults): N in {256, 1024}, B = 32, T in {500, 2000}, n_in = 40, n_out = 2, 2 % input spike probability,
+all-to-all Gaussian circuit (g = 1), scaling A, v_th = 0.6, no refractoriness, MSE loss on random targets. ALIF:
+half the neurons adapt (tau_a = 2000 ms). Rules: ``BPTT()``, ``EProp()`` (mode "batched"), ``EProp(mode="online")``
+(chunks of 100 steps, traces read once at the end of the trial).
+
+Each measurement runs in a fresh subprocess: one warm-up call, then the best of ``--repeats`` calls; peak memory is
+the increase of the process's maximum resident set size over its size just before the measured calls (CPU), or
+``torch.cuda.max_memory_allocated`` (CUDA). Usage::
+
+    python benchmarks/bench_rules.py [--sizes 256 1024] [--T 500 2000] [--neurons lif alif]
+                                     [--rules bptt eprop eprop_online] [--repeats 1] [--threads 1] [--device cpu]
+
+Targets (issue #4): batched e-prop ≤ 1.5 × BPTT time; online e-prop peak memory grows < 10 % when T quadruples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+B, N_IN, N_OUT = 32, 40, 2
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _measure(rule_name: str, neuron: str, n: int, T: int, device: str, repeats: int, threads: int) -> dict:
+    import torch
+
+    from spikelearn.circuit import gaussian
+    from spikelearn.models import SpikingRNN
+    from spikelearn.rules import BPTT, EProp
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(T, B, N_IN, generator=g) < 0.02).float().to(dev)
+    y = torch.randn(T, B, N_OUT, generator=g).to(dev)
+    mask = torch.ones(T, B, device=dev)
+    model = SpikingRNN(gaussian(n, 1.0, seed=0), N_IN, N_OUT, n_adaptive=n // 2 if neuron == "alif" else 0,
+                       tau_adapt_ms=2000.0, v_th=0.6, n_ref=0, scaling="A").to(dev)
+    rule = {"bptt": BPTT(), "eprop": EProp(), "eprop_online": EProp(mode="online")}[rule_name]
+
+    def loss_fn(y_hat, y, mask):
+        return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum() / y.shape[1]
+
+    def call():
+        rule.gradients(model, x, y, mask, loss_fn)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    call()  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    rss0 = _rss_mb()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    if dev.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+    return {"rule": rule_name, "neuron": neuron, "N": n, "T": T, "time_s": min(times), "peak_mem_mb": max(peak, 0.0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads in each measurement")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--T", type=int, nargs="+", default=[500, 2000])
+    ap.add_argument("--neurons", nargs="+", default=["lif", "alif"])
+    ap.add_argument("--rules", nargs="+", default=["bptt", "eprop", "eprop_online"])
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        rule, neuron, n, T = args.child.split(",")
+        print(json.dumps(_measure(rule, neuron, int(n), int(T), args.device, args.repeats, args.threads)))
+        return
+    import pandas as pd
+    import torch
+
+    rows = []
+    for n in args.sizes:
+        for T in args.T:
+            for neuron in args.neurons:
+                for rule in args.rules:
+                    out = subprocess.run([sys.executable, __file__, "--child", f"{rule},{neuron},{n},{T}",
+                                          "--device", args.device, "--repeats", str(args.repeats),
+                                          "--threads", str(args.threads)],
+                                         capture_output=True, text=True, check=True)
+                    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    r = rows[-1]
+                    print(f"  {rule:13s} {neuron:4s} N={n:5d} T={T:5d}: {r['time_s']:8.2f} s "
+                          f"{r['peak_mem_mb']:8.1f} MB", file=sys.stderr, flush=True)
+    df = pd.DataFrame(rows)
+    t = df.pivot_table(index=["N", "T", "neuron"], columns="rule", values="time_s")
+    m = df.pivot_table(index=["N", "T", "neuron"], columns="rule", values="peak_mem_mb")
+    table = pd.DataFrame({f"{r}_s": t[r] for r in args.rules if r in t})
+    for r in args.rules:
+        if r in m:
+            table[f"{r}_MB"] = m[r]
+    if "bptt" in t and "eprop" in t:
+        table["eprop/bptt time"] = t["eprop"] / t["bptt"]
+    table = table.round(3)
+    print(f"# machine: {platform.processor() or platform.machine()}, {args.threads} thread(s), torch "
+          f"{torch.__version__}, device {args.device}; B={B}, n_in={N_IN}; best of {args.repeats} after a warm-up")
+    print(table.to_markdown() if _has_tabulate() else table.to_string())
+    if "eprop_online" in m and len(args.T) > 1:
+        lo, hi = min(args.T), max(args.T)
+        mm = m["eprop_online"].unstack("T")
+        growth = (mm[hi] / mm[lo] - 1).round(3)
+        print(f"\nonline e-prop peak-memory growth from T={lo} to T={hi}:", growth.to_dict())
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+r"""NIR export/import of a LIF :class:`~spikelearn.models.SpikingRNN` (optional extra ``[nir]``; needs ``nir``).
+
+Graph written by :func:`to_nir` (``(post, pre)`` weights, time in seconds)::
+
+    input ─ w_in (Linear) ─► lif (LIF) ─ w_out (Linear) ─► readout (LI) ─ bias (Affine, identity) ─► output
+                              ▲    │
+                              └────┴─ w_rec (Linear) ─ delay (Delay, dt)        (explicit one-step delay, §0.3)
+
+Parameter map (spikes are unit-area Dirac pulses; an input ``x^t`` is a pulse of area ``x^t`` at step ``t``):
+``tau = τ_m``, ``r = c_in·τ_m`` (so a pulse through weight ``w`` raises ``v`` by ``c_in w``: scaling A or B),
+``v_leak = 0``, ``v_threshold = v_th``; readout ``LI(τ_out, r = (1−κ) τ_out)``, ``y = W_out z̄ + b``. With the
+leak integrated exactly over ``dt`` this is spikelearn's map **except for two things NIR's LIF cannot express**:
+
+* **reset**: NIR sets ``v ← v_reset`` at the spike; spikelearn subtracts ``v_th`` one step later, after the leak
+  (``v^{t+1} = α v^t − v_th + …``). The exported ``v_reset`` is 0 (NIR's usual choice).
+* **refractoriness**: NIR's LIF has none (spikelearn blocks ``n_ref`` steps).
+
+Both are kept in ``graph.metadata["spikelearn"]`` (with ``dt``, scaling, masks), so :func:`from_nir` restores the
+model exactly and a spikelearn → NIR → spikelearn round trip reproduces every spike. :func:`simulate_nir` runs the
+graph with NIR's own semantics instead (exact leak, pulses, reset to ``v_reset``): its spikes agree with spikelearn
+up to the first spike and differ afterwards — the documented mismatch. ALIF (adaptive threshold) has no NIR
+primitive and is refused; so are gap junctions.
+
+snnTorch: ``snntorch`` 1.0 does not export ``import_from_nir`` at top level; ``snntorch.import_nir.import_from_nir``
+needs ``nirtorch``. Its LIF import further assumes ``dt = 1e-4`` s, forward-Euler ``β = 1 − dt/τ``, reset to zero,
+one ``v_threshold`` for all neurons and ``r = τ/dt`` in recurrent subgraphs (which it recognises only as a direct
+``LIF → Linear → LIF`` loop: use ``to_nir(..., explicit_delay=False)``), so its spikes are not spikelearn's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from spikelearn.validate.brian2 import UnsupportedFeatureError, export_spec
+
+__all__ = ["to_nir", "from_nir", "simulate_nir"]
+
+
+def _import_nir():
+    try:
+        import nir
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("NIR export needs the optional dependency 'nir' (pip install 'spikelearn[nir]')") from e
+    return nir
+
+
+def to_nir(model: Any, *, explicit_delay: bool = True) -> Any:
+    """Export a LIF :class:`~spikelearn.models.SpikingRNN` (trained or not) as a ``nir.NIRGraph``.
+
+    Args:
+        model: LIF network (β = 0 everywhere; refractoriness and the subtractive reset are stored in the graph's
+            metadata, see the module docstring). No gap junctions.
+        explicit_delay: put the one-step recurrent delay in a ``nir.Delay`` node (default); ``False`` writes the
+            direct ``lif → w_rec → lif`` loop that discrete-time importers (snnTorch) expect.
+
+    Raises:
+        UnsupportedFeatureError: ALIF neurons (adaptive threshold), gap junctions, or a model Brian2 export refuses.
+    """
+    nir = _import_nir()
+    spec = export_spec(model)
+    if (spec.beta != 0).any():
+        raise UnsupportedFeatureError(f"adaptive threshold (ALIF, {int((spec.beta != 0).sum())} neurons with "
+                                      "beta != 0): NIR has no adaptive LIF primitive")
+    if spec.gap is not None:
+        raise UnsupportedFeatureError("gap junctions: not exported to NIR")
+    dt_s = spec.dt_ms * 1e-3
+    N, n_in, n_out = spec.n, spec.n_in, spec.n_out
+    tau = spec.tau_mem_ms * 1e-3
+    tau_o = model.tau_out_ms * 1e-3
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([n_in])}),
+        "w_in": nir.Linear(weight=spec.W_in.copy()),
+        "lif": nir.LIF(tau=tau.copy(), r=spec.c_in * tau, v_leak=np.zeros(N), v_threshold=spec.v_th.copy(),
+                       v_reset=np.zeros(N)),
+        "w_rec": nir.Linear(weight=spec.W_rec.copy()),
+        "w_out": nir.Linear(weight=spec.W_out.copy()),
+        "readout": nir.LI(tau=np.full(n_out, tau_o), r=np.full(n_out, (1.0 - spec.kappa) * tau_o),
+                          v_leak=np.zeros(n_out)),
+        "bias": nir.Affine(weight=np.eye(n_out), bias=spec.b_out.copy()),
+        "output": nir.Output(output_type={"output": np.array([n_out])}),
+    }
+    edges = [("input", "w_in"), ("w_in", "lif"), ("lif", "w_rec"), ("lif", "w_out"), ("w_out", "readout"),
+             ("readout", "bias"), ("bias", "output")]
+    if explicit_delay:
+        nodes["delay"] = nir.Delay(delay=np.full(N, dt_s))
+        edges += [("w_rec", "delay"), ("delay", "lif")]
+    else:
+        edges += [("w_rec", "lif")]
+    meta = {
+        "format": "spikelearn.nir/1",
+        "dt": dt_s,
+        "scaling": model.scaling,
+        "reset": "subtract v_threshold one step after the spike, after the leak",
+        "refractory": model.refractory,
+        "n_ref": _np_nref(model),
+        "mask_rec": spec.mask_rec.astype(np.int8),
+        "mask_in": spec.mask_in.astype(np.int8),
+        "recurrent_delay_steps": 1,
+    }
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"spikelearn": meta})
+
+
+def _np_nref(model: Any) -> np.ndarray:
+    return np.broadcast_to(model.n_ref.detach().cpu().double().numpy(), (model.n,)).copy()
+
+
+def _parse(graph: Any) -> dict[str, Any]:
+    """Find the nodes of the :func:`to_nir` layout by type and edges."""
+    nir = _import_nir()
+    nodes, edges = graph.nodes, list(graph.edges)
+    succ: dict[str, list[str]] = {}
+    for a, b in edges:
+        succ.setdefault(a, []).append(b)
+    lifs = [k for k, n in nodes.items() if isinstance(n, nir.LIF)]
+    if len(lifs) != 1:
+        raise UnsupportedFeatureError(f"expected one LIF population, found {len(lifs)} LIF node(s) "
+                                      f"({', '.join(type(n).__name__ for n in nodes.values())})")
+    lif = lifs[0]
+    inp = next(k for k, n in nodes.items() if isinstance(n, nir.Input))
+    w_in = succ[inp][0]
+    outs = [b for b in succ.get(lif, []) if isinstance(nodes[b], (nir.Linear, nir.Affine))]
+    w_rec = w_out = None
+    for b in outs:
+        chain = succ.get(b, [])
+        if lif in chain or any(isinstance(nodes[c], nir.Delay) and lif in succ.get(c, []) for c in chain):
+            w_rec = b
+        else:
+            w_out = b
+    if w_out is None:
+        raise UnsupportedFeatureError("no readout (LIF -> Linear -> LI) found in the NIR graph")
+    readout = succ[w_out][0]
+    bias = next((b for b in succ.get(readout, []) if isinstance(nodes[b], nir.Affine)), None)
+    return {"lif": nodes[lif], "w_in": nodes[w_in], "w_rec": None if w_rec is None else nodes[w_rec],
+            "w_out": nodes[w_out], "readout": nodes[readout], "bias": None if bias is None else nodes[bias]}
+
+
+def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float64) -> Any:
+    """Build a :class:`~spikelearn.models.SpikingRNN` from a graph of the :func:`to_nir` layout.
+
+    spikelearn's own metadata (reset convention, refractoriness, masks) is used when present, which makes the round
+    trip exact; a foreign graph gets spikelearn's reset and no refractoriness (``dt_ms`` required then).
+    """
+    from spikelearn.circuit import Circuit
+    from spikelearn.models import SpikingRNN
+
+    p = _parse(graph)
+    meta = dict(graph.metadata.get("spikelearn", {})) if isinstance(graph.metadata, dict) else {}
+    if dt_ms is None:
+        if "dt" not in meta:
+            raise ValueError("dt_ms is required for a graph without spikelearn metadata")
+        dt_ms = float(np.asarray(meta["dt"])) * 1e3
+    lif = p["lif"]
+    tau = np.asarray(lif.tau, dtype=np.float64)
+    N = tau.size
+    if not np.allclose(np.asarray(lif.v_leak), 0.0):
+        raise UnsupportedFeatureError("LIF v_leak != 0 is not representable in spikelearn")
+    alpha = np.exp(-dt_ms * 1e-3 / tau)
+    c_in = np.asarray(lif.r, dtype=np.float64) / tau
+    if np.allclose(c_in, 1.0):
+        scaling = "A"
+    elif np.allclose(c_in, 1.0 - alpha):
+        scaling = "B"
+    else:
+        raise UnsupportedFeatureError("LIF r/tau must be 1 (scaling A) or 1 - exp(-dt/tau) (scaling B)")
+    W_in = np.asarray(p["w_in"].weight, dtype=np.float64)
+    W_rec = np.zeros((N, N)) if p["w_rec"] is None else np.asarray(p["w_rec"].weight, dtype=np.float64)
+    W_out = np.asarray(p["w_out"].weight, dtype=np.float64)
+    n_out = W_out.shape[0]
+    mask = np.asarray(meta["mask_rec"], bool) if "mask_rec" in meta else (W_rec != 0)
+    circuit = Circuit.from_dense(W_rec, mask=mask)
+    if "mask_in" in meta and not np.asarray(meta["mask_in"], bool).all():
+        circuit = Circuit.from_dense(W_rec, mask=mask, input_mask=np.asarray(meta["mask_in"], bool))
+    tau_o_ms = float(np.asarray(p["readout"].tau).ravel()[0]) * 1e3
+    bias = p["bias"]
+    model = SpikingRNN(circuit, W_in.shape[1], n_out, scaling=scaling, tau_mem_ms=tau * 1e3,
+                       v_th=np.asarray(lif.v_threshold, dtype=np.float64), beta=np.zeros(N),
+                       n_ref=np.asarray(meta.get("n_ref", np.zeros(N)), dtype=np.float64),
+                       refractory=str(meta.get("refractory", "lsnn")), tau_out_ms=tau_o_ms, dt_ms=dt_ms,
+                       sign_constraint="none", w_in=W_in, w_out=W_out, readout_bias=bias is not None, dtype=dtype)
+    if bias is not None:
+        with torch.no_grad():
+            model.b_out.copy_(torch.as_tensor(np.asarray(bias.bias, dtype=np.float64)))
+    return model
+
+
+def simulate_nir(graph: Any, x: Any, *, dt_ms: float | None = None) -> dict[str, np.ndarray]:
+    """Simulate a :func:`to_nir`-layout graph with **NIR's** LIF semantics, discretised at ``dt_ms``.
+
+    Per step: ``v ← e^{−dt/τ} v + (r/τ) I`` with ``I = W_in x^t + W_rec z^{t−1}`` (pulses; the recurrent delay is
+    one step), ``z = v > v_threshold``, then ``v ← v_reset`` where ``z``; no refractoriness; readout LI with pulses.
+    Returns ``{"z": (T, B, N), "v": (T, B, N) before the reset, "y": (T, B, n_out)}``.
+    """
+    p = _parse(graph)
+    meta = graph.metadata.get("spikelearn", {}) if isinstance(graph.metadata, dict) else {}
+    if dt_ms is None:
+        dt_ms = float(np.asarray(meta["dt"])) * 1e3
+    xa = np.asarray(x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    T, B, _ = xa.shape
+    lif = p["lif"]
+    tau = np.asarray(lif.tau, np.float64)
+    dec, gain = np.exp(-dt_ms * 1e-3 / tau), np.asarray(lif.r, np.float64) / tau
+    vth = np.asarray(lif.v_threshold, np.float64)
+    vreset = np.zeros_like(tau) if lif.v_reset is None else np.asarray(lif.v_reset, np.float64)
+    W_in = np.asarray(p["w_in"].weight, np.float64)
+    W_rec = np.zeros((tau.size, tau.size)) if p["w_rec"] is None else np.asarray(p["w_rec"].weight, np.float64)
+    W_out = np.asarray(p["w_out"].weight, np.float64)
+    ro = p["readout"]
+    tau_o = np.asarray(ro.tau, np.float64)
+    dec_o, gain_o = np.exp(-dt_ms * 1e-3 / tau_o), np.asarray(ro.r, np.float64) / tau_o
+    b = np.zeros(W_out.shape[0]) if p["bias"] is None else np.asarray(p["bias"].bias, np.float64)
+    v = np.zeros((B, tau.size))
+    z = np.zeros_like(v)
+    yc = np.zeros((B, W_out.shape[0]))
+    Z, V, Y = (np.zeros((T, B, tau.size)), np.zeros((T, B, tau.size)), np.zeros((T, B, W_out.shape[0])))
+    for t in range(T):
+        v = dec * v + gain * (xa[t] @ W_in.T + z @ W_rec.T)
+        V[t] = v
+        z = (v > vth).astype(np.float64)
+        v = np.where(z > 0, vreset, v)
+        yc = dec_o * yc + gain_o * (z @ W_out.T)
+        Z[t], Y[t] = z, yc + b
+    return {"z": Z, "v": V, "y": Y}

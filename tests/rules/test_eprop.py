@@ -1,0 +1,388 @@
+"""e-prop (ALGORITHMS.md §2.8): detach-recipe equivalence, exact factorisation, limiting cases, regulariser,
+online = batched, feedback variants, trainer ``update_every_steps`` and the rule contract."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from spikelearn.circuit import Circuit, dale, gaussian
+from spikelearn.config import TrainConfig
+from spikelearn.models import SpikingRNN
+from spikelearn.rules import BPTT, RULES, EProp, apply_gradients, output_error
+from spikelearn.rules import _reference as ref
+from spikelearn.rules.eprop import run_online
+from spikelearn.train import Trainer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster on a shared machine (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _mse(y_hat, y, mask):
+    return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum() / y.shape[1]
+
+
+def _mean_mse(y_hat, y, mask):
+    return (((y_hat - y) ** 2).mean(-1) * mask).sum() / mask.sum()
+
+
+def _model(neuron="alif", *, scaling="A", readout="filtered_spikes", n=8, circuit=None, **kw):
+    torch.manual_seed(1)
+    circuit = gaussian(n, 0.6, seed=2) if circuit is None else circuit
+    # scaling B with v_th^B = v_th^A (1 − α) has the same spikes as scaling A (A↔B map)
+    opts = dict(n_adaptive=n // 2 if neuron == "alif" else 0, tau_adapt_ms=50.0, n_ref=2, scaling=scaling,
+                readout=readout, v_th=0.3 if scaling == "A" else 0.3 * (1 - math.exp(-1 / 20)), tau_out_ms=10.0,
+                w_in=0.3 * torch.randn(circuit.n, 3, dtype=torch.float64))
+    opts.update(kw)
+    return SpikingRNN(circuit, 3, 2, **opts).double()
+
+
+def _data(T=30, B=3, n_in=3, n_out=2, seed=0, p=0.3):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(T, B, n_in, generator=g, dtype=torch.float64) < p).double()
+    y = torch.randn(T, B, n_out, generator=g, dtype=torch.float64)
+    mask = (torch.rand(T, B, generator=g, dtype=torch.float64) > 0.3).double()
+    return x, y, mask
+
+
+def _assert_rel(got, want, tol=1e-8, keys=None):
+    for k in keys or want:
+        nw = want[k].norm()
+        assert nw > 0, f"{k}: reference gradient is zero (test would be vacuous)"
+        err = float((got[k] - want[k]).norm() / nw)
+        assert err < tol, f"{k}: relative error {err:.3g}"
+
+
+# ------------------------------------------------------------------------------------------ T2.2
+@pytest.mark.parametrize("mode", ["batched", "online"])
+@pytest.mark.parametrize("feedback", ["symmetric", "random"])
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+@pytest.mark.parametrize("reset_in_trace", [False, True])
+def test_eprop_equals_detached_autograd(mode, feedback, neuron, reset_in_trace):
+    """T2.2: hard-coded e-prop = autograd with recurrent spikes (and reset, unless reset_in_trace) detached."""
+    model = _model(neuron)
+    x, y, mask = _data()
+    rule = EProp(feedback=feedback, reset_in_trace=reset_in_trace, mode=mode, chunk_steps=7)
+    loss, g = rule.gradients(model, x, y, mask, _mse)
+    B = None if feedback == "symmetric" else rule.feedback_matrix(model)
+    ref_loss, want = ref.eprop_autograd(model, x, y, mask, _mse, B=B, reset_in_trace=reset_in_trace)
+    assert torch.allclose(loss, ref_loss, rtol=1e-12)
+    assert set(g) == set(want)
+    _assert_rel(g, want)
+
+
+@pytest.mark.parametrize("scaling", ["A", "B"])
+@pytest.mark.parametrize("readout", ["filtered_spikes", "filtered_current"])
+def test_scalings_readouts_and_mean_loss(scaling, readout):
+    """Both scalings and readout forms; a loss normalised by the number of masked steps (any loss_fn)."""
+    model = _model("alif", scaling=scaling, readout=readout, refractory="counter")
+    x, y, mask = _data(seed=3)
+    for mode in ("batched", "online"):
+        _, g = EProp(mode=mode, chunk_steps=11).gradients(model, x, y, mask, _mean_mse)
+        _, want = ref.eprop_autograd(model, x, y, mask, _mean_mse)
+        _assert_rel(g, want)
+
+
+def test_per_neuron_constants_and_gap_junctions():
+    """Heterogeneous τ_m (non-presynaptic traces) and gap junctions: own term local, others' potentials dropped."""
+    rng = np.random.default_rng(0)
+    base = gaussian(8, 1.5, seed=2)
+    G = sp.random(8, 8, density=0.4, random_state=1, data_rvs=lambda k: 0.05 * rng.random(k))
+    G = sp.csr_array(G + G.T)
+    circuit = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), gap=G,
+                                 neuron_params={"tau_mem_ms": np.linspace(10.0, 30.0, 8)})
+    model = _model("alif", circuit=circuit)
+    with torch.no_grad():
+        assert torch.allclose(ref.spiking_forward(model, _data()[0], detach_rec=False, detach_reset=False)[0],
+                              model(_data()[0]).y, atol=1e-12)
+    x, y, mask = _data()
+    for rit in (False, True):
+        _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=rit)
+        for mode in ("batched", "online"):
+            _, g = EProp(mode=mode, reset_in_trace=rit, chunk_steps=9).gradients(model, x, y, mask, _mse)
+            _assert_rel(g, want)
+
+
+def test_reset_in_trace_and_feedback_change_the_gradient():
+    model = _model("alif")
+    x, y, mask = _data()
+    _, a = EProp().gradients(model, x, y, mask, _mse)
+    _, b = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
+    _, c = EProp(feedback="random").gradients(model, x, y, mask, _mse)
+    assert not torch.allclose(a["theta_rec"], b["theta_rec"])
+    assert not torch.allclose(a["theta_rec"], c["theta_rec"])
+    torch.testing.assert_close(a["theta_out"], c["theta_out"], rtol=1e-12, atol=0)  # W_out exact either way
+
+
+# ------------------------------------------------------------------------------------------ T2.1
+def test_exact_factorisation_total_derivatives_times_traces_is_bptt():
+    """T2.1 (eq. F): Σ_t (dE/dz_j^t)_total e_ji^t = BPTT, 4 LIF + 4 ALIF, 3 inputs, T = 50, 100 Hz Poisson input."""
+    torch.manual_seed(5)
+    model = SpikingRNN(gaussian(8, 1.0, seed=4), 3, 1, n_adaptive=4, tau_adapt_ms=500.0, beta=0.07, v_th=0.62,
+                       n_ref=2, scaling="A", w_in=1.5 * torch.randn(8, 3, dtype=torch.float64)).double()
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(50, 2, 3, generator=g, dtype=torch.float64) < 0.1).double()
+    y = torch.randn(50, 2, 1, generator=g, dtype=torch.float64)
+    mask = torch.ones(50, 2, dtype=torch.float64)
+    W = model.effective_weights()
+    leaves = type(W)(*(None if w is None else w.detach().clone().requires_grad_(True) for w in W))
+    zeta: list[torch.Tensor] = []
+    y_hat, _ = ref.spiking_forward(model, x, detach_rec=False, detach_reset=False, weights=leaves, zeta=zeta)
+    loss = _mse(y_hat, y, mask)
+    *dz, g_rec, g_in = torch.autograd.grad(loss, zeta + [leaves.W_rec, leaves.W_in])
+    dE_dz = torch.stack(dz)  # (T, B, N) total derivatives w.r.t. the outgoing spike copy
+    with torch.no_grad():
+        rec = model(x, record=True).record
+    e = ref.eprop_traces(model, rec, reset_in_trace=False)  # (T, B, N, N + n_in)
+    assert float(rec.z.mean()) > 0.02
+    fact = torch.einsum("tbj,tbji->ji", dE_dz, e)
+    g_rec = g_rec * model.mask_rec  # no autapses
+    for got, want in ((fact[:, :8] * model.mask_rec, g_rec), (fact[:, 8:], g_in)):
+        err = float(((got - want).abs().max() / want.abs().max()))
+        assert err < 1e-10, err
+    # and BPTT through the reference equals the rule BPTT
+    _, bptt = BPTT().gradients(model, x, y, mask, _mse)
+    torch.testing.assert_close(model.param_grads({"W_rec": g_rec, "W_in": g_in})["theta_rec"], bptt["theta_rec"],
+                               rtol=1e-10, atol=1e-14)
+
+
+# ------------------------------------------------------------------------------------------ T2.3 / limits
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+def test_no_recurrence_equals_bptt(neuron):
+    """T2.3: W_rec = 0 ⇒ e-prop (symmetric) = BPTT: reset in trace vs full BPTT, reset detached in both."""
+    x, y, mask = _data(T=40)
+    for rit, detach_reset in ((True, False), (False, True)):
+        model = _model(neuron, detach_reset=detach_reset)
+        with torch.no_grad():
+            model.theta_rec.zero_()
+        _, g = EProp(reset_in_trace=rit).gradients(model, x, y, mask, _mse)
+        _, want = BPTT().gradients(model, x, y, mask, _mse)
+        _assert_rel(g, want, tol=1e-10)
+
+
+def test_recurrent_network_differs_from_bptt_with_positive_cosine():
+    model = _model("alif", n=30, circuit=gaussian(30, 2.0, seed=7))
+    x, y, mask = _data(T=80, B=4, seed=2)
+    _, g = EProp().gradients(model, x, y, mask, _mse)
+    _, want = BPTT().gradients(model, x, y, mask, _mse)
+    for k in ("theta_rec", "theta_in"):
+        cos = float(torch.nn.functional.cosine_similarity(g[k].flatten(), want[k].flatten(), dim=0))
+        assert 0 < cos < 1 - 1e-6, (k, cos)
+
+
+# ------------------------------------------------------------------------------------------ T2.5 regulariser
+@pytest.mark.parametrize("form", ["batch", "running"])
+@pytest.mark.parametrize("mode", ["batched", "online"])
+def test_regulariser_gradient_equals_autograd(form, mode):
+    model = _model("alif")
+    x, y, mask = _data()
+    rule = EProp(mode=mode, reg_coeff=3.0, reg_target_hz=50.0, reg_form=form, chunk_steps=30)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    reg = dict(coeff=3.0, target_hz=50.0, form=form)
+    _, want = ref.eprop_autograd(model, x, y, mask, _mse, reg=reg)
+    _assert_rel(g, want)
+    # the regulariser alone: zero task loss
+    _, g0 = rule.gradients(model, x, y, mask * 0, _mse)
+    _, want0 = ref.eprop_autograd(model, x, y, mask * 0, _mse, reg=reg)
+    _assert_rel(g0, want0, keys=["theta_rec", "theta_in"])
+
+
+def test_running_regulariser_online_in_small_chunks_is_exact():
+    """The "running" form is causal: reading only at the end after many chunks equals batched."""
+    model = _model("lif")
+    x, y, mask = _data()
+    kw = dict(reg_coeff=2.0, reg_form="running")
+    _, a = EProp(mode="online", chunk_steps=4, **kw).gradients(model, x, y, mask, _mse)
+    _, b = EProp(**kw).gradients(model, x, y, mask, _mse)
+    _assert_rel(a, b, tol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------ online API
+def test_step_by_step_equals_batched():
+    """init/step with one record step at a time: the step contributions sum to the batched gradient."""
+    model = _model("alif")
+    x, y, mask = _data()
+    rule = EProp(reset_in_trace=True, feedback="random")
+    _, want = rule.gradients(model, x, y, mask, _mse)
+    with torch.no_grad():
+        out = model(x, record=True)
+    _, dE_dy = output_error(out.y, y, mask, _mse)
+    state = rule.init(model, x.shape[1])
+    total = {k: torch.zeros_like(v) for k, v in want.items()}
+    for t in range(x.shape[0]):
+        rec_t = type(out.record)(*(f[t] for f in out.record))
+        g, state = rule.step(model, rec_t, dE_dy[t], state)
+        for k in g:
+            total[k] += g[k]
+    _assert_rel(total, want, tol=1e-10)
+
+
+def test_online_state_size_is_independent_of_T():
+    model = _model("alif")
+    rule = EProp(mode="online", reset_in_trace=True, reg_coeff=1.0, reg_form="running")
+    sizes = []
+    for T in (10, 40):
+        x, y, mask = _data(T=T)
+        with torch.no_grad():
+            out = model(x, record=True)
+        _, dE = output_error(out.y, y, mask, _mse)
+        s = rule.advance(model, out.record, dE, rule.init(model, 3))
+        sizes.append(sum(f.numel() for f in s if isinstance(f, torch.Tensor)))
+    assert sizes[0] == sizes[1]
+
+
+def test_float32():
+    m64 = _model("alif")
+    m32 = _model("alif").float()
+    x, y, mask = _data()
+    for mode in ("batched", "online"):
+        _, g64 = EProp(mode=mode).gradients(m64, x, y, mask, _mse)
+        _, g32 = EProp(mode=mode).gradients(m32, x.float(), y.float(), mask.float(), _mse)
+        for k in g64:
+            assert g32[k].dtype == torch.float32
+            assert float((g32[k].double() - g64[k]).norm() / g64[k].norm()) < 1e-4
+
+
+# ------------------------------------------------------------------------------------------ feedback
+def test_random_feedback_is_seeded_and_adaptive_follows_w_out():
+    model = _model("lif")
+    r1, r2 = EProp(feedback="random", feedback_seed=3), EProp(feedback="random", feedback_seed=3)
+    assert torch.equal(r1.feedback_matrix(model), r2.feedback_matrix(model))
+    assert not torch.equal(r1.feedback_matrix(model), EProp(feedback="random", feedback_seed=4).feedback_matrix(model))
+    assert torch.allclose(r1.feedback_matrix(model).std(), torch.tensor(1 / math.sqrt(8.0), dtype=torch.float64),
+                          rtol=0.5)
+    ad = EProp(feedback="adaptive", feedback_seed=3, feedback_decay=0.1)
+    B0 = ad.feedback_matrix(model).clone()
+    torch.testing.assert_close(B0, r1.feedback_matrix(model))
+    torch.testing.assert_close(ad.feedback_matrix(model), B0)  # unchanged W_out: no update, no decay
+    W0 = model.effective_weights().W_out.detach().clone()
+    with torch.no_grad():
+        model.theta_out.add_(0.5)
+    dW = model.effective_weights().W_out.detach() - W0
+    torch.testing.assert_close(ad.feedback_matrix(model), 0.9 * B0 + dW.T)
+    x, y, mask = _data()
+    _, g = ad.gradients(model, x, y, mask, _mse)
+    _, want = ref.eprop_autograd(model, x, y, mask, _mse, B=ad.feedback_matrix(model))
+    _assert_rel(g, want)
+
+
+def test_bad_options_and_wrong_model():
+    from spikelearn.models import RateRNN
+
+    for kw in (dict(feedback="nope"), dict(mode="x"), dict(reg_form="x"), dict(chunk_steps=0),
+               dict(reg_coeff=-1.0), dict(feedback_decay=1.0)):
+        with pytest.raises(ValueError):
+            EProp(**kw)
+    rate = RateRNN(gaussian(5, 1.0), 3, 2).double()
+    x, y, mask = _data()
+    with pytest.raises(TypeError, match="SpikingRNN"):
+        EProp().gradients(rate, x, y, mask, _mse)
+    assert RULES["eprop"] is EProp
+
+
+# ------------------------------------------------------------------------------------------ contract
+def _contract(rule, model, x, y, mask):
+    loss, grads = rule.gradients(model, x, y, mask, _mse)
+    params = dict(model.named_parameters())
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert set(grads) == set(params)
+    for n, g in grads.items():
+        assert g.shape == params[n].shape and g.dtype == params[n].dtype
+    _, again = rule.gradients(model, x, y, mask, _mse)
+    for n in grads:
+        assert torch.equal(grads[n], again[n])
+    W0 = model.effective_weights().W_rec.detach().clone()
+    gW = rule.gradients(model, x, y, mask, _mse)[1]["theta_rec"]
+    assert torch.all(gW[model.mask_rec == 0] == 0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(5):
+        _, grads = rule.gradients(model, x, y, mask, _mse)
+        opt.zero_grad()
+        apply_gradients(model, grads)
+        opt.step()
+    W = model.effective_weights().W_rec.detach()
+    absent = W0 == 0
+    assert torch.all(W[absent] == 0)
+    assert torch.all(W[~absent] * torch.sign(W0[~absent]) >= 0)
+    assert not torch.equal(W, W0)
+
+
+@pytest.mark.parametrize("rule", [EProp(), EProp(feedback="random", mode="online", chunk_steps=9),
+                                  EProp(feedback="adaptive", reset_in_trace=True, reg_coeff=1.0)],
+                         ids=["symmetric", "random-online", "adaptive-reg"])
+def test_rule_contract(rule):
+    model = SpikingRNN(dale(16, frac_exc=0.75, p=0.5, seed=3), 3, 2, sign_constraint="dale", v_th=0.3,
+                       n_adaptive=8).double()
+    x, y, mask = _data(T=25)
+    _contract(rule, model, x, y, mask)
+
+
+# ------------------------------------------------------------------------------------------ trainer
+class _Task:
+    """A tiny regression task with the task interface the trainer needs."""
+
+    n_in, n_out, dt_ms = 3, 2, 1.0
+
+    def sample(self, batch_size, generator, dtype=torch.float32):
+        T = 20
+        x = (torch.rand(T, batch_size, 3, generator=generator, dtype=torch.float64) < 0.3).to(dtype)
+        y = torch.sin(torch.arange(T, dtype=torch.float64) / 3)[:, None, None].expand(T, batch_size, 2).to(dtype)
+        return x, y, torch.ones(T, batch_size, dtype=dtype)
+
+    def loss(self, y_hat, y, mask):
+        return _mse(y_hat, y, mask)
+
+    def accuracy(self, y_hat, y, mask):
+        return 0.0
+
+
+def _trainer(rule, k, lr=0.01):
+    model = _model("alif")
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    cfg = TrainConfig(iterations=2, batch_size=3, eval_every=0, update_every_steps=k, quiet=True, dtype="float64")
+    return model, Trainer(model, _Task(), rule, opt, cfg, out_dir=None)
+
+
+def test_trainer_update_every_steps():
+    # k >= T: one update per trial, identical to the whole-trial path
+    m1, t1 = _trainer(EProp(), 0)
+    m2, t2 = _trainer(EProp(), 50)
+    t1.run()
+    t2.run()
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # k = 5 on T = 20: 4 updates per trial; the first equals run_online's first read
+    m3, t3 = _trainer(EProp(), 5)
+    updates = []
+    t3._apply_update = (lambda f: (lambda g: (updates.append(g), f(g))[1]))(t3._apply_update)
+    t3.run()
+    assert len(updates) == 8 and t3.iteration == 2
+    assert not any(torch.equal(a, b) for a, b in zip(m1.parameters(), m3.parameters()))
+    # a whole-trial rule refuses update_every_steps
+    _, t4 = _trainer(BPTT(), 5)
+    with pytest.raises(ValueError, match="online"):
+        t4.run()
+
+
+def test_run_online_applies_updates_mid_trial():
+    """With on_update, the rest of the trial runs with the updated weights."""
+    model = _model("lif")
+    x, y, mask = _data(T=20)
+    seen = []
+
+    def on_update(grads):
+        seen.append(model.effective_weights().W_rec.detach().clone())
+        with torch.no_grad():
+            model.theta_rec.sub_(0.1 * grads["theta_rec"])
+
+    loss, grads = run_online(EProp(), model, x, y, mask, _mse, chunk_steps=5, on_update=on_update)
+    assert grads is None and len(seen) == 4 and torch.isfinite(loss)
+    assert not torch.equal(seen[0], seen[-1])
