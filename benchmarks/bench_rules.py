@@ -5,8 +5,9 @@ all-to-all Gaussian circuit (g = 1), scaling A, v_th = 0.6, no refractoriness, M
 half the neurons adapt (tau_a = 2000 ms). Rules: ``BPTT()``, ``EProp()`` (mode "batched"), ``EProp(mode="online")``
 (chunks of 100 steps, traces read once at the end of the trial).
 
-Each measurement runs in a fresh subprocess: one warm-up call, then the best of ``--repeats`` calls; peak memory is
-the increase of the process's maximum resident set size over its size just before the measured calls (CPU), or
+Each measurement runs in a fresh subprocess: a warm-up call on the first 10 steps, then the best of ``--repeats``
+full-size calls; peak memory is the increase of the process's maximum resident set size during the full-size calls
+over its size just before them (CPU; a full-size warm-up would hide the peak, as freed heap memory stays mapped), or
 ``torch.cuda.max_memory_allocated`` (CUDA). Usage::
 
     python benchmarks/bench_rules.py [--sizes 256 1024] [--T 500 2000] [--neurons lif alif]
@@ -57,20 +58,20 @@ def _measure(rule_name: str, neuron: str, n: int, T: int, device: str, repeats: 
     def loss_fn(y_hat, y, mask):
         return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum() / y.shape[1]
 
-    def call():
+    def call(x, y, mask):
         rule.gradients(model, x, y, mask, loss_fn)
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    call()  # warm-up
+    call(x[:10], y[:10], mask[:10])  # warm-up on 10 steps (lazy initialisation, code paths)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     rss0 = _rss_mb()
     times = []
-    for _ in range(repeats):
+    for _ in range(repeats):  # the first full-size call sets the peak (freed memory may stay mapped afterwards)
         t0 = time.perf_counter()
-        call()
+        call(x, y, mask)
         times.append(time.perf_counter() - t0)
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
@@ -121,7 +122,7 @@ def main() -> None:
         table["eprop/bptt time"] = t["eprop"] / t["bptt"]
     table = table.round(3)
     print(f"# machine: {platform.processor() or platform.machine()}, {args.threads} thread(s), torch "
-          f"{torch.__version__}, device {args.device}; B={B}, n_in={N_IN}; best of {args.repeats} after a warm-up")
+          f"{torch.__version__}, device {args.device}; B={B}, n_in={N_IN}; best of {args.repeats} (time); peak RSS increase (memory)")
     print(table.to_markdown() if _has_tabulate() else table.to_string())
     if "eprop_online" in m and len(args.T) > 1:
         lo, hi = min(args.T), max(args.T)

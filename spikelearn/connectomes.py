@@ -17,12 +17,16 @@ from spikelearn.circuit.connectomes import (
     drosophila_optic_lobe,
     hex_columns,
     load,
+    loader,
     mouse_v1,
+    names,
 )
 
 __all__ = [
     "available",
     "load",
+    "names",
+    "loader",
     "celegans_varshney2011",
     "mouse_v1",
     "drosophila_optic_lobe",

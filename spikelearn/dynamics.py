@@ -359,6 +359,7 @@ class FlossingConfig(NamedTuple):
     seed: int = 0                                # seed of the initial frame Q0
     jacobian: str = "surrogate"                  # spiking models: "surrogate" or "rate"
     reset_derivative: bool | None = None         # spiking models: keep −v_th δz (default: as the model's BPTT)
+    escape_width: float = 0.1                    # spiking models, jacobian="rate": logistic width (units of v_th)
 
 
 def _check_cfg(cfg: FlossingConfig) -> None:
@@ -372,7 +373,8 @@ def flossing_loss(model: nn.Module, x: Tensor, state0: Any = None, cfg: Flossing
                   ) -> tuple[Tensor, Tensor]:
     """``L = (1/(B k)) Σ_b Σ_{i≤k} (λ_{b,i} − λ*)²`` and the exponents ``(B, k)``; differentiable (§7.2)."""
     _check_cfg(cfg)
-    lin = linearise(model, x, state0, jacobian=cfg.jacobian, reset_derivative=cfg.reset_derivative)  # type: ignore[arg-type]
+    lin = linearise(model, x, state0, jacobian=cfg.jacobian,  # type: ignore[arg-type]
+                    reset_derivative=cfg.reset_derivative, escape_width=cfg.escape_width)
     res = qr_log_growth(lin, int(cfg.k), transient_steps=cfg.transient_steps, qr_every=cfg.qr_every,
                         seed=cfg.seed)
     assert isinstance(res, QRGrowth)
@@ -418,7 +420,8 @@ def local_flossing_grads(model: nn.Module, x: Tensor, state0: Any = None,
         raise ValueError("the local flossing rule re-orthonormalises every step (qr_every = 1)")
     k = int(cfg.k)
     with torch.no_grad():
-        lin = linearise(model, x, state0, jacobian=cfg.jacobian, reset_derivative=cfg.reset_derivative)  # type: ignore[arg-type]
+        lin = linearise(model, x, state0, jacobian=cfg.jacobian,  # type: ignore[arg-type]
+                    reset_derivative=cfg.reset_derivative, escape_width=cfg.escape_width)
         res, kept = qr_log_growth(lin, k, transient_steps=cfg.transient_steps, seed=cfg.seed, keep=True)
         lam = res.exponents  # (B, k)
         B = lam.shape[0]

@@ -13,6 +13,7 @@ builds and runs.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from spikelearn.config import ConfigError, RunConfig, TrainConfig, check_options
 from spikelearn.rules import apply_gradients, make_rule
 from spikelearn.rules.base import LossFn
 
-__all__ = ["Measurement", "Trainer", "TrainingDiverged", "build", "train", "derive_seeds", "resolve_device"]
+__all__ = ["Measurement", "Trainer", "TrainingDiverged", "build", "train", "validate_config", "derive_seeds", "resolve_device"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -244,22 +245,90 @@ class Trainer:
 
 # ---------------------------------------------------------------------- building from a RunConfig
 
+def _check_required(section: str, target: Any, options: Mapping, provided: tuple[str, ...] = ()) -> None:
+    """Raise :class:`ConfigError` naming a required argument of ``target`` that neither options nor build give."""
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return
+    for name, p in sig.parameters.items():
+        if (p.default is inspect.Parameter.empty and name not in options and name not in provided
+                and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)):
+            raise ConfigError(f"[{section}.options] misses {name!r}, required by "
+                              f"{getattr(target, '__name__', target)}")
+
+
+def validate_config(cfg: RunConfig) -> None:
+    """Check a run configuration without building anything: names exist, options are accepted, required
+    arguments are given. :func:`build` and the sweep runner call it first.
+
+    Raises:
+        ConfigError: naming the section and key.
+    """
+    import torch
+
+    from spikelearn import circuit as circ
+    from spikelearn import connectomes, tasks
+    from spikelearn.rules import RULES
+
+    c = cfg.circuit
+    if c.kind == "connectome":
+        if c.name not in connectomes.names():
+            raise ConfigError(f"[circuit] connectome name {c.name!r} unknown; shipped connectomes: "
+                              f"{list(connectomes.names())}")
+        check_options("circuit", connectomes.loader(c.name), c.options)
+    else:
+        gens = [n for n in circ.generators.__all__ if n != "truncate_rank"]
+        if c.kind not in gens:
+            raise ConfigError(f"[circuit] kind {c.kind!r} unknown; use 'connectome' or one of {sorted(gens)}")
+        gen = getattr(circ.generators, c.kind)
+        check_options("circuit", gen, c.options)
+        first = next(iter(inspect.signature(gen).parameters))  # build() passes n positionally to most generators
+        _check_required("circuit", gen, c.options,
+                        ("seed",) if c.kind in ("block_model", "low_rank_aligned") else ("seed", first))
+    if cfg.task.name not in tasks.TASKS:
+        raise ConfigError(f"[task] name {cfg.task.name!r} unknown; available: {sorted(tasks.TASKS)}")
+    check_options("task", tasks.TASKS[cfg.task.name], cfg.task.options)
+    _check_required("task", tasks.TASKS[cfg.task.name], cfg.task.options)
+    if cfg.model.type not in ("spiking", "rate"):
+        raise ConfigError(f"[model] type must be 'spiking' or 'rate', got {cfg.model.type!r}")
+    from spikelearn import models
+
+    model_cls = models.SpikingRNN if cfg.model.type == "spiking" else models.RateRNN
+    check_options("model", model_cls, cfg.model.options, skip=("circuit", "n_in", "n_out"))
+    _check_required("model", model_cls, cfg.model.options, ("circuit", "n_in", "n_out"))
+    if cfg.rule.name not in RULES:
+        raise ConfigError(f"[rule] name {cfg.rule.name!r} unknown; registered rules: {sorted(RULES)}")
+    check_options("rule", RULES[cfg.rule.name], cfg.rule.options)
+    _check_required("rule", RULES[cfg.rule.name], cfg.rule.options)
+    opt = _optimizer_classes()
+    if cfg.optimizer.name.lower() not in opt:
+        raise ConfigError(f"[optimizer] name {cfg.optimizer.name!r} unknown; torch.optim offers {sorted(opt)}")
+    check_options("optimizer", opt[cfg.optimizer.name.lower()], cfg.optimizer.options, skip=("params", "lr"))
+    _check_required("optimizer", opt[cfg.optimizer.name.lower()], cfg.optimizer.options, ("params", "lr"))
+    if cfg.train.dtype not in ("float32", "float64"):
+        raise ConfigError(f"[train] dtype must be 'float32' or 'float64', got {cfg.train.dtype!r}")
+    if cfg.train.device not in ("cpu", "auto") and not cfg.train.device.startswith("cuda"):
+        raise ConfigError(f"[train] device must be 'cpu', 'cuda[:k]' or 'auto', got {cfg.train.device!r}")
+
+
+
+def _optimizer_classes() -> dict[str, type]:
+    return {k.lower(): v for k, v in vars(torch.optim).items()
+            if inspect.isclass(v) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
+
+
 def build_circuit(cfg: RunConfig, seed: int):
+    """The circuit of ``cfg`` (a connectome, or a generator seeded with ``seed`` unless its options give one)."""
     from spikelearn import circuit as circ
     from spikelearn import connectomes
 
     c = cfg.circuit
     if c.kind == "connectome":
-        if not c.name:
-            raise ConfigError("[circuit] kind = 'connectome' needs a name (see `spikelearn info`)")
         return connectomes.load(c.name, **c.options)
-    gens = {name: getattr(circ.generators, name) for name in circ.generators.__all__ if name != "truncate_rank"}
-    if c.kind not in gens:
-        raise ConfigError(f"[circuit] kind {c.kind!r} unknown; use 'connectome' or one of {sorted(gens)}")
-    fn = gens[c.kind]
-    check_options("circuit", fn, c.options)
+    fn = getattr(circ.generators, c.kind)
     opts = dict(c.options)
-    if "seed" in __import__("inspect").signature(fn).parameters:
+    if "seed" in inspect.signature(fn).parameters:
         opts.setdefault("seed", seed)
     if c.kind in ("block_model", "low_rank_aligned"):
         return fn(**opts)
@@ -267,22 +336,18 @@ def build_circuit(cfg: RunConfig, seed: int):
 
 
 def build(cfg: RunConfig, *, out_dir: str | None = None):
-    """Build ``(circuit, model, task, rule, optimizer, trainer)`` from a run configuration."""
+    """Build ``(circuit, model, task, rule, optimizer, trainer)`` from a run configuration.
+
+    One seed determines everything: circuit generation (numpy), initial weights (torch) and the training and
+    evaluation trials (torch generators), each from its own stream derived with :func:`derive_seeds`.
+    """
     from spikelearn import models, tasks
 
+    validate_config(cfg)
     seeds = derive_seeds(cfg.train.seed)
-    if cfg.train.dtype not in ("float32", "float64"):
-        raise ConfigError(f"[train] dtype must be 'float32' or 'float64', got {cfg.train.dtype!r}")
-    dtype = getattr(torch, cfg.train.dtype)
     circuit = build_circuit(cfg, seeds["circuit"])
-    if cfg.task.name not in tasks.TASKS:
-        raise ConfigError(f"[task] name {cfg.task.name!r} unknown; available: {sorted(tasks.TASKS)}")
-    check_options("task", tasks.TASKS[cfg.task.name], cfg.task.options)
     task = tasks.make_task(cfg.task.name, **cfg.task.options)
-    model_cls = {"spiking": models.SpikingRNN, "rate": models.RateRNN}.get(cfg.model.type)
-    if model_cls is None:
-        raise ConfigError(f"[model] type must be 'spiking' or 'rate', got {cfg.model.type!r}")
-    check_options("model", model_cls, cfg.model.options, skip=("circuit", "n_in", "n_out"))
+    model_cls = models.SpikingRNN if cfg.model.type == "spiking" else models.RateRNN
     model_opts = dict(cfg.model.options)
     model_opts.setdefault("dt_ms", float(task.dt_ms))  # one time step for model and task
     if float(model_opts["dt_ms"]) != float(task.dt_ms):
@@ -290,19 +355,9 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
                           f"{task.dt_ms}; leave it out to use the task's")
     torch.manual_seed(seeds["init"])
     model = model_cls(circuit, task.n_in, task.n_out, **model_opts).to(
-        device=resolve_device(cfg.train.device), dtype=dtype)
-    from spikelearn.rules import RULES
-
-    if cfg.rule.name not in RULES:
-        raise ConfigError(f"[rule] name {cfg.rule.name!r} unknown; registered rules: {sorted(RULES)}")
-    check_options("rule", RULES[cfg.rule.name], cfg.rule.options)
+        device=resolve_device(cfg.train.device), dtype=getattr(torch, cfg.train.dtype))
     rule = make_rule(cfg.rule.name, **cfg.rule.options)
-    opt_classes = {k.lower(): v for k, v in vars(torch.optim).items()
-                   if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
-    opt_cls = opt_classes.get(cfg.optimizer.name.lower())
-    if opt_cls is None:
-        raise ConfigError(f"[optimizer] name {cfg.optimizer.name!r} unknown; torch.optim offers {sorted(opt_classes)}")
-    check_options("optimizer", opt_cls, cfg.optimizer.options, skip=("params", "lr"))
+    opt_cls = _optimizer_classes()[cfg.optimizer.name.lower()]
     optimizer = opt_cls(model.parameters(), lr=cfg.optimizer.lr, **cfg.optimizer.options)
     train_cfg = cfg.train if out_dir is None else dataclasses.replace(cfg.train, out_dir=out_dir)
     trainer = Trainer(model, task, rule, optimizer, train_cfg, run_config=cfg)

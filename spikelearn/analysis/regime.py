@@ -138,7 +138,8 @@ def output_jacobian(model: nn.Module, x: Tensor, *, params: Sequence[str] = ("W_
             needs a model made of functorch-compatible ops, e.g. :class:`~spikelearn.models.RateRNN`);
             ``"autograd"`` — one batched backward (``is_grads_batched``) over one-hot cotangents (any model,
             e.g. :class:`~spikelearn.models.SpikingRNN`); ``"auto"`` — vmap for RateRNN, autograd otherwise.
-        chunk_size: trials (vmap) or cotangents (autograd) processed at once (memory bound; default all).
+        chunk_size: trials (vmap; default 1, the fastest on CPU as it keeps the working set small) or one-hot
+            cotangents (autograd; default all) processed at once.
 
     Returns:
         ``(n_t·B·K, P)`` with ``P`` the total size of the parameters, in their dtype.
@@ -161,7 +162,7 @@ def output_jacobian(model: nn.Module, x: Tensor, *, params: Sequence[str] = ("W_
             return functional_call(model, {**base, **p}, (xb[:, None, :],)).y[ts, 0, :]
 
         sel_p = {n: base[n] for n in names}
-        jac = vmap(jacrev(f), in_dims=(None, 1), chunk_size=chunk_size)(sel_p, x)  # name -> (B, n_t, K, *shape)
+        jac = vmap(jacrev(f), in_dims=(None, 1), chunk_size=chunk_size or 1)(sel_p, x)  # name -> (B, n_t, K, *shape)
         J = torch.cat([jac[n].reshape(B, len(ts), -1, base[n].numel()) for n in names], dim=-1)
         return J.permute(1, 0, 2, 3).reshape(-1, J.shape[-1])
     if method != "autograd":

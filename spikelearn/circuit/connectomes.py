@@ -761,6 +761,18 @@ def _unknown_name(name: Any) -> CircuitError:
     return CircuitError(f"unknown connectome {name!r}; available: {', '.join(_REGISTRY)}")
 
 
+def names() -> tuple[str, ...]:
+    """Names of the shipped connectomes (the ``name`` argument of :func:`load`)."""
+    return tuple(_REGISTRY)
+
+
+def loader(name: str) -> Any:
+    """The loader function behind ``load(name, ...)`` (its signature lists the options)."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise _unknown_name(name)
+    return _REGISTRY[name].loader
+
+
 def load(name: str, **options: Any) -> Circuit:
     """Load a shipped connectome as a :class:`Circuit`.
 

@@ -24,6 +24,7 @@ or a ``Flosser`` with ``mode="local"``).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -124,8 +125,9 @@ class Flosser:
         return rows
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-                "n_steps": self.n_steps}
+        """A snapshot (deep copy: later steps do not change it)."""
+        return copy.deepcopy({"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                              "n_steps": self.n_steps})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])

@@ -337,68 +337,10 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
 
 # ---------------------------------------------------------------------------------------------- validation
 
-def _check_required(section: str, target: Any, options: Mapping, provided: tuple[str, ...] = ()) -> None:
-    """Raise :class:`ConfigError` naming a required argument of ``target`` that neither options nor build give."""
-    try:
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
-        return
-    for name, p in sig.parameters.items():
-        if (p.default is inspect.Parameter.empty and name not in options and name not in provided
-                and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)):
-            raise ConfigError(f"[{section}.options] misses {name!r}, required by "
-                              f"{getattr(target, '__name__', target)}")
-
-
 def check_run_config(cfg: RunConfig) -> None:
-    """The cheap checks of :func:`spikelearn.train.build` (names exist, options accepted), without building.
+    """The cheap checks of :func:`spikelearn.train.build`, without building (see :func:`spikelearn.train.validate_config`)."""
+    from spikelearn.train import validate_config
 
-    Raises:
-        ConfigError: naming the section and key.
-    """
-    import torch
+    validate_config(cfg)
 
-    from spikelearn import circuit as circ
-    from spikelearn import connectomes, tasks
-    from spikelearn.rules import RULES
 
-    c = cfg.circuit
-    if c.kind == "connectome":
-        names = [n for n in connectomes.__all__ if n not in ("available", "load")]
-        if c.name not in names:  # the loaders share the connectomes' names
-            raise ConfigError(f"[circuit] connectome name {c.name!r} unknown; see `spikelearn info`")
-        check_options("circuit", getattr(connectomes, c.name), c.options)
-    else:
-        gens = [n for n in circ.generators.__all__ if n != "truncate_rank"]
-        if c.kind not in gens:
-            raise ConfigError(f"[circuit] kind {c.kind!r} unknown; use 'connectome' or one of {sorted(gens)}")
-        gen = getattr(circ.generators, c.kind)
-        check_options("circuit", gen, c.options)
-        first = next(iter(inspect.signature(gen).parameters))  # build() passes n positionally to most generators
-        _check_required("circuit", gen, c.options,
-                        ("seed",) if c.kind in ("block_model", "low_rank_aligned") else ("seed", first))
-    if cfg.task.name not in tasks.TASKS:
-        raise ConfigError(f"[task] name {cfg.task.name!r} unknown; available: {sorted(tasks.TASKS)}")
-    check_options("task", tasks.TASKS[cfg.task.name], cfg.task.options)
-    _check_required("task", tasks.TASKS[cfg.task.name], cfg.task.options)
-    if cfg.model.type not in ("spiking", "rate"):
-        raise ConfigError(f"[model] type must be 'spiking' or 'rate', got {cfg.model.type!r}")
-    from spikelearn import models
-
-    model_cls = models.SpikingRNN if cfg.model.type == "spiking" else models.RateRNN
-    check_options("model", model_cls, cfg.model.options, skip=("circuit", "n_in", "n_out"))
-    _check_required("model", model_cls, cfg.model.options, ("circuit", "n_in", "n_out"))
-    if cfg.rule.name not in RULES:
-        raise ConfigError(f"[rule] name {cfg.rule.name!r} unknown; registered rules: {sorted(RULES)}")
-    check_options("rule", RULES[cfg.rule.name], cfg.rule.options)
-    _check_required("rule", RULES[cfg.rule.name], cfg.rule.options)
-    opt = {k.lower(): v for k, v in vars(torch.optim).items()
-           if inspect.isclass(v) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
-    if cfg.optimizer.name.lower() not in opt:
-        raise ConfigError(f"[optimizer] name {cfg.optimizer.name!r} unknown; torch.optim offers {sorted(opt)}")
-    check_options("optimizer", opt[cfg.optimizer.name.lower()], cfg.optimizer.options, skip=("params", "lr"))
-    _check_required("optimizer", opt[cfg.optimizer.name.lower()], cfg.optimizer.options, ("params", "lr"))
-    if cfg.train.dtype not in ("float32", "float64"):
-        raise ConfigError(f"[train] dtype must be 'float32' or 'float64', got {cfg.train.dtype!r}")
-    if cfg.train.device not in ("cpu", "auto") and not cfg.train.device.startswith("cuda"):
-        raise ConfigError(f"[train] device must be 'cpu', 'cuda[:k]' or 'auto', got {cfg.train.device!r}")

@@ -430,8 +430,8 @@ def run_brian2(model: Any, x: Any, *, target: str = "numpy", build_dir: str | Pa
 class ValidationReport:
     """Result of :func:`compare_with_brian2`.
 
-    ``frame``: one row per neuron (spike counts in both simulators, identical fraction, first divergent step,
-    max |Δv| before the trial's first divergence); ``summary``: network-level numbers; ``verdict``: one line;
+    ``frame``: one row per neuron (spike counts in both simulators, identical fraction, time of the first
+    differing spike ``(k + 1)·dt`` for record index ``k``, max |Δv| before the trial's first divergence); ``summary``: network-level numbers; ``verdict``: one line;
     ``ok``: spikes identical everywhere and ``max |Δv|``, ``max |Δy|`` within ``atol``. The frame's ``attrs``
     carry ``verdict`` and ``summary`` too.
     """
@@ -464,7 +464,7 @@ def compare_with_brian2(model: Any, x: Any, *, task: Any = None, y: Any = None, 
     ``target``/``build_dir`` as :func:`run_brian2`; ``atol`` for the membrane and output differences.
     """
     spec = export_spec(model)
-    m64 = copy.deepcopy(model).to(dtype=torch.float64)
+    m64 = copy.deepcopy(model).to(device="cpu", dtype=torch.float64)
     xa = _x_numpy(model, x)
     with torch.no_grad():
         t0 = time.perf_counter()
@@ -553,6 +553,11 @@ class EPropBrian2Result:
     def delta(self, lr: float) -> dict[str, np.ndarray]:
         """The weight change ``−lr · grad`` of a plain gradient step."""
         return {k: -lr * g for k, g in self.grads.items()}
+
+    def param_grads(self, model: Any) -> dict[str, torch.Tensor]:
+        """The gradients w.r.t. ``model.named_parameters()`` (chain rule through masks and signs)."""
+        return model.param_grads({k: torch.as_tensor(g, dtype=model.dtype, device=model.device)
+                                  for k, g in self.grads.items()})
 
 
 def eprop_brian2(model: Any, x: Any, y_target: Any, mask: Any = None, *, feedback: Any = "symmetric",

@@ -134,7 +134,7 @@ def test_random_tanh_chaotic_mean_field():
     m = _random_tanh_map(2.0)
     res = max_lyapunov(m, torch.zeros(2000, 1, 1, dtype=F64), _start(m), transient_steps=200)
     assert res.max > 0
-    assert abs(res.max - lam_mf) < 0.03
+    assert abs(res.max - lam_mf) < 0.01  # N = 800: 0.1527 vs 0.1547
     assert mean_field_lyapunov(0.5)[0] == pytest.approx(math.log(0.5))
 
 
