@@ -79,7 +79,8 @@ def main() -> None:
             r = run_brian2(model, x[:, :1], target="cython", build_dir=build / "cython", record_state=False)
             add("brian2 cython, 1st run", 1, r.wall_s, "incl. compilation")
             r = run_brian2(model, x[:, :1], target="cython", build_dir=build / "cython", record_state=False)
-            add("brian2 cython, cached", 1, r.wall_s, f"identical: {torch.equal(torch.from_numpy(r.z), out.record.z[:, :1])}")
+            same = torch.equal(torch.from_numpy(r.z), out.record.z[:, :1])
+            add("brian2 cython, cached", 1, r.wall_s, f"identical: {same}")
         except Exception as e:  # noqa: BLE001 - report and go on
             rows.append(("brian2 cython", 1, float("nan"), float("nan"), f"failed: {type(e).__name__}: {e}"[:80]))
     if "cpp_standalone" in targets:

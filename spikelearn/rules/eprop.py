@@ -10,6 +10,8 @@ readout (§2.3)::
     ē_ji^t   = κ ē_ji^{t-1} + (1−κ) e_ji^t                                      (readout filter, §2.4)
     ∂E/∂W_ji ≈ Σ_{b,t} L_j^t ē_ji^t   + firing-rate regulariser (§2.5, unfiltered traces)
 
+(the official recursion ``ε^a ← (ρ − c_a β ψ) ε^a + c_a ψ ε^v`` is the same after substituting ``e``.)
+
 with ``pre_i^t = z_i^{t-1}`` for ``W_rec`` and ``x_i^t`` for ``W_in``. ``W_out`` and ``b_out`` get their exact
 gradients ``Σ_t ∂E/∂y^t z̄^t`` and ``Σ_t ∂E/∂y^t``. This is the gradient of the loss on the graph in which the
 recurrent spikes (and, unless ``reset_in_trace``, the reset) are detached (§2.7) — with ``B = W_outᵀ``.
@@ -23,8 +25,10 @@ Two implementations of the same sums, both explicit (no autograd on ``W_in``/``W
 * ``mode="batched"`` — the transposed form. Every recursion above is linear and diagonal in the postsynaptic
   neuron, so ``Σ_t L_j^t ē_ji^t = Σ_t δ_j^t pre_i^t`` where ``δ`` comes from one backward-in-time scan over
   ``(B, N)`` per-neuron quantities (the adjoint of the neuron's *local* dynamics: leak, adaptation through the
-  local spike copy, optionally the reset, readout filter). Then one GEMM per weight matrix over the ``T·B`` rows of
-  the trajectory record. Memory of the order of the forward record; never a ``(B, T, N, N)`` tensor.
+  local spike copy, optionally the reset, readout filter). The trial is simulated in chunks of ``chunk_steps``
+  steps keeping only ``x, z, ψ, z̄`` of the record; the scan then runs backwards chunk by chunk, each chunk closed by
+  one GEMM per weight matrix over its ``T_c·B`` rows. Memory: those four ``(T, B, ·)`` fields (less than a full
+  forward record); never a ``(B, T, N, N)`` tensor.
 
 Gap junctions: the neuron's own term ``(G_jj − Σ_i G_ji) v_j^{t-1}`` belongs to its local leak; the potentials of
 other neurons are treated like recurrent spikes (dropped).
@@ -136,6 +140,20 @@ def run_online(rule: Any, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, 
     return loss, grads
 
 
+def _record_chunks(model: nn.Module, x: Tensor, chunk_steps: int, fields: tuple[str, ...]) -> list:
+    """Simulate ``x`` chunk by chunk (state carried, no graph); per chunk ``(y, (record fields...))``.
+
+    Only the named record fields are kept, so the memory is that of those fields, not of the whole record.
+    """
+    out_chunks = []
+    state = None
+    for a in range(0, x.shape[0], chunk_steps):
+        out = model(x[a:a + chunk_steps], state=state, record=True)
+        state = out.state
+        out_chunks.append((out.y, tuple(getattr(out.record, f) for f in fields)))
+    return out_chunks
+
+
 def rate_regularizer(z: Tensor, dt_ms: float, coeff: float, target_hz: float,
                      form: Literal["batch", "running"] = "batch") -> Tensor:
     r"""Firing-rate regulariser ``E_reg`` (ALGORITHMS.md §2.5) of spikes ``z`` ``(T, B, N)``; differentiable in ``z``.
@@ -216,7 +234,8 @@ class EProp:
             the evidence-accumulation tutorial uses 1). feedback_decay: adaptive ``B``'s decay per update.
         reg_coeff: firing-rate regulariser strength ``c_reg`` (0 = off). reg_target_hz: ``f_0``.
         reg_form: ``"batch"`` or ``"running"`` (see :func:`rate_regularizer`). The returned loss excludes ``E_reg``.
-        chunk_steps: online mode in :meth:`gradients`: steps simulated per chunk (memory ``O(chunk_steps·B·N)``).
+        chunk_steps: steps simulated per forward chunk in :meth:`gradients` (both modes). Online: the memory is
+            ``O(chunk_steps·B·N)`` besides the traces; batched: only ``x, z, ψ, z̄`` of every chunk are kept.
     """
 
     feedback: Literal["symmetric", "random", "adaptive"] = "symmetric"
@@ -294,59 +313,71 @@ class EProp:
             assert grads is not None
             return loss, grads
         with torch.no_grad():
-            out = model(x, record=True)
-        loss, dE_dy = output_error(out.y, y, mask, loss_fn)
+            chunks = _record_chunks(model, x, self.chunk_steps, ("x", "z", "psi", "z_filt"))
+            y_hat = torch.cat([c[0] for c in chunks])
+        loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
         with torch.no_grad():
-            dW_pre, dW_out, db_out = self._batched(model, out.record, dE_dy)
+            dW_pre, dW_out, db_out = self._batched(model, [c[1] for c in chunks], dE_dy)
         return loss, self._grads(model, dW_pre, dW_out, db_out)
 
-    def _reg_signal(self, z: Tensor, k: _Consts) -> Tensor | None:
-        """``∂E_reg/∂z^t`` through the local paths: ``(N,)`` ("batch") or ``(T, B, N)`` ("running")."""
-        if self.reg_coeff == 0:
-            return None
-        T, B = z.shape[0], z.shape[1]
-        f0 = self.reg_target_hz / 1000.0
-        scale = 2.0 * self.reg_coeff / (B * T * k.dt_ms)
-        if self.reg_form == "batch":
-            f = z.sum((0, 1)) / (B * T * k.dt_ms)
-            return scale * (f - f0)
-        steps = torch.arange(1, T + 1, dtype=z.dtype, device=z.device)[:, None, None]
-        a = (z.cumsum(0) / (steps * k.dt_ms) - f0) / steps
-        return scale * a.flip(0).cumsum(0).flip(0)  # Σ_{t' ≥ t} a^{t'}
-
-    def _batched(self, model: Any, rec: Any, dE_dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _batched(self, model: Any, recs: list, dE_dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Adjoint scan over the trial, chunk by chunk backwards; ``recs``: per chunk ``(x, z, psi, z_filt)``."""
         k = self._consts(model)
         W = _detached(model.effective_weights())
         Bfb = feedback_matrix(self, model, W.W_out, 1.0 / math.sqrt(k.N))
-        T, B, N = rec.z.shape
-        L = torch.matmul(dE_dy, Bfb.T)  # (T, B, N) learning signals
-        greg = self._reg_signal(rec.z, k)
+        T = dE_dy.shape[0]
+        B, N = recs[0][1].shape[1], k.N
+        n_in = recs[0][0].shape[-1]
+        kw = dict(dtype=dE_dy.dtype, device=dE_dy.device)
         kap, omk = k.kappa, 1.0 - k.kappa
-        # adjoint of the local dynamics, backward in time: D^t = c_in δv^t with δv^t = dE/dv^t on the local graph
-        D = torch.empty_like(rec.z)
-        u = torch.zeros(B, N, dtype=L.dtype, device=L.device)     # Σ_{t'≥t} κ^{t'-t} L^{t'}
-        dv = torch.zeros_like(u)
-        da = torch.zeros_like(u)
-        for t in range(T - 1, -1, -1):
-            u = torch.add(L[t], u, alpha=kap)
-            dz = u * omk
-            if greg is not None:
-                dz = dz + (greg if greg.dim() == 1 else greg[t])
-            if k.adaptive:
-                dz = torch.addcmul(dz, k.c_a, da)
-            if self.reset_in_trace:
-                dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
-            pdz = rec.psi[t] * dz
-            dv = torch.addcmul(pdz, k.leak, dv)
-            if k.adaptive:
-                da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
-            torch.mul(dv, k.c_in, out=D[t])
-        n_in = rec.x.shape[-1]
-        dW_pre = torch.empty(N, N + n_in, dtype=D.dtype, device=D.device)
-        Df = D.reshape(T * B, N)
-        torch.matmul(D[1:].reshape(-1, N).T, rec.z[:-1].reshape(-1, N), out=dW_pre[:, :N])  # z^{-1} = 0
-        torch.matmul(Df.T, rec.x.reshape(T * B, n_in), out=dW_pre[:, N:])
-        dW_out = dE_dy.reshape(T * B, -1).T @ rec.z_filt.reshape(T * B, N)
+        f0 = self.reg_target_hz / 1000.0
+        reg_scale = 2.0 * self.reg_coeff / (B * T * k.dt_ms)
+        reg = self.reg_coeff > 0
+        if reg:
+            count = sum(r[1].sum(0) for r in recs)  # (B, N) spikes per trial
+            if self.reg_form == "batch":
+                greg = reg_scale * (count.sum(0) / (B * T * k.dt_ms) - f0)  # (N,) constant signal
+        dW_pre = torch.zeros(N, N + n_in, **kw)
+        dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
+        u = torch.zeros(B, N, **kw)     # Σ_{t'≥t} κ^{t'-t} L^{t'}
+        dv = torch.zeros(B, N, **kw)    # dE/dv^{t+1} on the local graph
+        da = torch.zeros(B, N, **kw)    # dE/da^{t+1}
+        S = torch.zeros(B, N, **kw)     # running regulariser: Σ_{t'≥t} a^{t'}
+        t1 = T
+        for ci in range(len(recs) - 1, -1, -1):
+            x_c, z_c, psi_c, zf_c = recs[ci]
+            Tc = z_c.shape[0]
+            t0 = t1 - Tc
+            dE_c = dE_dy[t0:t1]
+            L_c = torch.matmul(dE_c, Bfb.T)  # (Tc, B, N) learning signals
+            D = torch.empty(Tc, B, N, **kw)  # c_in δv^t
+            for i in range(Tc - 1, -1, -1):
+                u = torch.add(L_c[i], u, alpha=kap)
+                dz = u * omk
+                if reg:
+                    if self.reg_form == "batch":
+                        dz = dz + greg
+                    else:
+                        tt = t0 + i + 1  # steps up to and including this one
+                        S = S.add_((count / (tt * k.dt_ms) - f0) / tt)
+                        count = count - z_c[i]
+                        dz = torch.add(dz, S, alpha=reg_scale)
+                if k.adaptive:
+                    dz = torch.addcmul(dz, k.c_a, da)
+                if self.reset_in_trace:
+                    dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
+                pdz = psi_c[i] * dz
+                dv = torch.addcmul(pdz, k.leak, dv)
+                if k.adaptive:
+                    da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
+                torch.mul(dv, k.c_in, out=D[i])
+            # presynaptic GEMMs of the chunk: pre = z^{t-1} (W_rec), x^t (W_in)
+            dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, z_c[:-1].reshape(-1, N))
+            if ci > 0:
+                dW_pre[:, :N].addmm_(D[0].T, recs[ci - 1][1][-1])
+            dW_pre[:, N:].addmm_(D.reshape(-1, N).T, x_c.reshape(-1, n_in))
+            dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, zf_c.reshape(-1, N))
+            t1 = t0
         return dW_pre, dW_out, dE_dy.sum((0, 1))
 
     # ------------------------------------------------------------------ online

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn, output_error
-from spikelearn.rules.eprop import _check_common, _detached, feedback_matrix, run_online
+from spikelearn.rules.eprop import _check_common, _detached, _record_chunks, feedback_matrix, run_online
 
 __all__ = ["RFLO", "RFLOState"]
 
@@ -78,7 +78,7 @@ class RFLO:
         mode: ``"batched"`` or ``"online"`` (same numbers).
         feedback_seed, feedback_std (``None`` = ``1/√K``, Murray's ``N(0,1)/√K``), feedback_decay: as
             :class:`~spikelearn.rules.EProp`.
-        chunk_steps: online mode in :meth:`gradients`: steps simulated per chunk.
+        chunk_steps: steps simulated per forward chunk in :meth:`gradients` (both modes).
     """
 
     feedback: Literal["symmetric", "random", "adaptive"] = "random"
@@ -149,44 +149,53 @@ class RFLO:
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
             assert grads is not None
             return loss, grads
+        fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
         with torch.no_grad():
-            out = model(x, record=True)
-        loss, dE_dy = output_error(out.y, y, mask, loss_fn)
+            chunks = _record_chunks(model, x, self.chunk_steps, fields)
+            y_hat = torch.cat([c[0] for c in chunks])
+        loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
         with torch.no_grad():
-            dW_pre, dW_out, db_out = self._batched(model, out.record, dE_dy)
+            dW_pre, dW_out, db_out = self._batched(model, [c[1] for c in chunks], dE_dy)
         return loss, self._grads(model, dW_pre, dW_out, db_out)
 
-    def _batched(self, model: Any, rec: Any, dE_dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _batched(self, model: Any, recs: list, dE_dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Adjoint of the local dynamics, chunk by chunk backwards; ``recs``: per chunk ``(x, r, fprime, read)``."""
         k = self._consts(model)
         W = _detached(model.effective_weights())
         Bfb = feedback_matrix(self, model, W.W_out, 1.0 / math.sqrt(model.n_out))
-        T, B, N = rec.r.shape
-        L = torch.matmul(dE_dy, Bfb.T)  # (T, B, N)
-        D = torch.empty_like(rec.r)
-        lh = torch.zeros(B, N, dtype=L.dtype, device=L.device)  # dE/dh^{t+1} on the local graph
-        lr = torch.zeros_like(lh)                                # dE/dr^{t+1}
-        for t in range(T - 1, -1, -1):
-            lr_t = torch.addcmul(k.A_rr * lr, k.A_hr, lh)
-            lh_t = k.A_hh * lh
-            if k.from_h:
-                lh_t = lh_t + L[t]
-            else:
-                lr_t = lr_t + L[t]
-            lh = torch.addcmul(lh_t, k.c_f * rec.fprime[t], lr_t)
-            lr = lr_t
-            torch.mul(lh, k.c_in, out=D[t])
-        n_in = rec.x.shape[-1]
-        Np = N + n_in + int(k.bias)
-        dW_pre = torch.empty(N, Np, dtype=D.dtype, device=D.device)
-        r0 = model.init_state(B).r
-        Df = D.reshape(T * B, N)
-        torch.matmul(D[1:].reshape(-1, N).T, rec.r[:-1].reshape(-1, N), out=dW_pre[:, :N])
-        dW_pre[:, :N] += D[0].T @ r0
-        torch.matmul(Df.T, rec.x.reshape(T * B, n_in), out=dW_pre[:, N:N + n_in])
-        if k.bias:
-            dW_pre[:, -1] = Df.sum(0)
-        read = rec.h if k.from_h else rec.r
-        dW_out = dE_dy.reshape(T * B, -1).T @ read.reshape(T * B, N)
+        T = dE_dy.shape[0]
+        B, N = recs[0][1].shape[1], k.N
+        n_in = recs[0][0].shape[-1]
+        kw = dict(dtype=dE_dy.dtype, device=dE_dy.device)
+        dW_pre = torch.zeros(N, N + n_in + int(k.bias), **kw)
+        dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
+        lh = torch.zeros(B, N, **kw)  # dE/dh^{t+1} on the local graph
+        lr = torch.zeros(B, N, **kw)  # dE/dr^{t+1}
+        t1 = T
+        for ci in range(len(recs) - 1, -1, -1):
+            x_c, r_c, fp_c, read_c = recs[ci]
+            Tc = r_c.shape[0]
+            t0 = t1 - Tc
+            dE_c = dE_dy[t0:t1]
+            L_c = torch.matmul(dE_c, Bfb.T)
+            D = torch.empty(Tc, B, N, **kw)  # c_in dE/dh^t
+            for i in range(Tc - 1, -1, -1):
+                lr_t = torch.addcmul(k.A_rr * lr, k.A_hr, lh)
+                lh_t = k.A_hh * lh
+                if k.from_h:
+                    lh_t = lh_t + L_c[i]
+                else:
+                    lr_t = lr_t + L_c[i]
+                lh = torch.addcmul(lh_t, k.c_f * fp_c[i], lr_t)
+                lr = lr_t
+                torch.mul(lh, k.c_in, out=D[i])
+            r_first = recs[ci - 1][1][-1] if ci > 0 else model.init_state(B).r  # r^{t0-1}
+            dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, r_c[:-1].reshape(-1, N)).addmm_(D[0].T, r_first)
+            dW_pre[:, N:N + n_in].addmm_(D.reshape(-1, N).T, x_c.reshape(-1, n_in))
+            if k.bias:
+                dW_pre[:, -1] += D.sum((0, 1))
+            dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, read_c.reshape(-1, N))
+            t1 = t0
         return dW_pre, dW_out, dE_dy.sum((0, 1))
 
     # ------------------------------------------------------------------ online

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -163,8 +162,10 @@ def brian2_session(dt_ms: float, target: str = "numpy", build_dir: str | Path | 
         yield b2
     finally:
         if standalone:
+            from brian2.devices.device import reset_device
+
             b2.device.reinit()
-            b2.reset_device(old_device)
+            reset_device(old_device)
         for k, v in old_prefs.items():
             b2.prefs[k] = v
         b2.defaultclock.dt = old_dt
@@ -267,8 +268,9 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
     if spikes_in:
         tt, bb, kk = np.nonzero(x)
         inp = b2.SpikeGeneratorGroup(B * n_in, (bb * n_in + kk).astype(np.int64), tt * dt, name="spikelearn_input")
-        syn_in = _synapses(b2, inp, net, "xs : 1\n" if trace else "", "I_syn_post += w" + ("\nxs = 1" if trace else ""),
-                           spec.mask_in, B, N, n_in, W_in_s, "xs" if trace else None, "spikelearn_syn_in")
+        on_pre = "I_syn_post += w" + ("\nxs = 1" if trace else "")
+        syn_in = _synapses(b2, inp, net, "xs : 1\n" if trace else "", on_pre, spec.mask_in, B, N, n_in, W_in_s,
+                           "xs" if trace else None, "spikelearn_syn_in")
     else:
         ns["x_ta"] = b2.TimedArray(x.reshape(T, B * n_in), dt=dt)
         inp = b2.NeuronGroup(B * n_in, "x = x_ta(t, i) : 1", name="spikelearn_input")
@@ -431,7 +433,8 @@ class ValidationReport:
     """Result of :func:`compare_with_brian2`.
 
     ``frame``: one row per neuron (spike counts in both simulators, identical fraction, time of the first
-    differing spike ``(k + 1)·dt`` for record index ``k``, max |Δv| before the trial's first divergence); ``summary``: network-level numbers; ``verdict``: one line;
+    differing spike ``(k + 1)·dt`` for record index ``k``, max |Δv| before the trial's first divergence);
+    ``summary``: network-level numbers; ``verdict``: one line;
     ``ok``: spikes identical everywhere and ``max |Δv|``, ``max |Δy|`` within ``atol``. The frame's ``attrs``
     carry ``verdict`` and ``summary`` too.
     """

@@ -293,3 +293,19 @@ def test_compiled_targets(target, tmp_path, same_as_brian2):
         res = eprop_brian2(model, x, torch.zeros(300, 2, 2), target=target, build_dir=tmp_path / "build2")
         assert np.isfinite(res.grads["W_rec"]).all()
     assert rep.summary["target"] == target
+
+
+def test_eprop_in_brian2_analog_input_scaling_a():
+    """The TimedArray input path with traces of analog inputs; scaling A, ALIF, refractory."""
+    torch.manual_seed(3)
+    model = SpikingRNN(erdos_renyi(20, 0.3, seed=5), 4, 1, scaling="A", n_ref=2, n_adaptive=5,
+                       tau_adapt_ms=100.0, dtype="float64")
+    x = torch.rand(80, 2, 4, dtype=torch.float64) * 0.7
+    y_star = torch.sin(torch.arange(80, dtype=torch.float64) / 10)[:, None, None].expand(80, 2, 1).clone()
+    mask = torch.ones(80, 2, dtype=torch.float64)
+    _, ref = _eprop_reference(model, x, y_star, mask)
+    res = eprop_brian2(model, x, y_star, mask)
+    ref["W_rec"] = ref["W_rec"] * (model.mask_rec.numpy() != 0)
+    for k in ("W_rec", "W_in"):
+        assert np.linalg.norm(ref[k]) > 1e-3
+        assert _rel(res.grads[k], ref[k]) < 1e-6, (k, _rel(res.grads[k], ref[k]))
