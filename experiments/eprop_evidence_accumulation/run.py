@@ -69,7 +69,7 @@ def plot(df: pd.DataFrame, path: pathlib.Path, batch: int) -> None:
     a0.set(xlabel="iteration", ylabel="validation accuracy", ylim=(0.4, 1.0),
            title=f"evidence accumulation (batch {batch})")
     a0.legend(fontsize=8, loc="lower right")
-    a1.set(xlabel="iteration", ylabel="training loss (10-it. mean)", title="cross-entropy")
+    a1.set(xlabel="iteration", ylabel="training loss (10-it. mean)", title="cross-entropy (recall window)")
     a1.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

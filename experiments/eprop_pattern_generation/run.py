@@ -1,6 +1,6 @@
 """e-prop pattern generation (ALGORITHMS.md §10.4; Bellec et al. 2020, Fig. 2 / official tutorial).
 
-Trains the configuration(s) given (default ``quick.toml``) with ``spikelearn.train.train`` and, with ``--compare``,
+Trains the configuration given (default ``quick.toml``) with the package trainer and, with ``--compare``,
 the same network with other rules (``bptt``, ``symmetric`` = e-prop with B = W_outᵀ, ``noreg`` = random e-prop
 without the regulariser). Writes ``runs/eprop_pattern_generation/<name>/`` (the trainer's files), and into this
 folder ``results_<config>.csv`` (loss per iteration and rule) and ``loss_<config>.png`` (loss curves, target vs
@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from spikelearn.config import load_config
-from spikelearn.train import train
+from spikelearn.train import TrainingDiverged, build
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -40,8 +40,12 @@ def run(config: str, variants: list[str]) -> tuple[pd.DataFrame, dict]:
     for v in variants:
         cfg = dataclasses.replace(base, rule=VARIANTS[v](base.rule),
                                   train=dataclasses.replace(base.train, quiet=True))
-        out = f"{base.train.out_dir}_{v}"
-        hist, model = train(cfg, out_dir=out)
+        _, model, _, _, _, trainer = build(cfg, out_dir=f"{base.train.out_dir}_{v}")
+        try:
+            hist = trainer.run()
+        except TrainingDiverged as e:  # keep the curve up to the divergence
+            print(f"{v}: {e}")
+            hist = trainer.history()
         hist["rule"] = v
         frames.append(hist)
         models[v] = model

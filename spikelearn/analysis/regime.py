@@ -291,14 +291,24 @@ def activity_effective_rank(H: ArrayLike, *, centered: bool = True) -> dict[str,
 
 
 # ---------------------------------------------------------------------------------------------- rules
-def default_rules() -> dict[str, Any]:
-    """Every rule of :data:`spikelearn.rules.RULES` whose hyperparameters all have defaults, instantiated."""
+def default_rules(model: nn.Module | None = None) -> dict[str, Any]:
+    """Every rule of :data:`spikelearn.rules.RULES` whose hyperparameters all have defaults, instantiated.
+
+    With ``model``, rules whose class declares ``model_types`` (``"rate"`` / ``"spiking"``) not covering the model
+    are left out (e.g. e-prop for a :class:`~spikelearn.models.RateRNN`); a rule without that declaration is
+    assumed to accept any model.
+    """
     from spikelearn.rules import RULES
 
+    kind = None if model is None else ("rate" if isinstance(model, RateRNN) else "spiking")
     out = {}
     for name, cls in RULES.items():
         ps = inspect.signature(cls).parameters.values()
-        if all(p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in ps):
+        if not all(p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                   for p in ps):
+            continue
+        types = getattr(cls, "model_types", None)  # optional declaration, not (yet) part of the rule protocol
+        if kind is None or types is None or kind in types:
             out[name] = cls()
     return out
 
@@ -316,8 +326,8 @@ def gradient_alignment(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
 
     Args:
         model, x, y, mask, loss_fn: as in ``rule.gradients(model, x, y, mask, loss_fn)``.
-        rules: name -> rule instance (default :func:`default_rules`, i.e. every registered rule constructible
-            without arguments; pass e.g. ``{"tbptt_k1": TruncatedBPTT(k=1)}`` for others).
+        rules: name -> rule instance (default ``default_rules(model)``: every registered rule constructible
+            without arguments that declares no other model type; pass e.g. ``{"tbptt_k1": TruncatedBPTT(k=1)}``).
         reference: the reference rule (default ``BPTT()``).
         on_error: ``"raise"`` or ``"skip"`` — a rule that raises for this model (e.g. a spiking-only rule on a
             rate model) is then reported with NaNs and its message in ``error``.
@@ -332,7 +342,7 @@ def gradient_alignment(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     reference = BPTT() if reference is None else reference
-    rules = default_rules() if rules is None else dict(rules)
+    rules = default_rules(model) if rules is None else dict(rules)
     _, g_ref = reference.gradients(model, x, y, mask, loss_fn)
     names = list(g_ref)
     ref_all = torch.cat([g_ref[n].detach().reshape(-1).double().cpu() for n in names])

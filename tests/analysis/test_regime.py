@@ -241,6 +241,9 @@ def test_gradient_alignment_between_rules():
     y = torch.randint(0, 3, (6, 4), generator=torch.Generator().manual_seed(0))
     mask = torch.ones(6, 4, dtype=torch.float64)
     assert "bptt" in default_rules() and "tbptt" not in default_rules()  # tbptt needs k
+    default = gradient_alignment(model, x, y, mask, classification_loss)  # every applicable registered rule
+    assert set(default.rule) == set(default_rules(model)) and default.error.eq("").all()
+    assert default[(default.rule == "bptt") & (default.parameter == "all")].cosine.iloc[0] == pytest.approx(1.0)
     rules = {"bptt": BPTT(), "tbptt_full": TruncatedBPTT(k=6), "tbptt_k1": TruncatedBPTT(k=1)}
     df = gradient_alignment(model, x, y, mask, classification_loss, rules=rules)
     allrow = df[df.parameter == "all"].set_index("rule")
@@ -301,3 +304,23 @@ def test_measurement_hooks_run_in_the_trainer(tmp_path):
     row = hist[hist.iteration == 4].iloc[0]
     assert 0 < row["regime.kernel_alignment"] <= 1 and row["regime.weight_change"] > 0
     assert np.isfinite(row["hess.lambda_max"]) and row["hess.n_hvp"] >= 1
+
+
+def test_plots_write_pngs(tmp_path):
+    import pandas as pd
+
+    from spikelearn.analysis.plots_regime import (plot_curvature_trajectories, plot_regime_vs_rank, plot_scatter,
+                                                  plot_spectral_density)
+
+    df = pd.DataFrame({"init": ["rank 1", "rank 1", "rank 30", "rank 30"], "rule": ["bptt"] * 4,
+                       "eff_rank_W0": [1.0, 1.0, 27.0, 27.5], "weight_change_rel": [0.3, 0.35, 0.1, 0.12],
+                       "rep_alignment": [0.8, 0.85, 0.99, 0.98], "kernel_alignment": [0.2, 0.3, 0.6, 0.7]})
+    hist = pd.DataFrame({"iteration": [1, 2, 1, 2], "lambda_max": [3.0, 2.0, 5.0, np.nan],
+                         "rule": ["bptt", "bptt", "rflo", "rflo"], "seed": [0, 0, 0, 0]})
+    dens = pd.DataFrame({"eigenvalue": np.linspace(-1, 5, 50), "density": np.exp(-np.linspace(-1, 5, 50) ** 2)})
+    paths = [plot_regime_vs_rank(df, tmp_path / "a.png", title="t"),
+             plot_curvature_trajectories(hist, tmp_path / "b.png"),
+             plot_spectral_density({"bptt": dens}, tmp_path / "c.png"),
+             plot_scatter(hist.dropna(), tmp_path / "d" / "e.png", x="iteration", y="lambda_max")]
+    for p in paths:
+        assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

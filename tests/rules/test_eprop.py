@@ -386,3 +386,15 @@ def test_run_online_applies_updates_mid_trial():
     loss, grads = run_online(EProp(), model, x, y, mask, _mse, chunk_steps=5, on_update=on_update)
     assert grads is None and len(seen) == 4 and torch.isfinite(loss)
     assert not torch.equal(seen[0], seen[-1])
+
+
+@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).resolve().parents[2] / "experiments")
+                                        .glob("eprop_*/*.toml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_experiment_configs_build(path, tmp_path):
+    """The experiments' TOML files are valid `spikelearn train` configurations with an e-prop rule."""
+    from spikelearn.config import load_config
+    from spikelearn.train import build
+
+    cfg = load_config(path)
+    _, model, task, rule, _, _ = build(cfg, out_dir=str(tmp_path))
+    assert isinstance(rule, EProp) and isinstance(model, SpikingRNN) and model.n_in == task.n_in

@@ -240,7 +240,7 @@ def test_eprop_in_brian2_matches_spikelearn_rule():
     _, grads = EProp().gradients(model, x, y_star, mask, regression_loss)
     res = eprop_brian2(model, x, y_star, mask)
     mine = res.param_grads(model)
-    for name in ("theta_rec", "theta_in"):
+    for name in ("theta_rec", "theta_in", "theta_out", "b_out"):
         a, g = mine[name].detach().numpy(), grads[name].detach().double().numpy()
         assert _rel(a, g) < 1e-6, (name, _rel(a, g))
 
