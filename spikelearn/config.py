@@ -40,7 +40,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["CircuitConfig", "ModelConfig", "TaskConfig", "RuleConfig", "OptimizerConfig", "TrainConfig",
-           "RunConfig", "ConfigError", "load_config", "config_from_dict", "check_options"]
+           "RunConfig", "ConfigError", "load_config", "read_toml", "config_from_dict", "check_options"]
 
 
 class ConfigError(ValueError):
@@ -152,16 +152,20 @@ def config_from_dict(d: dict) -> RunConfig:
     return RunConfig(**{s: _build_section(s, v) for s, v in d.items()})
 
 
-def load_config(path: str | pathlib.Path) -> RunConfig:
-    """Read a TOML run configuration (see module docstring)."""
+def read_toml(path: str | pathlib.Path, what: str = "configuration file") -> dict:
+    """Parse a TOML file; a missing file or invalid TOML is a :class:`ConfigError` naming the file."""
     p = pathlib.Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"configuration file {str(p)!r} not found") from None
+        raise ConfigError(f"{what} {str(p)!r} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
-    return config_from_dict(data)
+
+
+def load_config(path: str | pathlib.Path) -> RunConfig:
+    """Read a TOML run configuration (see module docstring)."""
+    return config_from_dict(read_toml(path))
 
 
 def check_options(section: str, target: Any, options: dict, *, skip: tuple[str, ...] = ()) -> None:

@@ -10,9 +10,13 @@ def _seed_and_determinism():
     yield
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield torch.float64
-    torch.set_default_dtype(old)
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Test networks are small: one intra-op thread is faster than two and does not oversubscribe a busy
+    2-core machine; the previous setting is restored after each test."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

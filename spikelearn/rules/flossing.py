@@ -48,10 +48,12 @@ def flossing_gradients(model: nn.Module, x: Tensor, config: FlossingConfig = Flo
 class FlossingSchedule:
     """When to floss (Engelken's example: ``pre_steps = 50``, ``every = 10``, ``steps = 50``, ``max_times = 2``).
 
-    Semantics (for the trainer): before iteration 1 run ``pre_steps`` flossing steps; after iteration ``it``
-    run :meth:`steps_after` ``(it)`` steps (``steps`` when ``every > 0``, ``it % every == 0`` and
-    ``it // every ≤ max_times``; ``max_times = 0`` means no limit). Each flossing step draws a fresh input batch
-    of ``batch_size`` task trials.
+    Semantics (for the trainer): before iteration 1 run ``pre_steps`` flossing steps with gradient mode
+    ``pre_mode`` (default ``config.mode``; ``"autodiff"`` = developmental pre-flossing for local rules); after
+    iteration ``it`` run :meth:`steps_after` ``(it)`` steps with ``config.mode`` (``steps`` when ``every > 0``,
+    ``it % every == 0`` and ``it // every ≤ max_times``; ``max_times = 0`` means no limit). Each flossing step draws
+    a fresh input batch of ``batch_size`` task trials. :meth:`Flosser.pre_floss` and :meth:`Flosser.after_iteration`
+    implement exactly this.
     """
 
     pre_steps: int = 0
@@ -60,7 +62,8 @@ class FlossingSchedule:
     max_times: int = 2
     batch_size: int = 1
     lr: float = 1e-3
-    config: FlossingConfig = field(default_factory=FlossingConfig)
+    config: Any = field(default_factory=FlossingConfig)
+    pre_mode: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("pre_steps", "every", "steps", "max_times", "batch_size"):
@@ -71,6 +74,10 @@ class FlossingSchedule:
             raise ValueError("FlossingSchedule.batch_size must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"FlossingSchedule.lr must be > 0, got {self.lr}")
+        if isinstance(self.config, dict):
+            object.__setattr__(self, "config", FlossingConfig(**self.config))
+        if self.pre_mode not in (None, "autodiff", "local"):
+            raise ValueError(f"FlossingSchedule.pre_mode must be None, 'autodiff' or 'local', got {self.pre_mode!r}")
 
     def steps_after(self, iteration: int) -> int:
         """Flossing steps to run after training iteration ``iteration`` (1-based)."""
@@ -103,9 +110,10 @@ class Flosser:
         self.generator = torch.Generator().manual_seed(int(seed))
         self.n_steps = 0
 
-    def step(self, x: Tensor) -> dict[str, float]:
-        """One flossing step on input ``x (T, B, n_in)``."""
-        loss, grads, lam = flossing_grads(self.model, x, None, self.schedule.config)
+    def step(self, x: Tensor, mode: str | None = None) -> dict[str, float]:
+        """One flossing step on input ``x (T, B, n_in)`` (gradient ``mode``, default ``config.mode``)."""
+        cfg = self.schedule.config if mode is None else self.schedule.config._replace(mode=mode)
+        loss, grads, lam = flossing_grads(self.model, x, None, cfg)
         params = dict(self.model.named_parameters())
         self.optimizer.zero_grad(set_to_none=True)
         for n in self.names:
@@ -115,14 +123,24 @@ class Flosser:
         self.n_steps += 1
         return {"floss_step": self.n_steps, "floss_loss": float(loss), "floss_lambda_max": float(lam.max(1)[0].mean())}
 
-    def run(self, n_steps: int, sample_x: Callable[[int, torch.Generator], Tensor]) -> list[dict[str, float]]:
+    def run(self, n_steps: int, sample_x: Callable[[int, torch.Generator], Tensor], mode: str | None = None
+            ) -> list[dict[str, float]]:
         """``n_steps`` flossing steps, each on a fresh input batch (see class docstring)."""
         p = next(self.model.parameters())
         rows = []
         for _ in range(int(n_steps)):
             x = sample_x(self.schedule.batch_size, self.generator).to(dtype=p.dtype, device=p.device)
-            rows.append(self.step(x))
+            rows.append(self.step(x, mode))
         return rows
+
+    def pre_floss(self, sample_x: Callable[[int, torch.Generator], Tensor]) -> list[dict[str, float]]:
+        """Pre-flossing: ``schedule.pre_steps`` steps with ``schedule.pre_mode``; call before iteration 1."""
+        return self.run(self.schedule.pre_steps, sample_x, self.schedule.pre_mode)
+
+    def after_iteration(self, iteration: int, sample_x: Callable[[int, torch.Generator], Tensor]
+                        ) -> list[dict[str, float]]:
+        """Inter-flossing: ``schedule.steps_after(iteration)`` steps (often none); call after each iteration."""
+        return self.run(self.schedule.steps_after(iteration), sample_x)
 
     def state_dict(self) -> dict[str, Any]:
         """A snapshot (deep copy: later steps do not change it)."""
@@ -143,16 +161,41 @@ class Flossed:
     model's initial state), with ``config`` (mode ``"autodiff"`` or ``"local"``). Reads: what ``base`` reads, plus
     the tangent dynamics of the run. Updates: what ``base`` updates, plus the dynamics parameters (``"autodiff"``:
     ``W_rec``, ``W_in``, biases; ``"local"``: ``W_rec``). The returned loss is the base rule's task loss.
+
+    Attributes:
+        base: a rule object, or the name of a registered rule (built once with ``base_options``), so that
+            configuration files can write ``rule = "flossed"``, ``base = "rflo"``.
+        config: :class:`FlossingConfig` or a dict of its fields. weight: factor on the flossing gradient.
+        n_trajectories: trials of the batch used for the flossing gradient.
+
+    Only the whole-trial form ``gradients`` is offered (``online = False``), whatever ``base`` is.
     """
 
-    base: Any
-    config: FlossingConfig = field(default_factory=FlossingConfig)
+    base: Any = "bptt"
+    config: Any = field(default_factory=FlossingConfig)
     weight: float = 1.0
     n_trajectories: int = 1
+    base_options: dict = field(default_factory=dict)
+
+    online = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base, str):
+            from spikelearn.rules import make_rule  # registry lives in the package __init__
+
+            object.__setattr__(self, "base", make_rule(self.base, **self.base_options))
+        elif self.base_options:
+            raise ValueError("Flossed: base_options only apply when base is a rule name")
+        if isinstance(self.config, dict):
+            object.__setattr__(self, "config", FlossingConfig(**self.config))
+        if not isinstance(self.config, FlossingConfig):
+            raise TypeError(f"Flossed: config must be a FlossingConfig or a dict, got {type(self.config).__name__}")
+        if int(self.n_trajectories) < 1:
+            raise ValueError(f"Flossed: n_trajectories must be >= 1, got {self.n_trajectories}")
 
     @property
-    def online(self) -> bool:
-        return bool(getattr(self.base, "online", False))
+    def model_types(self) -> tuple[str, ...]:
+        return tuple(getattr(self.base, "model_types", ("rate", "spiking")))
 
     def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:

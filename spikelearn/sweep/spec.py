@@ -54,16 +54,10 @@ import inspect
 import itertools
 import json
 import pathlib
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from spikelearn.config import RunConfig, ConfigError, check_options, config_from_dict
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from spikelearn.config import ConfigError, RunConfig, check_options, config_from_dict, read_toml
 
 __all__ = ["MeasurementSpec", "SweepSpec", "RunSpec", "load_sweep", "sweep_from_dict", "expand", "run_id",
            "check_run_config", "resolve_measurements", "SECTIONS"]
@@ -126,12 +120,7 @@ class RunSpec:
 def load_sweep(path: str | pathlib.Path) -> SweepSpec:
     """Read a sweep TOML file (see module docstring); the sweep's name defaults to the file's stem."""
     p = pathlib.Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file {str(p)!r} not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    data = read_toml(p, "sweep file")
     data.setdefault("sweep", {})
     if isinstance(data["sweep"], dict):
         data["sweep"].setdefault("name", p.stem)

@@ -194,6 +194,21 @@ def test_flossed_adds_weighted_flossing_gradient(mode):
     assert not Flossed(BPTT()).online
 
 
+def test_flossed_from_names_and_dicts():
+    """Configuration-file form: base rule by registered name, flossing config as a dict."""
+    f = Flossed("tbptt", {"k": 2, "mode": "local"}, weight=0.5, base_options={"k": 5})
+    assert f.base.k == 5 and f.config == FlossingConfig(k=2, mode="local")
+    model = _rate(n=8)
+    x = _x(20, 2)
+    y = torch.randn(20, 2, 2, dtype=F64)
+    loss, grads = f.gradients(model, x, y, torch.ones(20, 2, dtype=F64), _mse)
+    assert torch.isfinite(loss) and set(grads) <= {n for n, _ in model.named_parameters()}
+    with pytest.raises(ValueError):
+        Flossed(BPTT(), base_options={"k": 1})
+    with pytest.raises(TypeError):
+        Flossed(BPTT(), config=3)
+
+
 def test_flossed_spiking_model_gives_finite_dynamics_grads():
     model = SpikingRNN(gaussian(10, 1.5, seed=0), 2, 2, n_adaptive=5, tau_adapt_ms=50.0, v_th=0.3, dtype=F64)
     x = 0.5 * torch.rand(40, 2, 2, dtype=F64)
@@ -212,6 +227,28 @@ def test_schedule_semantics():
     assert FlossingSchedule().steps_after(10) == 0
     with pytest.raises(ValueError):
         FlossingSchedule(every=-1)
+    with pytest.raises(ValueError):
+        FlossingSchedule(pre_mode="bptt")
+    assert FlossingSchedule(config={"k": 3}).config.k == 3
+
+
+def test_flosser_pre_and_inter_flossing_modes():
+    """pre_floss runs pre_steps with pre_mode (autodiff touches W_in), after_iteration follows steps_after with
+    config.mode (local touches W_rec only)."""
+    model = _rate(n=8)
+    sched = FlossingSchedule(pre_steps=2, every=5, steps=3, max_times=1, config=FlossingConfig(k=2, mode="local"),
+                             pre_mode="autodiff", lr=1e-2)
+    fl = Flosser(model, sched)
+
+    def sample_x(b, g):
+        return torch.randn(20, b, 2, generator=g, dtype=F64)
+
+    w_in = model.theta_in.detach().clone()
+    assert len(fl.pre_floss(sample_x)) == 2 and not torch.equal(w_in, model.theta_in)
+    w_in = model.theta_in.detach().clone()
+    w_rec = model.theta_rec.detach().clone()
+    assert [len(fl.after_iteration(i, sample_x)) for i in (1, 5, 10)] == [0, 3, 0]
+    assert torch.equal(w_in, model.theta_in) and not torch.equal(w_rec, model.theta_rec)
 
 
 def test_flosser_resumes_identically():

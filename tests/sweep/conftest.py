@@ -29,14 +29,3 @@ def tiny_sweep(**sweep) -> dict:
 def tiny():
     """The :func:`tiny_sweep` builder."""
     return tiny_sweep
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest on one thread (and do not fight over a busy 2-core machine); restored after."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)

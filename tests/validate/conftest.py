@@ -27,14 +27,3 @@ def assert_same_as_brian2(model, x, *, atol: float = 1e-9, rtol: float = 0.0, **
 @pytest.fixture
 def same_as_brian2():
     return assert_same_as_brian2
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small float64 networks: one intra-op thread is much faster than two on a loaded 2-core machine."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
