@@ -113,8 +113,8 @@ def main() -> None:
             "test_acc_noisy"]
     print(res.groupby("rule", sort=False)[cols].agg(["mean", "std"]).round(4).T.to_string())
     plot_curvature_trajectories(hist.rename(columns={"hess.lambda_max": "lambda_max"}),
-                                HERE / f"lambda_max_{args.config}.png", x="progress",
-                                title="top Hessian eigenvalue (W_rec) during training; 2/lr = %g" % (2 / cfg.lr))
+                                HERE / f"lambda_max_{args.config}.png", x="progress", hline=2 / cfg.lr,
+                                hline_label="2/lr", title="top Hessian eigenvalue (W_rec)")
     plot_scatter(res, HERE / f"noisy_acc_vs_sharpness_{args.config}.png", x="lambda_max", y="test_acc_noisy",
                  title="noisy test accuracy vs final λ_max")
     plot_spectral_density(dens, HERE / f"density_{args.config}.png", title=f"Hessian density (seed {cfg.seeds[0]})")

@@ -70,13 +70,15 @@ def plot(df: pd.DataFrame, models: dict, config: str, path: pathlib.Path) -> Non
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 3.8))
     for v, d in df.groupby("rule", sort=False):
         a0.plot(d["iteration"], d["loss"], label=v, lw=1)
-    a0.set(xlabel="iteration", ylabel="loss ½Σ_t (y − y*)²", yscale="log", title="training loss")
+    first = float(df["loss"].iloc[0])
+    a0.set(xlabel="iteration", ylabel="loss ½Σ_t (y − y*)²", yscale="log", title="training loss",
+           ylim=(0.5 * float(df["loss"].min()), 10 * first))
     a0.legend()
     a1.plot(y[:, 0, 0].numpy(), "k--", label="target")
     for v, m in models.items():
         with torch.no_grad():
             a1.plot(m(x.to(m.dtype)).y[:, 0, 0].numpy(), lw=1, label=v)
-    a1.set(xlabel="time (ms)", ylabel="output", title="after training")
+    a1.set(xlabel="time (ms)", ylabel="output", title="after training", ylim=(-2.0, 2.0))
     a1.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -10,6 +10,7 @@ autodiff; local rules: the local flossing rule of §7.3). Writes ``results_<tag>
 Usage::
 
     python experiments/gain_lyapunov/run.py [--tag quick|full] [--seeds 0 1] [--iterations N] [--rules bptt rflo]
+        [--gains 0.5 1] [--name STEM] [--merge results_other.csv ...]
 """
 
 from __future__ import annotations
@@ -94,7 +95,10 @@ def main() -> None:
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--rules", nargs="*")
     ap.add_argument("--gains", type=float, nargs="*")
+    ap.add_argument("--name", help="output file stem (default: the tag)")
+    ap.add_argument("--merge", nargs="*", default=[], help="earlier results_*.csv to merge into the summary")
     args = ap.parse_args()
+    name = args.name or args.tag
     cfg = QUICK if args.tag == "quick" else FULL
     over = {k: tuple(v) if isinstance(v, list) else v for k, v in
             dict(seeds=args.seeds, iterations=args.iterations, rules=args.rules, gains=args.gains).items() if v}
@@ -112,14 +116,15 @@ def main() -> None:
                     rows.append(r)
                     print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()),
                           flush=True)
-                    pd.DataFrame(rows).to_csv(HERE / f"results_{args.tag}.csv", index=False)
-    df = pd.DataFrame(rows)
-    cols = ["accuracy", "lambda_before", "lambda_after", "dW_rel"]
-    summ = df.groupby(["flossing", "rule", "g"])[cols].agg(["mean", "std"]).round(3)
-    summ.to_csv(HERE / f"summary_{args.tag}.csv")
+                    pd.DataFrame(rows).to_csv(HERE / f"results_{name}.csv", index=False)
+    df = pd.concat([pd.DataFrame(rows)] + [pd.read_csv(HERE / m) for m in args.merge], ignore_index=True)
+    cols = ["accuracy", "best_accuracy", "lambda_before", "lambda_after", "dW_rel"]
+    summ = df.groupby(["flossing", "rule", "g"])[cols].agg(["mean", "std"]).round(4)
+    summ["n_seeds"] = df.groupby(["flossing", "rule", "g"]).size()
+    summ.to_csv(HERE / f"summary_{name}.csv")
     print(summ.to_string())
     df["condition"] = df["rule"] + df["flossing"].map({False: "", True: " + flossing"})
-    plot_gain_sweep(df, HERE / f"gain_{args.tag}.png", ys=("accuracy", "lambda_before", "lambda_after", "dW_rel"),
+    plot_gain_sweep(df, HERE / f"gain_{name}.png", ys=("accuracy", "lambda_before", "lambda_after", "dW_rel"),
                     hue="condition")
 
 

@@ -21,7 +21,7 @@ class RankConfig:
     momentum: float = 0.9
     batch_size: int = 32
     grad_clip: float = 1.0                # 0 = none (paper); RFLO diverges at lr 1e-2 without it
-    seeds: tuple = (0, 1)
+    seeds: tuple = (0, 1, 2)
     probe_trials: int = 320               # representation probe (10 batches of 32)
     kernel_trials: int = 32               # tangent kernel: 8 steps x 32 trials x 3 outputs = 768 x 768
     threads: int = 1

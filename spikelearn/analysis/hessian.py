@@ -150,7 +150,7 @@ class HessianOperator:
         return torch.stack([self(e) for e in eye], dim=1)
 
     def asymmetry(self, n_probes: int = 3, generator: torch.Generator | None = None) -> float:
-        """Max over random pairs of ``|uᵀHv − vᵀHu| / (||Hu|| ||v|| + ||Hv|| ||u||)·2`` (0 for a true Hessian)."""
+        """Max over random pairs of ``2|uᵀHv − vᵀHu| / (||Hu|| ||v|| + ||Hv|| ||u||)`` (0 if symmetric)."""
         worst = 0.0
         for _ in range(n_probes):
             u, v = (torch.randn(self.n, generator=generator, dtype=self.dtype).to(self.device) for _ in range(2))

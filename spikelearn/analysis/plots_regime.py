@@ -69,9 +69,10 @@ def plot_regime_vs_rank(df: pd.DataFrame, path: str | Path, *, x: str = "eff_ran
 
 def plot_curvature_trajectories(df: pd.DataFrame, path: str | Path, *, x: str = "iteration",
                                 y: str = "lambda_max", hue: str = "rule", unit: str | None = "seed",
-                                logy: bool = True, title: str | None = None) -> Path:
+                                logy: bool = True, hline: float | None = None, hline_label: str = "",
+                                title: str | None = None) -> Path:
     """``y`` (e.g. the top Hessian eigenvalue) against training iteration: thin lines per ``unit`` (seed), a thick
-    line for the mean of each ``hue`` (rule)."""
+    line for the mean of each ``hue`` (rule); optional dashed reference line ``hline`` (e.g. ``2/lr``)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     d = df.dropna(subset=[y])
@@ -81,6 +82,8 @@ def plot_curvature_trajectories(df: pd.DataFrame, path: str | Path, *, x: str = 
                 ax.plot(s[x], s[y], color=f"C{i}", alpha=0.3, lw=0.8)
         mean = sub.groupby(x)[y].mean()
         ax.plot(mean.index, mean.values, color=f"C{i}", lw=2, label=str(h))
+    if hline is not None:
+        ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label or None)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(x)

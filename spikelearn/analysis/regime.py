@@ -14,7 +14,7 @@ measures compare a model at initialisation (θ_0) with the trained model (θ_T) 
   batched vector-Jacobian products (``torch.func.vmap`` over trials of ``jacrev``, or autograd with
   ``is_grads_batched``), never one backward pass per kernel entry;
 * sign similarity of activities (fraction of entries whose sign is unchanged) (:func:`sign_similarity`);
-* effective rank of weights (participation ratio ``(Σσ²)²/Σσ⁴`` and Roy–Vetterli, :func:`weight_effective_rank`)
+* effective rank of weights (participation ratio ``(Σσ²)²/Σσ⁴``, Roy–Vetterli; :func:`weight_effective_rank`)
   and of activity (the same on the centred activity matrix, :func:`activity_effective_rank`);
 * gradient alignment between rules: cosine of each rule's update with BPTT's on the same batch
   (:func:`gradient_alignment`).

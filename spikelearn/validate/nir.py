@@ -21,10 +21,32 @@ graph with NIR's own semantics instead (exact leak, pulses, reset to ``v_reset``
 up to the first spike and differ afterwards — the documented mismatch. ALIF (adaptive threshold) has no NIR
 primitive and is refused; so are gap junctions.
 
-snnTorch: ``snntorch`` 1.0 does not export ``import_from_nir`` at top level; ``snntorch.import_nir.import_from_nir``
-needs ``nirtorch``. Its LIF import further assumes ``dt = 1e-4`` s, forward-Euler ``β = 1 − dt/τ``, reset to zero,
-one ``v_threshold`` for all neurons and ``r = τ/dt`` in recurrent subgraphs (which it recognises only as a direct
-``LIF → Linear → LIF`` loop: use ``to_nir(..., explicit_delay=False)``), so its spikes are not spikelearn's.
+snnTorch (``snntorch`` 1.0, ``nirtorch`` 2.x; tested in ``tests/validate/test_nir.py``): there is no top-level
+``import_from_nir``; ``snntorch.import_nir.import_from_nir`` maps Linear/Affine, LIF/CubaLIF/IF (and Conv, pooling)
+but not LI or Delay, so the default graph is refused ("Unknown node type ... LI"). It converts a LIF with a fixed
+``dt = 1e-4`` s by forward Euler (``β = 1 − dt/τ``, input gain ``r·dt/τ`` which must be 1 or is folded into the
+threshold), takes one ``v_threshold`` for all neurons, and hard-codes ``reset_mechanism="zero"``,
+``reset_delay=False`` (v ← 0 in the step of the spike: NIR's reset). A direct ``lif ↔ w_rec`` 2-cycle is rewritten
+into an RNN subgraph with an edge ``subgraph.input → w_rec``; its ``RLeaky`` mapping is never used (the node map
+has no ``NIRGraph`` entry), so nirtorch runs the subgraph literally and the input passes through ``W_rec`` too:
+wrong from the first spike. ``to_nir(model, for_snntorch=True)`` therefore writes: ``τ' = dt/(1−α)`` (so ``β = α``),
+``r = τ'/dt``, ``c_in`` folded into ``W_in``/``W_rec`` rows, the loop ``lif → w_rec → w_rec_hop (identity) → lif``
+(nirtorch then feeds back the previous step's spikes: spikelearn's one-step delay), ``w_out`` as an Affine with
+``b_out`` (per-step ``W_out z^t + b``, no κ filter) and no LI. Its τ are re-timed (one step = 0.1 ms): it is a
+graph for snnTorch, not for continuous-time toolchains, and :func:`from_nir` / :func:`simulate_nir` refuse it.
+Measured (N = 60, p = 0.2, τ_m ∈ [20, 30] ms, 2 × 300 steps, 5 % input spikes, snnTorch's float32 network vs
+spikelearn in float64):
+
+* **as imported**: every spike equals :func:`simulate_nir` of the default graph (NIR semantics, 36000/36000) and
+  spikelearn's up to each trial's first spike (step 2); the rasters part 1–5 steps later (reset convention):
+  spike Jaccard 0.22 / 0.28, rates 43 vs 80 Hz (scaling A) and 31 vs 42 Hz (B).
+* **switched to spikelearn's reset** — on the imported ``snn.Leaky``: ``reset_mechanism = "subtract"``,
+  ``state_function = _base_sub``, ``reset_delay = True`` (snnTorch's own defaults): with ``n_ref = 0`` and one
+  ``v_th`` every spike is reproduced (A: 80 Hz, B: 42 Hz; 0 of 36000 differ) and the readout matches
+  ``W_out z + b`` to 1e-7. Exact in semantics; numerically the float32 ``β``/weights (≈ 3e-8 relative) could flip
+  a spike only when ``v`` lands within ~1e-7 of ``v_th``, which did not happen here.
+* **refractoriness** (``n_ref > 0``) has no snnTorch Leaky counterpart: with ``n_ref = 3`` and the switched reset
+  the rasters agree up to the first spike and part 1–2 steps after (Jaccard 0.17; 56 vs 80 Hz).
 """
 
 from __future__ import annotations
@@ -36,7 +58,7 @@ import torch
 
 from spikelearn.validate.brian2 import UnsupportedFeatureError, export_spec
 
-__all__ = ["to_nir", "from_nir", "simulate_nir"]
+__all__ = ["to_nir", "from_nir", "simulate_nir", "SNNTORCH_DT_S"]
 
 
 def _import_nir():
@@ -47,29 +69,78 @@ def _import_nir():
     return nir
 
 
-def to_nir(model: Any, *, explicit_delay: bool = True) -> Any:
+SNNTORCH_DT_S = 1e-4
+"""The time step snnTorch 1.0's NIR importer assumes for every LIF (``β = 1 − dt/τ``), in seconds."""
+
+
+def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool = False) -> Any:
     """Export a LIF :class:`~spikelearn.models.SpikingRNN` (trained or not) as a ``nir.NIRGraph``.
 
     Args:
         model: LIF network (β = 0 everywhere; refractoriness and the subtractive reset are stored in the graph's
             metadata, see the module docstring). No gap junctions.
         explicit_delay: put the one-step recurrent delay in a ``nir.Delay`` node (default); ``False`` writes the
-            direct ``lif → w_rec → lif`` loop that discrete-time importers (snnTorch) expect.
+            direct ``lif → w_rec → lif`` loop. Not allowed with ``for_snntorch`` (which has its own loop).
+        for_snntorch: write the graph in the dialect ``snntorch.import_nir.import_from_nir`` (snnTorch 1.0 with
+            nirtorch 2.x) imports correctly, see the module docstring: time re-scaled so one step is snnTorch's
+            fixed ``dt = 1e-4`` s with ``τ' = dt/(1−α)`` (its Euler ``β = 1 − dt/τ'`` is then spikelearn's
+            ``α``), ``r = τ'/dt``, ``c_in`` folded into the rows of ``W_in`` and ``W_rec``, the loop
+            ``lif → w_rec → w_rec_hop (identity Linear) → lif``, and no LI readout (``w_out`` is an Affine with
+            ``b_out``: the per-step, unfiltered ``W_out z^t + b``). Its τ are not the model's: a graph for snnTorch,
+            not for continuous-time toolchains; :func:`from_nir` and :func:`simulate_nir` refuse it.
 
     Raises:
-        UnsupportedFeatureError: ALIF neurons (adaptive threshold), gap junctions, or a model Brian2 export refuses.
+        UnsupportedFeatureError: ALIF neurons (adaptive threshold), gap junctions, a model Brian2 export refuses, or
+            (``for_snntorch``) thresholds that differ between neurons (snnTorch's importer takes one ``v_threshold``).
     """
     nir = _import_nir()
+    if for_snntorch and explicit_delay:
+        raise ValueError("for_snntorch=True writes its own recurrent loop (snnTorch cannot import nir.Delay); "
+                         "leave explicit_delay unset")
+    explicit_delay = (not for_snntorch) if explicit_delay is None else explicit_delay
     spec = export_spec(model)
     if (spec.beta != 0).any():
         raise UnsupportedFeatureError(f"adaptive threshold (ALIF, {int((spec.beta != 0).sum())} neurons with "
                                       "beta != 0): NIR has no adaptive LIF primitive")
     if spec.gap is not None:
         raise UnsupportedFeatureError("gap junctions: not exported to NIR")
+    if for_snntorch and np.unique(spec.v_th).size != 1:
+        raise UnsupportedFeatureError("per-neuron thresholds: snnTorch's NIR importer takes one v_threshold for "
+                                      "the whole LIF population")
     dt_s = spec.dt_ms * 1e-3
     N, n_in, n_out = spec.n, spec.n_in, spec.n_out
     tau = spec.tau_mem_ms * 1e-3
     tau_o = model.tau_out_ms * 1e-3
+    meta = {
+        "format": "spikelearn.nir/1",
+        "dt": dt_s,
+        "scaling": model.scaling,
+        "reset": "subtract v_threshold one step after the spike, after the leak",
+        "refractory": model.refractory,
+        "n_ref": _np_nref(model),
+        "mask_rec": spec.mask_rec.astype(np.int8),
+        "mask_in": spec.mask_in.astype(np.int8),
+        "recurrent_delay_steps": 1,
+    }
+    if for_snntorch:
+        tau_s = SNNTORCH_DT_S / (1.0 - spec.alpha)  # snnTorch: beta = 1 - dt/tau' = alpha
+        c = spec.c_in[:, None]
+        nodes = {
+            "input": nir.Input(input_type={"input": np.array([n_in])}),
+            "w_in": nir.Linear(weight=c * spec.W_in),
+            "lif": nir.LIF(tau=tau_s, r=tau_s / SNNTORCH_DT_S, v_leak=np.zeros(N), v_threshold=spec.v_th.copy(),
+                           v_reset=np.zeros(N)),
+            "w_rec": nir.Linear(weight=c * spec.W_rec),
+            "w_rec_hop": nir.Linear(weight=np.eye(N)),
+            "w_out": nir.Affine(weight=spec.W_out.copy(), bias=spec.b_out.copy()),
+            "output": nir.Output(output_type={"output": np.array([n_out])}),
+        }
+        edges = [("input", "w_in"), ("w_in", "lif"), ("lif", "w_rec"), ("w_rec", "w_rec_hop"), ("w_rec_hop", "lif"),
+                 ("lif", "w_out"), ("w_out", "output")]
+        meta.update({"layout": "snntorch", "time_step_s": SNNTORCH_DT_S, "tau_mem_s": tau.copy(),
+                     "c_in_folded_into_weights": True,
+                     "readout": f"unfiltered W_out z + b per step (model: tau_out = {tau_o} s, kappa = {spec.kappa})"})
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"spikelearn": meta})
     nodes = {
         "input": nir.Input(input_type={"input": np.array([n_in])}),
         "w_in": nir.Linear(weight=spec.W_in.copy()),
@@ -89,17 +160,6 @@ def to_nir(model: Any, *, explicit_delay: bool = True) -> Any:
         edges += [("w_rec", "delay"), ("delay", "lif")]
     else:
         edges += [("w_rec", "lif")]
-    meta = {
-        "format": "spikelearn.nir/1",
-        "dt": dt_s,
-        "scaling": model.scaling,
-        "reset": "subtract v_threshold one step after the spike, after the leak",
-        "refractory": model.refractory,
-        "n_ref": _np_nref(model),
-        "mask_rec": spec.mask_rec.astype(np.int8),
-        "mask_in": spec.mask_in.astype(np.int8),
-        "recurrent_delay_steps": 1,
-    }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"spikelearn": meta})
 
 
@@ -110,6 +170,10 @@ def _np_nref(model: Any) -> np.ndarray:
 def _parse(graph: Any) -> dict[str, Any]:
     """Find the nodes of the :func:`to_nir` layout by type and edges."""
     nir = _import_nir()
+    meta = graph.metadata.get("spikelearn", {}) if isinstance(graph.metadata, dict) else {}
+    if meta.get("layout") == "snntorch":
+        raise UnsupportedFeatureError("graph written with to_nir(..., for_snntorch=True): its time constants are "
+                                      "re-scaled to snnTorch's dt = 1e-4 s; use the default layout here")
     nodes, edges = graph.nodes, list(graph.edges)
     succ: dict[str, list[str]] = {}
     for a, b in edges:

@@ -1,6 +1,5 @@
 """Hessian analysis (ALGORITHMS.md §9.4, T9.1–T9.3): HVPs, Lanczos, power iteration, Hutchinson, SLQ (float64)."""
 
-import dataclasses
 import math
 
 import numpy as np

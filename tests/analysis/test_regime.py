@@ -319,7 +319,7 @@ def test_plots_write_pngs(tmp_path):
                          "rule": ["bptt", "bptt", "rflo", "rflo"], "seed": [0, 0, 0, 0]})
     dens = pd.DataFrame({"eigenvalue": np.linspace(-1, 5, 50), "density": np.exp(-np.linspace(-1, 5, 50) ** 2)})
     paths = [plot_regime_vs_rank(df, tmp_path / "a.png", title="t"),
-             plot_curvature_trajectories(hist, tmp_path / "b.png"),
+             plot_curvature_trajectories(hist, tmp_path / "b.png", hline=2.5, hline_label="2/lr"),
              plot_spectral_density({"bptt": dens}, tmp_path / "c.png"),
              plot_scatter(hist.dropna(), tmp_path / "d" / "e.png", x="iteration", y="lambda_max")]
     for p in paths:

@@ -1,4 +1,5 @@
-"""NIR export (optional extra ``[nir]``): round trip, NIR-semantics mismatch, unsupported features, snnTorch."""
+"""NIR export (optional extra ``[nir]``): round trip, NIR-semantics mismatch, unsupported features, snnTorch import
+(``to_nir(..., for_snntorch=True)`` through ``snntorch.import_nir``: what matches spikelearn and what does not)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from spikelearn.circuit import erdos_renyi
 from spikelearn.models import SpikingRNN
 from spikelearn.validate import UnsupportedFeatureError, from_nir, simulate_nir, to_nir
+from spikelearn.validate.nir import SNNTORCH_DT_S
 
 nir = pytest.importorskip("nir")
 
@@ -79,11 +81,130 @@ def test_unsupported_features_are_named():
         to_nir(RateRNN(erdos_renyi(10, 0.3, seed=0), 2, 1))
 
 
-def test_snntorch_importer():
-    """snnTorch 1.0 has no top-level ``import_from_nir``; ``snntorch.import_nir`` needs ``nirtorch``."""
+# ------------------------------------------------------------------------------------------------- snnTorch
+def _snntorch():
     import snntorch
 
-    assert not hasattr(snntorch, "import_from_nir")
+    assert not hasattr(snntorch, "import_from_nir")  # snnTorch 1.0: only snntorch.import_nir.import_from_nir
     mod = pytest.importorskip("snntorch.import_nir", reason="snntorch.import_nir needs nirtorch (not installed)")
-    net = mod.import_from_nir(to_nir(_model(scaling="A", n_ref=0), explicit_delay=False))
-    assert isinstance(net, torch.nn.Module)
+    return snntorch, mod.import_from_nir
+
+
+def _run_snntorch(graph, x, *, spikelearn_reset=False):
+    """Import ``graph`` with snnTorch's importer and step it over ``x``; returns ``(z, y)`` as float64 numpy.
+
+    ``spikelearn_reset``: switch the imported ``snn.Leaky`` from the importer's reset (to zero, at the spike) to
+    snnTorch's own default, reset by subtraction one step later (``reset_delay=True``) = spikelearn's reset.
+    """
+    snntorch, import_from_nir = _snntorch()
+    net = import_from_nir(graph)
+    (lif,) = [m for m in net.modules() if isinstance(m, snntorch.Leaky)]
+    assert lif.reset_mechanism == "zero" and lif.reset_delay is False  # what the importer hard-codes
+    if spikelearn_reset:
+        lif.reset_mechanism = "subtract"
+        lif.state_function = lif._base_sub
+        lif.reset_delay = True
+    zs: list[torch.Tensor] = []
+    hook = lif.register_forward_hook(lambda mod, inp, out: zs.append(out.detach().clone()))
+    ys, state = [], None
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            y, state = net(x[t].float(), state)  # nirtorch GraphModule: the recurrent spikes live in `state`
+            ys.append(y)
+    hook.remove()
+    return torch.stack(zs).double().numpy(), torch.stack(ys).double().numpy()
+
+
+def _first_spike(z):
+    return [int(np.argmax(z[:, b].any(1))) for b in range(z.shape[1])]
+
+
+def _jaccard(a, b):
+    return ((a == 1) & (b == 1)).sum() / ((a == 1) | (b == 1)).sum()
+
+
+def test_snntorch_importer_rejects_default_layout_and_needs_the_hop():
+    """The default graph has an LI readout (no snnTorch mapping); a direct ``lif <-> w_rec`` 2-cycle is rewritten by
+    the importer into an RNN subgraph that (under nirtorch 2.x) sends the *input* through ``W_rec`` too."""
+    _, import_from_nir = _snntorch()
+    model = _model(scaling="A", n_ref=0)
+    with pytest.raises(ValueError, match="LI"):
+        import_from_nir(to_nir(model, explicit_delay=False))
+    g = to_nir(model, for_snntorch=True)
+    nodes = {k: v for k, v in g.nodes.items() if k != "w_rec_hop"}
+    edges = [e for e in g.edges if "w_rec_hop" not in e] + [("w_rec", "lif")]
+    x = _x()
+    with torch.no_grad():
+        z = model(x, record=True).record.z.numpy()
+    z2, _ = _run_snntorch(nir.NIRGraph(nodes=nodes, edges=edges), x, spikelearn_reset=True)
+    t0 = min(_first_spike(z))
+    assert not np.array_equal(z[: t0 + 1], z2[: t0 + 1])  # wrong from the first spike on: hence w_rec_hop
+
+
+@pytest.mark.parametrize("scaling", ["A", "B"])
+def test_snntorch_import_follows_nir_semantics_and_spikelearn_until_the_first_reset(scaling):
+    """As imported (reset to zero at the spike, no refractoriness) snnTorch runs NIR's semantics exactly: every spike
+    of :func:`simulate_nir` on the default graph; spikelearn's spikes up to the first spike, then a documented
+    mismatch (the reset convention)."""
+    model = _model(scaling=scaling, n_ref=0)
+    x = _x()
+    with torch.no_grad():
+        z = model(x, record=True).record.z.numpy()
+    assert 20.0 <= z.mean() * 1000.0 <= 100.0  # a firing network
+    zs, _ = _run_snntorch(to_nir(model, for_snntorch=True), x)
+    assert np.array_equal(zs, simulate_nir(to_nir(model), x)["z"])
+    first = _first_spike(z)
+    for b, t0 in enumerate(first):
+        assert np.array_equal(z[: t0 + 1, b], zs[: t0 + 1, b])
+    diverge = [int(np.argmax((z[:, b] != zs[:, b]).any(1))) for b in range(z.shape[1])]
+    assert all(t0 < d <= t0 + 6 for t0, d in zip(first, diverge)), (first, diverge)
+    assert _jaccard(z, zs) < 0.4  # measured: 0.22 (A), 0.28 (B); rates 43 vs 80 Hz (A), 31 vs 42 Hz (B)
+
+
+@pytest.mark.parametrize("scaling", ["A", "B"])
+def test_snntorch_with_spikelearn_reset_reproduces_every_spike(scaling):
+    """n_ref = 0, one v_th, ``for_snntorch=True``, and the imported Leaky switched to reset by subtraction with
+    ``reset_delay=True``: snnTorch's float32 network reproduces every spike of the float64 spikelearn model."""
+    model = _model(scaling=scaling, n_ref=0)
+    x = _x()
+    with torch.no_grad():
+        z = model(x, record=True).record.z
+        W = model.effective_weights()
+        y_ref = (z @ W.W_out.T + (model.b_out if model.b_out is not None else 0.0)).numpy()
+    zs, ys = _run_snntorch(to_nir(model, for_snntorch=True), x, spikelearn_reset=True)
+    assert z.sum() > 500
+    assert np.array_equal(zs, z.numpy())
+    np.testing.assert_allclose(ys, y_ref, atol=1e-5)  # the unfiltered per-step readout W_out z + b (float32)
+
+
+def test_snntorch_has_no_refractoriness():
+    """n_ref > 0 has no snnTorch Leaky counterpart: equal until the first spike, then the rasters part."""
+    model = _model(scaling="A", n_ref=3)
+    x = _x()
+    with torch.no_grad():
+        z = model(x, record=True).record.z.numpy()
+    zs, _ = _run_snntorch(to_nir(model, for_snntorch=True), x, spikelearn_reset=True)
+    for b, t0 in enumerate(_first_spike(z)):
+        assert np.array_equal(z[: t0 + 1, b], zs[: t0 + 1, b])
+    assert _jaccard(z, zs) < 0.4  # measured 0.17; rates 56 (spikelearn) vs 80 Hz (snnTorch)
+
+
+def test_for_snntorch_layout():
+    model = _model(scaling="B", n_ref=0)
+    g = to_nir(model, for_snntorch=True)
+    c = model.constants()
+    lif = g.nodes["lif"]
+    np.testing.assert_allclose(1.0 - SNNTORCH_DT_S / lif.tau, c.alpha.numpy(), rtol=0, atol=1e-14)  # snnTorch's β
+    np.testing.assert_allclose(lif.r, lif.tau / SNNTORCH_DT_S)  # the importer's r = τ/dt: unit input gain
+    W = model.effective_weights()
+    np.testing.assert_allclose(g.nodes["w_rec"].weight, c.c_in.numpy()[:, None] * W.W_rec.detach().numpy())
+    np.testing.assert_array_equal(g.nodes["w_rec_hop"].weight, np.eye(model.n))
+    assert "readout" not in g.nodes and "delay" not in g.nodes and isinstance(g.nodes["w_out"], nir.Affine)
+    assert g.metadata["spikelearn"]["layout"] == "snntorch"
+    with pytest.raises(UnsupportedFeatureError, match="for_snntorch"):
+        from_nir(g)
+    with pytest.raises(ValueError, match="explicit_delay"):
+        to_nir(model, for_snntorch=True, explicit_delay=True)
+    per_neuron = SpikingRNN(erdos_renyi(10, 0.3, seed=0), 2, 1, v_th=np.linspace(0.5, 0.7, 10), dtype="float64")
+    with pytest.raises(UnsupportedFeatureError, match="one v_threshold"):
+        to_nir(per_neuron, for_snntorch=True)

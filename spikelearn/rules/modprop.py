@@ -1,0 +1,291 @@
+r"""ModProp — cell-type-specific modulatory signalling (Liu, Smith, Mihalas, Shea-Brown, Sümbül, NeurIPS 2022,
+arXiv:2206.01338). ALGORITHMS.md §4.
+
+The exact credit ``δ^t = dE/dh^t`` of a leaky network obeys ``δ^t = m^t + (J^{t+1})ᵀ δ^{t+1}`` with
+``J^{t+1} = diag(leak) + diag(c_in) W_rec diag(f'(h^t))`` and ``m^t = f'(h^t) ⊙ ∂E/∂r^t``. ModProp keeps the local
+paths (leak, ``m``) exact and, only in the credit that leaves a neuron through recurrent weights, replaces
+``W_rec → W_ab = P Ω Pᵀ`` (``Ω[α,β]`` the mean of the block ``W_rec[α ← β]`` including zeros) and the activation
+derivative seen by the targets ``f'(h_p^t) → μ``::
+
+    δ̃^t = m^t + leak ⊙ δ̃^{t+1} + μ W_abᵀ (c_in ⊙ δ̃^{t+1}),     ∂E/∂W_pq ≈ Σ_{b,t} δ̃_p^t c_in,p pre_q^t
+
+(``pre = r^{t-1}`` for ``W_rec``, ``x^t`` for ``W_in``, 1 for ``b_rec``). Because ``J̃`` is time-invariant with block
+structure, the same sums are computed causally with cell-type-pair filter taps (§4.2)::
+
+    ε_q^t = α ε_q^{t-1} + c_in pre_q^t,      M_α^t = Σ_{j∈α} m_j^t,      Y_q^{t+1} = A Y_q^t + c Ω ε_q^t,  Y^1 = 0
+    ∂E/∂W_pq ≈ Σ_t m_p^t ε_q^t + Σ_t Σ_α M_α^t Y_q^t[α, τ(p)]           A = α I + c Ω D,  c = μ c_in,  D = diag(n_α)
+
+Rate networks (:class:`~spikelearn.models.RateRNN`, forms ``"pre_activation"`` and ``"relu_lif"``): ``mode=
+"batched"`` is the backward scan (``W_abᵀ`` applied through ``P``, ``O(N C)`` per step, then one GEMM per weight
+matrix); ``mode="online"`` is the filter-tap recursion (needs uniform ``leak`` and ``c_in``), memory
+``O((N + n_in) C²)`` per trial plus accumulators — the ModProp part accumulates in a ``(C, N + n_in)`` array.
+
+Spiking networks (:class:`~spikelearn.models.SpikingRNN`, ``mode="batched"``): the non-local credit
+``g_p^t = μ Σ_j W_ab[j,p] c_in,j δ̃v_j^{t+1}`` enters neuron ``p``'s local adjoint where the exact one would enter
+through ``ψ_p^t`` (``∂z/∂v → μ``, ``∂z/∂a → −βμ``); leak, adaptation, the optional reset path and the readout filter are
+exact, as in e-prop. μ should be chosen on ψ's scale (``γ_pd/v_th`` at its peak). The causal filter form would need
+``(N, N + n_in, C, C)`` traces for ALIF neurons and a non-causal readout credit (§4.3), so it is not offered.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from spikelearn.rules.base import Grads, LossFn, output_error
+from spikelearn.rules.eprop import EProp, _check_common, _record_chunks, feedback_matrix, run_online
+from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
+
+__all__ = ["ModProp", "ModPropState", "filter_taps"]
+
+_RATE_FORMS = ("pre_activation", "relu_lif")
+
+
+def filter_taps(Omega: Tensor, counts: Tensor, alpha: float, c: float, n_taps: int) -> Tensor:
+    """The taps ``G_s`` ``(n_taps, C, C)``, ``s = 0..n_taps-1``: ``G_0 = 0``, ``G_{s+1} = A G_s + c α^s Ω``."""
+    C = Omega.shape[0]
+    A = alpha * torch.eye(C, dtype=Omega.dtype, device=Omega.device) + c * Omega * counts[None, :]
+    G = [torch.zeros_like(Omega)]
+    for s in range(n_taps - 1):
+        G.append(A @ G[-1] + c * alpha ** s * Omega)
+    return torch.stack(G)
+
+
+class ModPropState(NamedTuple):
+    """Online ModProp state (rate networks); ``advance`` updates it in place."""
+
+    t: int
+    r_prev: Tensor     # (B, N)
+    eps: Tensor        # (B, N_pre) presynaptic trace ε (includes c_in)
+    Y: Tensor          # (B, N_pre, C, C) filtered traces
+    acc: Tensor        # (N, N_pre) Σ m ε
+    acc_type: Tensor   # (C, N_pre) Σ_t Σ_α M_α Y[α, β] per postsynaptic type β
+    acc_out: Tensor    # (K, N)
+    acc_bout: Tensor   # (K,)
+
+
+@dataclass(frozen=True)
+class ModProp:
+    """ModProp (ALGORITHMS.md §4) for rate and spiking networks.
+
+    Reads (trajectory record): rate — ``x``, ``r``, ``fprime`` (and ``h`` when ``readout_from="h"``); spiking —
+    ``x``, ``z``, ``psi``, ``z_filt``. From the model: the constants (leak, c_in; spiking also ρ, c_a, v_th, β, κ),
+    the effective ``W_rec`` (only its cell-type block means ``Ω``), ``W_out`` (symmetric feedback) and the circuit's
+    cell types / signs. Updates: ``theta_rec``, ``theta_in``, ``b_rec`` (ModProp), ``theta_out``, ``b_out`` (exact),
+    through ``model.param_grads``.
+
+    Attributes:
+        mu: the constant activation derivative μ (the source's run script: 0.25).
+        cell_types: ``"ei"`` (default), ``"circuit"`` or ``N`` labels (see :func:`~spikelearn.rules.mdgl.cell_type_index`).
+        feedback, feedback_seed, feedback_std, feedback_decay: readout credit as :class:`~spikelearn.rules.RFLO`
+            (default ``"symmetric"``, the source's choice).
+        mode: ``"batched"`` or ``"online"`` (rate networks only); same numbers.
+        reset_in_trace: spiking only, the reset path in the local adjoint (as e-prop's flag).
+        chunk_steps: steps per forward chunk.
+    """
+
+    mu: float = 0.25
+    cell_types: Any = "ei"
+    feedback: Literal["symmetric", "random", "adaptive"] = "symmetric"
+    mode: Literal["batched", "online"] = "batched"
+    reset_in_trace: bool = False
+    feedback_seed: int = 0
+    feedback_std: float | None = None
+    feedback_decay: float = 0.0
+    chunk_steps: int = 100
+    _memory: Any = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False)
+
+    online = True
+    model_types = ("rate", "spiking")
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if not (isinstance(self.mu, (int, float)) and math.isfinite(self.mu)):
+            raise ValueError(f"ModProp: mu must be a finite number, got {self.mu!r}")
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _is_spiking(model: nn.Module) -> bool:
+        from spikelearn.models import RateRNN, SpikingRNN
+
+        if isinstance(model, SpikingRNN):
+            return True
+        if isinstance(model, RateRNN):
+            if model.form not in _RATE_FORMS:
+                raise ValueError(f"ModProp supports RateRNN forms {_RATE_FORMS}, got {model.form!r}")
+            if model.gap is not None:
+                raise ValueError("ModProp does not support gap junctions")
+            return False
+        raise TypeError(f"ModProp applies to RateRNN or SpikingRNN, got {type(model).__name__}")
+
+    def feedback_matrix(self, model: nn.Module) -> Tensor:
+        """The feedback matrix ``B`` ``(N, K)``."""
+        std = 1.0 / math.sqrt(model.n if self._is_spiking(model) else model.n_out)
+        return feedback_matrix(self, model, model.effective_weights().W_out, std)
+
+    def type_structure(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+        """``(idx (N,), P (N, C), Ω (C, C))`` for ``model``'s current ``W_rec`` (detached)."""
+        idx, names = cell_type_index(model, self.cell_types)
+        W = model.effective_weights().W_rec.detach()
+        P = type_indicator(idx, len(names), W.dtype)
+        return idx, P, type_average(W, P, nonzero_only=False)
+
+    def _rate_consts(self, model: Any) -> tuple[Tensor, Tensor]:
+        c = model.constants()
+        kw = dict(dtype=model.dtype, device=model.device)
+        return (torch.as_tensor(c.leak, **kw).expand(model.n).clone(),
+                torch.as_tensor(c.c_in, **kw).expand(model.n).clone())
+
+    def _grads(self, model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
+        N, n_in = model.n, model.n_in
+        dW = {"W_rec": dW_pre[:, :N], "W_in": dW_pre[:, N:N + n_in], "W_out": dW_out}
+        if model.b_out is not None:
+            dW["b_out"] = db_out
+        if model.b_rec is not None:
+            dW["b_rec"] = dW_pre[:, N + n_in]
+        return model.param_grads(dW)
+
+    # ------------------------------------------------------------------ whole trials
+    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+                  loss_fn: LossFn) -> tuple[Tensor, Grads]:
+        """``(loss, grads)`` for whole trials (module docstring)."""
+        spiking = self._is_spiking(model)
+        if self.mode == "online":
+            if spiking:
+                raise ValueError("ModProp: mode='online' is for RateRNN only (module docstring); use 'batched'")
+            loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
+            assert grads is not None
+            return loss, grads
+        if spiking:
+            fields: tuple[str, ...] = ("x", "z", "psi", "z_filt")
+        else:
+            fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
+        with torch.no_grad():
+            chunks = _record_chunks(model, x, self.chunk_steps, fields)
+            y_hat = torch.cat([c[0] for c in chunks])
+        loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
+        with torch.no_grad():
+            recs = [torch.cat([c[1][i] for c in chunks]) for i in range(4)]
+            fn = self._batched_spiking if spiking else self._batched_rate
+            dW_pre, dW_out = fn(model, *recs, dE_dy)
+        return loss, self._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
+
+    def _batched_rate(self, model: Any, x: Tensor, r: Tensor, fp: Tensor, read: Tensor,
+                      dE_dy: Tensor) -> tuple[Tensor, Tensor]:
+        leak, c_in = self._rate_consts(model)
+        _, P, Om = self.type_structure(model)
+        L = torch.matmul(dE_dy, self.feedback_matrix(model).T)
+        m = L if model.readout_from == "h" else fp * L  # (T, B, N)
+        T, B, N = r.shape
+        PO, PT = self.mu * (P @ Om), P.T.contiguous()
+        D = torch.empty_like(m)
+        d = torch.zeros_like(m[0])
+        for t in range(T - 1, -1, -1):
+            nl = ((c_in * d) @ PO) @ PT  # μ W_abᵀ (c_in δ̃^{t+1}) through the types
+            d = m[t] + leak * d + nl
+            torch.mul(d, c_in, out=D[t])
+        r0 = model.init_state(B).r
+        n_in = x.shape[-1]
+        bias = model.b_rec is not None
+        dW_pre = m.new_zeros(N, N + n_in + int(bias))
+        dW_pre[:, :N] = D[1:].reshape(-1, N).T @ r[:-1].reshape(-1, N) + D[0].T @ r0
+        dW_pre[:, N:N + n_in] = D.reshape(-1, N).T @ x.reshape(-1, n_in)
+        if bias:
+            dW_pre[:, -1] = D.sum((0, 1))
+        dW_out = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ read.reshape(-1, N)
+        return dW_pre, dW_out
+
+    def _batched_spiking(self, model: Any, x: Tensor, z: Tensor, psi: Tensor, zf: Tensor,
+                         dE_dy: Tensor) -> tuple[Tensor, Tensor]:
+        k = EProp(reset_in_trace=self.reset_in_trace)._consts(model)
+        _, P, Om = self.type_structure(model)
+        L = torch.matmul(dE_dy, self.feedback_matrix(model).T)
+        T, B, N = z.shape
+        kap, omk = k.kappa, 1.0 - k.kappa
+        PO, PT = self.mu * (P @ Om), P.T.contiguous()
+        D = torch.empty_like(L)
+        u = torch.zeros_like(L[0])
+        dv = torch.zeros_like(L[0])
+        da = torch.zeros_like(L[0])
+        for t in range(T - 1, -1, -1):
+            u = torch.add(L[t], u, alpha=kap)
+            dz = u * omk
+            if k.adaptive:
+                dz = torch.addcmul(dz, k.c_a, da)
+            if self.reset_in_trace:
+                dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
+            pdz = psi[t] * dz + ((k.c_in * dv) @ PO) @ PT  # local (ψ) + non-local (μ, W_ab) credit
+            dv = torch.addcmul(pdz, k.leak, dv)
+            if k.adaptive:
+                da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
+            torch.mul(dv, k.c_in, out=D[t])
+        n_in = x.shape[-1]
+        dW_pre = L.new_zeros(N, N + n_in)
+        dW_pre[:, :N] = D[1:].reshape(-1, N).T @ z[:-1].reshape(-1, N)
+        dW_pre[:, N:] = D.reshape(-1, N).T @ x.reshape(-1, n_in)
+        dW_out = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ zf.reshape(-1, N)
+        return dW_pre, dW_out
+
+    # ------------------------------------------------------------------ online (rate, filter taps)
+    def _online_consts(self, model: Any) -> tuple[float, float, Tensor, Tensor, Tensor]:
+        if self._is_spiking(model):
+            raise ValueError("ModProp: the online (filter-tap) form is for RateRNN only")
+        leak, c_in = self._rate_consts(model)
+        if not (bool((leak == leak[0]).all()) and bool((c_in == c_in[0]).all())):
+            raise ValueError("ModProp: the online (filter-tap) form needs the same time constant for every neuron")
+        idx, P, Om = self.type_structure(model)
+        return float(leak[0]), float(c_in[0]), idx, P, Om
+
+    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> ModPropState:
+        """Zero traces for ``batch_size`` trials starting from ``model.init_state``."""
+        del n_steps
+        _, _, _, P, _ = self._online_consts(model)
+        B, N, C = int(batch_size), model.n, P.shape[1]
+        Np = N + model.n_in + int(model.b_rec is not None)
+        kw = dict(dtype=model.dtype, device=model.device)
+        return ModPropState(t=0, r_prev=model.init_state(B).r.detach().clone(), eps=torch.zeros(B, Np, **kw),
+                            Y=torch.zeros(B, Np, C, C, **kw), acc=torch.zeros(N, Np, **kw),
+                            acc_type=torch.zeros(C, Np, **kw), acc_out=torch.zeros(model.n_out, N, **kw),
+                            acc_bout=torch.zeros(model.n_out, **kw))
+
+    def advance(self, model: nn.Module, rec: Any, dE_dy: Tensor, state: ModPropState) -> ModPropState:
+        """Advance through a chunk (``rec`` a :class:`~spikelearn.models.RateRecord` ``(T_c, B, ·)``)."""
+        alpha, c_in, _, P, Om = self._online_consts(model)
+        c = self.mu * c_in
+        A = alpha * torch.eye(P.shape[1], dtype=Om.dtype, device=Om.device) + c * Om * P.sum(0)[None, :]
+        cOm = c * Om
+        from_h = model.readout_from == "h"
+        s = state
+        with torch.no_grad():
+            L = torch.matmul(dE_dy, self.feedback_matrix(model).T)
+            B = s.r_prev.shape[0]
+            extra = [torch.ones(B, 1, dtype=L.dtype, device=L.device)] if model.b_rec is not None else []
+            for t in range(rec.r.shape[0]):
+                pre = torch.cat([s.r_prev, rec.x[t]] + extra, dim=1)
+                eps = s.eps.mul_(alpha).add_(pre, alpha=c_in)  # ε^t
+                m = L[t] if from_h else rec.fprime[t] * L[t]   # (B, N)
+                s.acc.addmm_(m.T, eps)
+                s.acc_type.add_(torch.einsum("ba,bqac->cq", m @ P, s.Y))  # Σ_α M_α^t Y_q^t[α, β]
+                Y = torch.einsum("ac,bqcd->bqad", A, s.Y) + cOm * eps[:, :, None, None]  # Y^{t+1}
+                s.acc_out.addmm_(dE_dy[t].T, rec.h[t] if from_h else rec.r[t])
+                s.acc_bout.add_(dE_dy[t].sum(0))
+                s = s._replace(t=s.t + 1, r_prev=rec.r[t], eps=eps, Y=Y)
+        return s
+
+    def read(self, model: nn.Module, state: ModPropState) -> tuple[Grads, ModPropState]:
+        """Gradients accumulated since the last read, and the state with zeroed accumulators."""
+        idx = cell_type_index(model, self.cell_types)[0]
+        grads = self._grads(model, state.acc + state.acc_type[idx], state.acc_out, state.acc_bout)
+        z = torch.zeros_like
+        return grads, state._replace(acc=z(state.acc), acc_type=z(state.acc_type), acc_out=z(state.acc_out),
+                                     acc_bout=z(state.acc_bout))
+
+    def step(self, model: nn.Module, rec_t: Any, dE_dy_t: Tensor, state: ModPropState) -> tuple[Grads, ModPropState]:
+        """One time step (``rec_t`` fields ``(B, ·)``): this step's gradient contribution and the new state."""
+        rec1 = type(rec_t)(*(f[None] for f in rec_t))
+        return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))

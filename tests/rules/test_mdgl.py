@@ -1,0 +1,218 @@
+"""MDGL (ALGORITHMS.md §3.7): autograd construction T3.1 (exact-weight and type-averaged), one type per neuron
+(T3.2), no recurrence (T3.3), two steps without leak (T3.4), online = batched, cell-type options, contract."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spikelearn.circuit import Circuit, dale
+from spikelearn.models import SpikingRNN
+from spikelearn.rules import BPTT, EProp
+from spikelearn.rules import _reference as ref
+from spikelearn.rules.mdgl import MDGL, cell_type_index, type_average, type_indicator
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _mse(y_hat, y, mask):
+    return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum() / y.shape[1]
+
+
+def _model(n=10, *, scaling="B", n_adaptive=5, circuit=None, **kw):
+    torch.manual_seed(1)
+    circuit = dale(n, 0.7, p=0.5, g=1.5, seed=3) if circuit is None else circuit
+    vth = 0.3 if scaling == "A" else 0.3 * (1 - math.exp(-1 / 20))
+    opts = dict(n_adaptive=n_adaptive, tau_adapt_ms=50.0, n_ref=2, scaling=scaling, v_th=vth, tau_out_ms=10.0,
+                w_in=0.5 * torch.randn(circuit.n, 3, dtype=torch.float64).abs())
+    opts.update(kw)
+    return SpikingRNN(circuit, 3, 2, **opts).double()
+
+
+def _data(T=30, B=3, seed=0, p=0.3):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(T, B, 3, generator=g, dtype=torch.float64) < p).double()
+    y = torch.randn(T, B, 2, generator=g, dtype=torch.float64)
+    mask = (torch.rand(T, B, generator=g, dtype=torch.float64) > 0.3).double()
+    return x, y, mask
+
+
+def _rel(got, want, keys):
+    out = {}
+    for k in keys:
+        nw = want[k].norm()
+        assert nw > 0, f"{k}: reference is zero"
+        out[k] = float((got[k] - want[k]).norm() / nw)
+    return out
+
+
+def _mdgl_autograd(model, x, y, mask, Wt):
+    """T3.1: ∇(E + S) on the e-prop graph (reset not detached), S = Σ_t Σ_j sg(m_j^{t+1}) Σ_p sg(W̃[j,p]) ẑ_p^t."""
+    c = model.constants()
+    with torch.no_grad():
+        rec = model(x, record=True).record
+    # m = c_in ψ ∂E/∂z (partial through the filtered readout), by autograd on a detached spike copy
+    zl = rec.z.detach().clone().requires_grad_(True)
+    W = model.effective_weights()
+    kap = model.kappa
+    zf, ys = torch.zeros_like(zl[0]), []
+    for t in range(zl.shape[0]):
+        zf = kap * zf + (1 - kap) * zl[t]
+        ys.append(zf @ W.W_out.detach().T + W.b_out.detach())
+    (dEdz,) = torch.autograd.grad(_mse(torch.stack(ys), y, mask), zl)
+    m = (c.c_in * rec.psi * dEdz).detach()
+    y_hat, z_hat = ref.spiking_forward(model, x, detach_rec=True, detach_reset=False)
+    S = (torch.matmul(m[1:], Wt.detach()) * z_hat[:-1]).sum()
+    return ref.named_grads(model, _mse(y_hat, y, mask) + S)
+
+
+@pytest.mark.parametrize("scaling", ["A", "B"])
+@pytest.mark.parametrize("variant", ["exact", "mdgl", "nonlocal"])
+def test_t31_autograd_construction(variant, scaling):
+    """T3.1: hard-coded MDGL = autograd of E + S (float64) for the exact-weight and type-averaged variants."""
+    model = _model(scaling=scaling)
+    x, y, mask = _data()
+    rule = MDGL(variant=variant, chunk_steps=7)
+    loss, g = rule.gradients(model, x, y, mask, _mse)
+    want = _mdgl_autograd(model, x, y, mask, rule.substituted_weights(model))
+    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
+    # the modulatory term is not vacuous: MDGL differs from reset-inclusive e-prop
+    _, ge = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
+    assert float((g["theta_rec"] - ge["theta_rec"]).norm()) > 1e-6 * float(ge["theta_rec"].norm())
+
+
+def test_type_gains_are_means_of_existing_connections():
+    model = _model()
+    idx, names = cell_type_index(model, "ei")
+    assert len(names) == 2
+    W = model.effective_weights().W_rec.detach()
+    w, _ = MDGL().gains(model)
+    for a in range(2):
+        for b in range(2):
+            blk = W[idx == a][:, idx == b]
+            assert torch.isclose(w[a, b], blk[blk != 0].mean())
+    # an empty block gives gain 0
+    P = type_indicator(torch.tensor([0, 0, 1]), 2, torch.float64)
+    Wz = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [3.0, 0.0, 0.0]], dtype=torch.float64)
+    assert type_average(Wz, P, nonzero_only=True)[0, 1] == 0
+    assert type_average(Wz, P, nonzero_only=True)[1, 0] == 3
+
+
+def test_t32_one_type_per_neuron_equals_exact():
+    model = _model()
+    x, y, mask = _data()
+    _, g3 = MDGL(variant="mdgl", cell_types=list(range(model.n))).gradients(model, x, y, mask, _mse)
+    _, g2 = MDGL(variant="exact").gradients(model, x, y, mask, _mse)
+    errs = _rel(g3, g2, ["theta_rec", "theta_in"])
+    assert max(errs.values()) < 1e-12, errs
+
+
+@pytest.mark.parametrize("variant", ["exact", "mdgl", "nonlocal", "online"])
+def test_t33_no_recurrence_equals_eprop(variant):
+    n = 8
+    circ = Circuit.from_dense(np.zeros((n, n)), signs=[1] * 6 + [-1] * 2)
+    model = _model(n, circuit=circ, n_adaptive=4)
+    x, y, mask = _data(p=0.5)
+    _, g = MDGL(variant=variant, cell_types="ei" if variant != "nonlocal" else [0] * n).gradients(
+        model, x, y, mask, _mse)
+    _, ge = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
+    errs = _rel(g, ge, ["theta_in", "theta_out"])
+    assert max(errs.values()) < 1e-12, errs
+
+
+def test_t34_two_steps_no_leak_equals_bptt():
+    """T3.4: α = 0, β = 0, no reset, T = 2 ⇒ MDGL-exact = BPTT (no path has two hops)."""
+    torch.manual_seed(0)
+    circ = dale(6, 0.5, p=1.0, g=2.0, seed=1)
+    model = SpikingRNN(circ, 3, 2, scaling="B", tau_mem_ms=1e-6, n_adaptive=0, n_ref=0, v_th=0.5,
+                       detach_reset=True, tau_out_ms=5.0,
+                       w_in=0.6 * torch.rand(6, 3, dtype=torch.float64)).double()
+    g0 = torch.Generator().manual_seed(0)
+    x = 1.5 * torch.rand(2, 16, 3, generator=g0, dtype=torch.float64)
+    y = torch.randn(2, 16, 2, generator=g0, dtype=torch.float64)
+    mask = torch.ones(2, 16, dtype=torch.float64)
+    _, g = MDGL(variant="exact", reset_in_trace=False).gradients(model, x, y, mask, _mse)
+    _, gb = BPTT().gradients(model, x, y, mask, _mse)
+    _, ge = EProp().gradients(model, x, y, mask, _mse)
+    errs = _rel(g, gb, ["theta_rec", "theta_in", "theta_out"])
+    assert max(errs.values()) < 1e-12, errs
+    assert float((ge["theta_in"] - gb["theta_in"]).norm()) > 1e-6 * float(gb["theta_in"].norm())
+
+
+@pytest.mark.parametrize("feedback", ["symmetric", "random"])
+def test_online_equals_batched(feedback):
+    model = _model()
+    x, y, mask = _data()
+    _, gb = MDGL(variant="online", feedback=feedback, mode="batched").gradients(model, x, y, mask, _mse)
+    _, go = MDGL(variant="online", feedback=feedback, mode="online", chunk_steps=4).gradients(
+        model, x, y, mask, _mse)
+    errs = _rel(go, gb, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
+
+
+def test_online_variant_is_the_filtered_construction():
+    """Variant "online" (NP_mode 7) = Σ_t L ē + Σ_t M̄^t ē^t with dense filtered traces (reference)."""
+    model = _model()
+    x, y, mask = _data(T=20)
+    rule = MDGL(variant="online")
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    with torch.no_grad():
+        out = model(x, record=True)
+    from spikelearn.rules import output_error
+    _, dE_dy = output_error(out.y, y, mask, _mse)
+    rec = out.record
+    e = ref.eprop_traces(model, rec, reset_in_trace=True)  # (T, B, N, N_pre)
+    kap = model.kappa
+    c = model.constants()
+    L = dE_dy @ model.effective_weights().W_out.detach()
+    eb, pb = torch.zeros_like(e[0]), torch.zeros_like(rec.psi[0])
+    ebs, pbs = [], []
+    for t in range(e.shape[0]):
+        eb = kap * eb + (1 - kap) * e[t]
+        pb = kap * pb + (1 - kap) * rec.psi[t]
+        ebs.append(eb)
+        pbs.append(pb)
+    eb, pb = torch.stack(ebs), torch.stack(pbs)
+    M = torch.zeros_like(L)
+    M[:-1] = (c.c_in * pb[1:] * L[1:]) @ rule.substituted_weights(model)
+    G = torch.einsum("tbp,tbpq->pq", L + M, eb)
+    N = model.n
+    want = model.param_grads({"W_rec": G[:, :N], "W_in": G[:, N:]})
+    errs = _rel(g, want, ["theta_rec", "theta_in"])
+    assert max(errs.values()) < 1e-10, errs
+
+
+def test_cell_type_options():
+    model = _model(circuit=dale(10, 0.7, p=0.5, seed=3))
+    idx, names = cell_type_index(model, "circuit")
+    assert sorted(names) == ["E", "I"]
+    idx2, _ = cell_type_index(model, "ei")
+    assert (idx == 1 - idx2).all() or (idx == idx2).all()
+    with pytest.raises(ValueError):
+        cell_type_index(model, [0, 1])
+    with pytest.raises(ValueError):
+        MDGL(variant="mdgl", mode="online")
+    with pytest.raises(ValueError):
+        MDGL(variant="bogus")
+
+
+def test_contract_masked_edges_and_determinism():
+    model = _model()
+    x, y, mask = _data()
+    rule = MDGL()
+    _, g1 = rule.gradients(model, x, y, mask, _mse)
+    _, g2 = rule.gradients(model, x, y, mask, _mse)
+    names = dict(model.named_parameters())
+    assert set(g1) <= set(names)
+    for k in g1:
+        assert g1[k].shape == names[k].shape
+        assert torch.equal(g1[k], g2[k])
+    assert (g1["theta_rec"][model.mask_rec == 0] == 0).all()

@@ -1,0 +1,234 @@
+"""ModProp (ALGORITHMS.md §4.5): filter-tap form = BPTT with substituted Jacobian (T4.1), hard-coded = autograd with a
+custom backward (T4.2), exactness limits (T4.3), μ → 0 gives e-prop/RFLO (T4.4); rate and spiking."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spikelearn.circuit import Circuit, dale
+from spikelearn.models import RateRNN, SpikingRNN
+from spikelearn.neurons.rate import RateState, rate_update
+from spikelearn.rules import BPTT, RFLO, EProp
+from spikelearn.rules import _reference as ref
+from spikelearn.rules.modprop import ModProp, filter_taps
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _mse(y_hat, y, mask):
+    return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum() / y.shape[1]
+
+
+def _rel(got, want, keys):
+    out = {}
+    for k in keys:
+        nw = want[k].norm()
+        assert nw > 0, f"{k}: reference is zero"
+        out[k] = float((got[k] - want[k]).norm() / nw)
+    return out
+
+
+def _rate(n=8, *, circuit=None, form="relu_lif", activation=None, hidden_bias=True, **kw):
+    torch.manual_seed(2)
+    circuit = dale(n, 0.75, p=0.7, g=1.2, seed=4) if circuit is None else circuit
+    return RateRNN(circuit, 3, 2, form=form, activation=activation, tau_ms=30.0, dt_ms=10.0,
+                   hidden_bias=hidden_bias, **kw).double()
+
+
+def _data(T=25, B=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(T, B, 2, generator=g, dtype=torch.float64)
+    mask = (torch.rand(T, B, generator=g, dtype=torch.float64) > 0.3).double()
+    return x, y, mask
+
+
+class _SubstitutedRec(torch.autograd.Function):
+    """Zero-valued term ``μ W_ab · h − same``: forward 0, backward ``μ W_abᵀ g`` into ``h`` (no weight gradient)."""
+
+    @staticmethod
+    def forward(ctx, h, W_ab, mu):  # type: ignore[override]
+        ctx.save_for_backward(W_ab)
+        ctx.mu = mu
+        return torch.zeros(h.shape[0], W_ab.shape[0], dtype=h.dtype)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (W_ab,) = ctx.saved_tensors
+        return ctx.mu * g @ W_ab, None, None
+
+
+def _rate_modprop_autograd(model, x, y, mask, rule):
+    """T4.2 reference: exact forward; the recurrent drive's backward uses μ (not f') and W_ab (not W_rec)."""
+    W = model.effective_weights()
+    c = model.constants()
+    _, P, Om = rule.type_structure(model)
+    W_ab = (P @ Om @ P.T).detach()
+    T, Bn, _ = x.shape
+    s = model.init_state(Bn)
+    s = RateState(s.h, s.r)
+    ys = []
+    for t in range(T):
+        D = x[t] @ W.W_in.T + W.b_rec + s.r.detach() @ W.W_rec.T + _SubstitutedRec.apply(s.h, W_ab, rule.mu)
+        s, _ = rate_update(c, s, c.c_in * D)
+        ys.append(s.r @ W.W_out.T + W.b_out)
+    return ref.named_grads(model, _mse(torch.stack(ys), y, mask))
+
+
+KEYS_RATE = ["theta_rec", "theta_in", "b_rec", "theta_out", "b_out"]
+
+
+@pytest.mark.parametrize("form", ["relu_lif", "pre_activation"])
+@pytest.mark.parametrize("mu", [0.25, 1.3])
+def test_t42_rate_equals_custom_backward(form, mu):
+    model = _rate(form=form)
+    x, y, mask = _data()
+    rule = ModProp(mu=mu, chunk_steps=6)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    want = _rate_modprop_autograd(model, x, y, mask, rule)
+    errs = _rel(g, want, KEYS_RATE)
+    assert max(errs.values()) < 1e-10, errs
+
+
+@pytest.mark.parametrize("form", ["relu_lif", "pre_activation"])
+@pytest.mark.parametrize("cell_types", ["ei", "three"])
+def test_t41_filter_taps_equal_substituted_bptt(form, cell_types):
+    """T4.1: the causal filter-tap form (online) = BPTT with the substituted Jacobian (batched scan)."""
+    model = _rate(form=form)
+    ct = [0, 0, 1, 1, 1, 2, 2, 2] if cell_types == "three" else "ei"
+    x, y, mask = _data()
+    _, gb = ModProp(mu=0.4, cell_types=ct).gradients(model, x, y, mask, _mse)
+    _, go = ModProp(mu=0.4, cell_types=ct, mode="online", chunk_steps=5).gradients(model, x, y, mask, _mse)
+    errs = _rel(go, gb, KEYS_RATE)
+    assert max(errs.values()) < 1e-10, errs
+
+
+def test_filter_taps_are_powers_of_the_substituted_jacobian():
+    g = torch.Generator().manual_seed(0)
+    idx = torch.tensor([0, 0, 1, 1, 1, 2])
+    P = torch.nn.functional.one_hot(idx, 3).double()
+    Om = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    alpha, c = 0.8, 0.3
+    J = alpha * torch.eye(6, dtype=torch.float64) + c * P @ Om @ P.T
+    G = filter_taps(Om, P.sum(0), alpha, c, 6)
+    for s in range(6):
+        want = torch.linalg.matrix_power(J, s)
+        assert torch.allclose(alpha ** s * torch.eye(6, dtype=torch.float64) + P @ G[s] @ P.T, want, atol=1e-13)
+
+
+def test_t43_linear_one_type_per_neuron_is_bptt():
+    model = _rate(activation="identity")
+    x, y, mask = _data()
+    _, g = ModProp(mu=1.0, cell_types=list(range(model.n))).gradients(model, x, y, mask, _mse)
+    _, gb = BPTT().gradients(model, x, y, mask, _mse)
+    errs = _rel(g, gb, KEYS_RATE)
+    assert max(errs.values()) < 1e-10, errs
+
+
+def test_t43_block_constant_weights_are_bptt():
+    n = 6
+    types = np.array([0, 0, 0, 1, 1, 1])
+    Om = np.array([[0.3, -0.5], [0.4, -0.2]])
+    W = Om[types][:, types]
+    circ = Circuit.from_dense(W, mask=np.ones((n, n), bool))
+    model = _rate(circuit=circ, activation="identity", allow_autapses=True, sign_constraint="none")
+    x, y, mask = _data()
+    for mode in ("batched", "online"):
+        _, g = ModProp(mu=1.0, cell_types=types.tolist(), mode=mode).gradients(model, x, y, mask, _mse)
+        _, gb = BPTT().gradients(model, x, y, mask, _mse)
+        errs = _rel(g, gb, KEYS_RATE)
+        assert max(errs.values()) < 1e-10, (mode, errs)
+
+
+@pytest.mark.parametrize("mode", ["batched", "online"])
+def test_t44_mu_zero_is_rflo(mode):
+    model = _rate()
+    x, y, mask = _data()
+    _, g = ModProp(mu=0.0, mode=mode).gradients(model, x, y, mask, _mse)
+    _, gr = RFLO(feedback="symmetric").gradients(model, x, y, mask, _mse)
+    errs = _rel(g, gr, KEYS_RATE)
+    assert max(errs.values()) < 1e-12, errs
+    _, g1 = ModProp(mu=0.3, mode=mode).gradients(model, x, y, mask, _mse)
+    assert float((g1["theta_rec"] - gr["theta_rec"]).norm()) > 1e-6 * float(gr["theta_rec"].norm())
+
+
+# ------------------------------------------------------------------------------------------ spiking
+def _spiking(n=8, scaling="B", **kw):
+    torch.manual_seed(1)
+    circ = dale(n, 0.75, p=0.6, g=1.5, seed=3)
+    vth = 0.3 if scaling == "A" else 0.3 * (1 - math.exp(-1 / 20))
+    opts = dict(n_adaptive=n // 2, tau_adapt_ms=50.0, n_ref=2, scaling=scaling, v_th=vth, tau_out_ms=10.0,
+                w_in=0.5 * torch.randn(n, 3, dtype=torch.float64).abs())
+    opts.update(kw)
+    return SpikingRNN(circ, 3, 2, **opts).double()
+
+
+def _spike_data(T=30, B=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(T, B, 3, generator=g, dtype=torch.float64) < 0.3).double()
+    y = torch.randn(T, B, 2, generator=g, dtype=torch.float64)
+    mask = (torch.rand(T, B, generator=g, dtype=torch.float64) > 0.3).double()
+    return x, y, mask
+
+
+def _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace):
+    """Exact forward; recurrent spikes detached; a zero-valued term sends μ W_abᵀ credit into v − β a."""
+    W = model.effective_weights()
+    c = model.constants()
+    _, P, Om = rule.type_structure(model)
+    W_ab = (P @ Om @ P.T).detach()
+    T, Bn, _ = x.shape
+    N = model.n
+    v = torch.zeros(Bn, N, dtype=torch.float64)
+    a, z, refr, zf = (torch.zeros_like(v) for _ in range(4))
+    ys = []
+    for t in range(T):
+        drive = c.c_in * (x[t] @ W.W_in.T + z.detach() @ W.W_rec.T + _SubstitutedRec.apply(v - c.beta * a, W_ab,
+                                                                                             rule.mu))
+        zr = z if reset_in_trace else z.detach()
+        v = c.alpha * v + drive - c.v_th * zr
+        a = c.rho * a + c.c_a * z
+        u = (v - (c.v_th + c.beta * a)) / c.v_th
+        d = model.surrogate.derivative(u)
+        z = model.surrogate.spike(u, d) * (1.0 - refr).relu()
+        refr = (refr - 1.0).relu() + c.n_block * z.detach()
+        zf = model.kappa * zf + (1 - model.kappa) * z
+        ys.append(zf @ W.W_out.T + W.b_out)
+    return ref.named_grads(model, _mse(torch.stack(ys), y, mask))
+
+
+@pytest.mark.parametrize("reset_in_trace", [False, True])
+@pytest.mark.parametrize("scaling", ["A", "B"])
+def test_t42_spiking_equals_custom_backward(reset_in_trace, scaling):
+    model = _spiking(scaling=scaling)
+    x, y, mask = _spike_data()
+    rule = ModProp(mu=5.0, reset_in_trace=reset_in_trace, chunk_steps=7)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    want = _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace)
+    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
+
+
+@pytest.mark.parametrize("reset_in_trace", [False, True])
+def test_t44_spiking_mu_zero_is_eprop(reset_in_trace):
+    model = _spiking()
+    x, y, mask = _spike_data()
+    _, g = ModProp(mu=0.0, reset_in_trace=reset_in_trace).gradients(model, x, y, mask, _mse)
+    _, ge = EProp(reset_in_trace=reset_in_trace).gradients(model, x, y, mask, _mse)
+    errs = _rel(g, ge, ["theta_rec", "theta_in", "theta_out"])
+    assert max(errs.values()) < 1e-12, errs
+
+
+def test_rejects_unsupported():
+    with pytest.raises(ValueError):
+        ModProp(mode="online").gradients(_spiking(), *_spike_data(), _mse)
+    with pytest.raises(ValueError):
+        ModProp().gradients(_rate(form="murray", hidden_bias=False), *_data(), _mse)
