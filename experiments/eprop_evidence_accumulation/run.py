@@ -42,7 +42,8 @@ def run(tag: str, iterations: int | None) -> pd.DataFrame:
         tr = dataclasses.replace(cfg.train, quiet=True)
         if iterations:
             tr = dataclasses.replace(tr, iterations=iterations)
-        hist, _ = train(dataclasses.replace(cfg, train=tr), out_dir=cfg.train.out_dir)
+        out = cfg.train.out_dir + (f"_{iterations}it" if iterations else "")
+        hist, _ = train(dataclasses.replace(cfg, train=tr), out_dir=out)
         hist["feedback"] = fb
         frames.append(hist)
         ev = hist.dropna(subset=["accuracy"])
@@ -83,10 +84,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     df = run(args.tag, args.iterations)
-    df.to_csv(HERE / f"results_{args.tag}.csv", index=False)
+    name = args.tag + (f"_{args.iterations}it" if args.iterations else "")
+    df.to_csv(HERE / f"results_{name}.csv", index=False)
     batch = load_config(HERE / f"{args.tag}_symmetric.toml").train.batch_size
-    plot(df, HERE / f"accuracy_{args.tag}.png", batch)
-    print(f"wrote {HERE / f'results_{args.tag}.csv'} and {HERE / f'accuracy_{args.tag}.png'}")
+    plot(df, HERE / f"accuracy_{name}.png", batch)
+    print(f"wrote {HERE / f'results_{name}.csv'} and {HERE / f'accuracy_{name}.png'}")
 
 
 if __name__ == "__main__":

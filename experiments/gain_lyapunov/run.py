@@ -10,7 +10,7 @@ autodiff; local rules: the local flossing rule of §7.3). Writes ``results_<tag>
 Usage::
 
     python experiments/gain_lyapunov/run.py [--tag quick|full] [--seeds 0 1] [--iterations N] [--rules bptt rflo]
-        [--gains 0.5 1] [--name STEM] [--merge results_other.csv ...]
+        [--gains 0.5 1] [--name STEM] [--merge results_other.csv ...] [--summarize]
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--gains", type=float, nargs="*")
     ap.add_argument("--name", help="output file stem (default: the tag)")
     ap.add_argument("--merge", nargs="*", default=[], help="earlier results_*.csv to merge into the summary")
+    ap.add_argument("--summarize", action="store_true", help="run nothing; summarise the --merge files")
     args = ap.parse_args()
     name = args.name or args.tag
     cfg = QUICK if args.tag == "quick" else FULL
@@ -107,8 +108,8 @@ def main() -> None:
     rules = [r for r in cfg.rules if r in RULES and "rate" in getattr(RULES[r], "model_types", ("rate",))]
     print(f"rules run: {rules}; skipped (absent or not for rate networks): "
           f"{[r for r in cfg.rules if r not in rules]}", flush=True)
-    rows = []
-    for floss in (False, True):
+    rows: list[dict] = []
+    for floss in (False, True) if not args.summarize else ():
         for rule in rules:
             for g in cfg.gains:
                 for seed in cfg.seeds:
@@ -120,9 +121,11 @@ def main() -> None:
     df = pd.concat([pd.DataFrame(rows)] + [pd.read_csv(HERE / m) for m in args.merge], ignore_index=True)
     cols = ["accuracy", "best_accuracy", "lambda_before", "lambda_after", "dW_rel"]
     summ = df.groupby(["flossing", "rule", "g"])[cols].agg(["mean", "std"]).round(4)
-    summ["n_seeds"] = df.groupby(["flossing", "rule", "g"]).size()
+    summ[("n_seeds", "")] = df.groupby(["flossing", "rule", "g"]).size()
     summ.to_csv(HERE / f"summary_{name}.csv")
     print(summ.to_string())
+    pre = df[df["flossing"]].groupby(["rule", "g"])["lambda_after_preflossing"].mean().round(4)
+    print("lambda_max after pre-flossing (mean over seeds):\n" + pre.to_string())
     df["condition"] = df["rule"] + df["flossing"].map({False: "", True: " + flossing"})
     plot_gain_sweep(df, HERE / f"gain_{name}.png", ys=("accuracy", "lambda_before", "lambda_after", "dW_rel"),
                     hue="condition")

@@ -1,11 +1,15 @@
 """Learning rules: one contract (``loss, grads = rule.gradients(model, x, y, mask, loss_fn)``), a plain registry.
 
 ``RULES`` maps a rule's name to its class so tests and configuration files can iterate over all of them.
+Each rule class declares ``model_types`` (a subset of ``("rate", "spiking")``): the models it applies to.
 """
 
 from spikelearn.rules.base import Grads, LearningRule, LossFn, apply_gradients, output_error, zero_grads
 from spikelearn.rules.bptt import BPTT, TruncatedBPTT
 from spikelearn.rules.eprop import EProp
+from spikelearn.rules.mdgl import MDGL
+from spikelearn.rules.modprop import ModProp
+from spikelearn.rules.reward import RewardModulated
 from spikelearn.rules.rflo import RFLO
 
 RULES: dict[str, type] = {
@@ -13,6 +17,9 @@ RULES: dict[str, type] = {
     "tbptt": TruncatedBPTT,
     "eprop": EProp,
     "rflo": RFLO,
+    "mdgl": MDGL,
+    "modprop": ModProp,
+    "reward": RewardModulated,
 }
 
 
@@ -25,5 +32,5 @@ def make_rule(name: str, **options):
     return cls(**options)
 
 
-__all__ = ["RULES", "make_rule", "BPTT", "TruncatedBPTT", "EProp", "RFLO", "LearningRule", "Grads", "LossFn",
+__all__ = ["RULES", "make_rule", "BPTT", "TruncatedBPTT", "EProp", "RFLO", "MDGL", "ModProp", "RewardModulated", "LearningRule", "Grads", "LossFn",
            "apply_gradients", "output_error", "zero_grads"]

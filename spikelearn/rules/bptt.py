@@ -51,6 +51,7 @@ class BPTT:
     """
 
     online = False
+    model_types = ("rate", "spiking")
 
     def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
@@ -69,6 +70,7 @@ class TruncatedBPTT:
     k: int
     mode: Literal["chunked", "sliding"] = "chunked"
     online = False
+    model_types = ("rate", "spiking")
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:

@@ -192,57 +192,83 @@ class MDGL:
             y_hat = torch.cat([c[0] for c in chunks])
         loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
         with torch.no_grad():
-            xs, zs, psis, zfs = (torch.cat([c[1][i] for c in chunks]) for i in range(4))
-            dW_pre, dW_out = self._batched(model, xs, zs, psis, zfs, dE_dy)
+            dW_pre, dW_out = self._batched(model, [c[1] for c in chunks], dE_dy)
         return loss, self._eprop._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
 
-    def _batched(self, model: Any, x: Tensor, z: Tensor, psi: Tensor, zf: Tensor,
-                 dE_dy: Tensor) -> tuple[Tensor, Tensor]:
-        k = self._eprop._consts(model)
-        Bfb = self.feedback_matrix(model)
-        Wt = self.substituted_weights(model)
-        T, B, N = z.shape
+    def _credit(self, model: Any, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor, Wt: Tensor) -> list:
+        """Per chunk, the credit ``(T_c, B, N)`` on the outgoing spikes, paired with the unfiltered traces."""
         kap, omk = k.kappa, 1.0 - k.kappa
-        L = torch.matmul(dE_dy, Bfb.T)  # (T, B, N) ∂E/∂z̄
-        sig = torch.empty_like(L)       # credit on the outgoing spike z^t (paired with unfiltered e^t)
-        u = torch.zeros_like(L[0])
+        T = dE_dy.shape[0]
         if self.variant == "online":
+            psi = torch.cat([r[2] for r in recs])
+            L = torch.matmul(dE_dy, Bfb.T)
             pb = torch.zeros_like(psi[0])
             m = torch.empty_like(psi)
             for t in range(T):  # m̄^t = c_in ψ̄^t L^t
                 pb = torch.add(pb * kap, psi[t], alpha=omk)
                 m[t] = k.c_in * pb * L[t]
-            G = L.clone()
+            G = L
             G[:-1] += torch.matmul(m[1:], Wt)  # L^t + M̄^t
+            fy = torch.empty_like(G)
+            u = torch.zeros_like(G[0])
             for t in range(T - 1, -1, -1):  # Σ_t G ē = Σ_t [(1−κ) Σ_{t'≥t} κ^{t'−t} G^{t'}] e^t
                 u = torch.add(G[t], u, alpha=kap)
-                sig[t] = u * omk
+                fy[t] = u
+            sig = fy * omk
         else:
-            for t in range(T - 1, -1, -1):  # ∂E/∂z^t through the filtered readout
-                u = torch.add(L[t], u, alpha=kap)
-                sig[t] = u * omk
-            m = k.c_in * psi[1:] * sig[1:]  # emissions m^{t+1}
-            sig[:-1] += torch.matmul(m, Wt)
-        # adjoint of the local dynamics (as EProp's batched scan): D^t = c_in dE/dv^t on the local graph
-        D = torch.empty_like(L)
-        dv = torch.zeros_like(L[0])
-        da = torch.zeros_like(L[0])
-        for t in range(T - 1, -1, -1):
-            dz = sig[t]
-            if k.adaptive:
-                dz = torch.addcmul(dz, k.c_a, da)
-            if self.reset_in_trace:
-                dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
-            pdz = psi[t] * dz
-            dv = torch.addcmul(pdz, k.leak, dv)
-            if k.adaptive:
-                da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
-            torch.mul(dv, k.c_in, out=D[t])
-        n_in = x.shape[-1]
-        dW_pre = L.new_zeros(N, N + n_in)
-        dW_pre[:, :N] = D[1:].reshape(-1, N).T @ z[:-1].reshape(-1, N)
-        dW_pre[:, N:] = D.reshape(-1, N).T @ x.reshape(-1, n_in)
-        dW_out = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ zf.reshape(-1, N)
+            fy = torch.empty_like(dE_dy)  # the readout filter's adjoint, in output space (K ≪ N)
+            u = torch.zeros_like(dE_dy[0])
+            for t in range(T - 1, -1, -1):
+                u = torch.add(dE_dy[t], u, alpha=kap)
+                fy[t] = u
+            sig = torch.matmul(fy, Bfb.T * omk)  # ∂E/∂z^t
+            psi = torch.cat([r[2] for r in recs]) if len(recs) > 1 else recs[0][2]
+            m = psi[1:] * sig[1:]  # emissions m^{t+1} (c_in folded into W̃'s rows below)
+            sig[:-1] += torch.matmul(m, k.c_in[:, None] * Wt)
+        out, t0 = [], 0
+        for r in recs:
+            out.append(sig[t0:t0 + r[1].shape[0]])
+            t0 += r[1].shape[0]
+        return out
+
+    def _batched(self, model: Any, recs: list, dE_dy: Tensor) -> tuple[Tensor, Tensor]:
+        """Credit on the outgoing spikes, then the adjoint scan of the local dynamics chunk by chunk backwards;
+        ``recs``: per chunk ``(x, z, psi, z_filt)``."""
+        k = self._eprop._consts(model)
+        Bfb = self.feedback_matrix(model)
+        Wt = self.substituted_weights(model)
+        sigs = self._credit(model, k, recs, dE_dy, Bfb, Wt)
+        B, N = recs[0][1].shape[1], k.N
+        n_in = recs[0][0].shape[-1]
+        kw = dict(dtype=dE_dy.dtype, device=dE_dy.device)
+        dW_pre = torch.zeros(N, N + n_in, **kw)
+        dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
+        dv = torch.zeros(B, N, **kw)  # dE/dv^{t+1} on the local graph
+        da = torch.zeros(B, N, **kw)
+        t1 = dE_dy.shape[0]
+        for ci in range(len(recs) - 1, -1, -1):
+            x_c, z_c, psi_c, zf_c = recs[ci]
+            sig = sigs[ci]
+            Tc = z_c.shape[0]
+            D = torch.empty(Tc, B, N, **kw)  # c_in dE/dv^t
+            for i in range(Tc - 1, -1, -1):
+                dz = sig[i]
+                if k.adaptive:
+                    dz = torch.addcmul(dz, k.c_a, da)
+                if self.reset_in_trace:
+                    dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
+                pdz = psi_c[i] * dz
+                dv = torch.addcmul(pdz, k.leak, dv)
+                if k.adaptive:
+                    da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
+                torch.mul(dv, k.c_in, out=D[i])
+            dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, z_c[:-1].reshape(-1, N))
+            if ci > 0:
+                dW_pre[:, :N].addmm_(D[0].T, recs[ci - 1][1][-1])
+            dW_pre[:, N:].addmm_(D.reshape(-1, N).T, x_c.reshape(-1, n_in))
+            dE_c = dE_dy[t1 - Tc:t1]
+            dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, zf_c.reshape(-1, N))
+            t1 -= Tc
         return dW_pre, dW_out
 
     # ------------------------------------------------------------------ online (variant "online")

@@ -21,7 +21,7 @@ from spikelearn.analysis.plots_stability import plot_convergence, plot_gain_swee
 from spikelearn.circuit import gaussian
 from spikelearn.circuit.core import Circuit
 from spikelearn.dynamics import linearise, qr_log_growth
-from spikelearn.models import RateRNN, SpikingRNN, SpikingState
+from spikelearn.models import RateRNN, SpikingRNN
 from spikelearn.neurons.rate import RateState
 
 F64 = torch.float64

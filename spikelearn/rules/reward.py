@@ -1,0 +1,163 @@
+r"""Reward-modulated learning: an eligibility trace times a global reward-prediction error (node perturbation;
+Fiete & Seung 2006, Phys. Rev. Lett. 97:048104, doi:10.1103/PhysRevLett.97.048104; Miconi 2017, eLife 6:e20899).
+
+Every trial ``b`` runs with independent Gaussian exploration noise ``η_bj^t ~ N(0, σ²)`` added to each neuron's
+drive (its membrane / pre-activation ``h_j^t``). Each synapse keeps the eligibility trace of its own noise-driven
+coincidences, and one global scalar per trial — the reward-prediction error — gates it::
+
+    eligibility    e_b,ji = Σ_t η_bj^t c_in,j pre_bi^t / σ²          (pre = r^{t-1} or z^{t-1} for W_rec, x^t for W_in)
+    RPE            δ_b = R_b − R̄,      R_b = reward of trial b (``reward_fn``; default −loss of the trial alone)
+    baseline       "running": R̄ ← λ R̄ + (1−λ) mean_b R_b after every batch (first batch: its mean);
+                   "batch": R̄_b = mean of the other trials' rewards (leave-one-out, unbiased)
+    update         ∂E/∂W_ji ≈ −(1/B) Σ_b δ_b e_b,ji
+
+Since ``E[(R − R̄) η^t] = σ² ∂E[R]/∂η^t`` for Gaussian noise and ``∂h_j^t/∂W_ji = c_in,j pre_i^t`` (the direct
+effect), the expected update is the gradient of the Gaussian-smoothed batch-mean loss: unbiased for ``σ → 0``
+with a constant baseline, whatever the network's recurrence. With ``δ = 0`` the update is exactly zero.
+``W_out``/``b_out`` get their exact local gradient (the delta rule on the noisy run) when ``readout="exact"``.
+
+Implementation: the noise enters through the carried state (``h`` or ``v`` is raised by ``η^t/leak`` before step
+``t``, which equals adding ``η^t`` to the drive of step ``t``); this needs a non-zero leak and a model form whose
+state carries ``h`` (``RateRNN`` ``"pre_activation"``/``"relu_lif"``, ``SpikingRNN``). The trial is simulated one
+step at a time (slow for long trials; memory ``O(T B N)``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from spikelearn.rules.base import Grads, LossFn, output_error
+
+__all__ = ["RewardModulated"]
+
+
+@dataclass(frozen=True)
+class RewardModulated:
+    """Node-perturbation eligibility × global reward-prediction error (module docstring).
+
+    Reads: the model state after every step (``r``/``z`` presynaptic activity), the inputs, the trial's reward;
+    from the model: leak and ``c_in``. Updates: ``theta_rec``, ``theta_in``, ``b_rec`` (reward-modulated) and
+    ``theta_out``, ``b_out`` (exact, when ``readout="exact"``), through ``model.param_grads``.
+
+    Attributes:
+        noise_std: σ of the exploration noise in drive units.
+        baseline: ``"running"`` (exponential average of past rewards) or ``"batch"`` (leave-one-out batch mean).
+        baseline_decay: λ of the running baseline.
+        reward_fn: ``reward_fn(y_hat, y, mask) -> (B,)`` rewards (the task's reward); ``None`` = ``−loss_fn`` of each
+            trial on its own.
+        readout: ``"exact"`` (delta rule for ``W_out``, ``b_out``) or ``"none"`` (readout not trained).
+        seed: seed of the noise generator (``None``: torch's global generator).
+    """
+
+    noise_std: float = 0.05
+    baseline: Literal["running", "batch"] = "running"
+    baseline_decay: float = 0.9
+    reward_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+    readout: Literal["exact", "none"] = "exact"
+    seed: int | None = None
+    _memory: Any = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False)
+
+    online = False
+    model_types = ("rate", "spiking")
+
+    def __post_init__(self) -> None:
+        if not self.noise_std > 0:
+            raise ValueError(f"RewardModulated: noise_std must be positive, got {self.noise_std!r}")
+        if self.baseline not in ("running", "batch"):
+            raise ValueError(f"RewardModulated: baseline must be 'running' or 'batch', got {self.baseline!r}")
+        if not 0.0 <= self.baseline_decay < 1.0:
+            raise ValueError(f"RewardModulated: baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
+        if self.readout not in ("exact", "none"):
+            raise ValueError(f"RewardModulated: readout must be 'exact' or 'none', got {self.readout!r}")
+
+    def _setup(self, model: nn.Module) -> tuple[str, Tensor, Tensor]:
+        from spikelearn.models import RateRNN, SpikingRNN
+
+        c = model.constants()
+        kw = dict(dtype=model.dtype, device=model.device)
+        if isinstance(model, SpikingRNN):
+            field_, leak = "v", c.alpha
+        elif isinstance(model, RateRNN):
+            if model.form not in ("pre_activation", "relu_lif"):
+                raise ValueError(f"RewardModulated needs a RateRNN form whose state carries h, got {model.form!r}")
+            field_, leak = "h", c.leak
+        else:
+            raise TypeError(f"RewardModulated applies to RateRNN or SpikingRNN, got {type(model).__name__}")
+        leak = torch.as_tensor(leak, **kw).expand(model.n).clone()
+        if bool((leak == 0).any()):
+            raise ValueError("RewardModulated injects noise through the carried state and needs a non-zero leak")
+        return field_, leak, torch.as_tensor(c.c_in, **kw).expand(model.n).clone()
+
+    def _noise(self, model: nn.Module, shape: tuple) -> Tensor:
+        gen = None
+        if self.seed is not None:
+            mem = self._memory.setdefault(model, {})
+            gen = mem.get("gen")
+            if gen is None:
+                gen = mem["gen"] = torch.Generator(device=model.device).manual_seed(int(self.seed))
+        return torch.randn(shape, generator=gen, dtype=model.dtype, device=model.device) * self.noise_std
+
+    def rewards(self, y_hat: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn) -> Tensor:
+        """Per-trial rewards ``(B,)``."""
+        if self.reward_fn is not None:
+            return torch.as_tensor(self.reward_fn(y_hat, y, mask)).to(y_hat.dtype).reshape(-1)
+        return torch.stack([-loss_fn(y_hat[:, b:b + 1], y[:, b:b + 1], mask[:, b:b + 1])
+                            for b in range(y_hat.shape[1])])
+
+    def prediction_error(self, model: nn.Module, R: Tensor) -> Tensor:
+        """``δ_b = R_b − R̄`` ``(B,)``; updates the running baseline of ``model``."""
+        if self.baseline == "batch":
+            B = R.shape[0]
+            if B < 2:
+                raise ValueError("RewardModulated: baseline='batch' needs at least 2 trials per batch")
+            return R - (R.sum() - R) / (B - 1)
+        mem = self._memory.setdefault(model, {})
+        base = mem.get("baseline")
+        if base is None:
+            base = float(R.mean())
+        mem["baseline"] = self.baseline_decay * base + (1.0 - self.baseline_decay) * float(R.mean())
+        return R - base
+
+    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+                  loss_fn: LossFn) -> tuple[Tensor, Grads]:
+        """``(loss, grads)`` of one batch of noisy trials; ``loss`` is the loss of the noisy run."""
+        field_, leak, c_in = self._setup(model)
+        T, B = x.shape[0], x.shape[1]
+        N = model.n
+        eta = self._noise(model, (T, B, N))
+        with torch.no_grad():
+            state = model.init_state(B)
+            exact = self.readout == "exact"
+            pres, ys, reads = [], [], []
+            for t in range(T):
+                pres.append(state.r if field_ == "h" else state.z)  # presynaptic activity of step t
+                state = state._replace(**{field_: getattr(state, field_) + eta[t] / leak})
+                out = model(x[t:t + 1], state=state, record=exact)
+                ys.append(out.y)
+                state = out.state
+                if exact:  # what W_out multiplies
+                    r = out.record
+                    reads.append(r.z_filt[0] if field_ == "v" else (r.h[0] if model.readout_from == "h" else r.r[0]))
+            y_hat = torch.cat(ys)
+            pre = torch.stack(pres)
+        loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
+        with torch.no_grad():
+            R = self.rewards(y_hat, y, mask, loss_fn)
+            delta = self.prediction_error(model, R)
+            w = -(delta[None, :, None] * eta * c_in) / (B * self.noise_std ** 2)  # (T, B, N)
+            wf = w.reshape(-1, N).T
+            dW: dict[str, Tensor] = {"W_rec": wf @ pre.reshape(-1, N),
+                                     "W_in": wf @ x.to(w.dtype).reshape(-1, x.shape[-1])}
+            if model.b_rec is not None:
+                dW["b_rec"] = w.sum((0, 1))
+            if exact:
+                read = torch.stack(reads)
+                dW["W_out"] = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ read.reshape(-1, N)
+                if model.b_out is not None:
+                    dW["b_out"] = dE_dy.sum((0, 1))
+        return loss, model.param_grads(dW)
