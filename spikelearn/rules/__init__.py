@@ -7,6 +7,7 @@ Each rule class declares ``model_types`` (a subset of ``("rate", "spiking")``): 
 from spikelearn.rules.base import Grads, LearningRule, LossFn, apply_gradients, output_error, zero_grads
 from spikelearn.rules.bptt import BPTT, TruncatedBPTT
 from spikelearn.rules.eprop import EProp
+from spikelearn.rules.flossing import Flossed
 from spikelearn.rules.mdgl import MDGL
 from spikelearn.rules.modprop import ModProp
 from spikelearn.rules.reward import RewardModulated
@@ -20,6 +21,7 @@ RULES: dict[str, type] = {
     "mdgl": MDGL,
     "modprop": ModProp,
     "reward": RewardModulated,
+    "flossed": Flossed,
 }
 
 
@@ -32,5 +34,5 @@ def make_rule(name: str, **options):
     return cls(**options)
 
 
-__all__ = ["RULES", "make_rule", "BPTT", "TruncatedBPTT", "EProp", "RFLO", "MDGL", "ModProp", "RewardModulated", "LearningRule", "Grads", "LossFn",
+__all__ = ["RULES", "make_rule", "BPTT", "TruncatedBPTT", "EProp", "RFLO", "MDGL", "ModProp", "RewardModulated", "Flossed", "LearningRule", "Grads", "LossFn",
            "apply_gradients", "output_error", "zero_grads"]

@@ -7,7 +7,8 @@ the QR method of :mod:`spikelearn.dynamics`. Two ways to use it here:
 * :class:`Flosser` — the separate flossing optimiser of the source (AdamW, lr 1e-3, betas (0.9, 0.999), no
   weight decay; fresh input per step) for the **schedules**: *pre-flossing* (``pre_steps`` flossing steps before
   training) and *inter-flossing* (``steps`` flossing steps after every ``every``-th iteration, at most
-  ``max_times`` times). :class:`FlossingSchedule` holds the numbers; the trainer calls :meth:`Flosser.run`.
+  ``max_times`` times). :class:`FlossingSchedule` holds the numbers; the trainer calls :meth:`Flosser.pre_floss`
+  before iteration 1 and :meth:`Flosser.after_iteration` after every iteration.
 * :class:`Flossed` — a rule wrapper adding ``weight · ∇L`` to the gradients of **any** rule at every call
   (flossing as a regulariser on the task batch).
 
@@ -17,9 +18,9 @@ products and QR) or ``"local"`` — **this package's design** of a biologically 
 read): with the trajectory and tangent frames held fixed, ``ΔW_rec[j,i] ∝ −Σ_l (λ_l − λ*) Σ_t u_{t,l,j} p_{t,l,i}``,
 a post × pre product of the tangent-space activity modulated by a global scalar per exponent (for k = 1:
 ``−λ_1 Σ_t ĝ_{t,j} γ f'(h_i^{t-1}) q_{t-1,i}/||g_t||``). It updates ``W_rec`` only. Bio-plausible rules (e-prop,
-RFLO, MDGL) can thus be flossed either *developmentally* (``Flosser`` with ``mode="autodiff"`` before training only,
-the rule itself stays local) or with the local rule during training (``Flossed(rule, FlossingConfig(mode="local"))``
-or a ``Flosser`` with ``mode="local"``).
+RFLO, MDGL) can thus be flossed either *developmentally* (pre-flossing with ``pre_mode="autodiff"`` before training
+only; the rule itself stays local) or with the local rule during training (inter-flossing with
+``config.mode="local"``, or ``Flossed(rule, FlossingConfig(mode="local"))``).
 """
 
 from __future__ import annotations
