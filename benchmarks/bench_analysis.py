@@ -52,6 +52,7 @@ def bench_hessian(rows: list, repeats: int) -> None:
         op = hessian_operator(model, x, y, mask, task.loss, l2=1e-2)
         ref = float(top_eigenvalues(op, op.n, 1, rtol=1e-10, max_matvec=300,
                                     generator=torch.Generator().manual_seed(0)).eigenvalues[0])
+        op(torch.randn(op.n))  # warm-up
         t0 = time.perf_counter()
         for _ in range(20):
             op(torch.randn(op.n))

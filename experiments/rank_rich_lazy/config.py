@@ -1,5 +1,6 @@
 """Configurations of the rank / rich-vs-lazy experiment (ALGORITHMS.md §8). ``QUICK`` runs in minutes on 2 CPU
-cores; ``FULL`` is the published set-up (BioRNN_RichLazy ``main.py``: N = 300, 10 000 SGD+momentum iterations)."""
+cores; ``QUICK_LONG`` trains BPTT 4000 iterations so that every init (connectomes included) learns; ``FULL`` is
+the published set-up (BioRNN_RichLazy ``main.py``: N = 300, 10 000 SGD+momentum iterations)."""
 
 from __future__ import annotations
 
@@ -28,4 +29,5 @@ class RankConfig:
 
 
 QUICK = RankConfig()
+QUICK_LONG = RankConfig(iterations=4000, rules=("bptt",))  # every init, connectomes included, learns the task
 FULL = RankConfig(n=300, ranks=(1, 30, 100, 300), iterations=10_000, lr=3e-3, seeds=(0, 1, 2, 3, 4))

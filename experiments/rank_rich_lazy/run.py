@@ -6,7 +6,7 @@ a γ = 1 ReLU rate RNN without biases on delayed match-to-sample with each rule,
 representation alignment (uncentred and CKA), tangent-kernel alignment (W_rec, 768 x 768) and sign similarity
 between θ_0 and θ_T (spikelearn.analysis.regime). Writes results_<config>.csv, summary_<config>.csv and PNGs here.
 
-Usage: ``python experiments/rank_rich_lazy/run.py [--config quick|full]``.
+Usage: ``python experiments/rank_rich_lazy/run.py [--config quick|quick_long|full]``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from config import FULL, QUICK, RankConfig  # noqa: E402
+from config import FULL, QUICK, QUICK_LONG, RankConfig  # noqa: E402
 
 from spikelearn import connectomes  # noqa: E402
 from spikelearn.analysis.plots_regime import plot_regime_vs_rank  # noqa: E402
@@ -96,10 +96,10 @@ def run_one(cfg: RankConfig, label: str, circuit: Circuit, w_in, w_out, rule_nam
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", choices=["quick", "full"], default="quick")
+    ap.add_argument("--config", choices=["quick", "quick_long", "full"], default="quick")
     ap.add_argument("--rules", nargs="*", default=None, help="override cfg.rules")
     args = ap.parse_args()
-    cfg = QUICK if args.config == "quick" else FULL
+    cfg = {"quick": QUICK, "quick_long": QUICK_LONG, "full": FULL}[args.config]
     if args.rules:
         cfg = dataclasses.replace(cfg, rules=tuple(args.rules))
     torch.set_num_threads(cfg.threads)

@@ -292,12 +292,9 @@ def activity_effective_rank(H: ArrayLike, *, centered: bool = True) -> dict[str,
 
 # ---------------------------------------------------------------------------------------------- rules
 def default_rules(model: nn.Module | None = None) -> dict[str, Any]:
-    """Every rule of :data:`spikelearn.rules.RULES` whose hyperparameters all have defaults, instantiated.
-
-    With ``model``, rules whose class declares ``model_types`` (``"rate"`` / ``"spiking"``) not covering the model
-    are left out (e.g. e-prop for a :class:`~spikelearn.models.RateRNN`); a rule without that declaration is
-    assumed to accept any model.
-    """
+    """Every rule of :data:`spikelearn.rules.RULES` whose hyperparameters all have defaults, instantiated; with
+    ``model``, only those whose ``model_types`` (``"rate"`` / ``"spiking"``) cover it (e.g. no e-prop for a
+    :class:`~spikelearn.models.RateRNN`)."""
     from spikelearn.rules import RULES
 
     kind = None if model is None else ("rate" if isinstance(model, RateRNN) else "spiking")
@@ -307,9 +304,9 @@ def default_rules(model: nn.Module | None = None) -> dict[str, Any]:
         if not all(p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
                    for p in ps):
             continue
-        types = getattr(cls, "model_types", None)  # optional declaration, not (yet) part of the rule protocol
-        if kind is None or types is None or kind in types:
-            out[name] = cls()
+        rule = cls()
+        if kind is None or kind in rule.model_types:
+            out[name] = rule
     return out
 
 

@@ -241,8 +241,10 @@ def test_gradient_alignment_between_rules():
     y = torch.randint(0, 3, (6, 4), generator=torch.Generator().manual_seed(0))
     mask = torch.ones(6, 4, dtype=torch.float64)
     assert "bptt" in default_rules() and "tbptt" not in default_rules()  # tbptt needs k
-    default = gradient_alignment(model, x, y, mask, classification_loss)  # every applicable registered rule
-    assert set(default.rule) == set(default_rules(model)) and default.error.eq("").all()
+    # every registered rule for rate models; a rule refusing this particular model (e.g. its form) is reported
+    default = gradient_alignment(model, x, y, mask, classification_loss, on_error="skip")
+    assert set(default.rule) == set(default_rules(model)) and "eprop" not in set(default.rule)
+    assert (default.error.eq("") | default.cosine.isna()).all()
     assert default[(default.rule == "bptt") & (default.parameter == "all")].cosine.iloc[0] == pytest.approx(1.0)
     rules = {"bptt": BPTT(), "tbptt_full": TruncatedBPTT(k=6), "tbptt_k1": TruncatedBPTT(k=1)}
     df = gradient_alignment(model, x, y, mask, classification_loss, rules=rules)
