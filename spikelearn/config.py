@@ -1,6 +1,7 @@
 """Typed run configuration; the same dataclasses are the schema of the TOML files read by ``spikelearn train``.
 
-A TOML file has the sections ``[circuit]``, ``[model]``, ``[task]``, ``[rule]``, ``[optimizer]`` and ``[train]``.
+A TOML file has the sections ``[circuit]``, ``[model]``, ``[task]``, ``[rule]``, ``[optimizer]``, ``[train]`` and
+(optional) ``[flossing]``.
 Each section's keys are the fields of its dataclass below; free-form options of the thing a section builds go
 in its ``options`` sub-table (``[model.options]`` ...) and are checked against that thing's signature. An unknown
 key anywhere is an error naming the key and its section. Example::
@@ -39,7 +40,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["CircuitConfig", "ModelConfig", "TaskConfig", "RuleConfig", "OptimizerConfig", "TrainConfig",
+__all__ = ["CircuitConfig", "ModelConfig", "TaskConfig", "RuleConfig", "OptimizerConfig", "TrainConfig", "FlossingSectionConfig",
            "RunConfig", "ConfigError", "load_config", "read_toml", "config_from_dict", "check_options"]
 
 
@@ -90,10 +91,30 @@ class TrainConfig:
     checkpoint_every: int = 0       # 0 = only at the end
     grad_clip: float = 0.0          # max gradient norm; 0 = no clipping
     update_every_steps: int = 0     # online rules: apply updates every k time steps (0 = once per trial)
+    rewiring: bool = False          # sign-preserving DEEP R rewiring at temperature 0 (connection count constant)
+    rewiring_l1: float = 1e-2       # DEEP R L1 shrinkage per unit learning rate
     device: str = "cpu"             # "cpu", "cuda" or "auto"
     dtype: str = "float32"          # "float32" or "float64"
     quiet: bool = False             # no progress bar
     out_dir: str = "runs/run"
+
+
+@dataclass(frozen=True)
+class FlossingSectionConfig:
+    """Gradient-flossing schedule (rules.flossing.FlossingSchedule); all zeros = off."""
+
+    pre_steps: int = 0              # flossing steps before iteration 1 (developmental pre-flossing)
+    every: int = 0                  # inter-flossing every k iterations (0 = never)
+    steps: int = 0                  # flossing steps each time
+    max_times: int = 2              # inter-flossing at most this many times (0 = no limit)
+    batch_size: int = 1             # task trials per flossing step
+    lr: float = 1e-3                # flossing AdamW learning rate
+    pre_mode: str = ""              # "", "autodiff" or "local" ("" = the config's mode)
+    options: dict = field(default_factory=dict)  # FlossingConfig fields (k, mode, target, transient_steps, ...)
+
+    @property
+    def enabled(self) -> bool:
+        return self.pre_steps > 0 or (self.every > 0 and self.steps > 0)
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,7 @@ class RunConfig:
     rule: RuleConfig = field(default_factory=RuleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    flossing: FlossingSectionConfig = field(default_factory=FlossingSectionConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -114,7 +136,8 @@ class RunConfig:
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 _SECTION_CLASSES = {"circuit": CircuitConfig, "model": ModelConfig, "task": TaskConfig, "rule": RuleConfig,
-                    "optimizer": OptimizerConfig, "train": TrainConfig}
+                    "optimizer": OptimizerConfig, "train": TrainConfig,
+                    "flossing": FlossingSectionConfig}
 
 
 def _build_section(section: str, values: Any):

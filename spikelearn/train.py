@@ -53,9 +53,11 @@ class Measurement:
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
-    """Independent seeds for circuit generation (numpy), weight init, training trials and evaluation trials."""
-    s = np.random.SeedSequence(seed).generate_state(4)
-    return {"circuit": int(s[0]), "init": int(s[1]), "trials": int(s[2]), "eval": int(s[3])}
+    """Independent seeds for circuit generation (numpy), weight init, training and evaluation trials, flossing
+    inputs and rewiring draws."""
+    s = np.random.SeedSequence(seed).generate_state(6)
+    return {"circuit": int(s[0]), "init": int(s[1]), "trials": int(s[2]), "eval": int(s[3]), "flossing": int(s[4]),
+            "rewiring": int(s[5])}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -86,7 +88,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, task: Any, rule: Any, optimizer: torch.optim.Optimizer,
                  config: TrainConfig, *, measurements: tuple[Measurement, ...] = (), loss_fn: LossFn | None = None,
-                 out_dir: str | pathlib.Path | None = "config", run_config: RunConfig | None = None):
+                 out_dir: str | pathlib.Path | None = "config", run_config: RunConfig | None = None,
+                 flossing: Any = None):
         self.model, self.task, self.rule, self.optimizer, self.config = model, task, rule, optimizer, config
         self.measurements = tuple(measurements)
         self.loss_fn = loss_fn or task.loss
@@ -103,6 +106,24 @@ class Trainer:
         self._it = 0
         self.rows: list[dict] = []
         self.wall_time_s = 0.0
+        self.preflossed = False
+        # Gradient flossing on a schedule (rules.flossing.FlossingSchedule), usable with any rule.
+        self.flosser = None
+        if flossing is not None:
+            from spikelearn.rules.flossing import Flosser
+
+            self.flosser = Flosser(model, flossing, seed=seeds["flossing"])
+        # Sign-preserving DEEP R rewiring (off by default), applied around every optimizer step.
+        self.rewire = self.rw_state = None
+        if config.rewiring:
+            from spikelearn.rules.rewiring import DeepR
+
+            self.rewire = DeepR(l1=config.rewiring_l1, seed=seeds["rewiring"])
+            self.rw_state = self.rewire.init(model)
+
+    def _sample_x(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """Fresh task inputs for flossing steps (their own generator; training trials are not disturbed)."""
+        return self.task.sample(batch_size, generator, dtype=self.dtype)[0].to(self.device)
 
     def _to_device(self, batch):
         return tuple(t.to(self.device) for t in batch)
@@ -136,7 +157,11 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"iteration": self.iteration, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "trial_generator": self.trial_gen.get_state(),
-                "history": self.rows, "wall_time_s": self.wall_time_s,
+                "history": self.rows, "wall_time_s": self.wall_time_s, "preflossed": self.preflossed,
+                "flosser": None if self.flosser is None else self.flosser.state_dict(),
+                "rewiring": None if self.rewire is None else {
+                    "active": self.rw_state.active, "sign": self.rw_state.sign,
+                    "n_rewired": self.rw_state.n_rewired, "generator": self.rw_state.generator.get_state()},
                 "run_config": None if self.run_config is None else self.run_config.to_json()}
 
     def save_checkpoint(self) -> pathlib.Path | None:
@@ -155,6 +180,17 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.trial_gen.set_state(ck["trial_generator"])
         self.iteration, self.rows, self.wall_time_s = ck["iteration"], list(ck["history"]), ck["wall_time_s"]
+        self.preflossed = bool(ck.get("preflossed", False))
+        if self.flosser is not None and ck.get("flosser") is not None:
+            self.flosser.load_state_dict(ck["flosser"])
+        if self.rewire is not None and ck.get("rewiring") is not None:
+            from spikelearn.rules.rewiring import DeepRState
+
+            rw = ck["rewiring"]
+            gen = torch.Generator()
+            gen.set_state(rw["generator"])
+            self.rw_state = DeepRState(active=rw["active"], sign=rw["sign"], n_rewired=int(rw["n_rewired"]),
+                                       generator=gen)
 
     # ------------------------------------------------------------------ loop
     def run(self, iterations: int | None = None) -> pd.DataFrame:
@@ -164,6 +200,9 @@ class Trainer:
         cfg = self.config
         total = cfg.iterations if iterations is None else iterations
         bar = tqdm(total=total, initial=self.iteration, disable=cfg.quiet, desc="train", leave=False)
+        if self.flosser is not None and not self.preflossed and self.iteration == 0:
+            self.flosser.pre_floss(self._sample_x)
+            self.preflossed = True
         try:
             while self.iteration < total:
                 self._one_iteration()
@@ -201,6 +240,13 @@ class Trainer:
         loss_v = float(loss)
         self.iteration = it
         row = {"iteration": it, "loss": loss_v}
+        if self.rewire is not None:
+            row["n_rewired"] = self.rw_state.n_rewired
+        if self.flosser is not None:
+            fl = self.flosser.after_iteration(it, self._sample_x)
+            if fl:
+                row["floss_loss"] = float(np.mean([r["floss_loss"] for r in fl]))
+                row["floss_lambda_max"] = float(np.mean([r["floss_lambda_max"] for r in fl]))
         if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations or it == 1):
             self.model.eval()
             row.update(self.evaluate())
@@ -226,7 +272,11 @@ class Trainer:
         apply_gradients(self.model, grads)
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if self.rewire is not None:
+            self.rewire.mask_grads(self.model, self.rw_state)
         self.optimizer.step()
+        if self.rewire is not None:
+            self.rw_state = self.rewire.step(self.model, self.rw_state, lr=self.optimizer.param_groups[0]["lr"])
 
     @staticmethod
     def _checkpoint_iteration(path: pathlib.Path) -> int:
@@ -306,6 +356,12 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"[optimizer] name {cfg.optimizer.name!r} unknown; torch.optim offers {sorted(opt)}")
     check_options("optimizer", opt[cfg.optimizer.name.lower()], cfg.optimizer.options, skip=("params", "lr"))
     _check_required("optimizer", opt[cfg.optimizer.name.lower()], cfg.optimizer.options, ("params", "lr"))
+    if cfg.flossing.enabled or cfg.flossing.options:
+        from spikelearn.dynamics import FlossingConfig
+
+        check_options("flossing", FlossingConfig, cfg.flossing.options)
+        if cfg.flossing.pre_mode not in ("", "autodiff", "local"):
+            raise ConfigError(f"[flossing] pre_mode must be '', 'autodiff' or 'local', got {cfg.flossing.pre_mode!r}")
     if cfg.train.dtype not in ("float32", "float64"):
         raise ConfigError(f"[train] dtype must be 'float32' or 'float64', got {cfg.train.dtype!r}")
     if cfg.train.device not in ("cpu", "auto") and not cfg.train.device.startswith("cuda"):
@@ -360,7 +416,15 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
     opt_cls = _optimizer_classes()[cfg.optimizer.name.lower()]
     optimizer = opt_cls(model.parameters(), lr=cfg.optimizer.lr, **cfg.optimizer.options)
     train_cfg = cfg.train if out_dir is None else dataclasses.replace(cfg.train, out_dir=out_dir)
-    trainer = Trainer(model, task, rule, optimizer, train_cfg, run_config=cfg)
+    flossing = None
+    if cfg.flossing.enabled:
+        from spikelearn.rules.flossing import FlossingSchedule
+
+        f = cfg.flossing
+        flossing = FlossingSchedule(pre_steps=f.pre_steps, every=f.every, steps=f.steps, max_times=f.max_times,
+                                    batch_size=f.batch_size, lr=f.lr, config=dict(f.options),
+                                    pre_mode=f.pre_mode or None)
+    trainer = Trainer(model, task, rule, optimizer, train_cfg, run_config=cfg, flossing=flossing)
     return circuit, model, task, rule, optimizer, trainer
 
 

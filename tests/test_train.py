@@ -115,3 +115,73 @@ def test_measurements_join_history(tmp_path):
     assert hist.loc[hist.iteration == 4, "pair.b"].item() == 8
     assert {"iteration", "loss", "accuracy", "firing_rate_hz", "wall_time_s"} <= set(hist.columns)
     assert hist["wall_time_s"].is_monotonic_increasing
+
+
+def test_flossing_schedule_and_rewiring_resume_bit_identical(tmp_path):
+    """Pre-/inter-flossing and DEEP R rewiring are trainer options; a killed run with both resumes exactly."""
+    from spikelearn.config import FlossingSectionConfig
+
+    def cfg(out):
+        c = _small_cfg(out, iterations=8, checkpoint_every=3, rewiring=True, rewiring_l1=0.5)
+        return dataclasses.replace(
+            c, circuit=CircuitConfig(kind="dale", n=24, options={"p": 0.3}),
+            model=ModelConfig(type="rate", options={"form": "pre_activation", "activation": "tanh"}),
+            flossing=FlossingSectionConfig(pre_steps=2, every=2, steps=1, max_times=2, batch_size=2,
+                                           options={"k": 2, "transient_steps": 2}))
+
+    full, m_full = train(cfg(tmp_path / "full"))
+    assert full.loc[full.iteration.isin([2, 4]), "floss_loss"].notna().all()
+    assert full.loc[full.iteration.isin([1, 3, 6]), "floss_loss"].isna().all()  # max_times = 2
+    assert (full["n_rewired"] > 0).any()
+    *_, trainer = build(cfg(tmp_path / "killed"))
+    trainer.run(iterations=3)
+    hist, m_res = train(cfg(tmp_path / "killed"), resume=True)
+    assert hist["loss"].tolist() == full["loss"].tolist()
+    for (n, p), (_, q) in zip(m_full.named_parameters(), m_res.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_flossing_options_checked():
+    from spikelearn.config import ConfigError, FlossingSectionConfig
+    from spikelearn.train import validate_config
+
+    bad = dataclasses.replace(RunConfig(), flossing=FlossingSectionConfig(pre_steps=1, options={"kk": 2}))
+    with pytest.raises(ConfigError, match=r"'kk'.*\[flossing.options\]"):
+        validate_config(bad)
+
+
+def test_rewiring_keeps_connection_count_and_signs(tmp_path):
+    """DEEP R as a trainer option on a circuit whose mask (allowed synapses) is larger than its initial edges."""
+    import numpy as np
+
+    from spikelearn import Circuit
+    from spikelearn.circuit import dale
+    from spikelearn.models import RateRNN
+    from spikelearn.rules import BPTT
+    from spikelearn.tasks import make_task
+    from spikelearn.config import TrainConfig
+
+    sparse = dale(30, frac_exc=0.8, p=0.2, seed=1)
+    allowed = ~np.eye(30, dtype=bool)  # every off-diagonal synapse may form; 20 % exist at the start
+    circuit = Circuit.from_dense(sparse.weights(dense=True), mask=allowed, signs=sparse.signs,
+                                 cell_types=sparse.cell_types)
+    task = make_task("delayed_match_to_sample")
+    model = RateRNN(circuit, task.n_in, task.n_out, form="pre_activation", activation="tanh", tau_ms=100.0,
+                    dt_ms=100.0, sign_constraint="dale")
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    from spikelearn.train import Trainer
+
+    tr = Trainer(model, task, BPTT(), opt, TrainConfig(iterations=15, batch_size=8, quiet=True, rewiring=True,
+                                                     rewiring_l1=2.0, eval_every=0), out_dir=None)
+    active0 = {k: v.clone() for k, v in tr.rw_state.active.items()}
+    assert int(active0["rec"].sum()) == sparse.n_edges
+    hist = tr.run()
+    active = tr.rw_state.active
+    for k in active0:
+        assert int(active[k].sum()) == int(active0[k].sum()), k
+    assert not torch.equal(active["rec"], active0["rec"])  # synapses moved
+    assert hist["n_rewired"].sum() > 0
+    W = model.effective_weights().W_rec.detach()
+    assert torch.all(W[~active["rec"]] == 0)
+    signs = torch.tensor(sparse.signs.astype(float), dtype=W.dtype)
+    assert torch.all(W * signs[None, :] >= 0)  # every synapse keeps its presynaptic neuron's sign
