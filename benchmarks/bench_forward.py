@@ -9,7 +9,7 @@ For N in {256, 1024}, B = 32, T = 1000 (n_in = 40, n_out = 2), measured in the s
   T sequential (B, N) @ (N, N) recurrent products: the bound a step-by-step simulator cannot beat.
 
 Each measurement runs in a fresh subprocess; peak memory is the increase of the process's maximum resident
-set size over its size just before the measured call (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA).
+set size over its size just before the first (warm-up) call (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA).
 Usage: ``python benchmarks/bench_forward.py [--device cpu|cuda] [--repeats 3] [--sizes 256 1024] [--T 1000]``.
 """
 
@@ -89,11 +89,11 @@ def _measure(impl: str, mode: str, n: int, T: int, device: str, repeats: int) ->
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    call()  # warm-up
+    rss0 = _rss_mb()  # before the first call: the peak of any call counts
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    rss0 = _rss_mb()
+    call()  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -227,7 +227,8 @@ class EProp:
     Attributes:
         feedback: ``"symmetric"`` (``B = W_outᵀ``), ``"random"`` (fixed ``B ~ N(0, feedback_std²)``) or
             ``"adaptive"`` (``B`` receives the updates of ``W_outᵀ`` plus decay, see :func:`feedback_matrix`).
-        reset_in_trace: include the reset path in the traces (MDGL variant); default ``False`` (e-prop).
+        reset_in_trace: include the reset path in the traces (MDGL variant); default ``False`` (e-prop). The
+            model's ``detach_reset`` (a BPTT option) is not used by e-prop.
         mode: ``"batched"`` (whole trials, adjoint scan + GEMMs) or ``"online"`` (forward traces, memory independent
             of ``T``); both give the same numbers.
         feedback_seed: seed of the random ``B``. feedback_std: its std; ``None`` = ``1/√N`` (pattern generation;
