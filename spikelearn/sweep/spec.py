@@ -286,10 +286,21 @@ def _set_path(d: dict, key: str, value: Any) -> None:
     node[parts[-1]] = copy.deepcopy(value)
 
 
+_MISSING = object()
+
+
 def run_id(config: RunConfig | Mapping, measurements=()) -> str:
-    """Stable id: SHA-256 (12 hex digits) of the canonical JSON of config (minus ``train.out_dir``) and hooks."""
+    """Stable id: SHA-256 (12 hex digits) of the canonical JSON of config and hooks.
+
+    ``train.out_dir`` and ``train.quiet`` are left out, and so is every field at its default value, so that a
+    field (or section) added to the schema later with a default leaves existing runs' ids unchanged.
+    """
     cfg = config.to_dict() if isinstance(config, RunConfig) else copy.deepcopy(dict(config))
-    cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("out_dir", "quiet")}
+    defaults = RunConfig().to_dict()
+    cfg = {sec: {k: v for k, v in fields.items()
+                 if not (sec == "train" and k in ("out_dir", "quiet")) and v != defaults.get(sec, {}).get(k, _MISSING)}
+           for sec, fields in cfg.items()}
+    cfg = {sec: fields for sec, fields in cfg.items() if fields}
     meas = [m.to_dict() if isinstance(m, MeasurementSpec) else dict(m) for m in measurements]
     text = json.dumps({"config": cfg, "measurements": meas}, sort_keys=True, separators=(",", ":"),
                       ensure_ascii=True, allow_nan=False)
