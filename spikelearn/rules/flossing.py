@@ -115,6 +115,13 @@ class Flosser:
         """One flossing step on input ``x (T, B, n_in)`` (gradient ``mode``, default ``config.mode``)."""
         cfg = self.schedule.config if mode is None else self.schedule.config._replace(mode=mode)
         loss, grads, lam = flossing_grads(self.model, x, None, cfg)
+        bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
+        if not torch.isfinite(loss) or bad:
+            raise ValueError(
+                f"flossing step {self.n_steps + 1}: non-finite flossing loss/gradient ({float(loss)}; parameters "
+                f"{bad}) — the tangent map is singular along the trajectory (an exponent is -inf, e.g. every ReLU "
+                f"unit silent at some step), so it cannot be pushed towards {cfg.target}. Use a smooth activation, "
+                f"fewer exponents k, or no flossing; the model was left unchanged")
         params = dict(self.model.named_parameters())
         self.optimizer.zero_grad(set_to_none=True)
         for n in self.names:

@@ -274,3 +274,26 @@ def test_flosser_resumes_identically():
         assert torch.equal(p, q), n
     assert torch.equal(a.theta_out, snap["theta_out"])  # readout never flossed
     assert isinstance(pd.DataFrame(rows_a), pd.DataFrame) and math.isfinite(rows_a[-1]["floss_loss"])
+
+
+def test_singular_tangent_map_is_a_clear_error_and_leaves_the_model_unchanged():
+    """A ReLU network whose units all fall silent has exponent -inf: flossing refuses instead of writing NaN."""
+    import pytest
+    import torch
+
+    from spikelearn.circuit import dale
+    from spikelearn.models import RateRNN
+    from spikelearn.rules.flossing import Flosser, FlossingSchedule
+    from spikelearn.tasks import make_task
+
+    task = make_task("delayed_match_to_sample")
+    m = RateRNN(dale(24, p=0.3, seed=0), task.n_in, task.n_out, form="richlazy", activation="relu",
+                dt_ms=100.0, tau_ms=100.0)
+    with torch.no_grad():
+        m.theta_in.zero_()  # no input drive: every ReLU unit is silent, so the Jacobian is exactly zero
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    fl = Flosser(m, FlossingSchedule(pre_steps=1, batch_size=2, config={"k": 2, "transient_steps": 2}))
+    with pytest.raises(ValueError, match="singular"):
+        fl.pre_floss(lambda b, g: task.sample(b, g)[0])
+    for n, p in m.named_parameters():
+        assert torch.equal(p, before[n]), n
