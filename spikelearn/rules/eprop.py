@@ -175,6 +175,20 @@ def rate_regularizer(z: Tensor, dt_ms: float, coeff: float, target_hz: float,
 
 
 # ----------------------------------------------------------------------------------------------- state
+def record_and_output_error(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+                            chunk_steps: int, fields: tuple[str, ...]) -> tuple[Tensor, Tensor, list]:
+    """The shared first half of every batched local rule: run the trial without a graph, keeping only
+    ``fields`` of the record chunk by chunk, then ``(loss, ∂E/∂ŷ)`` by autograd on the output alone.
+
+    Returns ``(loss, dE_dy (T, B, n_out), [per-chunk tuple of the fields]).``
+    """
+    with torch.no_grad():
+        chunks = _record_chunks(model, x, chunk_steps, fields)
+        y_hat = torch.cat([c[0] for c in chunks])
+    loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
+    return loss, dE_dy, [c[1] for c in chunks]
+
+
 class EPropState(NamedTuple):
     """Online e-prop state for one batch of trials (traces ``(N, B, N_pre)``, ``N_pre = N + n_in``).
 
@@ -313,12 +327,10 @@ class EProp:
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
             assert grads is not None
             return loss, grads
+        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
+                                                    ("x", "z", "psi", "z_filt"))
         with torch.no_grad():
-            chunks = _record_chunks(model, x, self.chunk_steps, ("x", "z", "psi", "z_filt"))
-            y_hat = torch.cat([c[0] for c in chunks])
-        loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
-        with torch.no_grad():
-            dW_pre, dW_out, db_out = self._batched(model, [c[1] for c in chunks], dE_dy)
+            dW_pre, dW_out, db_out = self._batched(model, recs, dE_dy)
         return loss, self._grads(model, dW_pre, dW_out, db_out)
 
     def _batched(self, model: Any, recs: list, dE_dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:

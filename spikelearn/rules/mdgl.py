@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, output_error
-from spikelearn.rules.eprop import EProp, EPropState, _detached, _record_chunks, run_online
+from spikelearn.rules.base import Grads, LossFn
+from spikelearn.rules.eprop import EProp, EPropState, _detached, record_and_output_error, run_online
 
 __all__ = ["MDGL", "MDGLState", "cell_type_index", "type_indicator", "type_average", "substituted_weights"]
 
@@ -187,12 +187,10 @@ class MDGL:
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
             assert grads is not None
             return loss, grads
+        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
+                                                    ("x", "z", "psi", "z_filt"))
         with torch.no_grad():
-            chunks = _record_chunks(model, x, self.chunk_steps, ("x", "z", "psi", "z_filt"))
-            y_hat = torch.cat([c[0] for c in chunks])
-        loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
-        with torch.no_grad():
-            dW_pre, dW_out = self._batched(model, [c[1] for c in chunks], dE_dy)
+            dW_pre, dW_out = self._batched(model, recs, dE_dy)
         return loss, self._eprop._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
 
     def _credit(self, model: Any, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor, Wt: Tensor) -> list:

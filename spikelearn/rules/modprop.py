@@ -37,8 +37,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, output_error
-from spikelearn.rules.eprop import EProp, _check_common, _record_chunks, feedback_matrix, run_online
+from spikelearn.rules.base import Grads, LossFn
+from spikelearn.rules.eprop import EProp, _check_common, feedback_matrix, record_and_output_error, run_online
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
 
 __all__ = ["ModProp", "ModPropState", "filter_taps"]
@@ -165,12 +165,9 @@ class ModProp:
             fields: tuple[str, ...] = ("x", "z", "psi", "z_filt")
         else:
             fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
+        loss, dE_dy, chunks = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
         with torch.no_grad():
-            chunks = _record_chunks(model, x, self.chunk_steps, fields)
-            y_hat = torch.cat([c[0] for c in chunks])
-        loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
-        with torch.no_grad():
-            recs = [torch.cat([c[1][i] for c in chunks]) for i in range(4)]
+            recs = [torch.cat([c[i] for c in chunks]) for i in range(4)]
             fn = self._batched_spiking if spiking else self._batched_rate
             dW_pre, dW_out = fn(model, *recs, dE_dy)
         return loss, self._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))

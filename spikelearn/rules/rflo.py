@@ -31,8 +31,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, output_error
-from spikelearn.rules.eprop import _check_common, _detached, _record_chunks, feedback_matrix, run_online
+from spikelearn.rules.base import Grads, LossFn
+from spikelearn.rules.eprop import _check_common, _detached, feedback_matrix, record_and_output_error, run_online
 
 __all__ = ["RFLO", "RFLOState"]
 
@@ -150,12 +150,9 @@ class RFLO:
             assert grads is not None
             return loss, grads
         fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
+        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
         with torch.no_grad():
-            chunks = _record_chunks(model, x, self.chunk_steps, fields)
-            y_hat = torch.cat([c[0] for c in chunks])
-        loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
-        with torch.no_grad():
-            dW_pre, dW_out, db_out = self._batched(model, [c[1] for c in chunks], dE_dy)
+            dW_pre, dW_out, db_out = self._batched(model, recs, dE_dy)
         return loss, self._grads(model, dW_pre, dW_out, db_out)
 
     def _batched(self, model: Any, recs: list, dE_dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
