@@ -18,20 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
-import time
+
+from _measure import markdown, measure
 
 B, N_IN, N_OUT = 32, 40, 2
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _measure(impl: str, mode: str, n: int, T: int, device: str, repeats: int) -> dict:
@@ -86,24 +78,10 @@ def _measure(impl: str, mode: str, n: int, T: int, device: str, repeats: int) ->
                 run()
         else:
             run().square().mean().backward()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
 
-    rss0 = _rss_mb()  # before the first call: the peak of any call counts
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    if dev.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
-    return {"impl": impl, "mode": mode, "N": n, "T": T, "time_s": min(times), "peak_mem_mb": max(peak, 0.0)}
+    # the first (cold) call is one of the repeats: the peak of any call counts, the best time is reported
+    best, peak = measure(call, repeats=repeats + 1, device=device)
+    return {"impl": impl, "mode": mode, "N": n, "T": T, "time_s": best, "peak_mem_mb": peak}
 
 
 def main() -> None:
@@ -142,16 +120,8 @@ def main() -> None:
     bptt = t.xs("bptt", level="mode")["spikelearn"]
     print(f"# machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {args.device}; B={B}, T={args.T}, n_in={N_IN}; best of {args.repeats}")
-    print(table.to_markdown() if hasattr(table, "to_markdown") and _has_tabulate() else table.to_string())
+    print(markdown(table))
     print("\nspikelearn BPTT / forward time:", (bptt / fwd).round(2).to_dict())
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
-import time
+
+from _measure import measure
 
 N_IN, N_OUT = 40, 2
 
@@ -46,14 +46,8 @@ def _measure(rule_name: str, n: int, T: int, B: int, repeats: int, threads: int)
     def loss_fn(y_hat, y, mask):
         return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum() / y.shape[1]
 
-    rule.gradients(model, x[:10], y[:10], mask[:10], loss_fn)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        rule.gradients(model, x, y, mask, loss_fn)
-        best = min(best, time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+    best, peak = measure(lambda: rule.gradients(model, x, y, mask, loss_fn), repeats=repeats,
+                         warmup=lambda: rule.gradients(model, x[:10], y[:10], mask[:10], loss_fn))
     return {"rule": rule_name, "N": n, "T": T, "B": B, "time_s": best, "peak_mb": peak}
 
 

@@ -37,20 +37,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
-import time
+
+from _measure import markdown, measure
 
 B, N_IN, N_OUT = 32, 40, 2
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _measure(rule_name: str, neuron: str, n: int, T: int, device: str, repeats: int, threads: int) -> dict:
@@ -74,26 +66,10 @@ def _measure(rule_name: str, neuron: str, n: int, T: int, device: str, repeats: 
     def loss_fn(y_hat, y, mask):
         return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum() / y.shape[1]
 
-    def call(x, y, mask):
-        rule.gradients(model, x, y, mask, loss_fn)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    call(x[:10], y[:10], mask[:10])  # warm-up on 10 steps (lazy initialisation, code paths)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    rss0 = _rss_mb()
-    times = []
-    for _ in range(repeats):  # the first full-size call sets the peak (freed memory may stay mapped afterwards)
-        t0 = time.perf_counter()
-        call(x, y, mask)
-        times.append(time.perf_counter() - t0)
-    if dev.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
-    return {"rule": rule_name, "neuron": neuron, "N": n, "T": T, "time_s": min(times), "peak_mem_mb": max(peak, 0.0)}
+    # warm-up on 10 steps (lazy initialisation, code paths); the first full-size call sets the peak
+    best, peak = measure(lambda: rule.gradients(model, x, y, mask, loss_fn), repeats=repeats, device=device,
+                         warmup=lambda: rule.gradients(model, x[:10], y[:10], mask[:10], loss_fn))
+    return {"rule": rule_name, "neuron": neuron, "N": n, "T": T, "time_s": best, "peak_mem_mb": peak}
 
 
 def main() -> None:
@@ -140,20 +116,12 @@ def main() -> None:
     print(f"# machine: {platform.processor() or platform.machine()}, {args.threads} thread(s), torch "
           f"{torch.__version__}, device {args.device}; B={B}, n_in={N_IN}; time: best of {args.repeats}; "
           f"memory: peak RSS increase")
-    print(table.to_markdown() if _has_tabulate() else table.to_string())
+    print(markdown(table))
     if "eprop_online" in m and len(args.T) > 1:
         lo, hi = min(args.T), max(args.T)
         mm = m["eprop_online"].unstack("T")
         growth = (mm[hi] / mm[lo] - 1).round(3)
         print(f"\nonline e-prop peak-memory growth from T={lo} to T={hi}:", growth.to_dict())
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 if __name__ == "__main__":
