@@ -694,7 +694,7 @@ class SpikingRNN(_CircuitRNN):
             if gap is not None:
                 drive = drive + (s.v @ GT - s.v * gsum)
             s, aux = alif_update(c, s, drive, surr, need_aux=record)
-            zf = torch.add(zf * kappa, s.z, alpha=omk)  # κ z̄ + (1−κ) z
+            zf = torch.lerp(s.z, zf, kappa)  # κ z̄ + (1−κ) z, one autograd node
             if keep_zf:
                 zfs.append(zf)
             if keep_z:
