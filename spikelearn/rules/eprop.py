@@ -189,6 +189,18 @@ def record_and_output_error(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor
     return loss, dE_dy, [c[1] for c in chunks]
 
 
+def weight_grads(model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
+    """Parameter gradients from gradients on the effective weights: ``dW_pre`` is ``(N, N + n_in [+ 1])``
+    (recurrent, input and, for a rate model with ``b_rec``, bias columns); masks and signs via ``param_grads``."""
+    N, n_in = model.n, model.n_in
+    dW = {"W_rec": dW_pre[:, :N], "W_in": dW_pre[:, N:N + n_in], "W_out": dW_out}
+    if model.b_out is not None:
+        dW["b_out"] = db_out
+    if model.b_rec is not None:
+        dW["b_rec"] = dW_pre[:, N + n_in]
+    return model.param_grads(dW)
+
+
 class EPropState(NamedTuple):
     """Online e-prop state for one batch of trials (traces ``(N, B, N_pre)``, ``N_pre = N + n_in``).
 
@@ -311,12 +323,7 @@ class EProp:
         """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
         return feedback_matrix(self, model, model.effective_weights().W_out, 1.0 / math.sqrt(model.n))
 
-    def _grads(self, model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
-        N = model.n
-        dW = {"W_rec": dW_pre[:, :N], "W_in": dW_pre[:, N:], "W_out": dW_out}
-        if model.b_out is not None:
-            dW["b_out"] = db_out
-        return model.param_grads(dW)
+    _grads = staticmethod(weight_grads)
 
     # ------------------------------------------------------------------ whole trials
     def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,

@@ -38,7 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import EProp, _check_common, feedback_matrix, record_and_output_error, run_online
+from spikelearn.rules.eprop import (EProp, _check_common, feedback_matrix,
+                                    record_and_output_error, run_online, weight_grads)
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
 
 __all__ = ["ModProp", "ModPropState", "filter_taps"]
@@ -141,14 +142,7 @@ class ModProp:
         return (torch.as_tensor(c.leak, **kw).expand(model.n).clone(),
                 torch.as_tensor(c.c_in, **kw).expand(model.n).clone())
 
-    def _grads(self, model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
-        N, n_in = model.n, model.n_in
-        dW = {"W_rec": dW_pre[:, :N], "W_in": dW_pre[:, N:N + n_in], "W_out": dW_out}
-        if model.b_out is not None:
-            dW["b_out"] = db_out
-        if model.b_rec is not None:
-            dW["b_rec"] = dW_pre[:, N + n_in]
-        return model.param_grads(dW)
+    _grads = staticmethod(weight_grads)
 
     # ------------------------------------------------------------------ whole trials
     def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,

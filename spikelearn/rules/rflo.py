@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import _check_common, _detached, feedback_matrix, record_and_output_error, run_online
+from spikelearn.rules.eprop import (_check_common, _detached, feedback_matrix,
+                                    record_and_output_error, run_online, weight_grads)
 
 __all__ = ["RFLO", "RFLOState"]
 
@@ -131,14 +132,7 @@ class RFLO:
         """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
         return feedback_matrix(self, model, model.effective_weights().W_out, 1.0 / math.sqrt(model.n_out))
 
-    def _grads(self, model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
-        N, n_in = model.n, model.n_in
-        dW = {"W_rec": dW_pre[:, :N], "W_in": dW_pre[:, N:N + n_in], "W_out": dW_out}
-        if model.b_out is not None:
-            dW["b_out"] = db_out
-        if model.b_rec is not None:
-            dW["b_rec"] = dW_pre[:, N + n_in]
-        return model.param_grads(dW)
+    _grads = staticmethod(weight_grads)
 
     # ------------------------------------------------------------------ whole trials
     def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
