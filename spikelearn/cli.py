@@ -24,15 +24,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from spikelearn.config import load_config
+    from spikelearn.config import load_run_file, resolve_measurements
     from spikelearn.train import train
 
-    cfg = load_config(args.config)
+    cfg, meas = load_run_file(args.config)
     if args.quiet:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, quiet=True))
-    hist, _ = train(cfg, out_dir=args.out, resume=args.resume)
+    hist, _ = train(cfg, out_dir=args.out, resume=args.resume, measurements=resolve_measurements(meas))
     out = args.out or cfg.train.out_dir
     last = hist.dropna(subset=["accuracy"]).tail(1)
     print(last.to_string(index=False))

@@ -1,7 +1,8 @@
 """Typed run configuration; the same dataclasses are the schema of the TOML files read by ``spikelearn train``.
 
 A TOML file has the sections ``[circuit]``, ``[model]``, ``[task]``, ``[rule]``, ``[optimizer]``, ``[train]`` and
-(optional) ``[flossing]``.
+(optional) ``[flossing]``, plus optional ``[[measurements]]`` hooks (``name``, ``fn = "module:attribute"``,
+``every``, ``options``; read by :func:`load_run_file`; :class:`MeasurementSpec`).
 Each section's keys are the fields of its dataclass below; free-form options of the thing a section builds go
 in its ``options`` sub-table (``[model.options]`` ...) and are checked against that thing's signature. An unknown
 key anywhere is an error naming the key and its section. Example::
@@ -28,12 +29,13 @@ key anywhere is an error naming the key and its section. Example::
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import json
 import pathlib
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,7 +43,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["CircuitConfig", "ModelConfig", "TaskConfig", "RuleConfig", "OptimizerConfig", "TrainConfig", "FlossingSectionConfig",
-           "RunConfig", "ConfigError", "load_config", "read_toml", "config_from_dict", "check_options"]
+           "RunConfig", "ConfigError", "load_config", "load_run_file", "MeasurementSpec", "parse_measurements",
+           "resolve_measurements", "read_toml", "config_from_dict", "check_options"]
 
 
 class ConfigError(ValueError):
@@ -175,6 +178,90 @@ def config_from_dict(d: dict) -> RunConfig:
     return RunConfig(**{s: _build_section(s, v) for s, v in d.items()})
 
 
+@dataclass(frozen=True)
+class MeasurementSpec:
+    """A measurement hook named by import path, so it travels to workers as text."""
+
+    name: str
+    fn: str                         # "module:attribute"; called as fn(model, task, iteration, **options)
+    #                                 (plus initial_model=... when fn declares it; spikelearn.train.Measurement)
+    every: int = 10
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_MEASUREMENT_KEYS = {"name", "fn", "every", "options"}
+
+
+def _check_int(where: str, v: Any, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ConfigError(f"{where} must be an integer >= {low}, got {v!r}")
+    return v
+
+
+def _parse_measurement(m: Any, i: int) -> MeasurementSpec:
+    where = f"[[measurements]] #{i + 1}"
+    if not isinstance(m, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(m) - _MEASUREMENT_KEYS
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where}; allowed keys: {sorted(_MEASUREMENT_KEYS)}")
+    for k in ("name", "fn"):
+        if not isinstance(m.get(k), str) or not m[k]:
+            raise ConfigError(f"{where} needs a string {k!r}")
+    options = m.get("options", {})
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{where} options must be a table")
+    spec = MeasurementSpec(name=m["name"], fn=m["fn"], every=_check_int(f"{where} every", m.get("every", 10), 1),
+                           options=dict(options))
+    fn = _import_hook(spec)
+    check_options(f"measurements.{spec.name}", fn, spec.options, skip=("model", "task", "iteration", "initial_model"))
+    return spec
+
+
+def _import_hook(spec: MeasurementSpec):
+    mod_name, _, attr = spec.fn.partition(":")
+    if not attr:
+        raise ConfigError(f"measurement {spec.name!r}: fn must be 'module:attribute', got {spec.fn!r}")
+    try:
+        obj = importlib.import_module(mod_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"measurement {spec.name!r}: cannot import {spec.fn!r}: {e}") from None
+    if not callable(obj):
+        raise ConfigError(f"measurement {spec.name!r}: {spec.fn!r} is not callable")
+    return obj
+
+
+def parse_measurements(meas: Any) -> tuple:
+    """Parse the ``[[measurements]]`` array of tables into :class:`MeasurementSpec` s (hooks imported and their
+    options checked now, so a typo fails before anything runs)."""
+    if not isinstance(meas, list):
+        raise ConfigError("[[measurements]] must be an array of tables")
+    measurements = tuple(_parse_measurement(m, i) for i, m in enumerate(meas))
+    names = [m.name for m in measurements]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"measurement names must be unique, got {names}")
+    return measurements
+
+
+def resolve_measurements(specs) -> tuple:
+    """Turn :class:`MeasurementSpec` s (or their dicts) into :class:`spikelearn.train.Measurement` hooks."""
+    import functools
+
+    from spikelearn.train import Measurement
+
+    out = []
+    for s in specs:
+        s = s if isinstance(s, MeasurementSpec) else MeasurementSpec(**s)
+        fn = _import_hook(s)
+        out.append(Measurement(s.name, functools.partial(fn, **s.options) if s.options else fn, s.every))
+    return tuple(out)
+
+
 def read_toml(path: str | pathlib.Path, what: str = "configuration file") -> dict:
     """Parse a TOML file; a missing file or invalid TOML is a :class:`ConfigError` naming the file."""
     p = pathlib.Path(path)
@@ -187,8 +274,17 @@ def read_toml(path: str | pathlib.Path, what: str = "configuration file") -> dic
 
 
 def load_config(path: str | pathlib.Path) -> RunConfig:
-    """Read a TOML run configuration (see module docstring)."""
+    """Read a TOML run configuration (see module docstring); a ``[[measurements]]`` array is refused here — read
+    such a file with :func:`load_run_file`."""
     return config_from_dict(read_toml(path))
+
+
+def load_run_file(path: str | pathlib.Path) -> tuple[RunConfig, tuple]:
+    """Read a TOML run file: the configuration and its ``[[measurements]]`` hooks (:class:`MeasurementSpec` s),
+    in the same format as a sweep file's."""
+    d = read_toml(path)
+    meas = parse_measurements(d.pop("measurements", []))
+    return config_from_dict(d), meas
 
 
 def check_options(section: str, target: Any, options: dict, *, skip: tuple[str, ...] = ()) -> None:

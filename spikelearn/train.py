@@ -44,12 +44,24 @@ class TrainingDiverged(RuntimeError):
 class Measurement:
     """A measurement hook: ``fn(model, task, iteration) -> float | dict[str, float]`` every ``every`` iterations.
 
-    Results join the history as columns ``name`` (float) or ``name.key`` (dict).
+    Results join the history as columns ``name`` (float) or ``name.key`` (dict). A hook that declares a keyword
+    parameter ``initial_model`` also receives a frozen copy of the model as it was built (before any pre-flossing or
+    training; kept in checkpoints, so a resumed run compares against the same reference) — what weight-change,
+    kernel-alignment and other rich/lazy measures need.
     """
 
     name: str
     fn: Callable[[nn.Module, Any, int], Any]
     every: int = 10
+
+
+def _wants_initial_model(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get("initial_model")
+    return p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -120,6 +132,21 @@ class Trainer:
 
             self.rewire = DeepR(l1=config.rewiring_l1, seed=seeds["rewiring"])
             self.rw_state = self.rewire.init(model)
+        # The model as built (reference of `initial_model` measurement hooks); saved in checkpoints.
+        self.initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._initial_model: nn.Module | None = None
+
+    def initial_model(self) -> nn.Module:
+        """A frozen copy of the model as it was built (see :class:`Measurement`)."""
+        if self._initial_model is None:
+            import copy
+
+            m = copy.deepcopy(self.model)
+            m.load_state_dict(self.initial_state)
+            for p in m.parameters():
+                p.requires_grad_(False)
+            self._initial_model = m
+        return self._initial_model
 
     def _sample_x(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Fresh task inputs for flossing steps (their own generator; training trials are not disturbed)."""
@@ -146,7 +173,10 @@ class Trainer:
         for m in self.measurements:
             if it % m.every:
                 continue
-            v = m.fn(self.model, self.task, it)
+            if _wants_initial_model(m.fn):
+                v = m.fn(self.model, self.task, it, initial_model=self.initial_model())
+            else:
+                v = m.fn(self.model, self.task, it)
             if isinstance(v, Mapping):
                 res.update({f"{m.name}.{k}": float(x) for k, x in v.items()})
             else:
@@ -162,6 +192,7 @@ class Trainer:
                 "rewiring": None if self.rewire is None else {
                     "active": self.rw_state.active, "sign": self.rw_state.sign,
                     "n_rewired": self.rw_state.n_rewired, "generator": self.rw_state.generator.get_state()},
+                "initial_state": self.initial_state,
                 "run_config": None if self.run_config is None else self.run_config.to_json()}
 
     def save_checkpoint(self) -> pathlib.Path | None:
@@ -181,6 +212,8 @@ class Trainer:
         self.trial_gen.set_state(ck["trial_generator"])
         self.iteration, self.rows, self.wall_time_s = ck["iteration"], list(ck["history"]), ck["wall_time_s"]
         self.preflossed = bool(ck.get("preflossed", False))
+        if ck.get("initial_state") is not None:
+            self.initial_state, self._initial_model = ck["initial_state"], None
         if self.flosser is not None and ck.get("flosser") is not None:
             self.flosser.load_state_dict(ck["flosser"])
         if self.rewire is not None and ck.get("rewiring") is not None:

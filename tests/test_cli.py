@@ -87,3 +87,17 @@ def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "celegans_varshney2011" in out and "torch" in out
+
+
+def test_train_toml_with_measurements(tmp_path):
+    """``spikelearn train`` reads ``[[measurements]]`` hooks (same format as sweep files); a bad hook is refused."""
+    text = GOOD + '\n[[measurements]]\nname = "dW"\nfn = "spikelearn.analysis.hooks:weight_change"\nevery = 2\n' \
+                  '[measurements.options]\nwhich = ["W_rec", "W_out"]\n'
+    p = _write(tmp_path, text)
+    assert main(["train", str(p), "--out", str(tmp_path / "out")]) == 0
+    hist = pd.read_csv(tmp_path / "out" / "history.csv").set_index("iteration")
+    assert hist.loc[[2, 4], "dW.W_out.rel"].gt(0).all() and hist.loc[[2, 4], "dW.W_rec.abs"].notna().all()
+    bad = _write(tmp_path, text.replace("weight_change", "no_such_hook"))
+    assert main(["train", str(bad), "--out", str(tmp_path / "bad")]) == 2
+    bad = _write(tmp_path, text.replace('which = ["W_rec", "W_out"]', "wich = 1"))
+    assert main(["train", str(bad), "--out", str(tmp_path / "bad")]) == 2

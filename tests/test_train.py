@@ -185,3 +185,42 @@ def test_rewiring_keeps_connection_count_and_signs(tmp_path):
     assert torch.all(W[~active["rec"]] == 0)
     signs = torch.tensor(sparse.signs.astype(float), dtype=W.dtype)
     assert torch.all(W * signs[None, :] >= 0)  # every synapse keeps its presynaptic neuron's sign
+
+
+def test_initial_model_hook_reference_and_resume(tmp_path):
+    """A hook declaring ``initial_model`` gets the model as built (not the live one), also after a resume."""
+    from spikelearn.analysis.hooks import weight_change
+
+    built = build(_small_cfg(tmp_path / "ref"))[1]
+    seen = {}
+
+    def hook(model, task, iteration, *, initial_model):
+        seen["ref"] = initial_model
+        assert initial_model is not model
+        return weight_change(model, task, iteration, initial_model=initial_model)
+
+    def run(out, stop=None):
+        cfg = _small_cfg(out, iterations=9, checkpoint_every=3, eval_every=3)
+        *_, trainer = build(cfg)
+        trainer.measurements = (Measurement("dW", hook, every=3),)
+        if stop is None:
+            return trainer.run()
+        trainer.run(iterations=stop)
+        *_, trainer2 = build(cfg)
+        trainer2.measurements = (Measurement("dW", hook, every=3),)
+        with torch.no_grad():  # the rebuilt model differs from the first one: the reference must come from the checkpoint
+            for p in trainer2.model.parameters():
+                p.add_(1.0)
+        trainer2.initial_state = {k: v.detach().clone() for k, v in trainer2.model.state_dict().items()}
+        trainer2.load_checkpoint()
+        return trainer2.run()
+
+    full = run(tmp_path / "full")
+    for (n, p), (_, q) in zip(built.named_parameters(), seen["ref"].named_parameters()):
+        assert torch.equal(p, q), n
+        assert not q.requires_grad
+    rel = full.set_index("iteration")["dW.W_rec.rel"].dropna()
+    assert list(rel.index) == [3, 6, 9] and (rel > 0).all() and rel.is_monotonic_increasing
+    resumed = run(tmp_path / "killed", stop=3)
+    assert resumed["dW.W_rec.rel"].dropna().tolist() == rel.tolist()
+    assert resumed["loss"].tolist() == full["loss"].tolist()

@@ -57,7 +57,8 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from spikelearn.config import ConfigError, RunConfig, check_options, config_from_dict, read_toml
+from spikelearn.config import (ConfigError, _check_int, MeasurementSpec, RunConfig, config_from_dict, parse_measurements, read_toml,
+                               resolve_measurements)
 
 __all__ = ["MeasurementSpec", "SweepSpec", "RunSpec", "load_sweep", "sweep_from_dict", "expand", "run_id",
            "check_run_config", "resolve_measurements", "SECTIONS"]
@@ -65,20 +66,6 @@ __all__ = ["MeasurementSpec", "SweepSpec", "RunSpec", "load_sweep", "sweep_from_
 SECTIONS = ("circuit", "model", "task", "rule", "optimizer", "train")
 EXECUTORS = ("local", "dask")
 _SWEEP_KEYS = {"name", "out_dir", "executor", "workers", "scheduler", "max_retries", "axes", "zip"}
-_MEASUREMENT_KEYS = {"name", "fn", "every", "options"}
-
-
-@dataclass(frozen=True)
-class MeasurementSpec:
-    """A measurement hook named by import path, so it travels to workers as text."""
-
-    name: str
-    fn: str                         # "module:attribute"; called as fn(model, task, iteration, **options)
-    every: int = 10
-    options: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -127,12 +114,6 @@ def load_sweep(path: str | pathlib.Path) -> SweepSpec:
     return sweep_from_dict(data)
 
 
-def _check_int(where: str, v: Any, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ConfigError(f"{where} must be an integer >= {low}, got {v!r}")
-    return v
-
-
 def sweep_from_dict(d: Mapping) -> SweepSpec:
     """Build a :class:`SweepSpec` from nested dicts (the TOML file's structure), validating everything.
 
@@ -173,12 +154,7 @@ def sweep_from_dict(d: Mapping) -> SweepSpec:
         lengths = {k: len(v) for k, v in group.items()}
         if where != "[sweep.axes]" and len(set(lengths.values())) > 1:
             raise ConfigError(f"zipped axes in {where} need lists of equal length, got {lengths}")
-    if not isinstance(meas, list):
-        raise ConfigError("[[measurements]] must be an array of tables")
-    measurements = tuple(_parse_measurement(m, i) for i, m in enumerate(meas))
-    names = [m.name for m in measurements]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"measurement names must be unique, got {names}")
+    measurements = parse_measurements(meas)
     executor = sweep.get("executor", "local")
     if executor not in EXECUTORS:
         raise ConfigError(f"[sweep] executor must be one of {list(EXECUTORS)}, got {executor!r}")
@@ -197,55 +173,6 @@ def sweep_from_dict(d: Mapping) -> SweepSpec:
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ConfigError(f"the sweep expands to identical runs (ids {dup}); remove duplicate axis values")
     return spec
-
-
-def _parse_measurement(m: Any, i: int) -> MeasurementSpec:
-    where = f"[[measurements]] #{i + 1}"
-    if not isinstance(m, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    unknown = set(m) - _MEASUREMENT_KEYS
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where}; allowed keys: {sorted(_MEASUREMENT_KEYS)}")
-    for k in ("name", "fn"):
-        if not isinstance(m.get(k), str) or not m[k]:
-            raise ConfigError(f"{where} needs a string {k!r}")
-    options = m.get("options", {})
-    if not isinstance(options, Mapping):
-        raise ConfigError(f"{where} options must be a table")
-    spec = MeasurementSpec(name=m["name"], fn=m["fn"], every=_check_int(f"{where} every", m.get("every", 10), 1),
-                           options=dict(options))
-    fn = _import_hook(spec)
-    check_options(f"measurements.{spec.name}", fn, spec.options)
-    return spec
-
-
-def _import_hook(spec: MeasurementSpec):
-    mod_name, _, attr = spec.fn.partition(":")
-    if not attr:
-        raise ConfigError(f"measurement {spec.name!r}: fn must be 'module:attribute', got {spec.fn!r}")
-    try:
-        obj = importlib.import_module(mod_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"measurement {spec.name!r}: cannot import {spec.fn!r}: {e}") from None
-    if not callable(obj):
-        raise ConfigError(f"measurement {spec.name!r}: {spec.fn!r} is not callable")
-    return obj
-
-
-def resolve_measurements(specs) -> tuple:
-    """Turn :class:`MeasurementSpec` s (or their dicts) into :class:`spikelearn.train.Measurement` hooks."""
-    import functools
-
-    from spikelearn.train import Measurement
-
-    out = []
-    for s in specs:
-        s = s if isinstance(s, MeasurementSpec) else MeasurementSpec(**s)
-        fn = _import_hook(s)
-        out.append(Measurement(s.name, functools.partial(fn, **s.options) if s.options else fn, s.every))
-    return tuple(out)
 
 
 def _check_axis_key(key: Any) -> None:
