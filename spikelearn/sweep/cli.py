@@ -6,6 +6,7 @@
     spikelearn sweep resume DIR [--executor local|dask] [--scheduler ADDRESS] [--workers N] [--retry-failed]
     spikelearn sweep status DIR [--watch]
     spikelearn sweep report DIR [--out REPORT_DIR] [--per-run]
+    spikelearn sweep snapshot DIR DEST [--no-checkpoints]
 
 The sweep file format is in spikelearn.sweep.spec; running on a Slurm cluster with dask-jobqueue workers is
 described in spikelearn.sweep.executors (start the workers, then --executor dask --scheduler ADDRESS).
@@ -117,6 +118,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from spikelearn.sweep.runner import snapshot_sweep
+
+    try:
+        dst = snapshot_sweep(args.dir, args.dest, checkpoints=not args.no_checkpoints)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        return _err(str(e))
+    print(f"wrote a consistent copy of {args.dir} to {dst}; continue it with `spikelearn sweep resume {dst}`")
+    return 0
+
+
 def _executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=["local", "dask"], default=None,
                    help="where runs execute (default: the sweep file's [sweep] executor, else local)")
@@ -136,7 +148,7 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_sweep_parser(subparsers) -> None:
-    """Register the ``sweep`` command (``run``, ``resume``, ``status``, ``report``) on the main parser."""
+    """Register the ``sweep`` command (``run``, ``resume``, ``status``, ``report``, ``snapshot``) on the main parser."""
     doc = __doc__.split("::", 1)[1]
     sweep = subparsers.add_parser("sweep", help="run grids of training runs into a run store",
                                   description="Grids of training runs, recorded in DIR/store.sqlite.\n" + doc,
@@ -162,3 +174,8 @@ def add_sweep_parser(subparsers) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default DIR/report)")
     p.add_argument("--per-run", action="store_true", help="also a learning-curve plot in each run's folder")
     p.set_defaults(fn=_cmd_report)
+    p = sub.add_parser("snapshot", help="consistent copy of a (possibly running) sweep folder, resumable")
+    p.add_argument("dir", help="sweep folder")
+    p.add_argument("dest", help="new (or empty) folder for the copy")
+    p.add_argument("--no-checkpoints", action="store_true", help="leave out checkpoint.pt files (results only)")
+    p.set_defaults(fn=_cmd_snapshot)

@@ -8,6 +8,7 @@ from their last checkpoint) and skips finished runs. A lock file keeps a second 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -20,10 +21,11 @@ from spikelearn.config import ConfigError
 from spikelearn.sweep.executors import (Executor, SweepError, WorkerLost, default_threads_per_run,
                                         make_executor)
 from spikelearn.sweep.spec import SweepSpec, check_run_config, expand, load_sweep, sweep_from_dict
-from spikelearn.sweep.store import RunStore
+from spikelearn.sweep.store import STORE_FILE, RunStore
 from spikelearn.sweep.worker import run_one
 
-__all__ = ["SweepResult", "run_sweep", "resume_sweep", "sweep_status", "driver_running", "LOCK_FILE"]
+__all__ = ["SweepResult", "run_sweep", "resume_sweep", "sweep_status", "driver_running", "snapshot_sweep",
+           "LOCK_FILE"]
 
 LOCK_FILE = "driver.lock"
 
@@ -261,3 +263,53 @@ def sweep_status(folder: str | pathlib.Path) -> dict:
     return {"counts": counts, "total": int(sum(counts.values())), "failed": failed,
             "running": driver_running(folder)}
 
+
+
+def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *, checkpoints: bool = True) -> pathlib.Path:
+    """A consistent copy of a sweep folder, safe to take while its driver is running (e.g. to commit or move a
+    long sweep between machines and continue it there with ``spikelearn sweep resume DEST``).
+
+    The database is copied first with SQLite's online backup (one consistent state, no ``-wal`` file), then every
+    run folder; files only get newer after the database copy, so a run that is ``done`` in the copy has its
+    artifacts, and a ``running`` one resumes from a checkpoint at least as new as its recorded state. Checkpoints
+    are written by atomic rename, so each copied checkpoint is whole. Lock files and temporaries are skipped.
+
+    Args:
+        dest: a folder that does not exist yet, or an empty one.
+        checkpoints: copy ``checkpoint.pt`` files (needed to resume interrupted runs; leave out for results only).
+    """
+    import shutil
+    import sqlite3
+
+    src = pathlib.Path(folder)
+    dst = pathlib.Path(dest)
+    db = src / STORE_FILE
+    if not db.exists():
+        raise FileNotFoundError(f"no sweep store at {db}")
+    if dst.exists() and any(dst.iterdir()):
+        raise FileExistsError(f"snapshot destination {dst} exists and is not empty")
+    if dst.resolve() == src.resolve():
+        raise ValueError("snapshot destination is the sweep folder itself")
+    dst.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)) as s_conn, \
+            contextlib.closing(sqlite3.connect(dst / STORE_FILE)) as d_conn:
+        s_conn.backup(d_conn)
+        d_conn.execute("PRAGMA journal_mode = DELETE")
+    runs_src = src / "runs"
+    if runs_src.is_dir():
+        for run in sorted(p for p in runs_src.iterdir() if p.is_dir()):
+            out = dst / "runs" / run.name
+            out.mkdir(parents=True, exist_ok=True)
+            for f in sorted(run.rglob("*")):
+                if f.is_dir() or f.name.endswith(".tmp") or f.name == LOCK_FILE:
+                    continue
+                if not checkpoints and f.name == "checkpoint.pt":
+                    continue
+                target = out / f.relative_to(run)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    shutil.copy2(f, target)
+                except FileNotFoundError:  # replaced between listing and copying (atomic rename): copy the new one
+                    if f.exists():
+                        shutil.copy2(f, target)
+    return dst

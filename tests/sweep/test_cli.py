@@ -72,6 +72,12 @@ def test_run_status_report(tmp_path, hooks_on_path, capsys):
     assert set(tidy["rule.name"]) == {"bptt", "tbptt"} and tidy["run_id"].nunique() == 2
     final = pd.read_csv(report / "final.csv")
     assert len(final) == 2 and final["accuracy"].between(0, 1).all() and (final["weight_norm"] > 0).all()
+    # snapshot: a consistent, resumable copy; an existing non-empty destination or a missing store is refused
+    assert main(["sweep", "snapshot", str(out), str(tmp_path / "snap")]) == 0
+    assert main(["sweep", "status", str(tmp_path / "snap")]) == 0 and "2/2" in capsys.readouterr().out
+    assert main(["sweep", "snapshot", str(out), str(tmp_path / "snap")]) == 2
+    assert main(["sweep", "snapshot", str(tmp_path / "nothing"), str(tmp_path / "snap2")]) == 2
+    assert "no sweep store" in capsys.readouterr().err
 
 
 def test_bad_input_exits_before_anything_runs(tmp_path, hooks_on_path, capsys):

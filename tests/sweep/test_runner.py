@@ -126,6 +126,69 @@ def test_lost_worker_is_retried_from_its_checkpoint_a_bounded_number_of_times(tm
         assert store.runs().iloc[0]["resumed_from"] == 5
 
 
+def test_lost_dask_worker_is_retried_from_its_checkpoint(tmp_path, tiny, hooks_on_path):
+    """A Dask worker process that dies mid-run (its nanny restarts it): the scheduler reports the task's worker as
+    killed, the driver retries the run, which resumes from its checkpoint; beyond max_retries it is recorded failed."""
+    import dask
+    from distributed import LocalCluster
+
+    def spec(counter, times, max_retries):
+        d = tiny()
+        d["sweep"] = {"axes": {"train.seed": [0]}, "max_retries": max_retries}
+        d["measurements"] = [{"name": "die", "fn": "_sweep_hooks:die", "every": 1,
+                              "options": {"counter": str(tmp_path / counter), "at": 7, "times": times}}]
+        return d
+
+    # no rescheduling inside dask: every death reaches the driver as a lost worker
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = run_sweep(spec("deaths_a", 1, 1), tmp_path / "a", scheduler=cluster.scheduler_address)
+        assert res.ok and (tmp_path / "deaths_a").read_text() == "1"
+        with RunStore(tmp_path / "a", readonly=True) as store:
+            run = store.runs().iloc[0]
+            assert run["status"] == "done" and run["resumed_from"] == 5 and run["attempts"] == 2
+            assert store.metrics(names=["loss"])["iteration"].tolist() == list(range(1, 11))
+        res = run_sweep(spec("deaths_b", 5, 1), tmp_path / "b", scheduler=cluster.scheduler_address)
+    (rid, err), = res.failed.items()
+    assert err.startswith("WorkerLost: the worker was lost 2 times (max_retries = 1)")
+    assert (tmp_path / "deaths_b").read_text() == "2"
+
+
+def test_snapshot_of_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, tiny):
+    """``snapshot_sweep`` copies a sweep (database by SQLite backup, run folders with checkpoints); the copy resumes
+    its interrupted run from the checkpoint and ends with the same results as an uninterrupted sweep."""
+    from spikelearn.config import config_from_dict
+    from spikelearn.sweep import expand, snapshot_sweep, sweep_from_dict
+    from spikelearn.train import build
+
+    d = tiny()
+    d["sweep"] = {"axes": {"train.seed": [0, 1]}}
+    d["train"]["iterations"] = 8
+    assert run_sweep(d, tmp_path / "full").ok
+    runs = expand(sweep_from_dict(d))
+    folder = tmp_path / "live"
+    run_sweep({**d, "sweep": {"axes": {"train.seed": [0]}}}, folder)
+    with RunStore(folder) as store:  # the live store stays open (WAL mode) while the snapshot is taken
+        store.add_runs(runs)
+        store.mark_running(runs[1].id)
+        *_, trainer = build(config_from_dict(runs[1].config.to_dict()), out_dir=str(folder / "runs" / runs[1].id))
+        trainer.run(iterations=6)  # checkpoint at 5, "killed" at 6
+        (folder / "runs" / runs[1].id / "checkpoint.pt.tmp").write_bytes(b"half-written")
+        snap = snapshot_sweep(folder, tmp_path / "snap")
+    assert sorted(p.name for p in snap.iterdir()) == ["runs", "store.sqlite"]
+    assert not (snap / "runs" / runs[1].id / "checkpoint.pt.tmp").exists()
+    with pytest.raises(FileExistsError, match="not empty"):
+        snapshot_sweep(folder, snap)
+    with RunStore(snap, readonly=True) as store:
+        assert store.counts() == {"pending": 0, "running": 1, "done": 1, "failed": 0}
+    res = resume_sweep(snap)
+    assert res.ok and res.resumed == (runs[1].id,)
+    pd.testing.assert_frame_equal(_results(snap)[0], _results(tmp_path / "full")[0])
+    results_only = snapshot_sweep(snap, tmp_path / "results", checkpoints=False)
+    assert not list(results_only.rglob("checkpoint.pt"))
+    assert _results(results_only)[0].equals(_results(snap)[0])
+
+
 def test_unreachable_scheduler_is_an_error_before_anything_runs(tmp_path, tiny):
     t0 = time.perf_counter()
     with pytest.raises(SweepError, match="no Dask scheduler answers at 'tcp://127.0.0.1:9'"):
