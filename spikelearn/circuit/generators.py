@@ -53,13 +53,20 @@ def erdos_renyi(n: int, p: float, g: float = 1.0, *, seed: int = 0, self_loops: 
 
 
 def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balance: Literal[None, "mean", "per_neuron"] = "mean",
-         seed: int = 0, self_loops: bool = False) -> Circuit:
+         seed: int = 0, self_loops: bool = False,
+         procedure: Literal["sparse", "dense_then_sparsify"] = "sparse") -> Circuit:
     """Dale E/I circuit: the first ``round(frac_exc·N)`` neurons are excitatory (+1), the rest inhibitory (−1).
 
-    Magnitudes ``|N(0,1)|·g/√(pN)`` on edges drawn with probability ``p``; column sign = presynaptic type.
-    ``balance="mean"`` scales inhibitory weights so the expected E and I input to a neuron cancel;
-    ``"per_neuron"`` scales each row's inhibitory weights so its E and I inputs cancel exactly (row sums 0);
+    ``procedure="sparse"`` (default): magnitudes ``|N(0,1)|·g/√(pN)`` on edges drawn with probability ``p``; column
+    sign = presynaptic type. ``balance="mean"`` scales inhibitory weights so the expected E and I input to a neuron
+    cancel; ``"per_neuron"`` scales each row's inhibitory weights so its E and I inputs cancel exactly (row sums 0);
     ``None`` leaves magnitudes as drawn. Cell types are ``"E"`` and ``"I"``.
+
+    ``procedure="dense_then_sparsify"``: the MDGL source's initialisation (Liu et al. 2021, ALGORITHMS.md §3.5):
+    dense ``|N(0,1)|`` magnitudes, balanced on the dense matrix (``"per_neuron"``: each row's E and I sums cancel;
+    ``"mean"``: inhibitory magnitudes × N_E/N_I), scaled to spectral radius ``g``, then ``int(p·N²)`` positions drawn
+    uniformly *with replacement* keep their dense weight (so slightly fewer than ``p·N²`` distinct edges, and the
+    sparse matrix is neither balanced nor of spectral radius ``g``); autapses are dropped unless ``self_loops``.
     """
     n = _check_n(n)
     if not 0 < frac_exc < 1:
@@ -71,6 +78,28 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
         raise CircuitError(f"frac_exc={frac_exc} with n={n} leaves one population empty")
     rng = np.random.default_rng(seed)
     signs = np.r_[np.ones(n_e), -np.ones(n - n_e)].astype(np.int8)
+    meta = {"generator": "dale", "frac_exc": frac_exc, "p": p, "g": g, "balance": balance, "seed": seed}
+    if procedure == "dense_then_sparsify":
+        mag = np.abs(rng.standard_normal((n, n)))
+        if balance == "per_neuron":
+            mag[:, n_e:] *= (mag[:, :n_e].sum(1) / mag[:, n_e:].sum(1))[:, None]
+        elif balance == "mean":
+            mag[:, n_e:] *= n_e / (n - n_e)
+        elif balance is not None:
+            raise CircuitError(f"balance must be None, 'mean' or 'per_neuron', got {balance!r}")
+        W = mag * signs[None, :].astype(float)
+        W *= g / np.abs(np.linalg.eigvals(W)).max()
+        mask = np.zeros((n, n), dtype=bool)
+        mask.flat[rng.integers(0, n * n, size=int(p * n * n))] = True
+        if not self_loops:
+            np.fill_diagonal(mask, False)
+        W = np.where(mask, W, 0.0)
+        meta.update(procedure=procedure, n_edges=int(mask.sum()),
+                    spectral_radius_sparse=float(np.abs(np.linalg.eigvals(W)).max()))
+        return Circuit.from_dense(W, mask=mask, cell_types=["E"] * n_e + ["I"] * (n - n_e), signs=signs,
+                                  metadata=meta)
+    if procedure != "sparse":
+        raise CircuitError(f"procedure must be 'sparse' or 'dense_then_sparsify', got {procedure!r}")
     mask = rng.random((n, n)) < p
     if not self_loops:
         np.fill_diagonal(mask, False)
@@ -89,8 +118,7 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
         raise CircuitError(f"balance must be None, 'mean' or 'per_neuron', got {balance!r}")
     W = mag * signs[None, :].astype(float)
     return Circuit.from_dense(W, mask=mask, cell_types=["E"] * n_e + ["I"] * (n - n_e), signs=signs,
-                              metadata={"generator": "dale", "frac_exc": frac_exc, "p": p, "g": g,
-                                        "balance": balance, "seed": seed})
+                              metadata=meta)
 
 
 def truncate_rank(W0: np.ndarray, rank: int, norm: Literal["frobenius", "spectral"] = "frobenius") -> np.ndarray:

@@ -159,3 +159,28 @@ def test_block_model_bad_tables():
         block_model(p, {"E": 1, "PV": 1, "SST": 1}, type_signs={"E": 1})
     with pytest.raises(CircuitError, match="too small"):
         block_model(p, n=2, proportions={"E": 1, "PV": 1, "SST": 1})
+
+
+def test_dale_dense_then_sparsify_is_the_mdgl_source_procedure():
+    """MDGL source init: dense |N(0,1)|, per-neuron balanced, spectral radius g, then int(p N²) positions drawn with
+    replacement: distinct edges follow the with-replacement count, signs follow columns, rows balance on average,
+    and the dense scaling is linear in g."""
+    from spikelearn.circuit.generators import dale
+
+    n, p = 200, 0.1
+    kw = dict(frac_exc=0.81, p=p, balance="per_neuron", procedure="dense_then_sparsify")
+    c = dale(n, g=1.0, seed=4, **kw)
+    W = c.weights(dense=True)
+    assert not np.diag(W).any()
+    draws = int(p * n * n)
+    q = 1 - (1 - 1 / n**2) ** draws  # probability that a position is drawn at least once
+    expected, sd = n * n * q * (1 - 1 / n), np.sqrt(n * n * q * (1 - q))
+    assert abs(c.n_edges - expected) < 4 * sd, (c.n_edges, expected, sd)
+    n_e = int(round(0.81 * n))
+    assert (W[:, :n_e] >= 0).all() and (W[:, n_e:] <= 0).all()
+    rows = W.sum(1)  # each dense row sums to 0 and positions are kept independently of their value
+    assert abs(rows.mean()) < 4 * rows.std(ddof=1) / np.sqrt(n)
+    assert np.array_equal(dale(n, g=2.0, seed=4, **kw).weights(dense=True), 2 * W)
+    assert c.metadata["spectral_radius_sparse"] < 1.0
+    with pytest.raises(CircuitError, match="procedure"):
+        dale(n, seed=0, procedure="magic")
