@@ -408,13 +408,17 @@ def _optimizer_classes() -> dict[str, type]:
 
 
 def build_circuit(cfg: RunConfig, seed: int):
-    """The circuit of ``cfg`` (a connectome, or a generator seeded with ``seed`` unless its options give one)."""
+    """The circuit of ``cfg``: a connectome, or a generator. Whatever draws at random (a generator, or a connectome
+    loader that samples, such as ``mouse_v1``) is seeded with ``seed`` unless its options give a ``seed``."""
     from spikelearn import circuit as circ
     from spikelearn import connectomes
 
     c = cfg.circuit
     if c.kind == "connectome":
-        return connectomes.load(c.name, **c.options)
+        opts = dict(c.options)
+        if "seed" in inspect.signature(connectomes.loader(c.name)).parameters:
+            opts.setdefault("seed", seed)
+        return connectomes.load(c.name, **opts)
     fn = getattr(circ.generators, c.kind)
     opts = dict(c.options)
     if "seed" in inspect.signature(fn).parameters:

@@ -3,6 +3,7 @@
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -224,3 +225,16 @@ def test_initial_model_hook_reference_and_resume(tmp_path):
     resumed = run(tmp_path / "killed", stop=3)
     assert resumed["dW.W_rec.rel"].dropna().tolist() == rel.tolist()
     assert resumed["loss"].tolist() == full["loss"].tolist()
+
+
+def test_sampled_connectome_circuit_follows_the_run_seed():
+    """A connectome loader that samples (mouse_v1) gets the run's derived seed unless its options fix one."""
+    from spikelearn.train import build_circuit, derive_seeds
+
+    def W(run_seed, **opts):
+        cfg = RunConfig(circuit=CircuitConfig(kind="connectome", name="mouse_v1", options={"n": 60, **opts}))
+        return build_circuit(cfg, derive_seeds(run_seed)["circuit"]).weights(dense=True)
+
+    assert not np.array_equal(W(0), W(1))
+    assert np.array_equal(W(0), W(0))
+    assert np.array_equal(W(0, seed=7), W(1, seed=7))
