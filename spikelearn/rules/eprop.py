@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -345,10 +345,14 @@ class EProp:
         k = self._consts(model)
         W = _detached(model.effective_weights())
         Bfb = feedback_matrix(self, model, W.W_out, 1.0 / math.sqrt(k.N))
+        dW_pre, dW_out = local_adjoint_scan(k, recs, dE_dy, self._credits(k, recs, dE_dy, Bfb), self.reset_in_trace)
+        return dW_pre, dW_out, dE_dy.sum((0, 1))
+
+    def _credits(self, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor) -> Iterator[Tensor]:
+        """Per chunk, last to first: the learning signal on the outgoing spikes ``(T_c, B, N)``:
+        ``(1−κ) Σ_{t'≥t} κ^{t'−t} L^{t'}`` (filtered in output space, then one GEMM with ``B``) plus the regulariser."""
         T = dE_dy.shape[0]
-        B, N = recs[0][1].shape[1], k.N
-        n_in = recs[0][0].shape[-1]
-        kw = dict(dtype=dE_dy.dtype, device=dE_dy.device)
+        B = recs[0][1].shape[1]
         kap, omk = k.kappa, 1.0 - k.kappa
         f0 = self.reg_target_hz / 1000.0
         reg_scale = 2.0 * self.reg_coeff / (B * T * k.dt_ms)
@@ -357,48 +361,19 @@ class EProp:
             count = sum(r[1].sum(0) for r in recs)  # (B, N) spikes per trial
             if self.reg_form == "batch":
                 greg = reg_scale * (count.sum(0) / (B * T * k.dt_ms) - f0)  # (N,) constant signal
-        dW_pre = torch.zeros(N, N + n_in, **kw)
-        dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
-        u = torch.zeros(B, N, **kw)     # Σ_{t'≥t} κ^{t'-t} L^{t'}
-        dv = torch.zeros(B, N, **kw)    # dE/dv^{t+1} on the local graph
-        da = torch.zeros(B, N, **kw)    # dE/da^{t+1}
-        S = torch.zeros(B, N, **kw)     # running regulariser: Σ_{t'≥t} a^{t'}
-        t1 = T
-        for ci in range(len(recs) - 1, -1, -1):
-            x_c, z_c, psi_c, zf_c = recs[ci]
-            Tc = z_c.shape[0]
-            t0 = t1 - Tc
-            dE_c = dE_dy[t0:t1]
-            L_c = torch.matmul(dE_c, Bfb.T)  # (Tc, B, N) learning signals
-            D = torch.empty(Tc, B, N, **kw)  # c_in δv^t
-            for i in range(Tc - 1, -1, -1):
-                u = torch.add(L_c[i], u, alpha=kap)
-                dz = u * omk
-                if reg:
-                    if self.reg_form == "batch":
-                        dz = dz + greg
-                    else:
+            S = torch.zeros_like(count)  # running regulariser: Σ_{t'≥t} a^{t'}
+        for t0, t1, sig in readout_credit_chunks(recs, dE_dy, Bfb, kap, omk):
+            if reg:
+                if self.reg_form == "batch":
+                    sig += greg
+                else:
+                    z_c = recs_chunk(recs, t0, t1)[1]
+                    for i in range(t1 - t0 - 1, -1, -1):
                         tt = t0 + i + 1  # steps up to and including this one
                         S = S.add_((count / (tt * k.dt_ms) - f0) / tt)
                         count = count - z_c[i]
-                        dz = torch.add(dz, S, alpha=reg_scale)
-                if k.adaptive:
-                    dz = torch.addcmul(dz, k.c_a, da)
-                if self.reset_in_trace:
-                    dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
-                pdz = psi_c[i] * dz
-                dv = torch.addcmul(pdz, k.leak, dv)
-                if k.adaptive:
-                    da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
-                torch.mul(dv, k.c_in, out=D[i])
-            # presynaptic GEMMs of the chunk: pre = z^{t-1} (W_rec), x^t (W_in)
-            dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, z_c[:-1].reshape(-1, N))
-            if ci > 0:
-                dW_pre[:, :N].addmm_(D[0].T, recs[ci - 1][1][-1])
-            dW_pre[:, N:].addmm_(D.reshape(-1, N).T, x_c.reshape(-1, n_in))
-            dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, zf_c.reshape(-1, N))
-            t1 = t0
-        return dW_pre, dW_out, dE_dy.sum((0, 1))
+                        sig[i].add_(S, alpha=reg_scale)
+            yield sig
 
     # ------------------------------------------------------------------ online
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> EPropState:
@@ -531,3 +506,85 @@ class EProp:
         """
         rec1 = type(rec_t)(*(f[None] for f in rec_t))
         return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))
+
+
+# ----------------------------------------------------------------------------------------------- shared scans
+def recs_chunk(recs: list, t0: int, t1: int) -> tuple:
+    """The recorded chunk spanning steps ``[t0, t1)`` (``recs`` as in :func:`local_adjoint_scan`)."""
+    start = 0
+    for r in recs:
+        n = r[1].shape[0]
+        if start == t0 and start + n == t1:
+            return r
+        start += n
+    raise ValueError(f"no recorded chunk spans steps [{t0}, {t1})")
+
+
+def readout_credit_chunks(recs: list, dE_dy: Tensor, Bfb: Tensor, kap: float, omk: float
+                          ) -> Iterator[tuple[int, int, Tensor]]:
+    """For each chunk, last to first, ``(t0, t1, ∂E/∂z)`` with ``∂E/∂z^t = (1−κ) Σ_{t'≥t} κ^{t'−t} B ∂E/∂y^{t'}``
+    ``(T_c, B, N)``: the readout filter's adjoint, run in output space (``K ≪ N``), then one GEMM with ``B``."""
+    u = torch.zeros_like(dE_dy[0])
+    Bt = Bfb.T * omk
+    t1 = dE_dy.shape[0]
+    for r in reversed(recs):
+        Tc = r[1].shape[0]
+        t0 = t1 - Tc
+        dE_c = dE_dy[t0:t1]
+        fy = torch.empty_like(dE_c)
+        for i in range(Tc - 1, -1, -1):
+            u = torch.add(dE_c[i], u, alpha=kap)
+            fy[i] = u
+        yield t0, t1, torch.matmul(fy, Bt)
+        t1 = t0
+
+
+def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tensor],
+                       reset_in_trace: bool) -> tuple[Tensor, Tensor]:
+    """``Σ_{b,t} credit_p^t e_pq^t`` for ``W_rec``/``W_in`` (as ``dW_pre`` ``(N, N + n_in)``) and the readout gradient,
+    in the transposed form: the adjoint of each neuron's *local* dynamics (leak, adaptation, and the reset when
+    ``reset_in_trace``) scanned backwards over ``(B, N)`` values, closed by one GEMM per chunk and matrix — never a
+    ``(B, T, N, N)`` trace. Shared by e-prop and MDGL, which differ only in the credit on the outgoing spikes.
+
+    Args:
+        k: the model constants (:meth:`EProp._consts`).
+        recs: per forward chunk ``(x, z, psi, z_filt)``, first to last.
+        credits: for each chunk, last to first, the credit ``(T_c, B, N)`` on the outgoing spikes (a generator may
+            compute it lazily, so only one chunk of it is ever in memory).
+    """
+    B, N = recs[0][1].shape[1], k.N
+    n_in = recs[0][0].shape[-1]
+    kw = dict(dtype=dE_dy.dtype, device=dE_dy.device)
+    dW_pre = torch.zeros(N, N + n_in, **kw)
+    dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
+    dv = torch.zeros(B, N, **kw)  # dE/dv^{t+1} on the local graph
+    da = torch.zeros(B, N, **kw)  # dE/da^{t+1}
+    t1 = dE_dy.shape[0]
+    credits = iter(credits)
+    for ci in range(len(recs) - 1, -1, -1):
+        x_c, z_c, psi_c, zf_c = recs[ci]
+        sig = next(credits)
+        Tc = z_c.shape[0]
+        if sig.shape[0] != Tc:
+            raise ValueError(f"credit chunk has {sig.shape[0]} steps, the recorded chunk {Tc}")
+        D = torch.empty(Tc, B, N, **kw)  # c_in dE/dv^t
+        for i in range(Tc - 1, -1, -1):
+            dz = sig[i]
+            if k.adaptive:
+                dz = torch.addcmul(dz, k.c_a, da)
+            if reset_in_trace:
+                dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
+            pdz = psi_c[i] * dz
+            dv = torch.addcmul(pdz, k.leak, dv)
+            if k.adaptive:
+                da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
+            torch.mul(dv, k.c_in, out=D[i])
+        # presynaptic GEMMs of the chunk: pre = z^{t-1} (W_rec), x^t (W_in)
+        dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, z_c[:-1].reshape(-1, N))
+        if ci > 0:
+            dW_pre[:, :N].addmm_(D[0].T, recs[ci - 1][1][-1])
+        dW_pre[:, N:].addmm_(D.reshape(-1, N).T, x_c.reshape(-1, n_in))
+        dE_c = dE_dy[t1 - Tc:t1]
+        dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, zf_c.reshape(-1, N))
+        t1 -= Tc
+    return dW_pre, dW_out

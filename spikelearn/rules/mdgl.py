@@ -30,16 +30,18 @@ plus one buffered ``ē^{t-1}`` to wait for ``m̄^t`` (ALGORITHMS.md §3.4).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Iterator, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import EProp, EPropState, _detached, record_and_output_error, run_online
+from spikelearn.rules.eprop import (EProp, EPropState, _detached, local_adjoint_scan, readout_credit_chunks,
+                                   record_and_output_error, recs_chunk, run_online)
 
-__all__ = ["MDGL", "MDGLState", "cell_type_index", "type_indicator", "type_average", "substituted_weights"]
+__all__ = ["MDGL", "MDGLState", "ModulationOperator", "cell_type_index", "type_indicator", "type_average",
+           "substituted_weights"]
 
 VARIANTS = ("mdgl", "exact", "nonlocal", "online")
 
@@ -102,6 +104,47 @@ def substituted_weights(W_rec: Tensor, P: Tensor, variant: str) -> Tensor:
     if variant == "nonlocal":
         return P @ type_average(W_rec, P, nonzero_only=False) @ P.T
     raise ValueError(f"MDGL: variant must be one of {VARIANTS}, got {variant!r}")
+
+
+class ModulationOperator:
+    """``v ↦ v @ W̃`` (``v`` ``(..., N)`` over the emitting neurons ``j``; the result over the receiving ``p``), using
+    the structure of ``W̃``: for ``"nonlocal"``, and for ``"mdgl"``/``"online"`` on a complete circuit (every
+    off-diagonal pair connected, with or without autapses), ``W̃`` is the type gains expanded, so the product is
+    ``((v P) w)[τ(p)]`` (minus the autapse term) in ``O(N C)`` per row instead of ``O(N²)``; otherwise (sparse
+    connectivity, ``"exact"``) one dense GEMM with ``W̃``. Same numbers either way (tested)."""
+
+    def __init__(self, W_rec: Tensor, idx: Tensor, n_types: int, variant: str):
+        P = type_indicator(idx, n_types, W_rec.dtype)
+        self.dense: Tensor | None = None
+        self.diag: Tensor | None = None
+        self.P, self.idx, self.w = P, idx, None
+        if variant == "exact":
+            self.dense = W_rec
+            return
+        if variant == "nonlocal":
+            self.w = type_average(W_rec, P, nonzero_only=False)
+            return
+        if variant not in ("mdgl", "online"):
+            raise ValueError(f"MDGL: variant must be one of {VARIANTS}, got {variant!r}")
+        A = W_rec != 0
+        N = W_rec.shape[0]
+        n_edges, n_auto = int(A.sum()), int(A.diagonal().sum())
+        w = type_average(W_rec, P, nonzero_only=True)
+        if n_edges == N * N:
+            self.w = w
+        elif n_edges == N * N - N and n_auto == 0:
+            self.w = w
+            self.diag = w[idx, idx]  # the missing autapses W̃[p, p] = w_τ(p)τ(p)
+        else:
+            self.dense = (P @ w @ P.T) * A.to(W_rec.dtype)
+
+    def __call__(self, v: Tensor) -> Tensor:
+        if self.dense is not None:
+            return torch.matmul(v, self.dense)
+        out = torch.matmul(torch.matmul(v, self.P), self.w).index_select(-1, self.idx)
+        if self.diag is not None:
+            out = out - v * self.diag
+        return out
 
 
 class MDGLState(NamedTuple):
@@ -171,6 +214,11 @@ class MDGL:
         W = model.effective_weights().W_rec.detach()
         return substituted_weights(W, type_indicator(idx, len(names), W.dtype), self.variant)
 
+    def modulation(self, model: nn.Module) -> ModulationOperator:
+        """The operator ``v ↦ v @ W̃`` for ``model``'s current weights (:class:`ModulationOperator`)."""
+        idx, names = cell_type_index(model, self.cell_types)
+        return ModulationOperator(model.effective_weights().W_rec.detach(), idx, len(names), self.variant)
+
     def gains(self, model: nn.Module) -> tuple[Tensor, list]:
         """The ``(C, C)`` type gains ``w_αβ`` (post α, pre β) of this variant and the type labels."""
         idx, names = cell_type_index(model, self.cell_types)
@@ -193,81 +241,54 @@ class MDGL:
             dW_pre, dW_out = self._batched(model, recs, dE_dy)
         return loss, self._eprop._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
 
-    def _credit(self, model: Any, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor, Wt: Tensor) -> list:
-        """Per chunk, the credit ``(T_c, B, N)`` on the outgoing spikes, paired with the unfiltered traces."""
+    def _credits(self, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor, op: ModulationOperator) -> Iterator[Tensor]:
+        """Per chunk, last to first, the credit ``(T_c, B, N)`` on the outgoing spikes (module docstring), computed
+        one chunk at a time: the emissions of a chunk's first step are carried to the chunk before it."""
         kap, omk = k.kappa, 1.0 - k.kappa
-        T = dE_dy.shape[0]
-        if self.variant == "online":
-            psi = torch.cat([r[2] for r in recs])
-            L = torch.matmul(dE_dy, Bfb.T)
-            pb = torch.zeros_like(psi[0])
-            m = torch.empty_like(psi)
-            for t in range(T):  # m̄^t = c_in ψ̄^t L^t
-                pb = torch.add(pb * kap, psi[t], alpha=omk)
-                m[t] = k.c_in * pb * L[t]
-            G = L
-            G[:-1] += torch.matmul(m[1:], Wt)  # L^t + M̄^t
-            fy = torch.empty_like(G)
-            u = torch.zeros_like(G[0])
-            for t in range(T - 1, -1, -1):  # Σ_t G ē = Σ_t [(1−κ) Σ_{t'≥t} κ^{t'−t} G^{t'}] e^t
-                u = torch.add(G[t], u, alpha=kap)
-                fy[t] = u
-            sig = fy * omk
-        else:
-            fy = torch.empty_like(dE_dy)  # the readout filter's adjoint, in output space (K ≪ N)
-            u = torch.zeros_like(dE_dy[0])
-            for t in range(T - 1, -1, -1):
-                u = torch.add(dE_dy[t], u, alpha=kap)
-                fy[t] = u
-            sig = torch.matmul(fy, Bfb.T * omk)  # ∂E/∂z^t
-            psi = torch.cat([r[2] for r in recs]) if len(recs) > 1 else recs[0][2]
-            m = psi[1:] * sig[1:]  # emissions m^{t+1} (c_in folded into W̃'s rows below)
-            sig[:-1] += torch.matmul(m, k.c_in[:, None] * Wt)
-        out, t0 = [], 0
+        m_next = None  # emissions at the first step of the chunk after this one
+        if self.variant != "online":
+            for t0, t1, sig in readout_credit_chunks(recs, dE_dy, Bfb, kap, omk):  # sig = ∂E/∂z^t
+                m = recs_chunk(recs, t0, t1)[2] * sig * k.c_in  # emissions m^t = c_in ψ^t ∂E/∂z^t
+                sig[:-1] += op(m[1:])
+                if m_next is not None:
+                    sig[-1] += op(m_next)
+                m_next = m[0]
+                yield sig
+            return
+        # online: m̄^t = c_in ψ̄^t L^t with ψ̄ a causal filter: its value at each chunk's start, then per chunk
+        starts, pb = [], torch.zeros_like(recs[0][2][0])
         for r in recs:
-            out.append(sig[t0:t0 + r[1].shape[0]])
-            t0 += r[1].shape[0]
-        return out
-
-    def _batched(self, model: Any, recs: list, dE_dy: Tensor) -> tuple[Tensor, Tensor]:
-        """Credit on the outgoing spikes, then the adjoint scan of the local dynamics chunk by chunk backwards;
-        ``recs``: per chunk ``(x, z, psi, z_filt)``."""
-        k = self._eprop._consts(model)
-        Bfb = self.feedback_matrix(model)
-        Wt = self.substituted_weights(model)
-        sigs = self._credit(model, k, recs, dE_dy, Bfb, Wt)
-        B, N = recs[0][1].shape[1], k.N
-        n_in = recs[0][0].shape[-1]
-        kw = dict(dtype=dE_dy.dtype, device=dE_dy.device)
-        dW_pre = torch.zeros(N, N + n_in, **kw)
-        dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
-        dv = torch.zeros(B, N, **kw)  # dE/dv^{t+1} on the local graph
-        da = torch.zeros(B, N, **kw)
+            starts.append(pb)
+            for t in range(r[2].shape[0]):
+                pb = torch.add(pb * kap, r[2][t], alpha=omk)
+        u = torch.zeros_like(pb)
         t1 = dE_dy.shape[0]
         for ci in range(len(recs) - 1, -1, -1):
-            x_c, z_c, psi_c, zf_c = recs[ci]
-            sig = sigs[ci]
-            Tc = z_c.shape[0]
-            D = torch.empty(Tc, B, N, **kw)  # c_in dE/dv^t
-            for i in range(Tc - 1, -1, -1):
-                dz = sig[i]
-                if k.adaptive:
-                    dz = torch.addcmul(dz, k.c_a, da)
-                if self.reset_in_trace:
-                    dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
-                pdz = psi_c[i] * dz
-                dv = torch.addcmul(pdz, k.leak, dv)
-                if k.adaptive:
-                    da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
-                torch.mul(dv, k.c_in, out=D[i])
-            dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, z_c[:-1].reshape(-1, N))
-            if ci > 0:
-                dW_pre[:, :N].addmm_(D[0].T, recs[ci - 1][1][-1])
-            dW_pre[:, N:].addmm_(D.reshape(-1, N).T, x_c.reshape(-1, n_in))
-            dE_c = dE_dy[t1 - Tc:t1]
-            dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, zf_c.reshape(-1, N))
+            psi_c = recs[ci][2]
+            Tc = psi_c.shape[0]
+            G = torch.matmul(dE_dy[t1 - Tc:t1], Bfb.T)  # L^t
+            pbc, pb = torch.empty_like(psi_c), starts[ci]
+            for t in range(Tc):
+                pb = torch.add(pb * kap, psi_c[t], alpha=omk)
+                pbc[t] = pb
+            m = pbc.mul_(G).mul_(k.c_in)  # m̄^t
+            G[:-1] += op(m[1:])  # L^t + M̄^t
+            if m_next is not None:
+                G[-1] += op(m_next)
+            m_next = m[0]
+            sig = torch.empty_like(G)  # Σ_t G ē = Σ_t [(1−κ) Σ_{t'≥t} κ^{t'−t} G^{t'}] e^t
+            for t in range(Tc - 1, -1, -1):
+                u = torch.add(G[t], u, alpha=kap)
+                sig[t] = u
+            yield sig.mul_(omk)
             t1 -= Tc
-        return dW_pre, dW_out
+
+    def _batched(self, model: Any, recs: list, dE_dy: Tensor) -> tuple[Tensor, Tensor]:
+        """The credit on the outgoing spikes (``∂E/∂z + M``), chunk by chunk, into e-prop's adjoint scan of the local
+        dynamics (:func:`~spikelearn.rules.eprop.local_adjoint_scan`); ``recs``: per chunk ``(x, z, psi, z_filt)``."""
+        k = self._eprop._consts(model)
+        credits = self._credits(k, recs, dE_dy, self.feedback_matrix(model), self.modulation(model))
+        return local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace)
 
     # ------------------------------------------------------------------ online (variant "online")
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> MDGLState:
@@ -283,7 +304,7 @@ class MDGL:
         """Advance through a chunk (``rec`` fields ``(T_c, B, ·)``, ``dE_dy`` ``(T_c, B, K)``)."""
         k = self._eprop._consts(model)
         Bfb = self.feedback_matrix(model)
-        Wt = self.substituted_weights(model)
+        op = self.modulation(model)
         kap, omk = k.kappa, 1.0 - k.kappa
         s = state
         with torch.no_grad():
@@ -293,7 +314,7 @@ class MDGL:
                 ep = self._eprop.advance(model, type(rec)(*(f[t:t + 1] for f in rec)), dE_dy[t:t + 1], s.ep)
                 psi_bar = s.psi_bar.mul_(kap).add_(rec.psi[t], alpha=omk)
                 if s.ep.t > 0:
-                    M = torch.matmul(k.c_in * psi_bar * L[t], Wt)  # (B, N) M̄^{t-1}
+                    M = op(k.c_in * psi_bar * L[t])  # (B, N) M̄^{t-1}
                     s.acc_mod.add_(torch.bmm(M.T[:, None, :], s.e_bar_prev).squeeze(1))
                 s = s._replace(ep=ep, psi_bar=psi_bar)
         return s

@@ -73,11 +73,20 @@ def _mdgl_autograd(model, x, y, mask, Wt):
     return ref.named_grads(model, _mse(y_hat, y, mask) + S)
 
 
+_CIRCUITS = {  # sparse: dense W̃ GEMM; complete (with or without autapses): the factored type-gain product
+    "sparse": lambda: (dale(10, 0.7, p=0.5, g=1.5, seed=3), {}),
+    "complete": lambda: (dale(10, 0.7, p=1.0, g=1.5, seed=3), {}),
+    "complete_autapses": lambda: (dale(10, 0.7, p=1.0, g=1.5, seed=3, self_loops=True), {"allow_autapses": True}),
+}
+
+
+@pytest.mark.parametrize("circuit", list(_CIRCUITS))
 @pytest.mark.parametrize("scaling", ["A", "B"])
 @pytest.mark.parametrize("variant", ["exact", "mdgl", "nonlocal"])
-def test_t31_autograd_construction(variant, scaling):
+def test_t31_autograd_construction(variant, scaling, circuit):
     """T3.1: hard-coded MDGL = autograd of E + S (float64) for the exact-weight and type-averaged variants."""
-    model = _model(scaling=scaling)
+    circ, kw = _CIRCUITS[circuit]()
+    model = _model(scaling=scaling, circuit=circ, **kw)
     x, y, mask = _data()
     rule = MDGL(variant=variant, chunk_steps=7)
     loss, g = rule.gradients(model, x, y, mask, _mse)
@@ -87,6 +96,25 @@ def test_t31_autograd_construction(variant, scaling):
     # the modulatory term is not vacuous: MDGL differs from reset-inclusive e-prop
     _, ge = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
     assert float((g["theta_rec"] - ge["theta_rec"]).norm()) > 1e-6 * float(ge["theta_rec"].norm())
+
+
+@pytest.mark.parametrize("cell_types", ["ei", "labels"])
+@pytest.mark.parametrize("circuit", list(_CIRCUITS))
+@pytest.mark.parametrize("variant", ["exact", "mdgl", "nonlocal", "online"])
+def test_modulation_operator_equals_product_with_substituted_weights(variant, circuit, cell_types):
+    """``MDGL.modulation(model)(v) = v @ W̃`` whichever structure it exploits (factored for complete circuits)."""
+    from spikelearn.rules.mdgl import ModulationOperator
+
+    circ, kw = _CIRCUITS[circuit]()
+    model = _model(circuit=circ, **kw)
+    types = "ei" if cell_types == "ei" else ["a", "b", "c", "a", "b", "c", "a", "b", "c", "d"]
+    rule = MDGL(variant=variant, cell_types=types)
+    op = rule.modulation(model)
+    assert isinstance(op, ModulationOperator)
+    assert (op.dense is None) == (variant == "nonlocal" or (variant != "exact" and circuit != "sparse"))
+    v = torch.randn(4, 3, model.n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    want = v @ rule.substituted_weights(model)
+    assert float((op(v) - want).abs().max()) < 1e-12 * float(want.abs().max())
 
 
 def test_type_gains_are_means_of_existing_connections():
