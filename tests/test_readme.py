@@ -30,11 +30,16 @@ def test_readme_example_runs(k, capsys):
 def test_readme_toml_config_builds(tmp_path):
     import sys
 
-    from spikelearn.config import config_from_dict
+    from spikelearn.config import config_from_dict, parse_measurements, resolve_measurements
     from spikelearn.train import build
 
     tomllib = __import__("tomllib") if sys.version_info >= (3, 11) else __import__("tomli")
-    (block,) = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
-    cfg = config_from_dict(tomllib.loads(block))
+    run_block, meas_block = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
+    cfg = config_from_dict(tomllib.loads(run_block))
     circuit, model, task, rule, optimizer, trainer = build(cfg, out_dir=str(tmp_path))
     assert circuit.n == 279 and model.n_out == task.n_out
+    # the [[measurements]] example: parses, imports, and runs against the model as built
+    (m,) = resolve_measurements(parse_measurements(tomllib.loads(meas_block)["measurements"]))
+    assert m.name == "dW" and m.every == 50
+    trainer.measurements = (m,)
+    assert trainer._measure(50) == {"dW.W_rec.abs": 0.0, "dW.W_rec.rel": 0.0}
