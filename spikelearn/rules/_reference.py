@@ -158,9 +158,11 @@ def eprop_traces(model: Any, rec: Any, *, reset_in_trace: bool = False) -> Tenso
     return torch.stack(out)
 
 
-def rate_forward(model: Any, x: Tensor, *, detach_rec: bool, B: Tensor | None = None) -> tuple[Tensor, Any]:
+def rate_forward(model: Any, x: Tensor, *, detach_rec: bool, B: Tensor | None = None,
+                 rates: list | None = None) -> tuple[Tensor, Any]:
     """``RateRNN.forward`` re-written with the recurrent drive ``W_rec sg(r^{t-1})`` (and the gap current of other
-    neurons) optionally detached; the local leak paths are kept. Returns ``(y, final_state)``."""
+    neurons) optionally detached; the local leak paths are kept. Returns ``(y, final_state)``; ``rates``, if given,
+    receives ``r^t`` of every step (on this graph)."""
     from spikelearn.neurons.rate import RateState, rate_update
 
     W = model.effective_weights()
@@ -184,6 +186,8 @@ def rate_forward(model: Any, x: Tensor, *, detach_rec: bool, B: Tensor | None = 
             hn = s.h.detach() if detach_rec else s.h
             D = D + hn @ G_off.T + s.h * g_self
         s, _ = rate_update(c, s, c.c_in * D)
+        if rates is not None:
+            rates.append(s.r)
         ys.append(_linear(s.h if model.readout_from == "h" else s.r, W.W_out, B))
     y = torch.stack(ys)
     if W.b_out is not None:

@@ -159,7 +159,10 @@ class MDGLState(NamedTuple):
 # ----------------------------------------------------------------------------------------------- rule
 @dataclass(frozen=True)
 class MDGL:
-    """MDGL (ALGORITHMS.md §3) for :class:`~spikelearn.models.SpikingRNN`.
+    """MDGL (ALGORITHMS.md §3) for :class:`~spikelearn.models.SpikingRNN`, and its rate form for
+    :class:`~spikelearn.models.RateRNN` (this package's extension: RFLO's local traces — e-prop for rate networks —
+    with the credit on ``r_p^t`` extended by ``Σ_j W̃[j,p] m_j^{t+1}``, ``m_j = c_in,j ∂E/∂h_j|immediate``; with
+    ``τ = dt`` and ``variant="exact"`` it equals sliding-window TBPTT with K = 2, T6.3; batched only).
 
     Reads (trajectory record): ``x``, ``z`` (presynaptic activity), ``psi``, ``z_filt``; from the model: the
     constants α, ρ, c_in, c_a, v_th, β, κ, the effective ``W_rec`` (the type gains ``w_αβ`` and, for ``"exact"``,
@@ -188,9 +191,10 @@ class MDGL:
     feedback_decay: float = 0.0
     chunk_steps: int = 100
     _eprop: Any = field(default=None, init=False, repr=False, compare=False)
+    _rflo: Any = field(default=None, init=False, repr=False, compare=False)
 
     online = True
-    model_types = ("spiking",)
+    model_types = ("spiking", "rate")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -202,10 +206,19 @@ class MDGL:
                    feedback_seed=self.feedback_seed, feedback_std=self.feedback_std,
                    feedback_decay=self.feedback_decay, chunk_steps=self.chunk_steps)
         object.__setattr__(self, "_eprop", ep)  # shares B (and the adaptive B's memory) between both modes
+        from spikelearn.rules.rflo import RFLO
+
+        object.__setattr__(self, "_rflo", RFLO(feedback=self.feedback, feedback_seed=self.feedback_seed,
+                                               feedback_std=self.feedback_std, feedback_decay=self.feedback_decay,
+                                               chunk_steps=self.chunk_steps))
 
     # ------------------------------------------------------------------ helpers
     def feedback_matrix(self, model: nn.Module) -> Tensor:
-        """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
+        """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now (a rate model: RFLO's, ``std = 1/√K``)."""
+        from spikelearn.models import RateRNN
+
+        if isinstance(model, RateRNN):
+            return self._rflo.feedback_matrix(model)
         return self._eprop.feedback_matrix(model)
 
     def substituted_weights(self, model: nn.Module) -> Tensor:
@@ -230,6 +243,10 @@ class MDGL:
     def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
         """``(loss, grads)`` for whole trials (module docstring)."""
+        from spikelearn.models import RateRNN
+
+        if isinstance(model, RateRNN):
+            return self._rate_gradients(model, x, y, mask, loss_fn)
         self._eprop._check_model(model)
         if self.mode == "online":
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
@@ -240,6 +257,23 @@ class MDGL:
         with torch.no_grad():
             dW_pre, dW_out = self._batched(model, recs, dE_dy)
         return loss, self._eprop._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
+
+    def _rate_gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+                        loss_fn: LossFn) -> tuple[Tensor, Grads]:
+        """MDGL for rate networks: RFLO's local traces (the rate form of e-prop, ALGORITHMS.md §5) with the credit on
+        ``r_p^t`` extended by the one-hop modulatory term ``Σ_j W̃[j,p] m_j^{t+1}`` (``RFLO._batched``)."""
+        from spikelearn.rules.rflo import RFLO
+
+        if self.variant == "online" or self.mode == "online":
+            raise ValueError("MDGL on a RateRNN: only variants 'mdgl', 'exact', 'nonlocal' in mode 'batched' (the "
+                             "'online' variant's filtered ψ̄ is defined for spiking networks)")
+        rflo = self._rflo
+        rflo._check_model(model)
+        fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
+        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
+        with torch.no_grad():
+            dW_pre, dW_out, db_out = rflo._batched(model, recs, dE_dy, modulation=self.modulation(model))
+        return loss, rflo._grads(model, dW_pre, dW_out, db_out)
 
     def _credits(self, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor, op: ModulationOperator) -> Iterator[Tensor]:
         """Per chunk, last to first, the credit ``(T_c, B, N)`` on the outgoing spikes (module docstring), computed

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -149,8 +149,14 @@ class RFLO:
             dW_pre, dW_out, db_out = self._batched(model, recs, dE_dy)
         return loss, self._grads(model, dW_pre, dW_out, db_out)
 
-    def _batched(self, model: Any, recs: list, dE_dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Adjoint of the local dynamics, chunk by chunk backwards; ``recs``: per chunk ``(x, r, fprime, read)``."""
+    def _batched(self, model: Any, recs: list, dE_dy: Tensor,
+                 modulation: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Adjoint of the local dynamics, chunk by chunk backwards; ``recs``: per chunk ``(x, r, fprime, read)``.
+
+        ``modulation`` (MDGL for rate networks, :class:`~spikelearn.rules.MDGL`): ``v ↦ v @ W̃``; the credit on
+        ``r_p^t`` then also gets ``M_p^t = Σ_j W̃[j,p] m_j^{t+1}`` with the emissions
+        ``m_j^t = c_in,j ∂E/∂h_j^t|immediate`` (``L_j^t`` when the readout reads ``h``, else ``c_f,j f'_j^t L_j^t``).
+        """
         k = self._consts(model)
         W = _detached(model.effective_weights())
         Bfb = feedback_matrix(self, model, W.W_out, 1.0 / math.sqrt(model.n_out))
@@ -162,6 +168,7 @@ class RFLO:
         dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
         lh = torch.zeros(B, N, **kw)  # dE/dh^{t+1} on the local graph
         lr = torch.zeros(B, N, **kw)  # dE/dr^{t+1}
+        m_next = None  # emissions at the first step of the chunk after this one (modulation only)
         t1 = T
         for ci in range(len(recs) - 1, -1, -1):
             x_c, r_c, fp_c, read_c = recs[ci]
@@ -169,6 +176,14 @@ class RFLO:
             t0 = t1 - Tc
             dE_c = dE_dy[t0:t1]
             L_c = torch.matmul(dE_c, Bfb.T)
+            M_c = None
+            if modulation is not None:
+                m_c = (L_c if k.from_h else L_c * fp_c * k.c_f) * k.c_in
+                M_c = torch.zeros_like(L_c)
+                M_c[:-1] = modulation(m_c[1:])
+                if m_next is not None:
+                    M_c[-1] = modulation(m_next)
+                m_next = m_c[0]
             D = torch.empty(Tc, B, N, **kw)  # c_in dE/dh^t
             for i in range(Tc - 1, -1, -1):
                 lr_t = torch.addcmul(k.A_rr * lr, k.A_hr, lh)
@@ -177,6 +192,8 @@ class RFLO:
                     lh_t = lh_t + L_c[i]
                 else:
                     lr_t = lr_t + L_c[i]
+                if M_c is not None:
+                    lr_t = lr_t + M_c[i]
                 lh = torch.addcmul(lh_t, k.c_f * fp_c[i], lr_t)
                 lr = lr_t
                 torch.mul(lh, k.c_in, out=D[i])
