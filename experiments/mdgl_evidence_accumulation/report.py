@@ -1,0 +1,115 @@
+"""Report of an MDGL evidence-accumulation sweep store (finished runs, plus the progress of unfinished ones).
+
+For every rule (and cell-type choice) over seeds: final evaluation accuracy (the last evaluation, at iteration
+2000 in the full set-up, on the fixed batch of 64 trials), the mean of the last five evaluations (iterations
+1960–2000), and the published value beside it. Unfinished runs are listed with the iteration and accuracy of their
+last checkpoint, so a store snapshot taken mid-sweep can be read too. Writes ``final.csv``, ``progress.csv`` and
+``learning_curves.png`` into ``--out`` (default ``DIR/report``).
+
+Usage::
+
+    python experiments/mdgl_evidence_accumulation/report.py DIR [--out OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+import torch
+
+from spikelearn.store import RunStore
+
+PUBLISHED = {"bptt": "0.979 ± 0.001", "mdgl (ei)": "0.899 ± 0.013", "eprop": "0.75 ± 0.10"}
+
+
+def rule_label(cfg: dict) -> str:
+    r = cfg["rule"]
+    if r["name"] == "mdgl":
+        return f"mdgl ({r['options'].get('cell_types', 'ei')})"
+    return r["name"]
+
+
+def load(folder: pathlib.Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-run table, evaluation accuracy curves) of finished runs and of checkpointed unfinished ones."""
+    with RunStore(folder, readonly=True) as store:
+        runs = store.runs()
+        metrics = store.metrics(names=["accuracy"])
+    rows, curves = [], []
+    for _, r in runs.iterrows():
+        cfg = json.loads(r["config"])
+        base = {"run_id": r["id"], "rule": rule_label(cfg), "seed": cfg["train"]["seed"], "status": r["status"]}
+        acc = metrics.loc[metrics["run_id"] == r["id"], ["iteration", "value"]].sort_values("iteration")
+        if acc.empty:  # unfinished: read the checkpoint's history, if any
+            ck = folder / "runs" / r["id"] / "checkpoint.pt"
+            if ck.exists():
+                hist = torch.load(ck, weights_only=True, map_location="cpu")["history"]
+                acc = pd.DataFrame([(h["iteration"], h["accuracy"]) for h in hist if "accuracy" in h],
+                                   columns=["iteration", "value"])
+        if acc.empty:
+            rows.append({**base, "iteration": 0})
+            continue
+        rows.append({**base, "iteration": int(acc["iteration"].iloc[-1]), "accuracy": float(acc["value"].iloc[-1]),
+                     "accuracy_last5": float(acc["value"].iloc[-5:].mean()),
+                     "duration_s": r.get("duration_s", np.nan)})
+        curves.append(acc.assign(**base))
+    return pd.DataFrame(rows), (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
+
+
+def summarise(df: pd.DataFrame, iterations: int) -> pd.DataFrame:
+    done = df[(df["status"] == "done") & (df["iteration"] == iterations)]
+    out = done.groupby("rule").agg(n=("seed", "size"), mean=("accuracy", "mean"), sd=("accuracy", "std"),
+                                   mean_last5=("accuracy_last5", "mean"), sd_last5=("accuracy_last5", "std"),
+                                   seeds=("seed", lambda s: ",".join(map(str, sorted(s)))))
+    out["published"] = [PUBLISHED.get(k, "") for k in out.index]
+    return out.reset_index()
+
+
+def plot(curves: pd.DataFrame, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for rule, g in curves.groupby("rule"):
+        piv = g.pivot_table(index="iteration", columns="seed", values="value")
+        m, s = piv.mean(axis=1), piv.std(axis=1)
+        ax.plot(piv.index, m, label=f"{rule} (n={piv.shape[1]})")
+        ax.fill_between(piv.index, m - s, m + s, alpha=0.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("evaluation accuracy")
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dir", type=pathlib.Path)
+    ap.add_argument("--out", type=pathlib.Path, default=None)
+    ap.add_argument("--iterations", type=int, default=2000, help="iterations of a finished run")
+    a = ap.parse_args()
+    out = a.out or a.dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    df, curves = load(a.dir)
+    df.to_csv(out / "progress.csv", index=False)
+    summ = summarise(df, a.iterations)
+    summ.to_csv(out / "final.csv", index=False)
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+        print("finished runs (final evaluation accuracy, mean ± sd over seeds):")
+        print(summ.to_string(index=False) if len(summ) else "  none yet")
+        print("\nevery run:")
+        print(df.drop(columns=["run_id"]).to_string(index=False))
+    if len(curves):
+        plot(curves, out / "learning_curves.png")
+        print(f"\nwrote {out}/final.csv, progress.csv, learning_curves.png")
+
+
+if __name__ == "__main__":
+    main()
