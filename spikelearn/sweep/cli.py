@@ -96,6 +96,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"sweep {args.dir}: {'driver running' if st['running'] else 'no driver running'}")
     print(_bar(c["done"] + c["failed"], st["total"]))
     print(pd.DataFrame([c], index=["runs"]).assign(total=st["total"]).to_string())
+    prog = st["in_progress"]
+    if len(prog):
+        print("\nruns in progress (iteration of the last checkpoint):")
+        cols = [k for k in prog.columns if k == "id" or "." in k
+                or k in ("circuit", "model", "task", "rule", "optimizer", "train")] + ["iteration", "iterations"]
+        with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+            print(prog[cols].to_string(index=False))
     if not st["running"] and c["running"]:
         print(f"{c['running']} run(s) were interrupted; continue with `spikelearn sweep resume {args.dir}`")
     if len(st["failed"]):

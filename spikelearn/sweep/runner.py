@@ -254,14 +254,28 @@ def _drive(store: RunStore, ex: Executor, *, ids: set[str] | None, max_retries: 
 
 
 def sweep_status(folder: str | pathlib.Path) -> dict:
-    """``{"counts", "total", "failed": DataFrame(id, axes..., error), "running": bool}`` for a sweep folder."""
+    """``{"counts", "total", "failed": DataFrame(id, axes..., error), "running": bool, "in_progress":
+    DataFrame(id, axes..., iteration, iterations)}`` for a sweep folder; ``in_progress`` lists the runs marked
+    running with the iteration of their last checkpoint (0 before the first one)."""
+    import torch
+
     with RunStore(folder, readonly=True) as store:
         counts = store.counts()
         runs = store.runs()
     failed = runs.loc[runs["status"] == "failed"].drop(columns=["config"])
     failed = failed.assign(error=failed["error"].fillna("").map(lambda e: e.splitlines()[0] if e else ""))
+    active = runs.loc[runs["status"] == "running"]
+    its, totals = [], []
+    for rid, cfg in zip(active["id"], active["config"]):
+        totals.append(int(json.loads(cfg)["train"]["iterations"]))
+        ck = pathlib.Path(folder) / "runs" / rid / "checkpoint.pt"
+        try:
+            its.append(int(torch.load(ck, map_location="cpu", weights_only=True)["iteration"]) if ck.exists() else 0)
+        except Exception:  # noqa: BLE001 - a checkpoint being replaced right now: report it as unknown
+            its.append(-1)
+    in_progress = active.drop(columns=["config", "error"]).assign(iteration=its, iterations=totals)
     return {"counts": counts, "total": int(sum(counts.values())), "failed": failed,
-            "running": driver_running(folder)}
+            "running": driver_running(folder), "in_progress": in_progress}
 
 
 

@@ -154,7 +154,12 @@ def test_killed_driver_resumes_every_run_exactly_once(tmp_path, hooks_on_path, c
     assert len(done_before) >= 1
 
     assert main(["sweep", "status", str(out)]) == 0
-    assert "were interrupted" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "were interrupted" in text and "runs in progress" in text
+    from spikelearn.sweep import sweep_status
+
+    prog = sweep_status(out)["in_progress"].set_index("id")
+    assert prog.loc[victim, "iteration"] >= killed_at and prog.loc[victim, "iterations"] == 30
     assert main(["sweep", "resume", str(out), "--quiet"]) == 0
     with RunStore(out, readonly=True) as store:
         after = store.runs().set_index("id")
