@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import (EProp, _check_common, feedback_matrix,
+from spikelearn.rules.eprop import (EProp, _check_common, feedback_matrix, local_adjoint_scan, readout_credit_chunks,
                                     record_and_output_error, run_online, weight_grads)
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
 
@@ -161,9 +161,11 @@ class ModProp:
             fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
         loss, dE_dy, chunks = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
         with torch.no_grad():
-            recs = [torch.cat([c[i] for c in chunks]) for i in range(4)]
-            fn = self._batched_spiking if spiking else self._batched_rate
-            dW_pre, dW_out = fn(model, *recs, dE_dy)
+            if spiking:
+                dW_pre, dW_out = self._batched_spiking(model, chunks, dE_dy)
+            else:
+                recs = [torch.cat([c[i] for c in chunks]) for i in range(4)]
+                dW_pre, dW_out = self._batched_rate(model, *recs, dE_dy)
         return loss, self._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
 
     def _batched_rate(self, model: Any, x: Tensor, r: Tensor, fp: Tensor, read: Tensor,
@@ -191,36 +193,17 @@ class ModProp:
         dW_out = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ read.reshape(-1, N)
         return dW_pre, dW_out
 
-    def _batched_spiking(self, model: Any, x: Tensor, z: Tensor, psi: Tensor, zf: Tensor,
-                         dE_dy: Tensor) -> tuple[Tensor, Tensor]:
+    def _batched_spiking(self, model: Any, chunks: list, dE_dy: Tensor) -> tuple[Tensor, Tensor]:
+        """e-prop's chunked adjoint scan (:func:`~spikelearn.rules.eprop.local_adjoint_scan`) with ModProp's
+        non-local credit ``μ W_abᵀ (c_in δv^{t+1})`` through the cell types at every step; ``chunks``: per forward
+        chunk ``(x, z, psi, z_filt)``."""
         k = EProp(reset_in_trace=self.reset_in_trace)._consts(model)
         _, P, Om = self.type_structure(model)
-        L = torch.matmul(dE_dy, self.feedback_matrix(model).T)
-        T, B, N = z.shape
-        kap, omk = k.kappa, 1.0 - k.kappa
         PO, PT = self.mu * (P @ Om), P.T.contiguous()
-        D = torch.empty_like(L)
-        u = torch.zeros_like(L[0])
-        dv = torch.zeros_like(L[0])
-        da = torch.zeros_like(L[0])
-        for t in range(T - 1, -1, -1):
-            u = torch.add(L[t], u, alpha=kap)
-            dz = u * omk
-            if k.adaptive:
-                dz = torch.addcmul(dz, k.c_a, da)
-            if self.reset_in_trace:
-                dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
-            pdz = psi[t] * dz + ((k.c_in * dv) @ PO) @ PT  # local (ψ) + non-local (μ, W_ab) credit
-            dv = torch.addcmul(pdz, k.leak, dv)
-            if k.adaptive:
-                da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
-            torch.mul(dv, k.c_in, out=D[t])
-        n_in = x.shape[-1]
-        dW_pre = L.new_zeros(N, N + n_in)
-        dW_pre[:, :N] = D[1:].reshape(-1, N).T @ z[:-1].reshape(-1, N)
-        dW_pre[:, N:] = D.reshape(-1, N).T @ x.reshape(-1, n_in)
-        dW_out = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ zf.reshape(-1, N)
-        return dW_pre, dW_out
+        credits = (sig for _, _, sig in readout_credit_chunks(chunks, dE_dy, self.feedback_matrix(model), k.kappa,
+                                                              1.0 - k.kappa))
+        return local_adjoint_scan(k, chunks, dE_dy, credits, self.reset_in_trace,
+                                  nonlocal_credit=lambda dv: ((k.c_in * dv) @ PO) @ PT)
 
     # ------------------------------------------------------------------ online (rate, filter taps)
     def _online_consts(self, model: Any) -> tuple[float, float, Tensor, Tensor, Tensor]:
