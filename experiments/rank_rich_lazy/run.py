@@ -6,7 +6,13 @@ a γ = 1 ReLU rate RNN without biases on delayed match-to-sample with each rule,
 representation alignment (uncentred and CKA), tangent-kernel alignment (W_rec, 768 x 768) and sign similarity
 between θ_0 and θ_T (spikelearn.analysis.regime). Writes results_<config>.csv, summary_<config>.csv and PNGs here.
 
-Usage: ``python experiments/rank_rich_lazy/run.py [--config quick|quick_long|full]``.
+Usage: ``python experiments/rank_rich_lazy/run.py [--config quick|quick_long|full] [--only "aligned 6" ...]``.
+
+Legacy script: the sweep files (``quick_sweep.toml``, ``full_sweep.toml``, read with ``report.py``) replace it for
+every init that a run configuration can express. It is kept for what they cannot: the task-aligned low-rank init
+(``low_rank_aligned`` on the span of the model's own ``W_in`` and ``W_outᵀ``), the paper's uniform
+``U(±1/√fan_in)`` input/readout init and C. elegans with dense input/readout (``--only "aligned 6"`` runs just the
+aligned init). Its CSV/PNG outputs are not stored in the repository.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ def make_inits(cfg: RankConfig, seed: int, n_in: int, n_out: int) -> list[tuple[
         W = connectomes.load(name, **opts).weights(dense=True)
         n = W.shape[0]
         W0 = cfg.sigma0 * np.random.default_rng(seed).standard_normal((n, n)) / math.sqrt(n)
-        W = W * _norm(W0, cfg.norm) / _norm(W, cfg.norm)  # all-to-all: absent synapses start at 0 but may grow
+        W = W * _norm(W0, cfg.norm) / _norm(W, cfg.norm)  # Circuit.from_dense masks W == 0: absent synapses stay 0
         wi, wo = (w_in, w_out) if n == cfg.n else io(n)
         out.append((name.split("_")[0] if name != "mouse_v1" else "mouse V1", Circuit.from_dense(W), wi, wo))
     return out
@@ -98,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=["quick", "quick_long", "full"], default="quick")
     ap.add_argument("--rules", nargs="*", default=None, help="override cfg.rules")
+    ap.add_argument("--only", nargs="*", default=None, help="run only the inits with these labels (e.g. 'aligned 6')")
     args = ap.parse_args()
     cfg = {"quick": QUICK, "quick_long": QUICK_LONG, "full": FULL}[args.config]
     if args.rules:
@@ -110,6 +117,8 @@ def main() -> None:
     rows = []
     for seed in cfg.seeds:
         for label, circuit, w_in, w_out in make_inits(cfg, seed, task.n_in, task.n_out):
+            if args.only and label not in args.only:
+                continue
             for rule in rules:
                 rows.append(run_one(cfg, label, circuit, w_in, w_out, rule, seed, task))
                 r = rows[-1]

@@ -122,11 +122,13 @@ def rule_specs(rules: Sequence[Any]) -> list[tuple[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------- weights
 def weight_change(model: nn.Module, task: Any, iteration: int, *, initial_model: nn.Module,
-                  which: Sequence[str] = ("W_rec",)) -> dict[str, float]:
+                  which: Sequence[str] = ("W_rec",), at: Sequence[int] = ()) -> dict[str, float]:
     """Absolute (Frobenius) and relative change of the effective weights since the model was built, per matrix
     in ``which`` (whole matrix, no cell-type breakdown): keys ``"<W>.abs"`` and ``"<W>.rel"``
     (``||W − W_0||_F`` and ``||W − W_0||_F / ||W_0||_F``; includes pre-flossing changes). Cost: negligible."""
-    del task, iteration
+    del task
+    if _skip(iteration, at):
+        return {}
     df = model_weight_change(initial_model, model, which=tuple(which), by_cell_type=False)
     out: dict[str, float] = {}
     for _, r in df.iterrows():
@@ -152,8 +154,9 @@ def max_lyapunov_exponent(model: nn.Module, task: Any, iteration: int, *, initia
         ``"initial_lambda_sum"`` (sum of the k exponents) when ``k > 1``. The initial value is computed once
         per run.
 
-    Cost: one linearised run of ``batch_size × n_concat·T`` steps with a k-column QR per step (N = 64, k = 1,
-    8 × 960 steps: about 0.5 s on one CPU thread); the same once more for the initial model.
+    Cost: one linearised run of ``batch_size × n_concat·T`` steps with a k-column QR per step (k = 1, 8 × 960
+    steps at N = 64: about 0.1 s on one CPU thread; 8 × 1760 steps at N = 100: about 0.2 s); the same once more, per
+    run, for the initial model.
     """
     if _skip(iteration, at):
         return {}
@@ -192,8 +195,9 @@ def regime(model: nn.Module, task: Any, iteration: int, *, initial_model: nn.Mod
         ``activity_rank0``, ``activity_rank1``; plus (initial model, cached) ``rv_rank_W0`` (Roy–Vetterli) and
         ``spectral_radius_W0``.
 
-    Cost: two forward passes over the probe and two tangent kernels (``kernel_trials·T·n_out`` square; N = 100,
-    32 trials × 8 steps × 3 outputs: about 1–3 s on one CPU thread); without ``kernel`` negligible.
+    Cost: two forward passes over the probe and two tangent kernels (``kernel_trials·T·n_out`` square; 32 trials
+    × 8 steps × 3 outputs: about 1–3 s at N = 100, 10 s at N = 300 on one CPU thread); without ``kernel``
+    negligible.
     """
     if _skip(iteration, at):
         return {}
@@ -263,7 +267,7 @@ def hessian_top(model: nn.Module, task: Any, iteration: int, *, batch_size: int 
         effective step gain along the sharpest direction relative to gradient descent (ALGORITHMS.md §9.3).
 
     Cost: ``n_hvp`` (+ ``trace_samples``) double-backprop passes through the batch, plus one gradient per gain
-    rule (N = 128, 256 digits × 8 steps: 7–30 products, about 0.5–2 s).
+    rule (N = 128, 256 digits × 8 steps: 6–15 products for the top eigenvalues, a few hundred ms).
     """
     if _skip(iteration, at):
         return {}
@@ -330,10 +334,12 @@ def noisy_accuracy(model: nn.Module, task: Any, iteration: int, *, noise_std: Se
 
 
 def spike_statistics(model: nn.Module, task: Any, iteration: int, *, batch_size: int = 8, seed: int = 12_345,
-                     at: Sequence[int] = ()) -> dict[str, float]:
+                     window_ms: float = 100.0, bin_ms: float = 5.0, min_isis: int = 2, at: Sequence[int] = ()
+                     ) -> dict[str, float]:
     """Population spike statistics of a spiking model on ``batch_size`` fixed task trials
-    (:func:`~spikelearn.analysis.spikes.spike_stats`, ``"all"`` row): ``rate_hz``, ``cv_isi``, ``fano``,
-    ``synchrony``. Cost: one recorded forward pass."""
+    (:func:`~spikelearn.analysis.spikes.spike_stats` with ``window_ms`` (Fano counting window, at most the trial
+    length), ``bin_ms`` (synchrony bins), ``min_isis``; its ``"all"`` row): ``rate_hz``, ``cv_isi``, ``fano``,
+    ``synchrony`` (NaN where undefined, e.g. CV without enough ISIs). Cost: one recorded forward pass."""
     if _skip(iteration, at):
         return {}
     from spikelearn.analysis.spikes import spike_stats
@@ -341,6 +347,7 @@ def spike_statistics(model: nn.Module, task: Any, iteration: int, *, batch_size:
     x = probe_batch(task, batch_size, seed, model)[0]
     with torch.no_grad():
         rec = model(x, record=True).record
-    st = spike_stats(rec.z, float(model.dt_ms)).per_type
+    st = spike_stats(rec.z, float(model.dt_ms), window_ms=float(window_ms), bin_ms=float(bin_ms),
+                     min_isis=int(min_isis)).per_type
     row = st[st["cell_type"] == "all"].iloc[0]
     return {k: float(row[k]) for k in ("rate_hz", "cv_isi", "fano", "synchrony")}

@@ -75,6 +75,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from spikelearn.sweep.runner import sweep_status
+    from spikelearn.sweep.spec import SECTIONS
 
     try:
         st = sweep_status(args.dir)
@@ -100,7 +101,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if len(prog):
         print("\nruns in progress (iteration of the last checkpoint):")
         cols = [k for k in prog.columns if k == "id" or "." in k
-                or k in ("circuit", "model", "task", "rule", "optimizer", "train")] + ["iteration", "iterations"]
+                or k in SECTIONS] + ["iteration", "iterations"]
         with pd.option_context("display.width", 200, "display.max_colwidth", 60):
             print(prog[cols].to_string(index=False))
     if not st["running"] and c["running"]:

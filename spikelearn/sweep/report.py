@@ -22,6 +22,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from spikelearn.sweep.spec import SECTIONS
 from spikelearn.sweep.store import RunStore
 
 __all__ = ["write_report", "STANDARD_METRICS"]
@@ -60,7 +61,7 @@ def write_report(folder: str | pathlib.Path, out_dir: str | pathlib.Path | None 
         runs = store.runs()
         tidy = store.tidy()
         summaries = store.summaries()
-    axes = [c for c in runs.columns if "." in c or c in ("circuit", "model", "task", "rule", "optimizer", "train")]
+    axes = [c for c in runs.columns if "." in c or c in SECTIONS]
     cfgs = [json.loads(c) for c in runs["config"]]
     if _HUE not in runs:
         runs[_HUE] = [c["rule"]["name"] for c in cfgs]

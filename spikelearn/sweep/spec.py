@@ -63,7 +63,7 @@ from spikelearn.config import (ConfigError, _check_int, MeasurementSpec, RunConf
 __all__ = ["MeasurementSpec", "SweepSpec", "RunSpec", "load_sweep", "sweep_from_dict", "expand", "run_id",
            "check_run_config", "resolve_measurements", "SECTIONS"]
 
-SECTIONS = ("circuit", "model", "task", "rule", "optimizer", "train")
+SECTIONS = ("circuit", "model", "task", "rule", "optimizer", "train", "flossing")
 EXECUTORS = ("local", "dask")
 _SWEEP_KEYS = {"name", "out_dir", "executor", "workers", "scheduler", "max_retries", "axes", "zip"}
 

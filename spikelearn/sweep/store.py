@@ -248,6 +248,6 @@ class RunStore:
                 sec, fld = key.split(".")
                 runs[key] = [c[sec][fld] for c in cfgs]
         axis_cols = [c for c in runs.columns if "." in c or c in ("circuit", "model", "task", "rule", "optimizer",
-                                                                 "train")]
+                                                                 "train", "flossing")]
         info = runs[["id", "status", *axis_cols]].rename(columns={"id": "run_id"})
         return info.merge(self.metrics(), on="run_id", how="inner")

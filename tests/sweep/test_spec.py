@@ -68,6 +68,19 @@ def test_section_axis_replaces_named_fields(tiny):
     assert runs[1].axes["circuit"] == '{"kind": "erdos_renyi", "options": {"p": 0.3}}'
 
 
+def test_flossing_section_is_an_axis(tiny):
+    """``[flossing]`` varies like any section: a zipped rule × flossing pairing in one sweep file."""
+    d = tiny()
+    d["sweep"] = {"zip": [{"rule.name": ["bptt", "rflo", "rflo"],
+                           "flossing": [{}, {}, {"pre_steps": 5, "options": {"k": 2}}]}]}
+    runs = expand(sweep_from_dict(d))
+    assert [(r.config.rule.name, r.config.flossing.pre_steps, r.config.flossing.options) for r in runs] == [
+        ("bptt", 0, {}), ("rflo", 0, {}), ("rflo", 5, {"k": 2})]
+    assert len({r.id for r in runs}) == 3
+    d["sweep"] = {"axes": {"flossing.pre_steps": [0, 3]}}
+    assert [r.config.flossing.pre_steps for r in expand(sweep_from_dict(d))] == [0, 3]
+
+
 def test_toml_file_round_trip(tmp_path, tiny):
     (tmp_path / "grid.toml").write_text("""
 [circuit]

@@ -1,0 +1,160 @@
+"""Report of the initial-gain x rule x flossing sweep (experiments/gain_lyapunov/*_sweep*.toml).
+
+Opens a sweep store folder (``spikelearn.sweep.RunStore``), builds one row per run — rule, flossing, gain g, seed,
+final accuracy (mean of the last two evaluations), best accuracy, λ_max of the initial model, after pre-flossing
+and the first update (iteration 1), and at the end of training, relative change of W_rec — prints the per-cell
+mean ± s.d. over seeds and writes into ``--out`` (default ``<store>/report``):
+
+* ``runs.csv`` (one row per run), ``summary.csv`` (per condition × g: mean, sd, n of every measure),
+  ``pooled.csv`` (per condition, all gains pooled);
+* ``gain.png`` (accuracy, λ_max before, λ_max after, ΔW_rec/W_rec vs g; mean ± s.e.m., one line per condition);
+* ``lambda_during_training.png`` (λ_max vs iteration, iteration 0 = the initial model; mean over seeds, one
+  panel per g).
+
+Usage::
+
+    python experiments/gain_lyapunov/report.py STORE_DIR [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+
+from spikelearn.analysis.plots_stability import plot_gain_sweep
+from spikelearn.sweep.store import RunStore
+
+MEASURES = ["accuracy", "best_accuracy", "lambda_before", "lambda_start", "lambda_after", "dW_rel"]
+
+
+def load(folder: str | pathlib.Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(runs, metrics)``: one row per run (see module docstring) and the tidy metrics with run labels."""
+    with RunStore(folder, readonly=True) as store:
+        runs = store.runs()
+        met = store.metrics()
+    rows = []
+    for r in runs.itertuples():
+        cfg = json.loads(r.config)
+        fl = cfg.get("flossing", {})
+        floss = bool(fl.get("pre_steps", 0) or (fl.get("every", 0) and fl.get("steps", 0)))
+        rule = cfg["rule"]["name"]
+        rows.append({"run_id": r.id, "status": r.status, "rule": rule, "flossing": floss,
+                     "condition": rule + (" + flossing" if floss else ""), "g": float(cfg["circuit"]["options"]["g"]),
+                     "seed": int(cfg["train"]["seed"]), "iterations": int(cfg["train"]["iterations"]),
+                     "duration_s": r.duration_s})
+    df = pd.DataFrame(rows)
+    met = met.merge(df[["run_id", "condition", "g", "seed"]], on="run_id")
+
+    def last(name: str) -> pd.Series:
+        m = met[met["name"] == name].sort_values("iteration")
+        return m.groupby("run_id")["value"].last()
+
+    acc = met[met["name"] == "accuracy"].sort_values("iteration")
+    df = df.set_index("run_id")
+    df["accuracy"] = acc.groupby("run_id")["value"].apply(lambda v: float(v.iloc[-2:].mean()))
+    df["best_accuracy"] = acc.groupby("run_id")["value"].max()
+    df["lambda_before"] = last("lyap.initial_lambda_max")
+    df["lambda_start"] = last("lyap_start.lambda_max")
+    df["lambda_after"] = last("lyap.lambda_max")
+    df["dW_rel"] = last("dW.W_rec.rel")
+    return df.reset_index(), met
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (condition, g): mean, sd and n over seeds of every measure (finished runs only)."""
+    done = df[df["status"] == "done"]
+    s = done.groupby(["condition", "g"])[MEASURES].agg(["mean", "std"])
+    s[("n", "")] = done.groupby(["condition", "g"]).size()
+    return s
+
+
+def table(summary: pd.DataFrame) -> str:
+    """The summary as text: ``mean ± sd`` per cell."""
+    out = pd.DataFrame(index=summary.index)
+    for m in MEASURES:
+        out[m] = [f"{a:.3f} ± {b:.3f}" if np.isfinite(b) else f"{a:.3f}"
+                  for a, b in zip(summary[(m, "mean")], summary[(m, "std")])]
+    out["n"] = summary[("n", "")]
+    return out.to_string()
+
+
+def flossing_tests(done: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: final and best accuracy with vs without flossing, all gains pooled (Mann-Whitney U)."""
+    from scipy.stats import mannwhitneyu
+
+    rows = []
+    for rule, sub in done.groupby("rule", sort=False):
+        a, b = sub[sub["flossing"]], sub[~sub["flossing"]]
+        if len(a) and len(b):
+            for m in ("accuracy", "best_accuracy"):
+                res = mannwhitneyu(a[m], b[m], alternative="two-sided")
+                rows.append({"rule": rule, "measure": m, "with_flossing": a[m].mean(), "without": b[m].mean(),
+                             "n_with": len(a), "n_without": len(b), "p": float(res.pvalue)})
+    return pd.DataFrame(rows)
+
+
+def plot_lambda_trajectories(met: pd.DataFrame, path: pathlib.Path, order: list) -> None:
+    """λ_max vs iteration (0 = the initial model, 1 = after pre-flossing and the first update), mean over seeds,
+    one panel per g, one line per condition (colours in ``order``, as in gain.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lam = met[met["name"] == "lyap.lambda_max"]
+    ini = met[met["name"] == "lyap.initial_lambda_max"].sort_values("iteration").groupby("run_id").first()
+    lam = pd.concat([ini.reset_index().assign(iteration=0), met[met["name"] == "lyap_start.lambda_max"], lam])
+    gains = sorted(lam["g"].unique())
+    fig, axes = plt.subplots(1, len(gains), figsize=(3.2 * len(gains), 3.0), sharey=True, squeeze=False)
+    for ax, g in zip(axes[0], gains):
+        sub = lam[lam["g"] == g]
+        for i, cond in enumerate(order):
+            m = sub[sub["condition"] == cond].groupby("iteration")["value"].mean()
+            ax.plot(m.index, m.values, marker="o", ms=2, color=f"C{i}", label=cond)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_title(f"g = {g:g}")
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("λ_max (1/step)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("store", help="sweep store folder (contains store.sqlite)")
+    ap.add_argument("--out", default=None, help="output folder (default: <store>/report)")
+    a = ap.parse_args()
+    out = pathlib.Path(a.out) if a.out else pathlib.Path(a.store) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    df, met = load(a.store)
+    print(f"{len(df)} runs: {df['status'].value_counts().to_dict()}; run time {df['duration_s'].sum():.0f} s "
+          f"in total")
+    s = summarize(df)
+    print(table(s))
+    done = df[df["status"] == "done"]
+    pooled = done.groupby("condition", sort=False)[["accuracy", "best_accuracy", "dW_rel"]].agg(
+        ["mean", "std", "count"])
+    print("\npooled over g (mean, sd, n runs):")
+    print(pooled.round(3).to_string())
+    tests = flossing_tests(done)
+    if len(tests):
+        print("\nflossing vs none, pooled over g (Mann-Whitney U, two-sided):")
+        print(tests.round(4).to_string(index=False))
+    df.to_csv(out / "runs.csv", index=False)
+    s.to_csv(out / "summary.csv")
+    pooled.to_csv(out / "pooled.csv")
+    plot_gain_sweep(done, out / "gain.png", ys=("accuracy", "lambda_before", "lambda_after", "dW_rel"),
+                    hue="condition")
+    plot_lambda_trajectories(met[met["run_id"].isin(done["run_id"])], out / "lambda_during_training.png",
+                             order=list(dict.fromkeys(done["condition"])))
+    print(f"wrote {out}/runs.csv, summary.csv, pooled.csv, gain.png, lambda_during_training.png")
+
+
+if __name__ == "__main__":
+    main()
