@@ -214,9 +214,9 @@ def _celegans_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 def celegans_varshney2011(*, weight_per_synapse: float = 1.0, gap_junctions: bool = True,
                           gap_weight_per_junction: float = 1.0, include_isolated: bool = False,
                           cell_type: Literal["class", "cook2019_class", "cook2019_subcategory"] = "class",
-                          signs: Literal[None, "gaba_inhibitory"] = None,
+                          signs: Literal[None, "none", "gaba_inhibitory"] = None,
                           self_loops: Literal["keep", "error"] = "keep",
-                          io: Literal["sensory_motor", None] = "sensory_motor") -> Circuit:
+                          io: Literal["sensory_motor", "none", None] = "sensory_motor") -> Circuit:
     """*C. elegans* hermaphrodite connectome (White 1986 / Varshney 2011 EM), neuron level.
 
     Neurons: the 279 neurons that take part in a chemical or electrical synapse of
@@ -241,11 +241,13 @@ def celegans_varshney2011(*, weight_per_synapse: float = 1.0, gap_junctions: boo
             outgoing chemical weights; all other neurons keep sign 0 (unknown). A modelling assumption.
         self_loops: ``"keep"`` or ``"error"`` (raise if a chemical autapse exists; the file has none).
         io: ``"sensory_motor"``: ``input_mask`` = Cook 2019 sensory neurons, ``output_mask`` = motor neurons.
-            ``None``: no masks (all neurons).
+            ``None`` (or ``"none"``, the spelling a TOML file can use): no masks (all neurons).
 
     Node attributes: ``neuron_class``, ``cook2019_class``, ``cook2019_subcategory``, ``owmeta_types``,
     ``neurotransmitters`` (``""`` = unannotated), ``nmj_count`` (0 where none).
     """
+    io = None if io == "none" else io
+    signs = None if signs == "none" else signs
     options = dict(weight_per_synapse=weight_per_synapse, gap_junctions=gap_junctions,
                    gap_weight_per_junction=gap_weight_per_junction, include_isolated=include_isolated,
                    cell_type=cell_type, signs=signs, self_loops=self_loops, io=io)

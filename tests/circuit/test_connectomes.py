@@ -128,6 +128,8 @@ def test_celegans_types_attrs_and_io(worm):
     assert (ck.input_mask == (ck.cell_types == "sensory")).all()
     assert (ck.output_mask == (ck.cell_types == "motor")).all()
     assert sc.load("celegans_varshney2011", io=None).input_mask is None
+    no_io = sc.load("celegans_varshney2011", io="none", signs="none")  # the spellings a TOML file can use
+    assert no_io.input_mask is None and no_io.output_mask is None and not np.asarray(no_io.signs).any()
     sub = sc.load("celegans_varshney2011", cell_type="cook2019_subcategory")
     assert sub.cell_types[sub.index_of("AVAL")] == ck.node_attrs[ck.index_of("AVAL")]["cook2019_subcategory"]
     a = worm.node_attrs[worm.index_of("DD1")]
