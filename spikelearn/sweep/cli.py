@@ -6,7 +6,7 @@
     spikelearn sweep resume DIR [--executor local|dask] [--scheduler ADDRESS] [--workers N] [--retry-failed]
     spikelearn sweep status DIR [--watch]
     spikelearn sweep report DIR [--out REPORT_DIR] [--per-run]
-    spikelearn sweep snapshot DIR DEST [--no-checkpoints]
+    spikelearn sweep snapshot DIR DEST [--checkpoints all|unfinished|none] [--compact]
 
 The sweep file format is in spikelearn.sweep.spec; running on a Slurm cluster with dask-jobqueue workers is
 described in spikelearn.sweep.executors (start the workers, then --executor dask --scheduler ADDRESS).
@@ -130,7 +130,10 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     from spikelearn.sweep.runner import snapshot_sweep
 
     try:
-        dst = snapshot_sweep(args.dir, args.dest, checkpoints=not args.no_checkpoints)
+        if args.compact:
+            dst = snapshot_sweep(args.dir, args.dest, checkpoints="unfinished", artifacts=False)
+        else:
+            dst = snapshot_sweep(args.dir, args.dest, checkpoints="none" if args.no_checkpoints else args.checkpoints)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         return _err(str(e))
     print(f"wrote a consistent copy of {args.dir} to {dst}; continue it with `spikelearn sweep resume {dst}`")
@@ -185,5 +188,11 @@ def add_sweep_parser(subparsers) -> None:
     p = sub.add_parser("snapshot", help="consistent copy of a (possibly running) sweep folder, resumable")
     p.add_argument("dir", help="sweep folder")
     p.add_argument("dest", help="new (or empty) folder for the copy")
-    p.add_argument("--no-checkpoints", action="store_true", help="leave out checkpoint.pt files (results only)")
+    p.add_argument("--checkpoints", choices=["all", "unfinished", "none"], default="all",
+                   help="which checkpoint.pt files to copy: all (default), those of unfinished runs (enough to "
+                        "resume; small enough to commit), none (results only)")
+    p.add_argument("--no-checkpoints", action="store_true", help="same as --checkpoints none")
+    p.add_argument("--compact", action="store_true",
+                   help="what a repository should hold: the database, small per-run files and the checkpoints of "
+                        "unfinished runs (no model.pt / history.csv: the metrics are in the database)")
     p.set_defaults(fn=_cmd_snapshot)

@@ -279,7 +279,11 @@ def sweep_status(folder: str | pathlib.Path) -> dict:
 
 
 
-def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *, checkpoints: bool = True) -> pathlib.Path:
+_SMALL_ARTIFACTS = ("config.json", "summary.json", "error.txt")
+
+
+def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *,
+                   checkpoints: bool | str = True, artifacts: bool = True) -> pathlib.Path:
     """A consistent copy of a sweep folder, safe to take while its driver is running (e.g. to commit or move a
     long sweep between machines and continue it there with ``spikelearn sweep resume DEST``).
 
@@ -290,7 +294,12 @@ def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *, chec
 
     Args:
         dest: a folder that does not exist yet, or an empty one.
-        checkpoints: copy ``checkpoint.pt`` files (needed to resume interrupted runs; leave out for results only).
+        checkpoints: ``True``/``"all"``: copy every ``checkpoint.pt``; ``"unfinished"``: only those of runs not
+            done (what resuming needs — finished runs keep ``model.pt`` and their results, which keeps a committed
+            snapshot small); ``False``/``"none"``: none (results only).
+        artifacts: copy every other per-run file (``model.pt``, ``history.csv``, plots); ``False`` keeps only
+            ``config.json``, ``summary.json`` and ``error.txt`` — the metrics are all in the database anyway
+            (``spikelearn sweep snapshot --compact`` = ``checkpoints="unfinished", artifacts=False``).
     """
     import shutil
     import sqlite3
@@ -304,11 +313,15 @@ def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *, chec
         raise FileExistsError(f"snapshot destination {dst} exists and is not empty")
     if dst.resolve() == src.resolve():
         raise ValueError("snapshot destination is the sweep folder itself")
+    mode = {True: "all", False: "none"}.get(checkpoints, checkpoints) if isinstance(checkpoints, bool) else checkpoints
+    if mode not in ("all", "unfinished", "none"):
+        raise ValueError(f"checkpoints must be True, False, 'all', 'unfinished' or 'none', got {checkpoints!r}")
     dst.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)) as s_conn, \
             contextlib.closing(sqlite3.connect(dst / STORE_FILE)) as d_conn:
         s_conn.backup(d_conn)
         d_conn.execute("PRAGMA journal_mode = DELETE")
+        done = {r[0] for r in d_conn.execute("SELECT id FROM runs WHERE status = 'done'")}
     runs_src = src / "runs"
     if runs_src.is_dir():
         for run in sorted(p for p in runs_src.iterdir() if p.is_dir()):
@@ -317,7 +330,10 @@ def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *, chec
             for f in sorted(run.rglob("*")):
                 if f.is_dir() or f.name.endswith(".tmp") or f.name == LOCK_FILE:
                     continue
-                if not checkpoints and f.name == "checkpoint.pt":
+                if f.name == "checkpoint.pt":
+                    if mode == "none" or (mode == "unfinished" and run.name in done):
+                        continue
+                elif not artifacts and f.name not in _SMALL_ARTIFACTS:
                     continue
                 target = out / f.relative_to(run)
                 target.parent.mkdir(parents=True, exist_ok=True)

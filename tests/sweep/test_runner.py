@@ -187,6 +187,17 @@ def test_snapshot_of_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, 
     results_only = snapshot_sweep(snap, tmp_path / "results", checkpoints=False)
     assert not list(results_only.rglob("checkpoint.pt"))
     assert _results(results_only)[0].equals(_results(snap)[0])
+    # "unfinished": checkpoints of runs not done only (resumable, small)
+    part = snapshot_sweep(folder, tmp_path / "part", checkpoints="unfinished")
+    assert [p.parent.name for p in part.rglob("checkpoint.pt")] == [runs[1].id]
+    assert (part / "runs" / runs[0].id / "model.pt").exists()
+    with pytest.raises(ValueError, match="checkpoints"):
+        snapshot_sweep(folder, tmp_path / "bad", checkpoints="some")
+    # compact: no large artifacts, still resumable to the same results
+    compact = snapshot_sweep(folder, tmp_path / "compact", checkpoints="unfinished", artifacts=False)
+    assert sorted(p.name for p in (compact / "runs" / runs[0].id).iterdir()) == ["config.json", "summary.json"]
+    assert resume_sweep(compact).ok
+    pd.testing.assert_frame_equal(_results(compact)[0], _results(tmp_path / "full")[0])
 
 
 def test_unreachable_scheduler_is_an_error_before_anything_runs(tmp_path, tiny):
