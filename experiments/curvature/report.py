@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from spikelearn.analysis.plots_regime import plot_curvature_trajectories, plot_scatter, plot_spectral_density
+from spikelearn.sweep.report import mean_sd_table, seed_summary
 from spikelearn.sweep.store import RunStore
 
 MEASURES = ["lambda_max", "lr_x_lambda_max", "trace", "gain_u1", "train_loss", "train_acc", "test_acc",
@@ -72,23 +73,14 @@ def load(folder: str | pathlib.Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    done = df[df["status"] == "done"]
-    s = done.groupby("rule", sort=False)[MEASURES].agg(["mean", "std"])
-    s[("n_seeds", "")] = done.groupby("rule", sort=False).size()
-    return s
+    return seed_summary(df, "rule", MEASURES)
 
 
 DECIMALS = {"lambda_max": 0, "trace": 0, "lr_x_lambda_max": 2, "gain_u1": 2}
 
 
 def table(summary: pd.DataFrame) -> str:
-    out = pd.DataFrame(index=summary.index)
-    for m in MEASURES:
-        d = DECIMALS.get(m, 3)
-        out[m] = [f"{a:.{d}f} ± {b:.{d}f}" if np.isfinite(b) else f"{a:.{d}f}"
-                  for a, b in zip(summary[(m, "mean")], summary[(m, "std")])]
-    out["n"] = summary[("n_seeds", "")]
-    return out.T.to_string()
+    return mean_sd_table(summary, MEASURES, decimals=DECIMALS).T.to_string()
 
 
 def progress_table(met: pd.DataFrame, order: list) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from spikelearn.analysis.plots_stability import plot_gain_sweep
+from spikelearn.sweep.report import mean_sd_table, seed_summary
 from spikelearn.sweep.store import RunStore
 
 MEASURES = ["accuracy", "best_accuracy", "lambda_before", "lambda_start", "lambda_after", "dW_rel"]
@@ -66,20 +67,12 @@ def load(folder: str | pathlib.Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Per (condition, g): mean, sd and n over seeds of every measure (finished runs only)."""
-    done = df[df["status"] == "done"]
-    s = done.groupby(["condition", "g"])[MEASURES].agg(["mean", "std"])
-    s[("n", "")] = done.groupby(["condition", "g"]).size()
-    return s
+    return seed_summary(df, ["condition", "g"], MEASURES, count="n", sort=True)
 
 
 def table(summary: pd.DataFrame) -> str:
     """The summary as text: ``mean ± sd`` per cell."""
-    out = pd.DataFrame(index=summary.index)
-    for m in MEASURES:
-        out[m] = [f"{a:.3f} ± {b:.3f}" if np.isfinite(b) else f"{a:.3f}"
-                  for a, b in zip(summary[(m, "mean")], summary[(m, "std")])]
-    out["n"] = summary[("n", "")]
-    return out.to_string()
+    return mean_sd_table(summary, MEASURES, count="n").to_string()
 
 
 def flossing_tests(done: pd.DataFrame) -> pd.DataFrame:

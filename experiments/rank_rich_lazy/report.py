@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from spikelearn.analysis.plots_regime import plot_curvature_trajectories, plot_regime_vs_rank
+from spikelearn.sweep.report import mean_sd_table, seed_summary
 from spikelearn.sweep.store import RunStore
 
 MEASURES = ["accuracy", "weight_change_rel", "rep_alignment", "cka", "kernel_alignment", "sign_similarity"]
@@ -69,19 +70,11 @@ def circuit_size(circuit: dict) -> int:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    done = df[df["status"] == "done"]
-    s = done.groupby(["rule", "init"], sort=False)[MEASURES].agg(["mean", "std"])
-    s[("n_seeds", "")] = done.groupby(["rule", "init"], sort=False).size()
-    return s
+    return seed_summary(df, ["rule", "init"], MEASURES)
 
 
 def table(summary: pd.DataFrame, measures) -> str:
-    out = pd.DataFrame(index=summary.index)
-    for m in measures:
-        out[m] = [f"{a:.3f} ± {b:.3f}" if np.isfinite(b) else f"{a:.3f}"
-                  for a, b in zip(summary[(m, "mean")], summary[(m, "std")])]
-    out["n"] = summary[("n_seeds", "")]
-    return out.to_string()
+    return mean_sd_table(summary, list(measures)).to_string()
 
 
 def spearman(df: pd.DataFrame) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import pandas as pd
 from spikelearn.sweep.spec import SECTIONS
 from spikelearn.sweep.store import RunStore
 
-__all__ = ["write_report", "STANDARD_METRICS"]
+__all__ = ["write_report", "STANDARD_METRICS", "seed_summary", "mean_sd_table"]
 
 STANDARD_METRICS = ("loss", "accuracy", "eval_loss", "firing_rate_hz", "wall_time_s")
 _HUE = "rule.name"
@@ -131,3 +131,27 @@ def write_report(folder: str | pathlib.Path, out_dir: str | pathlib.Path | None 
             plt.close(fig)
             paths.append(path)
     return paths
+
+
+def seed_summary(df: pd.DataFrame, by: str | list[str], measures: list[str], *,
+                 count: str = "n_seeds", sort: bool = False) -> pd.DataFrame:
+    """Mean and sd over seeds of ``measures`` per cell of ``by``, from the runs whose ``status`` is ``"done"``
+    (one row per run in ``df``); columns ``(measure, "mean"|"std")`` and ``(count, "")``. Cells keep first-seen
+    order unless ``sort``."""
+    done = df[df["status"] == "done"]
+    s = done.groupby(by, sort=sort)[list(measures)].agg(["mean", "std"])
+    s[(count, "")] = done.groupby(by, sort=sort).size()
+    return s
+
+
+def mean_sd_table(summary: pd.DataFrame, measures: list[str], *, decimals: dict | None = None,
+                  count: str = "n_seeds") -> pd.DataFrame:
+    """:func:`seed_summary` as text cells ``"mean ± sd"`` (just the mean where sd is undefined), plus ``n``."""
+    decimals = decimals or {}
+    out = pd.DataFrame(index=summary.index)
+    for m in measures:
+        d = decimals.get(m, 3)
+        out[m] = [f"{a:.{d}f} ± {b:.{d}f}" if np.isfinite(b) else f"{a:.{d}f}"
+                  for a, b in zip(summary[(m, "mean")], summary[(m, "std")])]
+    out["n"] = summary[(count, "")]
+    return out
