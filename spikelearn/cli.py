@@ -55,11 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output folder (default: [train] out_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch intra-op threads (default: torch's; 1 is fastest for small networks and on a "
+                        "machine busy with other jobs, where spinning threads slow small ops down a lot)")
     p.set_defaults(fn=_cmd_train)
     p = sub.add_parser("demo", help="few-minute end-to-end run on the C. elegans connectome")
     p.add_argument("--out", default="demo_out", help="output folder for the table and PNGs")
     p.add_argument("--iterations", type=int, default=None, help="override the demo's iteration budget")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads (as for train)")
     p.set_defaults(fn=_cmd_demo)
     p = sub.add_parser("info", help="version, shipped connectomes, torch device")
     p.set_defaults(fn=_cmd_info)
@@ -70,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
     add_validate_parser(sub)
     args = parser.parse_args(argv)
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            parser.error(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     from spikelearn.config import ConfigError
 
     try:

@@ -101,3 +101,17 @@ def test_train_toml_with_measurements(tmp_path):
     assert main(["train", str(bad), "--out", str(tmp_path / "bad")]) == 2
     bad = _write(tmp_path, text.replace('which = ["W_rec", "W_out"]', "wich = 1"))
     assert main(["train", str(bad), "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_threads_option(tmp_path):
+    import torch
+
+    p = _write(tmp_path, GOOD)
+    before = torch.get_num_threads()
+    try:
+        assert main(["train", str(p), "--out", str(tmp_path / "out"), "--threads", "2", "--quiet"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["train", str(p), "--threads", "0"])
