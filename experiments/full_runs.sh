@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Continue the full experiment sweeps across sessions on a small machine.
+#
+#   experiments/full_runs.sh resume NAME [WORKERS]   copy experiments/NAME/store_full to $LIVE/NAME (if not there yet)
+#                                                    and resume it in the background at low priority
+#   experiments/full_runs.sh start NAME SWEEP.toml [WORKERS]
+#                                                    start a new full sweep into $LIVE/NAME (background, low priority)
+#   experiments/full_runs.sh snapshot NAME           compact snapshot of $LIVE/NAME into experiments/NAME/store_full
+#   experiments/full_runs.sh status                  status of every live sweep
+#   experiments/full_runs.sh stop                    stop every live sweep (runs resume from their checkpoints)
+#
+# NAME is an experiment folder (mdgl_evidence_accumulation, curvature, rank_rich_lazy, gain_lyapunov).
+# LIVE defaults to /tmp/live. Logs go to $LIVE/NAME.log. Each run uses one torch thread.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIVE=${LIVE:-/tmp/live}
+SL=${SPIKELEARN:-.venv/bin/spikelearn}
+mkdir -p "$LIVE"
+
+case "${1:-}" in
+  resume)
+    name=$2; workers=${3:-2}
+    if [ ! -d "$LIVE/$name" ]; then cp -r "experiments/$name/store_full" "$LIVE/$name"; fi
+    setsid nohup nice -n 19 "$SL" sweep resume "$LIVE/$name" --workers "$workers" --threads-per-run 1 --quiet \
+      > "$LIVE/$name.log" 2>&1 &
+    echo "resuming $LIVE/$name (log $LIVE/$name.log)";;
+  start)
+    name=$2; sweep=$3; workers=${4:-2}
+    setsid nohup nice -n 19 "$SL" sweep run "$sweep" --out "$LIVE/$name" --workers "$workers" --threads-per-run 1 \
+      --quiet > "$LIVE/$name.log" 2>&1 &
+    echo "started $sweep into $LIVE/$name (log $LIVE/$name.log)";;
+  snapshot)
+    name=$2
+    rm -rf "experiments/$name/store_full.new"
+    "$SL" sweep snapshot "$LIVE/$name" "experiments/$name/store_full.new" --compact
+    rm -rf "experiments/$name/store_full"
+    mv "experiments/$name/store_full.new" "experiments/$name/store_full";;
+  status)
+    for d in "$LIVE"/*/; do [ -f "$d/store.sqlite" ] && "$SL" sweep status "$d"; done;;
+  stop)  # each driver leads its own process group (setsid): stop it together with its pool workers
+    for pid in $(pgrep -f "spikelearn sweep (run|resume) .*$LIVE" || true); do
+      kill -- "-$(ps -o pgid= -p "$pid" | tr -d ' ')" 2>/dev/null || true
+    done;;
+  *)
+    sed -n 2,15p "$0"; exit 2;;
+esac
