@@ -18,14 +18,6 @@ from spikelearn.rules.flossing import Flossed, Flosser, FlossingSchedule, flossi
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _rate(n=6, g=1.5, form="pre_activation", seed=0, **kw):
     m = RateRNN(gaussian(n, g, seed=seed), 2, 2, form=form, activation="tanh", tau_ms=kw.pop("tau_ms", 20.0),
                 dt_ms=10.0, hidden_bias=True, dtype=F64, **kw)

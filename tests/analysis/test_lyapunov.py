@@ -27,15 +27,6 @@ from spikelearn.neurons.rate import RateState
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small per-step GEMMs and QRs: one thread is much faster than two on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _linear_model(W: np.ndarray) -> RateRNN:
     """h^t = W h^{t-1} + W_in x^t (R1 with identity activation and γ = 1)."""
     n = W.shape[0]

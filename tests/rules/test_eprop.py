@@ -17,15 +17,6 @@ from spikelearn.rules.eprop import run_online
 from spikelearn.train import Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a shared machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mse(y_hat, y, mask):
     return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum() / y.shape[1]
 

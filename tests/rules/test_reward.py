@@ -9,14 +9,6 @@ from spikelearn.rules import BPTT
 from spikelearn.rules.reward import RewardModulated
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mse(y_hat, y, mask):
     return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum() / y.shape[1]
 
