@@ -24,6 +24,17 @@ def _plt():
     return plt
 
 
+def _finish(fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str | None) -> Path:
+    """Labels, grid, legend and optional title of a one-axis figure, then :func:`_save`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,13 +97,7 @@ def plot_curvature_trajectories(df: pd.DataFrame, path: str | Path, *, x: str = 
         ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label or None)
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, x, y, title)
 
 
 def plot_spectral_density(densities: Mapping[str, pd.DataFrame], path: str | Path, *, logy: bool = True,
@@ -106,13 +111,7 @@ def plot_spectral_density(densities: Mapping[str, pd.DataFrame], path: str | Pat
     if logy:
         ax.set_yscale("log")
         ax.set_ylim(bottom=1e-6)
-    ax.set_xlabel("Hessian eigenvalue")
-    ax.set_ylabel("density")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "Hessian eigenvalue", "density", title)
 
 
 def plot_scatter(df: pd.DataFrame, path: str | Path, *, x: str, y: str, hue: str = "rule", logx: bool = False,
@@ -124,10 +123,4 @@ def plot_scatter(df: pd.DataFrame, path: str | Path, *, x: str, y: str, hue: str
         ax.scatter(sub[x], sub[y], color=f"C{i}", label=str(h))
     if logx:
         ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, x, y, title)
