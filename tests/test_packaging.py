@@ -35,3 +35,27 @@ def test_connectome_data_is_package_data():
 
 def test_version():
     assert spikelearn.__version__.count(".") == 2
+
+
+def test_connectomes_load_from_a_source_checkout_without_install(tmp_path):
+    """A checkout used through PYTHONPATH (no `pip install`, so no spikelearn._connectome_data package) reads the
+    connectomes/ folder beside spikelearn/ and gives the same circuit as the installed package data."""
+    import os
+    import subprocess
+
+    import numpy as np
+
+    from spikelearn.circuit import connectomes
+
+    code = (
+        "import sys, numpy as np; import spikelearn.circuit.connectomes as c\n"
+        f"assert c.__file__.startswith({str(ROOT)!r}), c.__file__\n"
+        "c._DATA_PACKAGE = 'spikelearn._no_such_data_package'\n"  # as if not installed
+        "w = c.load('mouse_v1', n=60, seed=3).weights(dense=True)\n"
+        "np.save(sys.argv[1], w)\n"
+    )
+    out = tmp_path / "w.npy"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env, cwd="/")
+    expected = connectomes.load("mouse_v1", n=60, seed=3).weights(dense=True)
+    np.testing.assert_array_equal(np.load(out), expected)

@@ -24,6 +24,7 @@ import functools
 import inspect
 import numbers
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Callable, Literal
@@ -48,10 +49,29 @@ __all__ = [
 _DATA_PACKAGE = "spikelearn._connectome_data"
 
 
+def _data_root():
+    """The shipped connectome folder: the installed package data, or ``connectomes/`` of a source checkout.
+
+    An install (editable or not) maps the top-level ``connectomes/`` folder to ``spikelearn._connectome_data``;
+    a source checkout used through ``PYTHONPATH`` without installing has no such package, so the folder beside
+    ``spikelearn/`` is read instead.
+    """
+    try:
+        return files(_DATA_PACKAGE)
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[2] / "connectomes"
+        if checkout.is_dir():
+            return checkout
+        raise CircuitError(
+            f"the connectome data package {_DATA_PACKAGE} is not installed and no connectomes/ folder was found "
+            f"at {checkout}; install spikelearn (pip install .) or run from a full source checkout"
+        ) from None
+
+
 # ---------------------------------------------------------------------------------------------- file helpers
 def _read_csv(folder: str, name: str, columns: list[str], **kwargs: Any) -> pd.DataFrame:
     """Read ``<folder>/<name>`` from the package data and check that ``columns`` are present."""
-    path = files(_DATA_PACKAGE) / folder / name
+    path = _data_root() / folder / name
     try:
         with path.open("rb") as fh:
             df = pd.read_csv(fh, **kwargs)
