@@ -10,31 +10,35 @@
 #   experiments/full_runs.sh stop                    stop every live sweep (runs resume from their checkpoints)
 #
 # NAME is an experiment folder (mdgl_evidence_accumulation, curvature, rank_rich_lazy, gain_lyapunov).
-# LIVE defaults to /tmp/live. Logs go to $LIVE/NAME.log. Each run uses one torch thread.
+# STORE (default store_full) names the committed store inside it, for experiments with several full sweeps
+# (e.g. STORE=store_full_aligned); the live copy is then $LIVE/NAME.STORE.
+# LIVE defaults to /tmp/live. Logs go to $LIVE/<live name>.log. Each run uses one torch thread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIVE=${LIVE:-/tmp/live}
 SL=${SPIKELEARN:-.venv/bin/spikelearn}
+STORE=${STORE:-store_full}
 mkdir -p "$LIVE"
+live() { if [ "$STORE" = store_full ]; then echo "$1"; else echo "$1.$STORE"; fi; }
 
 case "${1:-}" in
   resume)
-    name=$2; workers=${3:-2}
-    if [ ! -d "$LIVE/$name" ]; then cp -r "experiments/$name/store_full" "$LIVE/$name"; fi
-    setsid nohup nice -n 19 "$SL" sweep resume "$LIVE/$name" --workers "$workers" --threads-per-run 1 --quiet \
-      > "$LIVE/$name.log" 2>&1 &
-    echo "resuming $LIVE/$name (log $LIVE/$name.log)";;
+    name=$2; workers=${3:-2}; l=$(live "$name")
+    if [ ! -d "$LIVE/$l" ]; then cp -r "experiments/$name/$STORE" "$LIVE/$l"; fi
+    setsid nohup nice -n 19 "$SL" sweep resume "$LIVE/$l" --workers "$workers" --threads-per-run 1 --quiet \
+      > "$LIVE/$l.log" 2>&1 &
+    echo "resuming $LIVE/$l (log $LIVE/$l.log)";;
   start)
-    name=$2; sweep=$3; workers=${4:-2}
-    setsid nohup nice -n 19 "$SL" sweep run "$sweep" --out "$LIVE/$name" --workers "$workers" --threads-per-run 1 \
-      --quiet > "$LIVE/$name.log" 2>&1 &
-    echo "started $sweep into $LIVE/$name (log $LIVE/$name.log)";;
+    name=$2; sweep=$3; workers=${4:-2}; l=$(live "$name")
+    setsid nohup nice -n 19 "$SL" sweep run "$sweep" --out "$LIVE/$l" --workers "$workers" --threads-per-run 1 \
+      --quiet > "$LIVE/$l.log" 2>&1 &
+    echo "started $sweep into $LIVE/$l (log $LIVE/$l.log)";;
   snapshot)
-    name=$2
-    rm -rf "experiments/$name/store_full.new"
-    "$SL" sweep snapshot "$LIVE/$name" "experiments/$name/store_full.new" --compact
-    rm -rf "experiments/$name/store_full"
-    mv "experiments/$name/store_full.new" "experiments/$name/store_full";;
+    name=$2; l=$(live "$name")
+    rm -rf "experiments/$name/$STORE.new"
+    "$SL" sweep snapshot "$LIVE/$l" "experiments/$name/$STORE.new" --compact
+    rm -rf "experiments/$name/$STORE"
+    mv "experiments/$name/$STORE.new" "experiments/$name/$STORE";;
   status)
     for d in "$LIVE"/*/; do [ -f "$d/store.sqlite" ] && "$SL" sweep status "$d"; done;;
   stop)  # each driver leads its own process group (setsid): stop it together with its pool workers

@@ -34,7 +34,8 @@ kernels for other batch counts).
 
 Initialisation: ``W_rec`` from the circuit's weights; ``W_in ~ N(0, 1/n_in)``; ``W_out`` Glorot-uniform
 ``U(±√(6/(N + n_out)))`` (the TF default used by e-prop) or ``N(0, 1/N)`` (``w_out_init="normal"``); biases 0.
-Constrained entries are initialised with the magnitude of the draw.
+Constrained entries are initialised with the magnitude of the draw. Given ``w_in``/``w_out`` arrays win; otherwise
+a circuit that carries its own ``input_weights``/``output_weights`` (e.g. a task-aligned low-rank init) supplies them.
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ def circuit_to_dict(c: Circuit) -> dict[str, Any]:
         "node_attrs": [_sanitize(dict(a)) for a in c.node_attrs],
         "input_mask": opt(c.input_mask), "output_mask": opt(c.output_mask),
         "input_sign": opt(c.input_sign), "output_sign": opt(c.output_sign),
+        "input_weights": opt(c.input_weights), "output_weights": opt(c.output_weights),
         "metadata": _sanitize(dict(c.metadata)),
     }
 
@@ -300,6 +302,7 @@ def circuit_from_dict(d: Mapping[str, Any]) -> Circuit:
                    node_attrs=tuple(_unsanitize(a) for a in d["node_attrs"]),
                    input_mask=opt(d["input_mask"]), output_mask=opt(d["output_mask"]),
                    input_sign=opt(d["input_sign"]), output_sign=opt(d["output_sign"]),
+                   input_weights=opt(d.get("input_weights")), output_weights=opt(d.get("output_weights")),
                    metadata=_unsanitize(d["metadata"]))
 
 
@@ -395,6 +398,11 @@ class _CircuitRNN(nn.Module):
         if circuit.input_sign is not None:
             Sin = np.broadcast_to(np.asarray(circuit.input_sign, np.float64)[:, None], (n, self.n_in)).copy()
         Sin = Sin * Min
+        if w_in is None and circuit.input_weights is not None:  # the circuit's own initial input weights
+            if circuit.input_weights.shape != (n, self.n_in):
+                raise ValueError(f"circuit.input_weights has shape {circuit.input_weights.shape}, expected "
+                                 f"({n}, {self.n_in}) for n_in = {self.n_in}")
+            w_in = circuit.input_weights
         if w_in is None:  # drawn from torch's global RNG (torch.manual_seed makes it reproducible)
             win = torch.randn(n, self.n_in, dtype=torch.float64).numpy() / math.sqrt(self.n_in)
         else:
@@ -418,6 +426,11 @@ class _CircuitRNN(nn.Module):
         if circuit.output_sign is not None:
             Sout = np.broadcast_to(np.asarray(circuit.output_sign, np.float64)[None, :], (self.n_out, n)).copy()
         Sout = Sout * Mout
+        if w_out is None and circuit.output_weights is not None:
+            if circuit.output_weights.shape != (self.n_out, n):
+                raise ValueError(f"circuit.output_weights has shape {circuit.output_weights.shape}, expected "
+                                 f"({self.n_out}, {n}) for n_out = {self.n_out}")
+            w_out = circuit.output_weights
         if w_out is None:
             if w_out_init == "glorot":
                 lim = math.sqrt(6.0 / (n + self.n_out))

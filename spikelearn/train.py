@@ -374,8 +374,13 @@ def validate_config(cfg: RunConfig) -> None:
         gen = getattr(circ.generators, c.kind)
         check_options("circuit", gen, c.options)
         first = next(iter(inspect.signature(gen).parameters))  # build() passes n positionally to most generators
+        from_task = tuple(k for k in ("n_in", "n_out") if k in inspect.signature(gen).parameters)
+        given = [k for k in from_task if k in c.options]
+        if given:
+            raise ConfigError(f"[circuit.options] {given} come from the task; leave them out")
         _check_required("circuit", gen, c.options,
-                        ("seed",) if c.kind in ("block_model", "low_rank_aligned") else ("seed", first))
+                        ("seed",) + from_task if c.kind in ("block_model", "low_rank_aligned")
+                        else ("seed", first) + from_task)
     if cfg.task.name not in tasks.TASKS:
         raise ConfigError(f"[task] name {cfg.task.name!r} unknown; available: {sorted(tasks.TASKS)}")
     check_options("task", tasks.TASKS[cfg.task.name], cfg.task.options)
@@ -414,9 +419,11 @@ def _optimizer_classes() -> dict[str, type]:
             if inspect.isclass(v) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
 
 
-def build_circuit(cfg: RunConfig, seed: int):
+def build_circuit(cfg: RunConfig, seed: int, task: Any = None):
     """The circuit of ``cfg``: a connectome, or a generator. Whatever draws at random (a generator, or a connectome
-    loader that samples, such as ``mouse_v1``) is seeded with ``seed`` unless its options give a ``seed``."""
+    loader that samples, such as ``mouse_v1``) is seeded with ``seed`` unless its options give a ``seed``. A
+    generator that takes ``n_in``/``n_out`` (``task_aligned_low_rank``) gets them from ``task`` (built from
+    ``cfg.task`` when not given)."""
     from spikelearn import circuit as circ
     from spikelearn import connectomes
 
@@ -428,8 +435,15 @@ def build_circuit(cfg: RunConfig, seed: int):
         return connectomes.load(c.name, **opts)
     fn = getattr(circ.generators, c.kind)
     opts = dict(c.options)
-    if "seed" in inspect.signature(fn).parameters:
+    params = inspect.signature(fn).parameters
+    if "seed" in params:
         opts.setdefault("seed", seed)
+    if "n_in" in params and "n_out" in params:
+        if task is None:
+            from spikelearn import tasks
+
+            task = tasks.make_task(cfg.task.name, **cfg.task.options)
+        opts.update(n_in=task.n_in, n_out=task.n_out)
     if c.kind in ("block_model", "low_rank_aligned"):
         return fn(**opts)
     return fn(c.n, **opts)
@@ -445,8 +459,8 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
 
     validate_config(cfg)
     seeds = derive_seeds(cfg.train.seed)
-    circuit = build_circuit(cfg, seeds["circuit"])
     task = tasks.make_task(cfg.task.name, **cfg.task.options)
+    circuit = build_circuit(cfg, seeds["circuit"], task)
     model_cls = models.SpikingRNN if cfg.model.type == "spiking" else models.RateRNN
     model_opts = dict(cfg.model.options)
     model_opts.setdefault("dt_ms", float(task.dt_ms))  # one time step for model and task

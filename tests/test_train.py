@@ -238,3 +238,28 @@ def test_sampled_connectome_circuit_follows_the_run_seed():
     assert not np.array_equal(W(0), W(1))
     assert np.array_equal(W(0), W(0))
     assert np.array_equal(W(0, seed=7), W(1, seed=7))
+
+
+def test_task_aligned_low_rank_circuit_from_a_run_config(tmp_path):
+    """kind = "task_aligned_low_rank" gets n_in/n_out from the task, and the model starts from the circuit's own
+    input/readout weights, so W_rec is aligned with the weights the model actually uses."""
+    from spikelearn.config import ConfigError
+
+    cfg = dataclasses.replace(
+        _small_cfg(tmp_path), circuit=CircuitConfig(kind="task_aligned_low_rank", n=40, options={"rank": 4}),
+        model=ModelConfig(type="rate", options={"form": "richlazy", "activation": "relu", "allow_autapses": True}))
+    circuit, model, task, *_ = build(cfg)
+    eff = model.effective_weights()
+    W_in, W_rec, W_out = (eff.W_in.detach().double().numpy(), eff.W_rec.detach().double().numpy(),
+                          eff.W_out.detach().double().numpy())
+    assert W_in.shape == (40, task.n_in) and circuit.metadata["n_in"] == task.n_in
+    np.testing.assert_allclose(W_in, circuit.input_weights, rtol=1e-6)
+    np.testing.assert_allclose(W_out, circuit.output_weights, rtol=1e-6)
+    Q, _ = np.linalg.qr(np.concatenate([W_in, W_out.T], axis=1)[:, :4])
+    np.testing.assert_allclose(Q @ (Q.T @ W_rec), W_rec, atol=1e-5)
+    np.testing.assert_allclose((W_rec @ Q) @ Q.T, W_rec, atol=1e-5)
+    assert np.linalg.matrix_rank(W_rec, tol=1e-5) == 4
+    bad = dataclasses.replace(cfg, circuit=CircuitConfig(kind="task_aligned_low_rank", n=40,
+                                                         options={"rank": 4, "n_in": 3}))
+    with pytest.raises(ConfigError, match="come from the task"):
+        build(bad)

@@ -38,6 +38,8 @@ INIT = ["n", "eff_rank_W0", "rv_rank_W0", "frobenius_W0", "spectral_W0", "spectr
 def init_label(circuit: dict) -> str:
     if circuit["kind"] == "low_rank":
         return f"rank {circuit['options']['rank']}"
+    if circuit["kind"] == "task_aligned_low_rank":
+        return f"aligned {circuit['options']['rank']}"
     if circuit["kind"] == "connectome":
         return {"mouse_v1": "mouse V1", "celegans_varshney2011": "C. elegans"}.get(circuit["name"], circuit["name"])
     return circuit["kind"]

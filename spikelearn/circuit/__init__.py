@@ -9,6 +9,7 @@ from spikelearn.circuit.generators import (
     gaussian,
     low_rank,
     low_rank_aligned,
+    task_aligned_low_rank,
     truncate_rank,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "dale",
     "low_rank",
     "low_rank_aligned",
+    "task_aligned_low_rank",
     "truncate_rank",
     "block_model",
 ]

@@ -23,6 +23,7 @@ __all__ = ["Circuit", "CircuitError", "effective_rank"]
 
 # Node attributes with a meaning of their own (everything else numeric becomes a per-neuron parameter).
 _RESERVED_NODE_ATTRS = ("input", "output", "input_sign", "output_sign")
+_GRAPH_ARRAYS = ("input_mask", "output_mask", "input_weights", "output_weights")  # G.graph keys (to/from_graph)
 
 
 class CircuitError(ValueError):
@@ -91,6 +92,10 @@ class Circuit:
         output_mask: ``(N,)`` bool (which neurons are read out) or ``(n_out, N)`` bool, or ``None`` (all).
         input_sign, output_sign: ``(N,)`` int8 sign constraints of input / readout weights per neuron
             (0 = unconstrained), or ``None``.
+        input_weights: ``(N, n_in)`` float64 initial input weights that come with the circuit (e.g. a low-rank
+            recurrent init aligned with them, :func:`~spikelearn.circuit.generators.task_aligned_low_rank`), or
+            ``None``. A model built on the circuit starts from them unless it is given ``w_in``.
+        output_weights: ``(n_out, N)`` float64 initial readout weights, likewise (``w_out``).
         metadata: free-form provenance (generator name, seed, norm matching, connectome options ...).
     """
 
@@ -107,6 +112,8 @@ class Circuit:
     output_mask: np.ndarray | None = None
     input_sign: np.ndarray | None = None
     output_sign: np.ndarray | None = None
+    input_weights: np.ndarray | None = None
+    output_weights: np.ndarray | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
@@ -172,6 +179,16 @@ class Circuit:
                 if not ok:
                     raise CircuitError(f"{nm} has shape {m.shape}, incompatible with {n} neurons")
                 object.__setattr__(self, nm, m)
+        for nm, axis in (("input_weights", 0), ("output_weights", 1)):
+            a = getattr(self, nm)
+            if a is not None:
+                a = np.array(a, dtype=np.float64)
+                if a.ndim != 2 or a.shape[axis] != n:
+                    want = f"({n}, n_in)" if axis == 0 else f"(n_out, {n})"
+                    raise CircuitError(f"{nm} has shape {a.shape}, expected {want}")
+                if not np.isfinite(a).all():
+                    raise CircuitError(f"{nm} has non-finite entries")
+                object.__setattr__(self, nm, a)
         for nm in ("input_sign", "output_sign"):
             s = getattr(self, nm)
             if s is not None:
@@ -240,7 +257,10 @@ class Circuit:
             node_order: explicit neuron order (a permutation of the graph's nodes).
 
         Node attributes ``input``/``output`` (truthy: the neuron receives input / is read out) and
-        ``input_sign``/``output_sign`` (+1/-1/0) give input and readout masks and sign constraints. Every other
+        ``input_sign``/``output_sign`` (+1/-1/0) give input and readout masks and sign constraints; the graph
+        attributes ``G.graph["input_mask"]`` ``(N, n_in)``, ``["output_mask"]`` ``(n_out, N)``,
+        ``["input_weights"]`` and ``["output_weights"]`` (rows/columns in ``G.nodes`` order) give 2-D masks and
+        initial input/readout weights. Every other
         numeric node attribute present on every node becomes a per-neuron parameter (``neuron_params``);
         all node attributes are kept for :meth:`to_graph`.
         """
@@ -332,6 +352,13 @@ class Circuit:
 
         input_mask, output_mask = node_flags("input", False), node_flags("output", False)
         input_sign, output_sign = node_flags("input_sign", True), node_flags("output_sign", True)
+        if node_order is not None and any(k in G.graph for k in _GRAPH_ARRAYS):
+            raise CircuitError(f"node_order cannot be combined with the graph attributes "
+                               f"{[k for k in _GRAPH_ARRAYS if k in G.graph]} (their rows follow G.nodes)")
+        if input_mask is None and "input_mask" in G.graph:
+            input_mask = np.asarray(G.graph["input_mask"], bool)
+        if output_mask is None and "output_mask" in G.graph:
+            output_mask = np.asarray(G.graph["output_mask"], bool)
 
         params: dict[str, np.ndarray] = {}
         common = set.intersection(*(set(a) for a in attrs)) - set(_RESERVED_NODE_ATTRS)
@@ -345,6 +372,7 @@ class Circuit:
                 cell_types=np.array(cell_types, dtype=object), signs=np.array(signs), gap=gap,
                 neuron_params=params, node_attrs=tuple(attrs), input_mask=input_mask, output_mask=output_mask,
                 input_sign=input_sign, output_sign=output_sign,
+                input_weights=G.graph.get("input_weights"), output_weights=G.graph.get("output_weights"),
                 metadata=dict(metadata or {}, source="networkx graph"))
         if dale:
             c.dale_signs()
@@ -436,15 +464,27 @@ class Circuit:
     def to_graph(self) -> Any:
         """Return a ``networkx.DiGraph`` with the same node ids, node attributes, weights and gap junctions.
 
-        Gap junctions appear as ``gap_weight`` on edges in both directions.
+        Gap junctions appear as ``gap_weight`` on edges in both directions; 1-D input/readout masks and signs as
+        the node attributes ``input``/``output``/``input_sign``/``output_sign``; 2-D masks and the circuit's
+        initial input/readout weights as graph attributes (``G.graph``), which :meth:`from_graph` reads back.
         """
         import networkx as nx
 
         G = nx.DiGraph()
+        for name in ("input_mask", "output_mask", "input_weights", "output_weights"):
+            a = getattr(self, name)
+            if a is not None and a.ndim == 2:  # per-input / per-output values: graph attributes
+                G.graph[name] = a.copy()
+        flags = {name: a for name, a in (("input", self.input_mask), ("output", self.output_mask),
+                                         ("input_sign", self.input_sign), ("output_sign", self.output_sign))
+                 # a circuit read from a graph keeps these flags in node_attrs already (exactly as given)
+                 if a is not None and a.ndim == 1 and not any(name in at for at in self.node_attrs)}
         for k, u in enumerate(self.node_ids):
             attrs = dict(self.node_attrs[k])
             attrs["cell_type"] = str(self.cell_types[k])
             attrs["sign"] = int(self.signs[k])
+            for name, a in flags.items():
+                attrs[name] = bool(a[k]) if a.dtype == bool else int(a[k])
             G.add_node(u, **attrs)
         for j, i, w in zip(self.post.tolist(), self.pre.tolist(), self.w.tolist()):
             G.add_edge(self.node_ids[i], self.node_ids[j], weight=w)

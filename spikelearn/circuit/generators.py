@@ -5,10 +5,14 @@
 * :func:`dale` — E/I network with excitatory fraction ``frac_exc``, optional per-neuron E/I balance.
 * :func:`low_rank` — prescribed rank by SVD truncation of a Gaussian draw, norm matched (Frobenius or spectral).
 * :func:`low_rank_aligned` — low rank whose row and column spaces are spanned by given task/input directions.
+* :func:`task_aligned_low_rank` — draws input and readout weights, and a low-rank ``W_rec`` aligned with their span;
+  the circuit carries those weights, so a model built on it starts from them (a run/sweep file can name it).
 * :func:`block_model` — cell-type stochastic block model from a types x types probability table.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from typing import Literal, Mapping, Sequence
 
@@ -17,7 +21,8 @@ import pandas as pd
 
 from spikelearn.circuit.core import Circuit, CircuitError
 
-__all__ = ["gaussian", "erdos_renyi", "dale", "low_rank", "truncate_rank", "low_rank_aligned", "block_model"]
+__all__ = ["gaussian", "erdos_renyi", "dale", "low_rank", "truncate_rank", "low_rank_aligned", "task_aligned_low_rank",
+           "block_model"]
 
 
 def _check_n(n: int) -> int:
@@ -178,6 +183,40 @@ def low_rank_aligned(directions: np.ndarray, rank: int | None = None, sigma0: fl
     return Circuit.from_dense(W, mask=np.ones((n, n), bool),
                               metadata={"generator": "low_rank_aligned", "rank": rank, "sigma0": sigma0,
                                         "norm_match": norm, "target_norm": float(target), "seed": seed})
+
+
+def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None, sigma0: float = 1.25, *,
+                          norm: Literal["frobenius", "spectral"] = "frobenius",
+                          io_init: Literal["normal", "uniform"] = "normal", seed: int = 0) -> Circuit:
+    """Low-rank recurrent init aligned with the task's input and readout directions (ALGORITHMS.md §8.1).
+
+    Draws input weights ``W_in`` ``(n, n_in)`` and readout weights ``W_out`` ``(n_out, n)`` — ``"normal"``:
+    ``N(0, 1/n_in)`` and ``N(0, 1/n)`` (the models' ``W_in`` default and ``w_out_init = "normal"``); ``"uniform"``:
+    ``U(±1/√fan_in)`` (torch's ``nn.Linear`` default, the rich/lazy paper's) — then
+    ``W_rec = low_rank_aligned([W_in, W_outᵀ], rank, sigma0, norm)``: row and column spaces inside the span of the
+    first ``rank`` of the ``n_in + n_out`` directions (inputs first), norm-matched to ``σ0 G/√n`` of the same seed.
+    The returned circuit carries ``input_weights = W_in`` and ``output_weights = W_out``, so a model built on it
+    starts from the very directions ``W_rec`` is aligned with. In a run file ``n_in``/``n_out`` come from the task.
+    """
+    n, n_in, n_out = int(n), int(n_in), int(n_out)
+    if n < 1 or n_in < 1 or n_out < 1:
+        raise CircuitError(f"n, n_in and n_out must be >= 1, got {n}, {n_in}, {n_out}")
+    if io_init not in ("normal", "uniform"):
+        raise CircuitError(f"io_init must be 'normal' or 'uniform', got {io_init!r}")
+    rank = n_in + n_out if rank is None else int(rank)
+    if not 1 <= rank <= min(n_in + n_out, n):
+        raise CircuitError(f"rank must be in [1, {min(n_in + n_out, n)}] (n_in + n_out = {n_in + n_out} directions, "
+                           f"n = {n}), got {rank}")
+    rng = np.random.default_rng([seed, 1])  # a stream apart from low_rank_aligned's draws of the same seed
+    if io_init == "normal":
+        w_in = rng.standard_normal((n, n_in)) / np.sqrt(n_in)
+        w_out = rng.standard_normal((n_out, n)) / np.sqrt(n)
+    else:
+        w_in = rng.uniform(-1.0, 1.0, (n, n_in)) / np.sqrt(n_in)
+        w_out = rng.uniform(-1.0, 1.0, (n_out, n)) / np.sqrt(n)
+    c = low_rank_aligned(np.concatenate([w_in, w_out.T], axis=1), rank, sigma0, norm=norm, seed=seed)
+    meta = dict(c.metadata, generator="task_aligned_low_rank", n_in=n_in, n_out=n_out, io_init=io_init)
+    return dataclasses.replace(c, input_weights=w_in, output_weights=w_out, metadata=meta)
 
 
 def _largest_remainder(n: int, proportions: np.ndarray, min_count: int = 1) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Circuit: graph round trip, signs and Dale's law, gap junctions, summary, bad input."""
 
+import dataclasses
+
 import networkx as nx
 import numpy as np
 import pandas as pd
@@ -254,3 +256,27 @@ def test_from_dense_errors():
 
 def test_summary_is_dataframe():
     assert isinstance(Circuit.from_dense(np.eye(2)).summary(), pd.DataFrame)
+
+
+def test_input_and_readout_weights_validate_and_survive_graph_and_dict_round_trips():
+    import networkx as nx
+
+    from spikelearn.circuit import task_aligned_low_rank
+    from spikelearn.models import circuit_from_dict, circuit_to_dict
+
+    c = task_aligned_low_rank(12, 3, 2, rank=3, seed=1)
+    c = dataclasses.replace(c, input_mask=np.arange(12) < 8, output_sign=np.where(np.arange(12) < 6, 1, 0))
+    for back in (Circuit.from_graph(c.to_graph()), circuit_from_dict(circuit_to_dict(c))):
+        np.testing.assert_array_equal(back.weights(dense=True), c.weights(dense=True))
+        np.testing.assert_array_equal(back.input_weights, c.input_weights)
+        np.testing.assert_array_equal(back.output_weights, c.output_weights)
+        np.testing.assert_array_equal(back.input_mask, c.input_mask)
+        np.testing.assert_array_equal(back.output_sign, c.output_sign)
+    with pytest.raises(CircuitError, match="input_weights has shape"):
+        dataclasses.replace(c, input_weights=np.zeros((11, 3)))
+    with pytest.raises(CircuitError, match="output_weights has non-finite"):
+        dataclasses.replace(c, output_weights=np.full((2, 12), np.nan))
+    G = c.to_graph()
+    with pytest.raises(CircuitError, match="node_order cannot be combined"):
+        Circuit.from_graph(G, node_order=list(reversed(list(G.nodes))))
+    assert isinstance(G, nx.DiGraph)

@@ -12,6 +12,7 @@ from spikelearn.circuit import (
     gaussian,
     low_rank,
     low_rank_aligned,
+    task_aligned_low_rank,
     truncate_rank,
 )
 
@@ -184,3 +185,41 @@ def test_dale_dense_then_sparsify_is_the_mdgl_source_procedure():
     assert c.metadata["spectral_radius_sparse"] < 1.0
     with pytest.raises(CircuitError, match="procedure"):
         dale(n, seed=0, procedure="magic")
+
+
+@pytest.mark.parametrize("io_init", ["normal", "uniform"])
+def test_task_aligned_low_rank_spans_its_own_input_and_readout_weights(io_init):
+    n, n_in, n_out = 90, 3, 2
+    c = task_aligned_low_rank(n, n_in, n_out, rank=4, sigma0=1.25, io_init=io_init, seed=7)
+    W = c.weights(dense=True)
+    assert c.input_weights.shape == (n, n_in) and c.output_weights.shape == (n_out, n)
+    D = np.concatenate([c.input_weights, c.output_weights.T], axis=1)
+    Q, _ = np.linalg.qr(D[:, :4])  # the first 4 directions: the 3 input columns, then readout row 0
+    P = Q @ Q.T
+    assert np.linalg.matrix_rank(W) == 4
+    np.testing.assert_allclose(P @ W, W, atol=1e-12)
+    np.testing.assert_allclose(W @ P, W, atol=1e-12)
+    # readout row 1 lies outside the rank-4 span: W is not aligned with it
+    r1 = c.output_weights[1] / np.linalg.norm(c.output_weights[1])
+    assert np.linalg.norm(W @ r1) > 1e-3 * np.linalg.norm(W) or np.linalg.norm(r1 @ W) > 1e-3 * np.linalg.norm(W)
+    W0 = gaussian(n, 1.25, seed=7, self_loops=True).weights(dense=True)
+    assert abs(np.linalg.norm(W) - np.linalg.norm(W0)) < 1e-12 * np.linalg.norm(W0)
+    if io_init == "uniform":
+        assert np.abs(c.input_weights).max() <= 1 / np.sqrt(n_in)
+        assert np.abs(c.output_weights).max() <= 1 / np.sqrt(n)
+    else:  # N(0, 1/fan_in): the sample variance of 90*3 and 2*90 draws within 25 % of the target
+        assert abs(c.input_weights.var() * n_in - 1) < 0.25
+        assert abs(c.output_weights.var() * n - 1) < 0.3
+    again = task_aligned_low_rank(n, n_in, n_out, rank=4, sigma0=1.25, io_init=io_init, seed=7)
+    np.testing.assert_array_equal(again.input_weights, c.input_weights)
+    np.testing.assert_array_equal(again.weights(dense=True), W)
+    assert c.metadata["generator"] == "task_aligned_low_rank" and c.metadata["rank"] == 4
+
+
+def test_task_aligned_low_rank_bad_input():
+    with pytest.raises(CircuitError, match="rank must be in"):
+        task_aligned_low_rank(50, 2, 1, rank=4)
+    with pytest.raises(CircuitError, match="io_init"):
+        task_aligned_low_rank(50, 2, 1, io_init="glorot")
+    with pytest.raises(CircuitError, match="n, n_in and n_out"):
+        task_aligned_low_rank(50, 0, 1)
