@@ -42,7 +42,8 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class Measurement:
-    """A measurement hook: ``fn(model, task, iteration) -> float | dict[str, float]`` every ``every`` iterations.
+    """A measurement hook: ``fn(model, task, iteration) -> float | dict[str, float]`` every ``every`` iterations
+    and at the last iteration (so the final model is always measured).
 
     Results join the history as columns ``name`` (float) or ``name.key`` (dict). A hook that declares a keyword
     parameter ``initial_model`` also receives a frozen copy of the model as it was built (before any pre-flossing or
@@ -175,10 +176,10 @@ class Trainer:
             res["firing_rate_hz"] = n_spikes / (x.shape[0] * x.shape[1] * self.model.n) * 1000.0 / self.model.dt_ms
         return res
 
-    def _measure(self, it: int) -> dict[str, float]:
+    def _measure(self, it: int, last: bool = False) -> dict[str, float]:
         res: dict[str, float] = {}
         for m in self.measurements:
-            if it % m.every:
+            if it % m.every and not last:
                 continue
             if _wants_initial_model(m.fn):
                 v = m.fn(self.model, self.task, it, initial_model=self.initial_model())
@@ -290,7 +291,7 @@ class Trainer:
         if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations or it == 1):
             self.model.eval()
             row.update(self.evaluate())
-        row.update(self._measure(it))
+        row.update(self._measure(it, last=it == cfg.iterations))
         self.wall_time_s += time.perf_counter() - t0
         row["wall_time_s"] = self.wall_time_s
         self.rows.append(row)

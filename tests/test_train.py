@@ -104,7 +104,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(tmp_path):
 
 
 def test_measurements_join_history(tmp_path):
-    cfg = _small_cfg(tmp_path, iterations=6)
+    cfg = _small_cfg(tmp_path, iterations=7)
     *_, trainer = build(cfg)
     trainer.measurements = (
         Measurement("w_norm", lambda m, t, it: float(m.effective_weights().W_rec.detach().norm()), every=3),
@@ -114,6 +114,9 @@ def test_measurements_join_history(tmp_path):
     assert hist.loc[hist.iteration == 3, "w_norm"].notna().all()
     assert hist.loc[hist.iteration == 4, "w_norm"].isna().all()
     assert hist.loc[hist.iteration == 4, "pair.b"].item() == 8
+    # every `every` iterations and at the last one (7), which is not a multiple of either
+    assert hist.dropna(subset=["w_norm"]).iteration.tolist() == [3, 6, 7]
+    assert hist.dropna(subset=["pair.a"]).iteration.tolist() == [2, 4, 6, 7]
     assert {"iteration", "loss", "accuracy", "firing_rate_hz", "wall_time_s"} <= set(hist.columns)
     assert hist["wall_time_s"].is_monotonic_increasing
 
