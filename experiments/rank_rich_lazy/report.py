@@ -39,7 +39,9 @@ def init_label(circuit: dict) -> str:
     if circuit["kind"] == "low_rank":
         return f"rank {circuit['options']['rank']}"
     if circuit["kind"] == "task_aligned_low_rank":
-        return f"aligned {circuit['options']['rank']}"
+        o = circuit["options"]
+        io = " in→out" if o.get("structure") == "input_to_readout" else ""
+        return f"aligned{io} {o['rank']}"
     if circuit["kind"] == "connectome":
         return {"mouse_v1": "mouse V1", "celegans_varshney2011": "C. elegans"}.get(circuit["name"], circuit["name"])
     return circuit["kind"]

@@ -187,14 +187,25 @@ def low_rank_aligned(directions: np.ndarray, rank: int | None = None, sigma0: fl
 
 def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None, sigma0: float = 1.25, *,
                           norm: Literal["frobenius", "spectral"] = "frobenius",
-                          io_init: Literal["normal", "uniform"] = "normal", seed: int = 0) -> Circuit:
+                          io_init: Literal["normal", "uniform"] = "normal",
+                          structure: Literal["joint", "input_to_readout"] = "joint", seed: int = 0) -> Circuit:
     """Low-rank recurrent init aligned with the task's input and readout directions (ALGORITHMS.md §8.1).
 
     Draws input weights ``W_in`` ``(n, n_in)`` and readout weights ``W_out`` ``(n_out, n)`` — ``"normal"``:
     ``N(0, 1/n_in)`` and ``N(0, 1/n)`` (the models' ``W_in`` default and ``w_out_init = "normal"``); ``"uniform"``:
-    ``U(±1/√fan_in)`` (torch's ``nn.Linear`` default, the rich/lazy paper's) — then
-    ``W_rec = low_rank_aligned([W_in, W_outᵀ], rank, sigma0, norm)``: row and column spaces inside the span of the
-    first ``rank`` of the ``n_in + n_out`` directions (inputs first), norm-matched to ``σ0 G/√n`` of the same seed.
+    ``U(±1/√fan_in)`` (torch's ``nn.Linear`` default, the rich/lazy paper's) — then ``W_rec`` of rank ``rank``,
+    norm-matched to ``σ0 G/√n`` of the same seed, in one of two structures (ALGORITHMS.md §8.4 names the idea — an
+    init aligned with the task statistics, their "Proposition 1" for a two-layer network — not an RNN construction,
+    so both are offered):
+
+    * ``"joint"``: ``W_rec = low_rank_aligned([W_in, W_outᵀ], rank, sigma0, norm)`` — row *and* column spaces inside
+      the span of the first ``rank`` of the ``n_in + n_out`` directions (inputs first). The subspace is invariant, so
+      the norm sits in ``rank`` eigenvalues: at the Frobenius norm of a Gaussian init the spectral radius is large
+      (≈ σ0 √(n / rank)).
+    * ``"input_to_readout"``: ``W_rec = Q_out M Q_inᵀ`` with ``Q_in``/``Q_out`` orthonormal bases of the first
+      ``rank`` input columns / readout rows and ``M ~ N(0, 1)`` (``rank ≤ min(n_in, n_out)``) — maps input
+      directions onto readout directions; nearly nilpotent (eigenvalues ~ the small overlap of the two bases).
+
     The returned circuit carries ``input_weights = W_in`` and ``output_weights = W_out``, so a model built on it
     starts from the very directions ``W_rec`` is aligned with. In a run file ``n_in``/``n_out`` come from the task.
     """
@@ -203,9 +214,12 @@ def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None
         raise CircuitError(f"n, n_in and n_out must be >= 1, got {n}, {n_in}, {n_out}")
     if io_init not in ("normal", "uniform"):
         raise CircuitError(f"io_init must be 'normal' or 'uniform', got {io_init!r}")
-    rank = n_in + n_out if rank is None else int(rank)
-    if not 1 <= rank <= min(n_in + n_out, n):
-        raise CircuitError(f"rank must be in [1, {min(n_in + n_out, n)}] (n_in + n_out = {n_in + n_out} directions, "
+    if structure not in ("joint", "input_to_readout"):
+        raise CircuitError(f"structure must be 'joint' or 'input_to_readout', got {structure!r}")
+    top = min(n_in + n_out, n) if structure == "joint" else min(n_in, n_out, n)
+    rank = top if rank is None else int(rank)
+    if not 1 <= rank <= top:
+        raise CircuitError(f"rank must be in [1, {top}] for structure {structure!r} (n_in = {n_in}, n_out = {n_out}, "
                            f"n = {n}), got {rank}")
     rng = np.random.default_rng([seed, 1])  # a stream apart from low_rank_aligned's draws of the same seed
     if io_init == "normal":
@@ -214,8 +228,21 @@ def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None
     else:
         w_in = rng.uniform(-1.0, 1.0, (n, n_in)) / np.sqrt(n_in)
         w_out = rng.uniform(-1.0, 1.0, (n_out, n)) / np.sqrt(n)
-    c = low_rank_aligned(np.concatenate([w_in, w_out.T], axis=1), rank, sigma0, norm=norm, seed=seed)
-    meta = dict(c.metadata, generator="task_aligned_low_rank", n_in=n_in, n_out=n_out, io_init=io_init)
+    if structure == "joint":
+        c = low_rank_aligned(np.concatenate([w_in, w_out.T], axis=1), rank, sigma0, norm=norm, seed=seed)
+    else:
+        q_in, _ = np.linalg.qr(w_in[:, :rank])
+        q_out, _ = np.linalg.qr(w_out[:rank].T)
+        g = np.random.default_rng(seed)
+        W0 = sigma0 * g.standard_normal((n, n)) / np.sqrt(n)
+        W = q_out @ g.standard_normal((rank, rank)) @ q_in.T
+        target = np.linalg.norm(W0) if norm == "frobenius" else np.linalg.norm(W0, 2)
+        W *= target / (np.linalg.norm(W) if norm == "frobenius" else np.linalg.norm(W, 2))
+        c = Circuit.from_dense(W, mask=np.ones((n, n), bool),
+                               metadata={"rank": rank, "sigma0": sigma0, "norm_match": norm,
+                                         "target_norm": float(target), "seed": seed})
+    meta = dict(c.metadata, generator="task_aligned_low_rank", n_in=n_in, n_out=n_out, io_init=io_init,
+                structure=structure)
     return dataclasses.replace(c, input_weights=w_in, output_weights=w_out, metadata=meta)
 
 

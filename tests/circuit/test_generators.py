@@ -216,6 +216,28 @@ def test_task_aligned_low_rank_spans_its_own_input_and_readout_weights(io_init):
     assert c.metadata["generator"] == "task_aligned_low_rank" and c.metadata["rank"] == 4
 
 
+def test_task_aligned_low_rank_input_to_readout_maps_input_span_onto_readout_span():
+    n, n_in, n_out = 120, 3, 3
+    c = task_aligned_low_rank(n, n_in, n_out, rank=3, structure="input_to_readout", seed=2)
+    W = c.weights(dense=True)
+    Qi, _ = np.linalg.qr(c.input_weights)
+    Qo, _ = np.linalg.qr(c.output_weights.T)
+    assert np.linalg.matrix_rank(W) == 3
+    np.testing.assert_allclose(Qo @ (Qo.T @ W), W, atol=1e-12)  # column space = readout directions
+    np.testing.assert_allclose((W @ Qi) @ Qi.T, W, atol=1e-12)  # row space = input directions
+    W0 = gaussian(n, 1.25, seed=2, self_loops=True).weights(dense=True)
+    assert abs(np.linalg.norm(W) - np.linalg.norm(W0)) < 1e-12 * np.linalg.norm(W0)
+    # nearly nilpotent: W² only through the small overlap of the two random subspaces; the joint structure is not
+    rho = np.abs(np.linalg.eigvals(W)).max()
+    joint = task_aligned_low_rank(n, n_in, n_out, rank=3, seed=2).weights(dense=True)
+    assert rho < 0.5 * np.abs(np.linalg.eigvals(joint)).max()
+    assert c.metadata["structure"] == "input_to_readout"
+    with pytest.raises(CircuitError, match="rank must be in \\[1, 3\\]"):
+        task_aligned_low_rank(n, n_in, n_out, rank=4, structure="input_to_readout")
+    with pytest.raises(CircuitError, match="structure"):
+        task_aligned_low_rank(n, n_in, n_out, structure="diagonal")
+
+
 def test_task_aligned_low_rank_bad_input():
     with pytest.raises(CircuitError, match="rank must be in"):
         task_aligned_low_rank(50, 2, 1, rank=4)
