@@ -82,11 +82,14 @@ def table(summary: pd.DataFrame, measures) -> str:
 
 
 def spearman(df: pd.DataFrame) -> pd.DataFrame:
-    """Spearman ρ (and p) of each measure with eff_rank_W0 over the low-rank inits' runs, per rule."""
+    """Spearman ρ (and p) of each measure with eff_rank_W0 over the low-rank inits' runs, per rule (empty when the
+    store has fewer than two ranks: the seed-to-seed scatter of one rank's PR says nothing about rank)."""
     from scipy.stats import spearmanr
 
     rows = []
     lr = df[(df["status"] == "done") & df["init"].str.startswith("rank")]
+    if lr["init"].nunique() < 2:
+        return pd.DataFrame(columns=["rule", "measure", "rho", "p", "n_runs"])
     for rule, sub in lr.groupby("rule", sort=False):
         for m in MEASURES[1:]:
             rho, p = spearmanr(sub["eff_rank_W0"], sub[m])
