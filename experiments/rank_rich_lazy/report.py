@@ -113,7 +113,7 @@ def main() -> None:
     print(init.round(3).to_string())
     sp = spearman(df)
     print("\nSpearman correlation with eff_rank_W0 over the low-rank inits:")
-    print(sp.round(3).to_string(index=False))
+    print(sp.round(3).to_string(index=False) if len(sp) else "(fewer than two ranks in this store)")
     df.to_csv(out / "runs.csv", index=False)
     s.to_csv(out / "summary.csv")
     init.to_csv(out / "init.csv")
