@@ -2,8 +2,10 @@
 
 For every rule (and cell-type choice) over seeds: final evaluation accuracy (the last evaluation, at iteration
 2000 in the full set-up, on the fixed batch of 64 trials), the mean of the last five evaluations (iterations
-1960–2000), and the published value beside it. Unfinished runs are listed with the iteration and accuracy of their
-last checkpoint, so a store snapshot taken mid-sweep can be read too. Writes ``final.csv``, ``progress.csv`` and
+1960–2000), and the published value beside it; and the learning speed: the accuracy averaged over the evaluations
+in (i − 50, i] for i = 50, 100, 200, 500, 1000, and the first iteration at which the mean of five consecutive
+evaluations reaches 0.9 (runs count once they have passed i, so unfinished runs contribute too). Unfinished runs are listed with the iteration and accuracy of their
+last checkpoint, so a store snapshot taken mid-sweep can be read too. Writes ``final.csv``, ``speed.csv``, ``progress.csv`` and
 ``learning_curves.png`` into ``--out`` (default ``DIR/report``).
 
 Usage::
@@ -68,6 +70,30 @@ def summarise(df: pd.DataFrame, iterations: int) -> pd.DataFrame:
     return out.reset_index()
 
 
+SPEED_AT = (50, 100, 200, 500, 1000)
+
+
+def speed(curves: pd.DataFrame, at=SPEED_AT, window: int = 50, target: float = 0.9) -> pd.DataFrame:
+    """Per rule: mean ± sd over seeds of the accuracy averaged over evaluations in (i − window, i], for each i in
+    ``at`` (runs that have reached i), and of the first iteration where 5 consecutive evaluations average ≥ target."""
+    rows = []
+    for (rule, seed), g in curves.groupby(["rule", "seed"]):
+        g = g.sort_values("iteration")
+        row = {"rule": rule, "seed": seed}
+        for i in at:
+            w = g[(g["iteration"] > i - window) & (g["iteration"] <= i)]
+            if g["iteration"].max() >= i and len(w):
+                row[f"acc@{i}"] = float(w["value"].mean())
+        run5 = g["value"].rolling(5).mean()
+        hit = g.loc[run5 >= target, "iteration"]
+        row[f"it_to_{target}"] = float(hit.iloc[0]) if len(hit) else np.nan
+        rows.append(row)
+    per_run = pd.DataFrame(rows)
+    cols = [c for c in per_run.columns if c not in ("rule", "seed")]
+    agg = per_run.groupby("rule")[cols].agg(["mean", "std", "count"])
+    return agg
+
+
 def plot(curves: pd.DataFrame, path: pathlib.Path) -> None:
     import matplotlib
 
@@ -104,11 +130,17 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print("finished runs (final evaluation accuracy, mean ± sd over seeds):")
         print(summ.to_string(index=False) if len(summ) else "  none yet")
+        if len(curves):
+            sp = speed(curves)
+            sp.to_csv(out / "speed.csv")
+            print("\nlearning speed (accuracy over the evaluations in (i - 50, i]; iterations until 5 consecutive "
+                  "evaluations average >= 0.9): mean, sd, n runs")
+            print(sp.to_string())
         print("\nevery run:")
         print(df.drop(columns=["run_id"]).to_string(index=False))
     if len(curves):
         plot(curves, out / "learning_curves.png")
-        print(f"\nwrote {out}/final.csv, progress.csv, learning_curves.png")
+        print(f"\nwrote {out}/final.csv, speed.csv, progress.csv, learning_curves.png")
 
 
 if __name__ == "__main__":
