@@ -398,15 +398,11 @@ class _CircuitRNN(nn.Module):
         if circuit.input_sign is not None:
             Sin = np.broadcast_to(np.asarray(circuit.input_sign, np.float64)[:, None], (n, self.n_in)).copy()
         Sin = Sin * Min
-        if w_in is None and circuit.input_weights is not None:  # the circuit's own initial input weights
-            if circuit.input_weights.shape != (n, self.n_in):
-                raise ValueError(f"circuit.input_weights has shape {circuit.input_weights.shape}, expected "
-                                 f"({n}, {self.n_in}) for n_in = {self.n_in}")
-            w_in = circuit.input_weights
+        w_in, name = (circuit.input_weights, "circuit.input_weights") if w_in is None else (w_in, "w_in")
         if w_in is None:  # drawn from torch's global RNG (torch.manual_seed makes it reproducible)
             win = torch.randn(n, self.n_in, dtype=torch.float64).numpy() / math.sqrt(self.n_in)
         else:
-            win = self._check_given(w_in, (n, self.n_in), Min, Sin, "w_in")
+            win = self._check_given(w_in, (n, self.n_in), Min, Sin, name)
         win = np.where(Min, win, 0.0)
         self.register_buffer("mask_in", torch.as_tensor(Min, **kw))
         self.register_buffer("sign_in", torch.as_tensor(Sin, **kw))
@@ -426,11 +422,7 @@ class _CircuitRNN(nn.Module):
         if circuit.output_sign is not None:
             Sout = np.broadcast_to(np.asarray(circuit.output_sign, np.float64)[None, :], (self.n_out, n)).copy()
         Sout = Sout * Mout
-        if w_out is None and circuit.output_weights is not None:
-            if circuit.output_weights.shape != (self.n_out, n):
-                raise ValueError(f"circuit.output_weights has shape {circuit.output_weights.shape}, expected "
-                                 f"({self.n_out}, {n}) for n_out = {self.n_out}")
-            w_out = circuit.output_weights
+        w_out, name = (circuit.output_weights, "circuit.output_weights") if w_out is None else (w_out, "w_out")
         if w_out is None:
             if w_out_init == "glorot":
                 lim = math.sqrt(6.0 / (n + self.n_out))
@@ -440,7 +432,7 @@ class _CircuitRNN(nn.Module):
             else:
                 raise ValueError(f"w_out_init must be 'glorot' or 'normal', got {w_out_init!r}")
         else:
-            wout = self._check_given(w_out, (self.n_out, n), Mout, Sout, "w_out")
+            wout = self._check_given(w_out, (self.n_out, n), Mout, Sout, name)
         wout = np.where(Mout, wout, 0.0)
         self.register_buffer("mask_out", torch.as_tensor(Mout, **kw))
         self.register_buffer("sign_out", torch.as_tensor(Sout, **kw))

@@ -22,7 +22,8 @@ Conventions shared by the hooks here:
   values. The initial model is the model as built, before any pre-flossing.
 * **Schedule**: ``every`` in the TOML table (the trainer also calls every hook at the last iteration); in
   addition every hook accepts ``at`` (a list of iterations): when non-empty the hook computes only at those
-  iterations and returns an empty dict (no columns) otherwise — use it with ``every = 1`` to measure at arbitrary iterations (e.g. ``at = [1]`` right after pre-flossing).
+  iterations and returns an empty dict (no columns) otherwise — use it with ``every = 1`` to measure at
+  arbitrary iterations (e.g. ``at = [1]`` right after pre-flossing).
 * **Rules** (``rules`` / ``gain_rules`` options) are given by registered name (``"rflo"``) or as a table
   ``{name = "tbptt", options = {k = 1}, label = "tbptt_k1"}`` (label defaults to the name).
 

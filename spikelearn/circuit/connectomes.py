@@ -24,9 +24,9 @@ import functools
 import inspect
 import numbers
 import re
-from pathlib import Path
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np

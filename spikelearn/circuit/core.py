@@ -471,7 +471,7 @@ class Circuit:
         import networkx as nx
 
         G = nx.DiGraph()
-        for name in ("input_mask", "output_mask", "input_weights", "output_weights"):
+        for name in _GRAPH_ARRAYS:
             a = getattr(self, name)
             if a is not None and a.ndim == 2:  # per-input / per-output values: graph attributes
                 G.graph[name] = a.copy()

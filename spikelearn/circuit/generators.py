@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
@@ -175,13 +174,22 @@ def low_rank_aligned(directions: np.ndarray, rank: int | None = None, sigma0: fl
     Q, R = np.linalg.qr(D[:, :rank])
     if np.min(np.abs(np.diag(R))) < 1e-12 * max(1.0, np.abs(R).max()):
         raise CircuitError("directions are linearly dependent")
+    return _subspace_low_rank(Q, Q, sigma0, norm, seed, "low_rank_aligned")
+
+
+def _subspace_low_rank(q_col: np.ndarray, q_row: np.ndarray, sigma0: float, norm: str, seed: int,
+                       generator: str) -> Circuit:
+    """``W = q_col M q_rowᵀ`` (``M ~ N(0, 1)``, ``rank x rank``; column space in span(q_col), row space in
+    span(q_row)) rescaled to the norm (``"frobenius"`` or ``"spectral"``) of the Gaussian ``σ0 G/√N`` drawn first
+    from the same seed, as an all-to-all circuit."""
+    n, rank = q_col.shape
     rng = np.random.default_rng(seed)
     W0 = sigma0 * rng.standard_normal((n, n)) / np.sqrt(n)
-    W = Q @ rng.standard_normal((rank, rank)) @ Q.T
+    W = q_col @ rng.standard_normal((rank, rank)) @ q_row.T
     target = np.linalg.norm(W0) if norm == "frobenius" else np.linalg.norm(W0, 2)
     W *= target / (np.linalg.norm(W) if norm == "frobenius" else np.linalg.norm(W, 2))
     return Circuit.from_dense(W, mask=np.ones((n, n), bool),
-                              metadata={"generator": "low_rank_aligned", "rank": rank, "sigma0": sigma0,
+                              metadata={"generator": generator, "rank": rank, "sigma0": sigma0,
                                         "norm_match": norm, "target_norm": float(target), "seed": seed})
 
 
@@ -231,16 +239,8 @@ def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None
     if structure == "joint":
         c = low_rank_aligned(np.concatenate([w_in, w_out.T], axis=1), rank, sigma0, norm=norm, seed=seed)
     else:
-        q_in, _ = np.linalg.qr(w_in[:, :rank])
-        q_out, _ = np.linalg.qr(w_out[:rank].T)
-        g = np.random.default_rng(seed)
-        W0 = sigma0 * g.standard_normal((n, n)) / np.sqrt(n)
-        W = q_out @ g.standard_normal((rank, rank)) @ q_in.T
-        target = np.linalg.norm(W0) if norm == "frobenius" else np.linalg.norm(W0, 2)
-        W *= target / (np.linalg.norm(W) if norm == "frobenius" else np.linalg.norm(W, 2))
-        c = Circuit.from_dense(W, mask=np.ones((n, n), bool),
-                               metadata={"rank": rank, "sigma0": sigma0, "norm_match": norm,
-                                         "target_norm": float(target), "seed": seed})
+        c = _subspace_low_rank(np.linalg.qr(w_out[:rank].T)[0], np.linalg.qr(w_in[:, :rank])[0], sigma0, norm, seed,
+                               "task_aligned_low_rank")
     meta = dict(c.metadata, generator="task_aligned_low_rank", n_in=n_in, n_out=n_out, io_init=io_init,
                 structure=structure)
     return dataclasses.replace(c, input_weights=w_in, output_weights=w_out, metadata=meta)

@@ -313,7 +313,7 @@ def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *,
         raise FileExistsError(f"snapshot destination {dst} exists and is not empty")
     if dst.resolve() == src.resolve():
         raise ValueError("snapshot destination is the sweep folder itself")
-    mode = {True: "all", False: "none"}.get(checkpoints, checkpoints) if isinstance(checkpoints, bool) else checkpoints
+    mode = ("all" if checkpoints else "none") if isinstance(checkpoints, bool) else checkpoints
     if mode not in ("all", "unfinished", "none"):
         raise ValueError(f"checkpoints must be True, False, 'all', 'unfinished' or 'none', got {checkpoints!r}")
     dst.mkdir(parents=True, exist_ok=True)
