@@ -129,11 +129,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_snapshot(args: argparse.Namespace) -> int:
     from spikelearn.sweep.runner import snapshot_sweep
 
+    if args.no_checkpoints and args.checkpoints not in (None, "none"):
+        return _err(f"--no-checkpoints contradicts --checkpoints {args.checkpoints}")
+    checkpoints = "none" if args.no_checkpoints else args.checkpoints
+    if checkpoints is None:  # --compact keeps what a resume needs; a full copy keeps everything
+        checkpoints = "unfinished" if args.compact else "all"
     try:
-        if args.compact:
-            dst = snapshot_sweep(args.dir, args.dest, checkpoints="unfinished", artifacts=False)
-        else:
-            dst = snapshot_sweep(args.dir, args.dest, checkpoints="none" if args.no_checkpoints else args.checkpoints)
+        dst = snapshot_sweep(args.dir, args.dest, checkpoints=checkpoints, artifacts=not args.compact)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         return _err(str(e))
     print(f"wrote a consistent copy of {args.dir} to {dst}; continue it with `spikelearn sweep resume {dst}`")
@@ -188,11 +190,13 @@ def add_sweep_parser(subparsers) -> None:
     p = sub.add_parser("snapshot", help="consistent copy of a (possibly running) sweep folder, resumable")
     p.add_argument("dir", help="sweep folder")
     p.add_argument("dest", help="new (or empty) folder for the copy")
-    p.add_argument("--checkpoints", choices=["all", "unfinished", "none"], default="all",
-                   help="which checkpoint.pt files to copy: all (default), those of unfinished runs (enough to "
-                        "resume; small enough to commit), none (results only)")
+    p.add_argument("--checkpoints", choices=["all", "unfinished", "none"], default=None,
+                   help="which checkpoint.pt files to copy: all (default without --compact), those of unfinished "
+                        "runs (enough to resume; small enough to commit; default with --compact), none (results "
+                        "only)")
     p.add_argument("--no-checkpoints", action="store_true", help="same as --checkpoints none")
     p.add_argument("--compact", action="store_true",
-                   help="what a repository should hold: the database, small per-run files and the checkpoints of "
-                        "unfinished runs (no model.pt / history.csv: the metrics are in the database)")
+                   help="what a repository should hold: the database and small per-run files (no model.pt / "
+                        "history.csv: the metrics are in the database); checkpoints as --checkpoints says, "
+                        "default those of unfinished runs")
     p.set_defaults(fn=_cmd_snapshot)

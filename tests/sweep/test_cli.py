@@ -78,6 +78,17 @@ def test_run_status_report(tmp_path, hooks_on_path, capsys):
     assert main(["sweep", "snapshot", str(out), str(tmp_path / "snap")]) == 2
     assert main(["sweep", "snapshot", str(tmp_path / "nothing"), str(tmp_path / "snap2")]) == 2
     assert "no sweep store" in capsys.readouterr().err
+    # --compact drops the large artifacts; its checkpoint default (unfinished: none here) yields to --checkpoints
+    assert list(out.glob("runs/*/checkpoint.pt")) and list(out.glob("runs/*/model.pt"))
+    assert main(["sweep", "snapshot", str(out), str(tmp_path / "c1"), "--compact"]) == 0
+    assert not list((tmp_path / "c1").glob("runs/*/checkpoint.pt"))
+    assert not list((tmp_path / "c1").glob("runs/*/model.pt"))
+    assert main(["sweep", "snapshot", str(out), str(tmp_path / "c2"), "--compact", "--checkpoints", "all"]) == 0
+    assert len(list((tmp_path / "c2").glob("runs/*/checkpoint.pt"))) == 2
+    assert not list((tmp_path / "c2").glob("runs/*/model.pt"))
+    assert main(["sweep", "snapshot", str(out), str(tmp_path / "c3"), "--no-checkpoints", "--checkpoints", "all"]) == 2
+    assert "--no-checkpoints contradicts --checkpoints all" in capsys.readouterr().err
+    assert not (tmp_path / "c3").exists()
 
 
 def test_bad_input_exits_before_anything_runs(tmp_path, hooks_on_path, capsys):
