@@ -111,7 +111,8 @@ class FlossingSectionConfig:
     steps: int = 0                  # flossing steps each time
     max_times: int = 2              # inter-flossing at most this many times (0 = no limit)
     batch_size: int = 1             # task trials per flossing step
-    lr: float = 1e-3                # flossing AdamW learning rate
+    lr: float = 1e-3                # flossing AdamW learning rate (pre-flossing, and inter-flossing unless inter_lr)
+    inter_lr: float = 0.0           # inter-flossing learning rate (0 = lr); one AdamW state for both
     pre_mode: str = ""              # "", "autodiff" or "local" ("" = the config's mode)
     options: dict = field(default_factory=dict)  # FlossingConfig fields (k, mode, target, transient_steps, ...)
 

@@ -408,6 +408,10 @@ def validate_config(cfg: RunConfig) -> None:
         check_options("flossing", FlossingConfig, cfg.flossing.options)
         if cfg.flossing.pre_mode not in ("", "autodiff", "local"):
             raise ConfigError(f"[flossing] pre_mode must be '', 'autodiff' or 'local', got {cfg.flossing.pre_mode!r}")
+        if not cfg.flossing.lr > 0:
+            raise ConfigError(f"[flossing] lr must be > 0, got {cfg.flossing.lr!r}")
+        if not cfg.flossing.inter_lr >= 0:
+            raise ConfigError(f"[flossing] inter_lr must be > 0 (or 0 = lr), got {cfg.flossing.inter_lr!r}")
     if cfg.train.dtype not in ("float32", "float64"):
         raise ConfigError(f"[train] dtype must be 'float32' or 'float64', got {cfg.train.dtype!r}")
     if cfg.train.device not in ("cpu", "auto") and not cfg.train.device.startswith("cuda"):
@@ -482,7 +486,7 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
         f = cfg.flossing
         flossing = FlossingSchedule(pre_steps=f.pre_steps, every=f.every, steps=f.steps, max_times=f.max_times,
                                     batch_size=f.batch_size, lr=f.lr, config=dict(f.options),
-                                    pre_mode=f.pre_mode or None)
+                                    pre_mode=f.pre_mode or None, inter_lr=f.inter_lr or None)
     trainer = Trainer(model, task, rule, optimizer, train_cfg, run_config=cfg, flossing=flossing)
     return circuit, model, task, rule, optimizer, trainer
 

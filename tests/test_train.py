@@ -152,6 +152,9 @@ def test_flossing_options_checked():
     bad = dataclasses.replace(RunConfig(), flossing=FlossingSectionConfig(pre_steps=1, options={"kk": 2}))
     with pytest.raises(ConfigError, match=r"'kk'.*\[flossing.options\]"):
         validate_config(bad)
+    bad = dataclasses.replace(RunConfig(), flossing=FlossingSectionConfig(pre_steps=1, inter_lr=-1e-3))
+    with pytest.raises(ConfigError, match=r"\[flossing\] inter_lr must be > 0"):
+        validate_config(bad)
 
 
 def test_rewiring_keeps_connection_count_and_signs(tmp_path):

@@ -54,7 +54,8 @@ class FlossingSchedule:
     iteration ``it`` run :meth:`steps_after` ``(it)`` steps with ``config.mode`` (``steps`` when ``every > 0``,
     ``it % every == 0`` and ``it // every ≤ max_times``; ``max_times = 0`` means no limit). Each flossing step draws
     a fresh input batch of ``batch_size`` task trials. :meth:`Flosser.pre_floss` and :meth:`Flosser.after_iteration`
-    implement exactly this.
+    implement exactly this. Pre-flossing steps use learning rate ``lr``, inter-flossing steps ``inter_lr``
+    (``None``: ``lr``); both share one AdamW state (its moment estimates carry over from pre- to inter-flossing).
     """
 
     pre_steps: int = 0
@@ -65,6 +66,7 @@ class FlossingSchedule:
     lr: float = 1e-3
     config: Any = field(default_factory=FlossingConfig)
     pre_mode: str | None = None
+    inter_lr: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("pre_steps", "every", "steps", "max_times", "batch_size"):
@@ -75,6 +77,8 @@ class FlossingSchedule:
             raise ValueError("FlossingSchedule.batch_size must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"FlossingSchedule.lr must be > 0, got {self.lr}")
+        if self.inter_lr is not None and not self.inter_lr > 0:
+            raise ValueError(f"FlossingSchedule.inter_lr must be > 0 or None (= lr), got {self.inter_lr}")
         if isinstance(self.config, dict):
             object.__setattr__(self, "config", FlossingConfig(**self.config))
         if self.pre_mode not in (None, "autodiff", "local"):
@@ -131,9 +135,12 @@ class Flosser:
         self.n_steps += 1
         return {"floss_step": self.n_steps, "floss_loss": float(loss), "floss_lambda_max": float(lam.max(1)[0].mean())}
 
-    def run(self, n_steps: int, sample_x: Callable[[int, torch.Generator], Tensor], mode: str | None = None
-            ) -> list[dict[str, float]]:
-        """``n_steps`` flossing steps, each on a fresh input batch (see class docstring)."""
+    def run(self, n_steps: int, sample_x: Callable[[int, torch.Generator], Tensor], mode: str | None = None,
+            lr: float | None = None) -> list[dict[str, float]]:
+        """``n_steps`` flossing steps, each on a fresh input batch (see class docstring), at learning rate ``lr``
+        (default ``schedule.lr``)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.schedule.lr if lr is None else lr)
         p = next(self.model.parameters())
         rows = []
         for _ in range(int(n_steps)):
@@ -142,13 +149,15 @@ class Flosser:
         return rows
 
     def pre_floss(self, sample_x: Callable[[int, torch.Generator], Tensor]) -> list[dict[str, float]]:
-        """Pre-flossing: ``schedule.pre_steps`` steps with ``schedule.pre_mode``; call before iteration 1."""
+        """Pre-flossing: ``schedule.pre_steps`` steps with ``schedule.pre_mode`` at ``schedule.lr``; call before
+        iteration 1."""
         return self.run(self.schedule.pre_steps, sample_x, self.schedule.pre_mode)
 
     def after_iteration(self, iteration: int, sample_x: Callable[[int, torch.Generator], Tensor]
                         ) -> list[dict[str, float]]:
-        """Inter-flossing: ``schedule.steps_after(iteration)`` steps (often none); call after each iteration."""
-        return self.run(self.schedule.steps_after(iteration), sample_x)
+        """Inter-flossing: ``schedule.steps_after(iteration)`` steps (often none) at ``schedule.inter_lr``; call
+        after each iteration."""
+        return self.run(self.schedule.steps_after(iteration), sample_x, lr=self.schedule.inter_lr)
 
     def state_dict(self) -> dict[str, Any]:
         """A snapshot (deep copy: later steps do not change it)."""

@@ -243,6 +243,39 @@ def test_flosser_pre_and_inter_flossing_modes():
     assert torch.equal(w_in, model.theta_in) and not torch.equal(w_rec, model.theta_rec)
 
 
+def test_inter_flossing_uses_inter_lr_and_pre_flossing_lr():
+    """Pre-flossing steps run at ``lr`` and inter-flossing steps at ``inter_lr``: each phase equals a flosser whose
+    single ``lr`` is that phase's rate (same seeds, same AdamW state)."""
+    def sample_x(b, g):
+        return torch.randn(20, b, 2, generator=g, dtype=F64)
+
+    def flossed(**kw):
+        torch.manual_seed(0)  # the same initial input/readout weights for every flosser compared
+        model = _rate(n=8)
+        fl = Flosser(model, FlossingSchedule(every=1, steps=2, config=FlossingConfig(k=2), **kw), seed=1)
+        return model, fl
+
+    # inter-flossing alone: inter_lr = 3e-2 on lr = 1e-3  ==  lr = 3e-2
+    a, fa = flossed(lr=1e-3, inter_lr=3e-2)
+    b, fb = flossed(lr=3e-2)
+    c, fc = flossed(lr=1e-3)
+    assert fa.after_iteration(1, sample_x) == fb.after_iteration(1, sample_x)
+    fc.after_iteration(1, sample_x)
+    assert torch.equal(a.theta_rec, b.theta_rec) and not torch.equal(a.theta_rec, c.theta_rec)
+    # pre-flossing then inter-flossing: pre at lr, inter at inter_lr, one AdamW state
+    a, fa = flossed(pre_steps=2, lr=3e-2, inter_lr=1e-3)
+    b, fb = flossed(pre_steps=2, lr=3e-2)
+    fa.pre_floss(sample_x)
+    fb.pre_floss(sample_x)
+    assert torch.equal(a.theta_rec, b.theta_rec)
+    fa.after_iteration(1, sample_x)
+    assert fa.optimizer.param_groups[0]["lr"] == 1e-3
+    fb.run(2, sample_x, lr=1e-3)
+    assert torch.equal(a.theta_rec, b.theta_rec)
+    with pytest.raises(ValueError, match="inter_lr"):
+        FlossingSchedule(inter_lr=0.0)
+
+
 def test_flosser_resumes_identically():
     def sample_x(b, g):
         return torch.randn(30, b, 2, generator=g, dtype=F64)
