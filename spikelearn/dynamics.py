@@ -186,11 +186,11 @@ def linearise(model: nn.Module, x: Tensor, state0: Any = None, *, jacobian: Jaco
 
     Gradients flow through the trajectory and the effective weights when grad mode is enabled.
     """
+    if jacobian not in ("surrogate", "rate"):  # checked for rate models too, where it has no effect
+        raise ValueError(f"jacobian must be 'surrogate' or 'rate', got {jacobian!r}")
     if isinstance(model, RateRNN):
         return _linearise_rate(model, x, state0)
     if isinstance(model, SpikingRNN):
-        if jacobian not in ("surrogate", "rate"):
-            raise ValueError(f"jacobian must be 'surrogate' or 'rate', got {jacobian!r}")
         r_on = (not model.detach_reset) if reset_derivative is None else bool(reset_derivative)
         if jacobian == "rate":
             if not escape_width > 0:

@@ -207,20 +207,39 @@ def lyapunov_from_jacobians(jacobians: Tensor | Iterable[Tensor], k: int | None 
         return _result(lin, n if k is None else int(k), transient_steps, qr_every, seed, "given")
 
 
-def perturbation_growth_rate(model: nn.Module, x: Tensor, state0: Any = None, *, eps: float = 1e-7,
+def perturbation_growth_rate(model: nn.Module, x: Tensor, state0: Any = None, *, eps: float | None = None,
                              renorm_every: int = 1, transient_steps: int | None = None, seed: int = 0) -> np.ndarray:
     """Maximum exponent by direct simulation (two-trajectory Benettin method; rate models only).
 
     A reference run and a run from ``h^0 + ε δ`` (random unit ``δ``) are simulated with the model itself; every
     ``renorm_every`` steps the separation is measured, ``log(|Δ|/ε)`` accumulated and the perturbed state reset to
     distance ``ε`` along the current separation. Returns the per-step growth rate ``(B,)``.
+
+    ``eps`` defaults to 1e-7 in float64 and to ``(machine ε)^(1/3)`` otherwise (4.9e-3 in float32, where a
+    separation of 1e-7 is below the resolution of an O(1) state and rounds to 0, and 1e-4 still leaves ≈ 30 %
+    rounding error in a weakly chaotic network's rate). A separation that rounds to 0 or is not finite is an error
+    (choose a larger ``eps`` or float64), never a NaN result.
     """
     if not isinstance(model, RateRNN):
         raise TypeError("perturbation_growth_rate needs a RateRNN (spike trains are not differentiable)")
+    if x.dim() != 3:
+        raise ValueError(f"x must be (T, B, n_in), got shape {tuple(x.shape)}")
     T, B = x.shape[0], x.shape[1]
+    if isinstance(renorm_every, bool) or int(renorm_every) != renorm_every or renorm_every < 1:
+        raise ValueError(f"renorm_every must be an int >= 1, got {renorm_every!r}")
     m = int(renorm_every)
     tr = default_transient(T) if transient_steps is None else int(transient_steps)
+    if tr < 0:
+        raise ValueError(f"transient_steps must be >= 0, got {transient_steps}")
     tr = int(math.ceil(tr / m) * m)
+    if tr >= T:
+        raise ValueError(f"transient_steps ({tr} after rounding up to a multiple of renorm_every = {m}) leaves "
+                         f"no step of the {T}-step input to average over")
+    dtype = next(model.parameters()).dtype
+    if eps is None:
+        eps = 1e-7 if dtype == torch.float64 else torch.finfo(dtype).eps ** (1 / 3)
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     with torch.no_grad():
         s = model.init_state(B) if state0 is None else state0
         murray = model.form == "murray"
@@ -235,6 +254,10 @@ def perturbation_growth_rate(model: nn.Module, x: Tensor, state0: Any = None, *,
             p = model(x[a:b], state=p).state
             diff = getattr(p, key) - getattr(s, key)
             dist = diff.norm(dim=1)
+            if not (torch.isfinite(dist).all() and (dist > 0).all()):
+                raise ValueError(f"perturbation_growth_rate: the separation of the two runs is {dist.min().item()!r} "
+                                 f"after step {b} (eps = {eps:g}, dtype {dtype}): it rounded to 0 or overflowed; "
+                                 f"use a larger eps or float64")
             if b > tr:
                 total += torch.log(dist / eps)
             p = _set(model, s, getattr(s, key) + eps * diff / dist[:, None], key)
@@ -256,8 +279,12 @@ def mean_field_lyapunov(g: float, *, n_quad: int = 200, iterations: int = 500) -
     """Mean-field maximum exponent of the random tanh map ``h^t = g J tanh(h^{t-1})`` (``J_ij ~ N(0, 1/N)``,
     N → ∞): ``λ = ½ log(g² E[φ'(√Δ ξ)²])`` with ``Δ = g² E[φ(√Δ ξ)²]`` (§7.4 T7.4). Returns ``(λ, Δ)``.
 
-    For ``g ≤ 1`` the fixed point is ``Δ = 0`` and ``λ = log g``.
+    For ``g < 1`` the fixed point is ``Δ = 0`` and ``λ = log g``. At ``g = 1`` the iteration approaches
+    ``Δ = 0`` only algebraically, so after ``iterations`` steps it returns a small ``Δ > 0`` and ``λ`` slightly
+    below 0 (``(−0.0010, 0.0010)`` with the defaults).
     """
+    if not (g > 0 and math.isfinite(g)):
+        raise ValueError(f"g must be a finite gain > 0, got {g!r}")
     xi, w = np.polynomial.hermite_e.hermegauss(n_quad)
     w = w / w.sum()
     delta = 1.0
