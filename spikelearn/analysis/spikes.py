@@ -13,8 +13,10 @@ an array; ``(T, N)`` is read as one trial) with ``dt_ms`` per step. Definitions 
   bins of ``bin_ms`` (Golomb & Rinzel 1993, doi:10.1103/PhysRevE.48.4810), averaged over trials: 1 for identical
   trains, ≈ 1/√N for independent ones.
 
-Cell-type rows average the per-neuron rate, CV and Fano over the type's neurons (NaNs skipped) and compute χ over
-its neurons. :class:`SpikeStats` ``.to_frame()`` gives the tidy long table (one row per neuron or type × metric).
+Cell-type rows average the per-neuron rate, CV and Fano over the type's neurons (NaNs skipped; ``n_cv`` and
+``n_fano`` say how many neurons had a defined value) and compute χ over its neurons; the population row is named
+``"all"``, so no cell type may be called that. Counting windows and bins tile the recording from its start; the last
+``T mod w`` steps (an incomplete window) are left out. Spike trains must hold 0/1 (or boolean) values. :class:`SpikeStats` ``.to_frame()`` gives the tidy long table (one row per neuron or type × metric).
 """
 
 from __future__ import annotations
@@ -43,14 +45,33 @@ def _as_spikes(z: Any) -> np.ndarray:
         a = a[:, None, :]
     if a.ndim != 3:
         raise ValueError(f"spikes must be (T, B, N) or (T, N), got shape {a.shape}")
+    bad = ~((a == 0) | (a == 1))
+    if bad.any():
+        raise ValueError(f"spikes must be 0/1 (or boolean); {int(bad.sum())} entries are not, e.g. "
+                         f"{a[bad][0]!r} at (t, b, n) = {tuple(int(i) for i in np.argwhere(bad)[0])}")
     return a
+
+
+def _check_dt(dt_ms: float) -> float:
+    if not (isinstance(dt_ms, (int, float, np.floating, np.integer)) and math.isfinite(dt_ms) and dt_ms > 0):
+        raise ValueError(f"dt_ms must be a finite number > 0, got {dt_ms!r}")
+    return float(dt_ms)
+
+
+def _window_steps(ms: float, dt_ms: float, name: str) -> int:
+    """``ms`` (a window or bin length, argument ``name``) in steps of ``dt_ms``, at least one step."""
+    dt = _check_dt(dt_ms)
+    if not (isinstance(ms, (int, float, np.floating, np.integer)) and math.isfinite(ms) and ms > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {ms!r}")
+    return max(1, int(round(ms / dt)))
 
 
 def firing_rates(z: Any, dt_ms: float) -> np.ndarray:
     """Per-neuron rate in Hz, ``(N,)``."""
+    dt = _check_dt(dt_ms)
     a = _as_spikes(z)
     T, B, _ = a.shape
-    return a.sum((0, 1)) / (B * T * dt_ms * 1e-3)
+    return a.sum((0, 1)) / (B * T * dt * 1e-3)
 
 
 def _isis(a: np.ndarray) -> list[np.ndarray]:
@@ -66,33 +87,37 @@ def _isis(a: np.ndarray) -> list[np.ndarray]:
 
 
 def cv_isi(z: Any, *, min_isis: int = 2) -> np.ndarray:
-    """Per-neuron coefficient of variation of the inter-spike intervals, ``(N,)`` (NaN if too few intervals)."""
+    """Per-neuron coefficient of variation of the inter-spike intervals, ``(N,)`` (NaN with fewer than
+    ``min_isis`` ≥ 2 intervals)."""
+    if isinstance(min_isis, bool) or not isinstance(min_isis, (int, np.integer)) or min_isis < 2:
+        raise ValueError(f"min_isis must be an int >= 2 (a CV needs two intervals), got {min_isis!r}")
     a = _as_spikes(z)
     cv = np.full(a.shape[2], np.nan)
     for j, d in enumerate(_isis(a)):
-        if d.size >= max(2, min_isis) and d.mean() > 0:
+        if d.size >= min_isis and d.mean() > 0:
             cv[j] = d.std() / d.mean()
     return cv
 
 
-def _counts(a: np.ndarray, window_steps: int) -> np.ndarray:
+def _counts(a: np.ndarray, window_steps: int, name: str) -> np.ndarray:
     T, B, N = a.shape
     W = T // window_steps
     if W < 1:
-        raise ValueError(f"window of {window_steps} steps is longer than the {T}-step recording")
+        raise ValueError(f"{name} ({window_steps} steps) is longer than the {T}-step recording")
     return a[: W * window_steps].reshape(W, window_steps, B, N).sum(1)  # (W, B, N)
 
 
 def fano_factor(z: Any, dt_ms: float, *, window_ms: float = 100.0) -> np.ndarray:
     """Per-neuron Fano factor of spike counts in windows of ``window_ms`` (module docstring), ``(N,)``."""
+    w = _window_steps(window_ms, dt_ms, "window_ms")
     a = _as_spikes(z)
-    w = max(1, int(round(window_ms / dt_ms)))
-    c = _counts(a, w)
+    c = _counts(a, w, "window_ms")
     if c.shape[1] >= 2:
         var, mean = c.var(1, ddof=1).sum(0), c.mean(1).sum(0)
     else:
         if c.shape[0] < 2:
-            raise ValueError("Fano factor of a single trial needs at least two windows")
+            raise ValueError(f"the Fano factor of a single trial needs at least two windows; window_ms = {window_ms} "
+                             f"fits {c.shape[0]} into the {a.shape[0]}-step recording")
         var, mean = c[:, 0].var(0, ddof=1), c[:, 0].mean(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(mean > 0, var / np.where(mean > 0, mean, 1.0), np.nan)
@@ -100,15 +125,18 @@ def fano_factor(z: Any, dt_ms: float, *, window_ms: float = 100.0) -> np.ndarray
 
 def synchrony(z: Any, dt_ms: float, *, bin_ms: float = 5.0, neurons: Sequence[int] | np.ndarray | None = None
               ) -> float:
-    """Golomb's synchrony ``χ`` of a population (module docstring); NaN if no neuron varies."""
+    """Golomb's synchrony ``χ`` of a population (module docstring), averaged over the trials in which some neuron
+    varies; NaN if none does (or ``neurons`` is empty)."""
+    w = _window_steps(bin_ms, dt_ms, "bin_ms")
     a = _as_spikes(z)
     if neurons is not None:
-        a = a[:, :, np.asarray(neurons)]
+        a = a[:, :, np.asarray(neurons, dtype=np.intp)]
     if a.shape[2] == 0:
         return math.nan
-    c = _counts(a, max(1, int(round(bin_ms / dt_ms))))  # (W, B, N)
+    c = _counts(a, w, "bin_ms")  # (W, B, N)
     if c.shape[0] < 2:
-        raise ValueError("synchrony needs at least two bins")
+        raise ValueError(f"synchrony needs at least two bins; bin_ms = {bin_ms} fits {c.shape[0]} into the "
+                         f"{a.shape[0]}-step recording")
     pop_var = c.mean(2).var(0)          # (B,)
     ind_var = c.var(0).mean(1)          # (B,)
     ok = ind_var > 0
@@ -122,14 +150,14 @@ def psth(z: Any, dt_ms: float, *, bin_ms: float = 10.0, cell_types: Sequence[str
 
     Returns a tidy frame with columns ``t_ms`` (bin start), ``cell_type`` (``"all"`` plus each type) and ``rate_hz``.
     """
+    w = _window_steps(bin_ms, dt_ms, "bin_ms")
     a = _as_spikes(z)
     T, B, N = a.shape
-    w = max(1, int(round(bin_ms / dt_ms)))
-    c = _counts(a, w)  # (W, B, N)
+    c = _counts(a, w, "bin_ms")  # (W, B, N)
     t = np.arange(c.shape[0]) * w * dt_ms
     groups: dict[str, np.ndarray] = {"all": np.arange(N)}
     if cell_types is not None:
-        ct = np.asarray([str(s) for s in cell_types])
+        ct = _type_names(cell_types, N)
         for name in dict.fromkeys(ct.tolist()):
             groups[name] = np.flatnonzero(ct == name)
     frames = [pd.DataFrame({"t_ms": t, "cell_type": name,
@@ -145,7 +173,8 @@ class SpikeStats:
     Attributes:
         per_neuron: wide frame, one row per neuron: ``neuron, cell_type, rate_hz, cv_isi, fano, n_spikes``.
         per_type: wide frame, one row per cell type and one ``"all"`` row: ``cell_type, n_neurons, rate_hz,
-            cv_isi, fano, synchrony`` (means over neurons, NaNs skipped; χ over the group).
+            cv_isi, fano, synchrony, n_cv, n_fano`` (means over neurons, NaNs skipped; ``n_cv``/``n_fano``: neurons
+            with a defined CV / Fano factor; χ over the group).
     """
 
     per_neuron: pd.DataFrame
@@ -173,9 +202,7 @@ def spike_stats(z: Any, dt_ms: float, *, cell_types: Sequence[str] | None = None
     """
     a = _as_spikes(z)
     N = a.shape[2]
-    ct = np.asarray(["all"] * N if cell_types is None else [str(s) for s in cell_types], dtype=object)
-    if ct.shape != (N,):
-        raise ValueError(f"cell_types must have {N} entries, got {ct.shape}")
+    ct = np.asarray(["all"] * N, dtype=object) if cell_types is None else _type_names(cell_types, N)
     per = pd.DataFrame({"neuron": np.arange(N), "cell_type": ct, "rate_hz": firing_rates(a, dt_ms),
                         "cv_isi": cv_isi(a, min_isis=min_isis), "fano": fano_factor(a, dt_ms, window_ms=window_ms),
                         "n_spikes": a.sum((0, 1))})
@@ -188,8 +215,19 @@ def spike_stats(z: Any, dt_ms: float, *, cell_types: Sequence[str] | None = None
         sub = per.iloc[idx]
         rows.append({"cell_type": name, "n_neurons": len(idx), "rate_hz": sub["rate_hz"].mean(),
                      "cv_isi": _nanmean(sub["cv_isi"]), "fano": _nanmean(sub["fano"]),
-                     "synchrony": synchrony(a, dt_ms, bin_ms=bin_ms, neurons=idx)})
+                     "synchrony": synchrony(a, dt_ms, bin_ms=bin_ms, neurons=idx),
+                     "n_cv": int(np.isfinite(sub["cv_isi"]).sum()), "n_fano": int(np.isfinite(sub["fano"]).sum())})
     return SpikeStats(per_neuron=per, per_type=pd.DataFrame(rows))
+
+
+def _type_names(cell_types: Sequence[str], n: int) -> np.ndarray:
+    ct = np.asarray([str(s) for s in cell_types], dtype=object)
+    if ct.shape != (n,):
+        raise ValueError(f"cell_types must have {n} entries (one per neuron), got {ct.shape}")
+    if (ct == "all").any():
+        raise ValueError(f"cell_types: the name 'all' is reserved for the population row; neurons "
+                         f"{np.flatnonzero(ct == 'all')[:10].tolist()} use it — rename that type")
+    return ct
 
 
 def _nanmean(s: pd.Series) -> float:

@@ -85,10 +85,44 @@ def test_per_type_rows_and_tidy_frame():
     assert pt.loc["all", "rate_hz"] == pytest.approx(st.per_neuron["rate_hz"].mean())
     long = st.to_frame()
     assert list(long.columns) == ["scope", "neuron", "cell_type", "metric", "value"]
-    assert set(long.metric) == {"rate_hz", "cv_isi", "fano", "n_spikes", "n_neurons", "synchrony"}
+    assert set(long.metric) == {"rate_hz", "cv_isi", "fano", "n_spikes", "n_neurons", "synchrony", "n_cv", "n_fano"}
     assert len(long[long.scope == "neuron"]) == 10 * 4
-    with pytest.raises(ValueError):
+    assert pt.loc["E", "n_cv"] == 6 and pt.loc["all", "n_fano"] == 10
+    with pytest.raises(ValueError, match="10 entries"):
         spike_stats(z, 1.0, cell_types=["E"])
+    with pytest.raises(ValueError, match="'all' is reserved"):
+        spike_stats(z, 1.0, cell_types=["all"] * 2 + ["E"] * 8)
+
+
+def test_neurons_without_a_defined_cv_are_counted_not_hidden():
+    z = np.zeros((300, 1, 3))
+    z[::10, 0, 0] = 1      # regular: CV 0
+    z[5, 0, 1] = 1         # one spike: no interval
+    st = spike_stats(z, 1.0, cell_types=["a", "a", "a"]).per_type.set_index("cell_type")
+    assert st.loc["a", "cv_isi"] == 0.0 and st.loc["a", "n_cv"] == 1 and st.loc["a", "n_neurons"] == 3
+
+
+def test_fano_pools_variance_and_mean_over_windows():
+    """Σ_w Var_b / Σ_w Mean_b, not the mean of per-window ratios: counts (0, 2) then (2, 2) in two 2-step windows
+    give (2 + 0) / (1 + 2) = 2/3 (the per-window average would be (2 + 0) / 2 = 1)."""
+    z = np.zeros((4, 2, 1))
+    z[0:2, 1, 0] = 1       # window 1: trial 0 -> 0 spikes, trial 1 -> 2
+    z[2:4, :, 0] = 1       # window 2: both trials 2 spikes
+    assert fano_factor(z, 1.0, window_ms=2.0)[0] == pytest.approx(2 / 3)
+
+
+def test_bad_input_names_the_argument():
+    z = _bernoulli(200, 2, 4, 0.05)
+    for call, name in [(lambda: firing_rates(z, 0.0), "dt_ms"), (lambda: firing_rates(z, -1.0), "dt_ms"),
+                       (lambda: fano_factor(z, 1.0, window_ms=0.0), "window_ms"),
+                       (lambda: fano_factor(z, 1.0, window_ms=500.0), "window_ms"),
+                       (lambda: synchrony(z, 1.0, bin_ms=-3.0), "bin_ms"),
+                       (lambda: psth(z, 1.0, bin_ms=0.0), "bin_ms"),
+                       (lambda: cv_isi(z, min_isis=1), "min_isis"),
+                       (lambda: firing_rates(2 * z, 1.0), "0/1")]:
+        with pytest.raises(ValueError, match=name):
+            call()
+    assert math.isnan(synchrony(z, 1.0, neurons=[]))
 
 
 def test_psth_known_rate_and_2d_input():
