@@ -17,6 +17,7 @@ import inspect
 import json
 import math
 import os
+import uuid
 import pathlib
 import time
 from dataclasses import dataclass, field
@@ -80,7 +81,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _atomic_save(obj: Any, path: pathlib.Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # a temporary name of this process's own: two writers never share one half-written file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 

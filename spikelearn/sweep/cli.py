@@ -38,9 +38,24 @@ def _finish(res) -> int:
     return 0 if res.ok else 1
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, a batch system's time limit) ends the driver like Ctrl-C: the runner's cleanup stops the
+    pool workers and the runs in flight stay 'running', to resume from their checkpoints."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from spikelearn.sweep.executors import SweepError
     from spikelearn.sweep.runner import run_sweep
+
+    _stop_on_sigterm()
 
     try:
         res = run_sweep(args.sweep, args.out, executor=args.executor, workers=args.workers,
@@ -55,6 +70,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from spikelearn.sweep.executors import SweepError
     from spikelearn.sweep.runner import resume_sweep
+
+    _stop_on_sigterm()
 
     try:
         res = resume_sweep(args.dir, executor=args.executor, workers=args.workers, scheduler=args.scheduler,

@@ -2,8 +2,9 @@
 their results; only the driver writes the store.
 
 - :class:`InProcessExecutor`: runs each call in the driver's process (``local`` with one worker, the default).
-- :class:`PoolExecutor`: a pool of N spawned processes (``local`` with ``workers = N > 1``); a worker process that
-  dies breaks the pool, which is rebuilt and the runs it held are retried.
+- :class:`PoolExecutor`: N spawned worker processes (``local`` with ``workers = N > 1``), each a one-process pool
+  holding one run at a time, so a worker that dies loses only its own run (retried from its checkpoint) and never
+  a neighbour's; workers exit on their own when the driver is gone (even after ``kill -9``).
 - :class:`DaskExecutor`: a Dask ``distributed`` cluster, either at a scheduler address or a ``LocalCluster``
   started here. dask is imported only when this executor is made.
 
@@ -102,44 +103,79 @@ class InProcessExecutor(Executor):
         return "local (in-process)"
 
 
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Pool-worker initializer: a daemon thread ends this process once the driver that spawned it is gone (a
+    driver killed with SIGKILL cannot stop its workers; without this they would keep training into the run folders
+    while a resumed driver starts the same runs again)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)  # the run resumes from its last (atomically written) checkpoint
+
+    threading.Thread(target=watch, name="spikelearn-parent-watch", daemon=True).start()
+
+
 class PoolExecutor(Executor):
-    """A pool of ``workers`` spawned processes (``spawn``: safe with torch's threads)."""
+    """``workers`` spawned processes (``spawn``: safe with torch's threads), each its own one-process pool.
+
+    The driver keeps at most :meth:`slots` calls in flight and each slot holds one, so a worker that dies
+    (``BrokenProcessPool``) is known to have held exactly that call: only it is reported lost, and only that slot's
+    pool is rebuilt.
+    """
 
     name = "local"
 
     def __init__(self, workers: int):
         self.workers = int(workers)
-        self._pool = self._new_pool()
-        self._broken = False
+        self._pools: list[cf.ProcessPoolExecutor | None] = [None] * self.workers
+        self._slot_of: dict[cf.Future, int] = {}
 
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+    def _pool(self, i: int) -> cf.ProcessPoolExecutor:
+        if self._pools[i] is None:
+            self._pools[i] = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_exit_with_parent, initargs=(os.getpid(),))
+        return self._pools[i]
 
     def slots(self) -> int:
         return self.workers
 
     def submit(self, fn: Callable, *args: Any, key: str = "") -> cf.Future:
-        if self._broken:  # a worker process died: every call it held failed; start a fresh pool
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool, self._broken = self._new_pool(), False
-        return self._pool.submit(fn, *args)
+        busy = set(self._slot_of.values())
+        free = [i for i in range(self.workers) if i not in busy]
+        if not free:
+            raise SweepError(f"all {self.workers} pool workers are busy; take a result before submitting more")
+        f = self._pool(free[0]).submit(fn, *args)
+        self._slot_of[f] = free[0]
+        return f
 
     def wait(self, handles: Sequence, timeout: float) -> list:
         done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
         return list(done)
 
     def result(self, handle) -> Any:
+        i = self._slot_of.pop(handle, None)
         try:
             return handle.result()
         except cf.process.BrokenProcessPool as e:
-            self._broken = True
-            raise WorkerLost(f"a pool worker process died: {e}") from None
+            if i is not None and self._pools[i] is not None:  # this slot's worker died: a fresh one next time
+                self._pools[i].shutdown(wait=False, cancel_futures=True)
+                self._pools[i] = None
+            raise WorkerLost(f"the pool worker process running it died: {e}") from None
 
     def close(self, wait: bool = True) -> None:
-        if not wait:  # interrupted: stop the workers now; their runs stay 'running' and resume later
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
-                proc.terminate()
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        for pool in self._pools:
+            if pool is None:
+                continue
+            if not wait:  # interrupted: stop the workers now; their runs stay 'running' and resume later
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+            pool.shutdown(wait=wait, cancel_futures=True)
+        self._pools = [None] * self.workers
+        self._slot_of.clear()
 
     def describe(self) -> str:
         return f"local (process pool, {self.workers} workers)"
@@ -192,6 +228,9 @@ class DaskExecutor(Executor):
                 done, _ = self._distributed.wait(list(handles), timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:
             return []
+        except Exception:  # noqa: BLE001 - e.g. FuturesCancelledError (scheduler restarted or lost): the
+            # cancelled calls are finished too; result() reports them as WorkerLost and the driver retries them
+            return [h for h in handles if h.done() or h.status in ("cancelled", "lost", "error")]
         return list(done)
 
     def result(self, handle) -> Any:

@@ -22,7 +22,7 @@ from spikelearn.sweep.executors import (Executor, SweepError, WorkerLost, defaul
                                         make_executor)
 from spikelearn.sweep.spec import SweepSpec, check_run_config, expand, load_sweep, sweep_from_dict
 from spikelearn.sweep.store import STORE_FILE, RunStore
-from spikelearn.sweep.worker import run_one
+from spikelearn.sweep.worker import RUN_LOCK, run_one
 
 __all__ = ["SweepResult", "run_sweep", "resume_sweep", "sweep_status", "driver_running", "snapshot_sweep",
            "LOCK_FILE"]
@@ -105,6 +105,16 @@ def _as_spec(spec: SweepSpec | Mapping | str | pathlib.Path) -> SweepSpec:
     return load_sweep(spec)
 
 
+def _check_settings(settings: dict, threads_per_run: int | None) -> None:
+    """Executor settings are checked before anything runs (a bad value would otherwise fail every run later)."""
+    for name, value, least in (("workers", settings["workers"], 1), ("max_retries", settings["max_retries"], 0),
+                               ("threads_per_run", threads_per_run, 1)):
+        if value is None and name == "threads_per_run":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SweepError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
 def run_sweep(spec: SweepSpec | Mapping | str | pathlib.Path, out_dir: str | pathlib.Path | None = None, *,
               executor: str | None = None, workers: int | None = None, scheduler: str | None = None,
               max_retries: int | None = None, retry_failed: bool = False, client: Any = None,
@@ -129,9 +139,10 @@ def run_sweep(spec: SweepSpec | Mapping | str | pathlib.Path, out_dir: str | pat
     spec = _as_spec(spec)
     if executor is None and scheduler:
         executor = "dask"
-    settings = {"executor": executor or spec.executor, "workers": int(workers or spec.workers),
+    settings = {"executor": executor or spec.executor, "workers": spec.workers if workers is None else workers,
                 "scheduler": spec.scheduler if scheduler is None else scheduler,
-                "max_retries": spec.max_retries if max_retries is None else int(max_retries)}
+                "max_retries": spec.max_retries if max_retries is None else max_retries}
+    _check_settings(settings, threads_per_run)
     runs = expand(spec)
     seen: set[str] = set()
     for r in runs:  # the cheap checks of build(), on each distinct configuration, before anything runs
@@ -175,10 +186,11 @@ def resume_sweep(folder: str | pathlib.Path, *, executor: str | None = None, wor
     if executor is None and scheduler:
         executor = "dask"
     executor = executor or saved.get("executor", "local")
-    settings = {"executor": executor, "workers": int(workers or saved.get("workers", 1)),
+    settings = {"executor": executor, "workers": saved.get("workers", 1) if workers is None else workers,
                 "scheduler": scheduler if scheduler is not None else (
                     saved.get("scheduler", "") if executor == saved.get("executor") else ""),
-                "max_retries": saved.get("max_retries", 2) if max_retries is None else int(max_retries)}
+                "max_retries": saved.get("max_retries", 2) if max_retries is None else max_retries}
+    _check_settings(settings, threads_per_run)
     ex = make_executor(settings["executor"], workers=settings["workers"], scheduler=settings["scheduler"] or None,
                        connect_timeout_s=connect_timeout_s, client=client)
     try:
@@ -199,10 +211,10 @@ def _drive(store: RunStore, ex: Executor, *, ids: set[str] | None, max_retries: 
     from spikelearn.train import CHECKPOINT
 
     t0 = time.perf_counter()
-    resumed = tuple(store.reset("running"))  # left by a killed driver; their checkpoints stay: they resume
+    resumed = tuple(store.reset("running", ids))  # left by a killed driver; their checkpoints stay: they resume
     if retry_failed:
         errors = store.runs("failed").set_index("id")["error"].fillna("")
-        for rid in store.reset("failed"):  # a run that failed by itself starts afresh; a lost one resumes
+        for rid in store.reset("failed", ids):  # only this sweep's runs: others in the folder stay as they are  # a run that failed by itself starts afresh; a lost one resumes
             if not errors.get(rid, "").startswith("WorkerLost"):
                 (store.run_dir(rid) / CHECKPOINT).unlink(missing_ok=True)
     threads = threads_per_run if threads_per_run is not None else default_threads_per_run(ex)
@@ -317,7 +329,7 @@ def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *,
     if mode not in ("all", "unfinished", "none"):
         raise ValueError(f"checkpoints must be True, False, 'all', 'unfinished' or 'none', got {checkpoints!r}")
     dst.mkdir(parents=True, exist_ok=True)
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)) as s_conn, \
+    with contextlib.closing(sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True, timeout=30.0)) as s_conn, \
             contextlib.closing(sqlite3.connect(dst / STORE_FILE)) as d_conn:
         s_conn.backup(d_conn)
         d_conn.execute("PRAGMA journal_mode = DELETE")
@@ -328,7 +340,7 @@ def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *,
             out = dst / "runs" / run.name
             out.mkdir(parents=True, exist_ok=True)
             for f in sorted(run.rglob("*")):
-                if f.is_dir() or f.name.endswith(".tmp") or f.name == LOCK_FILE:
+                if f.is_dir() or f.name.endswith(".tmp") or f.name in (LOCK_FILE, RUN_LOCK):
                     continue
                 if f.name == "checkpoint.pt":
                     if mode == "none" or (mode == "unfinished" and run.name in done):

@@ -53,6 +53,7 @@ import importlib
 import inspect
 import itertools
 import json
+import math
 import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -238,6 +239,18 @@ def _axis_label(v: Any) -> Any:
     return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
 
 
+def _non_finite(obj: Any, path: str = "") -> tuple[str, float] | None:
+    """``(dotted key, value)`` of the first NaN/infinite float in nested dicts/lists, or ``None``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path, obj
+    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{path}.{k}" if path else str(k))
+        if found is not None:
+            return found
+    return None
+
+
 def expand(spec: SweepSpec) -> list[RunSpec]:
     """Every run of the sweep, in a deterministic order (axes in file order, crossed; zipped groups together)."""
     groups: list[list[dict]] = [[{k: v} for v in vals] for k, vals in spec.axes.items()]
@@ -256,6 +269,10 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
             cfg = config_from_dict(d)
         except ConfigError as e:
             raise ConfigError(f"run with {assign}: {e}") from None
+        bad = _non_finite(cfg.to_dict())
+        if bad is not None:
+            raise ConfigError(f"run with {assign}: {bad[0]} = {bad[1]!r} is not a finite number (a run id, and a "
+                              f"JSON store, cannot hold NaN or infinity)")
         rid = run_id(cfg, spec.measurements)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=f"runs/{rid}"))
         runs.append(RunSpec(rid, cfg, tuple(spec.measurements), {k: _axis_label(v) for k, v in assign.items()}))

@@ -96,7 +96,8 @@ class RunStore:
         if readonly:
             if not self.path.exists():
                 raise FileNotFoundError(f"no sweep store at {self.path}")
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0)
+            # as_uri() percent-encodes '#', '?', '%', spaces: a raw path in a URI would be cut short there
+            self._conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30.0)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, timeout=30.0)
@@ -183,13 +184,17 @@ class RunStore:
             if cur.rowcount != 1:
                 raise KeyError(f"run {run_id!r} is not in the store")
 
-    def reset(self, status: str) -> list[str]:
-        """Set every run with ``status`` back to ``pending``; returns their ids (interrupted or failed runs)."""
+    def reset(self, status: str, ids: Iterable[str] | None = None) -> list[str]:
+        """Set every run with ``status`` (among ``ids``, default all) back to ``pending``; returns their ids
+        (interrupted or failed runs)."""
+        wanted = None if ids is None else set(ids)
         with self._conn:
-            ids = [r[0] for r in self._conn.execute("SELECT id FROM runs WHERE status = ? ORDER BY position",
-                                                    (status,))]
-            self._conn.execute("UPDATE runs SET status = 'pending' WHERE status = ?", (status,))
-        return ids
+            found = [r[0] for r in self._conn.execute("SELECT id FROM runs WHERE status = ? ORDER BY position",
+                                                      (status,))]
+            found = [i for i in found if wanted is None or i in wanted]
+            self._conn.executemany("UPDATE runs SET status = 'pending' WHERE id = ? AND status = ?",
+                                   [(i, status) for i in found])
+        return found
 
     # ------------------------------------------------------------------ reads
     def counts(self) -> dict[str, int]:

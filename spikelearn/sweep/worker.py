@@ -8,10 +8,12 @@ into the store. An exception escaping it means the worker itself was lost.
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 import socket
 import time
 import traceback
+import warnings
 from typing import Any
 
 __all__ = ["run_one", "history_to_metrics", "final_summary"]
@@ -70,7 +72,9 @@ def run_one(run_id: str, config: dict, run_dir: str, measurements: list[dict] = 
     out = pathlib.Path(run_dir)
     ck = out / CHECKPOINT
     t0 = time.perf_counter()
+    lock = None
     try:
+        lock = _lock_run(out)
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
         cfg = config_from_dict(config)
@@ -80,8 +84,13 @@ def run_one(run_id: str, config: dict, run_dir: str, measurements: list[dict] = 
             try:
                 res["resumed_from"] = int(torch.load(ck, map_location="cpu", weights_only=True)["iteration"])
                 resume = True
-            except Exception:  # an unreadable checkpoint (not written by Trainer's atomic save): start afresh
-                ck.unlink()
+            except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:  # unreadable (not written by
+                # Trainer's atomic save): start afresh, keeping the file aside rather than deleting it
+                bad = ck.with_name(f"{ck.name}.unreadable-{int(time.time())}")
+                os.replace(ck, bad)
+                res["resumed_from"] = 0
+                warnings.warn(f"run {run_id}: unreadable checkpoint moved to {bad} ({type(e).__name__}: {e}); "
+                              f"the run starts from iteration 0", RuntimeWarning, stacklevel=1)
         hist, _ = train(cfg, out_dir=str(out), resume=resume, measurements=hooks)
         res.update(status="done", metrics=history_to_metrics(hist), summary=final_summary(hist))
     except Exception as e:  # a failing run is a result, not a crash of the sweep
@@ -95,6 +104,36 @@ def run_one(run_id: str, config: dict, run_dir: str, measurements: list[dict] = 
                 res.update(metrics=history_to_metrics(rows), summary=final_summary(rows))
         except Exception:  # pragma: no cover - the error itself is what matters
             pass
+    finally:
+        if lock is not None:
+            os.close(lock)  # releases the flock
     res["train_time_s"] = time.perf_counter() - t0
     res["end_time"] = utc_now()
     return res
+
+
+RUN_LOCK = "run.lock"
+
+
+def _lock_run(run_dir: pathlib.Path, wait_s: float = 60.0) -> int | None:
+    """An exclusive ``flock`` on ``run_dir/run.lock`` while the run trains, so that two processes never train one
+    run into one folder (e.g. a worker of a killed driver that has not yet noticed, beside a resumed driver's).
+    Waits up to ``wait_s`` (such a worker exits within about a second), then raises. ``None`` where ``fcntl`` is
+    missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise RuntimeError(f"another process is training this run (lock {run_dir / RUN_LOCK} held for "
+                                   f"{wait_s:g} s); stop it, then resume with --retry-failed") from None
+            time.sleep(0.5)

@@ -193,3 +193,40 @@ def test_killed_driver_resumes_every_run_exactly_once(tmp_path, hooks_on_path, c
                       .reset_index(drop=True))
     pd.testing.assert_frame_equal(*frames)
     assert frames[0].groupby("run_id")["iteration"].max().eq(30).all()
+
+
+def test_pool_workers_exit_when_their_driver_is_killed(tmp_path, hooks_on_path):
+    """SIGKILL the driver of a 2-worker pool mid-run: its workers notice and stop (no orphan keeps training into
+    the run folders), and the resumed sweep finishes every run."""
+    toml = _write(tmp_path, axes='"train.seed" = [0, 1]', iterations=200, hook="sleepy", every=1,
+                  options="options = {seconds = 0.02}")
+    out = tmp_path / "sw"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "spikelearn.cli", "sweep", "run", str(toml), "--out", str(out),
+                             "--quiet", "--workers", "2", "--threads-per-run", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cks = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            cks = list(out.glob("runs/*/checkpoint.pt"))
+            if any((_checkpoint_iteration(c) or 0) >= 10 for c in cks):
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert cks, "no run reached a checkpoint"
+
+    def progress():
+        return {c.parent.name: _checkpoint_iteration(c) for c in out.glob("runs/*/checkpoint.pt")}
+
+    time.sleep(3.0)  # the workers poll for their parent every second
+    first = progress()
+    time.sleep(2.0)
+    assert progress() == first, "pool workers kept training after their driver was killed"
+    assert all(it is not None and it < 200 for it in first.values())
+    assert main(["sweep", "resume", str(out), "--quiet", "--workers", "1"]) == 0
+    with RunStore(out, readonly=True) as store:
+        runs = store.runs()
+    assert (runs["status"] == "done").all() and (runs["resumed_from"] > 0).any()

@@ -126,6 +126,63 @@ def test_lost_worker_is_retried_from_its_checkpoint_a_bounded_number_of_times(tm
         assert store.runs().iloc[0]["resumed_from"] == 5
 
 
+def test_a_dying_pool_worker_loses_only_its_own_run(tmp_path, tiny, hooks_on_path):
+    """Two runs in flight on two pool workers; one worker process dies. Only its run is lost (recorded failed with
+    max_retries = 0); the neighbour finishes normally instead of being charged with a lost worker."""
+    d = tiny()
+    d["train"]["iterations"] = 20
+    d["sweep"] = {"axes": {"train.seed": [0, 1]}, "workers": 2, "max_retries": 0}
+    d["measurements"] = [{"name": "nap", "fn": "_sweep_hooks:sleepy", "every": 1, "options": {"seconds": 0.1}},
+                         {"name": "die", "fn": "_sweep_hooks:die", "every": 1,
+                          "options": {"counter": str(tmp_path / "deaths"), "at": 12, "times": 1}}]
+    res = run_sweep(d, tmp_path / "sw")
+    assert (tmp_path / "deaths").read_text() == "1"
+    assert res.counts["done"] == 1 and res.counts["failed"] == 1
+    (err,) = res.failed.values()
+    assert err.startswith("WorkerLost: the worker was lost 1 times (max_retries = 0)")
+
+
+def test_bad_settings_and_non_finite_values_are_errors_before_anything_runs(tmp_path, tiny):
+    for kw, name in [({"workers": 0}, "workers"), ({"max_retries": -1}, "max_retries"),
+                     ({"threads_per_run": 0}, "threads_per_run")]:
+        with pytest.raises(SweepError, match=name):
+            run_sweep(_grid(tiny), tmp_path / "a", **kw)
+    d = _grid(tiny)
+    d["sweep"]["axes"]["optimizer.lr"] = [1e-3, float("nan")]
+    d["sweep"]["zip"] = []
+    with pytest.raises(ConfigError, match=r"optimizer.lr = nan is not a finite number"):
+        run_sweep(d, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_store_folder_names_with_uri_characters(tmp_path, tiny):
+    """'#', '?', '%' and spaces in a folder name: the read-only store opens the real database (the path is
+    percent-encoded in the SQLite URI), and snapshots work."""
+    from spikelearn.sweep import snapshot_sweep
+
+    folder = tmp_path / "sweep #1 ?50%"
+    assert run_sweep(_grid(tiny), folder).ok
+    with RunStore(folder, readonly=True) as store:
+        assert len(store.runs()) == 4
+    snap = snapshot_sweep(folder, tmp_path / "snap #2")
+    with RunStore(snap, readonly=True) as store:
+        assert (store.runs()["status"] == "done").all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap #2", "sweep #1 ?50%"]
+
+
+def test_retry_failed_touches_only_the_sweeps_own_runs(tmp_path, tiny):
+    """Two sweeps share a folder; retrying the failed runs of one leaves the other's failed run as it was."""
+    bad = tiny()
+    bad["optimizer"]["lr"] = 1e6  # diverges: recorded as failed
+    bad["sweep"] = {"axes": {"train.seed": [7]}}
+    assert run_sweep(bad, tmp_path / "sw").counts["failed"] == 1
+    other = _grid(tiny)
+    assert run_sweep(other, tmp_path / "sw", retry_failed=True).ok
+    with RunStore(tmp_path / "sw", readonly=True) as store:
+        runs = store.runs()
+    assert (runs["status"] == "failed").sum() == 1 and (runs["attempts"] == 1).all()
+
+
 def test_lost_dask_worker_is_retried_from_its_checkpoint(tmp_path, tiny, hooks_on_path):
     """A Dask worker process that dies mid-run (its nanny restarts it): the scheduler reports the task's worker as
     killed, the driver retries the run, which resumes from its checkpoint; beyond max_retries it is recorded failed."""
@@ -228,3 +285,23 @@ def test_second_driver_on_the_same_folder_is_refused(tmp_path, tiny):
     with _DriverLock(pathlib.Path(tmp_path)):
         with pytest.raises(SweepError, match="another driver"):
             run_sweep(tiny(), tmp_path)
+
+
+def test_cancelled_dask_call_is_a_lost_worker_not_a_crash():
+    """A future cancelled by the cluster (scheduler restart / lost connection) comes back from wait() and is
+    reported as WorkerLost, which the driver retries, instead of aborting the driver."""
+    from spikelearn.sweep.executors import DaskExecutor, WorkerLost
+
+    ex = DaskExecutor(None, n_workers=1, processes=False)
+    try:
+        f = ex.submit(time.sleep, 5, key="sleep")
+        ex.client.cancel([f])
+        deadline = time.monotonic() + 20
+        done = []
+        while not done and time.monotonic() < deadline:
+            done = ex.wait([f], timeout=1.0)
+        assert done == [f]
+        with pytest.raises(WorkerLost):
+            ex.result(f)
+    finally:
+        ex.close()

@@ -48,6 +48,17 @@ def test_run_ids_are_stable_and_depend_on_the_resolved_config_only(tiny):
     assert run_id(cfg) != a[0].id
     # a known value pins the hash recipe: changing it would orphan every stored sweep
     assert run_id(RunConfig()) == "22dabc02b7d6"
+    # ... and with non-default values in nested options and a measurement hook (the default-only config above
+    # hashes an empty dict, so it alone would not notice a change in how values are written)
+    from spikelearn.config import MeasurementSpec, config_from_dict
+
+    pinned = config_from_dict({"circuit": {"kind": "dale", "n": 50, "options": {"frac_exc": 0.8, "g": 1.5}},
+                               "model": {"type": "spiking", "options": {"tau_mem_ms": 20.0, "n_adaptive": 10}},
+                               "rule": {"name": "mdgl", "options": {"cell_types": "ei"}},
+                               "train": {"iterations": 300, "seed": 4}})
+    hook = MeasurementSpec(name="lyap", fn="spikelearn.analysis.hooks:max_lyapunov_exponent", every=50,
+                           options={"k": 1})
+    assert run_id(pinned, [hook]) == "fc2fef523227"
     # fields at their default do not enter the id, so adding a defaulted field to the schema keeps old ids
     import dataclasses
 
