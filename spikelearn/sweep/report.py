@@ -72,13 +72,16 @@ def write_report(folder: str | pathlib.Path, out_dir: str | pathlib.Path | None 
     final = info.merge(summaries, on="run_id", how="left") if len(summaries) else info
     final.to_csv(paths[2], index=False)
 
-    # learning curves by rule
+    # learning curves by rule, over finished runs (a failed or unfinished run's partial curve would bias the mean
+    # of the iterations it reached; they are counted in the legend and kept in tidy.csv)
+    not_done = info[info["status"] != "done"].groupby(_HUE)["run_id"].nunique()
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for ax, name, label in ((axs[0], "loss", "training loss"), (axs[1], "accuracy", "evaluation accuracy")):
-        d = tidy[tidy["name"] == name]
+        d = tidy[(tidy["name"] == name) & (tidy["status"] == "done")]
         for rule, g in d.groupby(_HUE, sort=True):
             st = g.groupby("iteration")["value"].agg(["mean", _sem])
-            ax.plot(st.index, st["mean"], label=f"{rule} ({g['run_id'].nunique()} runs)")
+            extra = f", {int(not_done[rule])} not done, not shown" if rule in not_done else ""
+            ax.plot(st.index, st["mean"], label=f"{rule} ({g['run_id'].nunique()} runs{extra})")
             ax.fill_between(st.index, st["mean"] - st["_sem"], st["mean"] + st["_sem"], alpha=0.25)
         ax.set_xlabel("iteration")
         ax.set_ylabel(label)

@@ -244,6 +244,7 @@ def _drive(store: RunStore, ex: Executor, *, ids: set[str] | None, max_retries: 
                     res = {"id": r["id"], "status": "failed", "metrics": [], "summary": None,
                            "error": f"WorkerLost: the worker was lost {lost[r['id']]} times "
                                     f"(max_retries = {max_retries}); last: {e}"}
+                    res.update(_checkpoint_results(store.run_dir(r["id"]) / CHECKPOINT))
                 store.record(r["id"], status=res["status"], metrics=res["metrics"], summary=res["summary"],
                              error=res["error"], host=res.get("host"), version=res.get("version"),
                              start_time=res.get("start_time"), end_time=res.get("end_time"),
@@ -263,6 +264,19 @@ def _drive(store: RunStore, ex: Executor, *, ids: set[str] | None, max_retries: 
     failed = {i: (e or "").splitlines()[0] if e else "" for i, e in
               runs.loc[runs["status"] == "failed", ["id", "error"]].itertuples(index=False)}
     return SweepResult(store.folder, counts, failed, resumed, executed, time.perf_counter() - t0)
+
+
+def _checkpoint_results(ck: pathlib.Path) -> dict:
+    """``metrics``/``summary`` of a lost run's last checkpoint (a failed run keeps what it learned), if readable."""
+    import torch
+
+    from spikelearn.sweep.worker import final_summary, history_to_metrics
+
+    try:
+        rows = torch.load(ck, map_location="cpu", weights_only=True)["history"]
+    except Exception:  # noqa: BLE001 - no checkpoint, or an unreadable one: nothing to keep
+        return {}
+    return {"metrics": history_to_metrics(rows), "summary": final_summary(rows)}
 
 
 def sweep_status(folder: str | pathlib.Path) -> dict:

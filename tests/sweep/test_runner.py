@@ -119,6 +119,8 @@ def test_lost_worker_is_retried_from_its_checkpoint_a_bounded_number_of_times(tm
     res = run_sweep(spec("deaths_b", 0), tmp_path / "b")  # no retry allowed: recorded as failed, with the reason
     (rid, err), = res.failed.items()
     assert err.startswith("WorkerLost: the worker was lost 1 times (max_retries = 0)")
+    with RunStore(tmp_path / "b", readonly=True) as store:  # the lost run keeps its checkpoint's metrics
+        assert store.metrics(names=["loss"])["iteration"].tolist() == list(range(1, 6))
     # retrying it later resumes from the checkpoint its lost worker left (here in-process)
     res = resume_sweep(tmp_path / "b", workers=1, retry_failed=True)
     assert res.ok
