@@ -83,10 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     from spikelearn.config import ConfigError
 
+    from spikelearn.train import TrainingDiverged
+
     try:
         return args.fn(args)
     except ConfigError as e:
         print(f"spikelearn: configuration error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"spikelearn: training diverged: {e}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:
+        print(f"spikelearn: {e}", file=sys.stderr)
         return 2
 
 

@@ -32,6 +32,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import math
 import pathlib
 import sys
 from dataclasses import dataclass, field
@@ -165,6 +166,8 @@ def _build_section(section: str, values: Any):
         elif isinstance(default, float):
             if isinstance(val, bool) or not isinstance(val, (int, float)):
                 raise ConfigError(f"[{section}] {key} must be a number, got {val!r}")
+            if not math.isfinite(val):
+                raise ConfigError(f"[{section}] {key} must be a finite number, got {val!r}")
             values = {**values, key: float(val)}
         elif isinstance(default, str) and not isinstance(val, str):
             raise ConfigError(f"[{section}] {key} must be a string, got {val!r}")

@@ -30,7 +30,7 @@ from torch import nn
 
 from spikelearn.config import ConfigError, RunConfig, TrainConfig, check_options
 from spikelearn.rules import apply_gradients, make_rule
-from spikelearn.rules.base import LossFn
+from spikelearn.rules.base import LossFn, load_rule_state_dict, rule_state_dict
 
 __all__ = ["Measurement", "Trainer", "TrainingDiverged", "build", "train", "validate_config", "derive_seeds", "resolve_device"]
 
@@ -85,6 +85,10 @@ def _atomic_save(obj: Any, path: pathlib.Path) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+RESERVED_COLUMNS = ("iteration", "loss", "accuracy", "eval_loss", "firing_rate_hz", "wall_time_s", "n_rewired",
+                    "floss_loss", "floss_lambda_max")
 
 
 class Trainer:
@@ -187,10 +191,12 @@ class Trainer:
                 v = m.fn(self.model, self.task, it, initial_model=self.initial_model())
             else:
                 v = m.fn(self.model, self.task, it)
-            if isinstance(v, Mapping):
-                res.update({f"{m.name}.{k}": float(x) for k, x in v.items()})
-            else:
-                res[m.name] = float(v)
+            got = {f"{m.name}.{k}": float(x) for k, x in v.items()} if isinstance(v, Mapping) else {m.name: float(v)}
+            clash = sorted(set(got) & (set(res) | set(RESERVED_COLUMNS)))
+            if clash:
+                raise ValueError(f"measurement {m.name!r} writes column(s) {clash}, which another measurement or "
+                                 f"the trainer already writes; rename it")
+            res.update(got)
         return res
 
     # ------------------------------------------------------------------ checkpoints
@@ -203,20 +209,28 @@ class Trainer:
                     "active": self.rw_state.active, "sign": self.rw_state.sign,
                     "n_rewired": self.rw_state.n_rewired, "generator": self.rw_state.generator.get_state()},
                 "initial_state": self.initial_state,
+                "rule": rule_state_dict(self.rule, self.model), "torch_rng": torch.get_rng_state(),
                 "run_config": None if self.run_config is None else self.run_config.to_json()}
 
     def save_checkpoint(self) -> pathlib.Path | None:
         if self.out_dir is None:
             return None
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # never call a broken model a good checkpoint
+            raise TrainingDiverged(f"non-finite parameters {bad} at iteration {self.iteration}; training stopped, "
+                                   f"no checkpoint written for it")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / CHECKPOINT
         _atomic_save(self.state_dict(), path)
         return path
 
     def load_checkpoint(self, path: str | pathlib.Path | None = None) -> None:
-        """Restore model, optimizer, trial RNG and history from a checkpoint (default: ``out_dir``'s)."""
+        """Restore model, optimizer, trial RNG, rule state and history from a checkpoint (default: ``out_dir``'s).
+
+        Loaded on the CPU (generator states must stay there); model, optimizer and rule tensors move to the
+        model's device as they are restored."""
         path = pathlib.Path(path) if path is not None else self.out_dir / CHECKPOINT
-        ck = torch.load(path, map_location=self.device, weights_only=True)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.trial_gen.set_state(ck["trial_generator"])
@@ -230,10 +244,15 @@ class Trainer:
             from spikelearn.rules.rewiring import DeepRState
 
             rw = ck["rewiring"]
-            gen = torch.Generator()
+            gen = torch.Generator(device=self.rw_state.generator.device)  # where DeepR.init made it
             gen.set_state(rw["generator"])
-            self.rw_state = DeepRState(active=rw["active"], sign=rw["sign"], n_rewired=int(rw["n_rewired"]),
-                                       generator=gen)
+            self.rw_state = DeepRState(active={k: v.to(self.device) for k, v in rw["active"].items()},
+                                       sign={k: v.to(self.device) for k, v in rw["sign"].items()},
+                                       n_rewired=int(rw["n_rewired"]), generator=gen)
+        if ck.get("rule"):
+            load_rule_state_dict(self.rule, self.model, ck["rule"])
+        if ck.get("torch_rng") is not None:  # rules that draw from torch's global generator (e.g. reward noise)
+            torch.set_rng_state(ck["torch_rng"])
 
     # ------------------------------------------------------------------ loop
     def run(self, iterations: int | None = None) -> pd.DataFrame:
@@ -292,7 +311,11 @@ class Trainer:
                 row["floss_lambda_max"] = float(np.mean([r["floss_lambda_max"] for r in fl]))
         if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations or it == 1):
             self.model.eval()
-            row.update(self.evaluate())
+            ev = self.evaluate()
+            if not math.isfinite(ev["eval_loss"]):
+                raise TrainingDiverged(f"evaluation loss is {ev['eval_loss']} after the update of iteration {it} "
+                                       f"(the updated model diverged); training stopped")
+            row.update(ev)
         row.update(self._measure(it, last=it == cfg.iterations))
         self.wall_time_s += time.perf_counter() - t0
         row["wall_time_s"] = self.wall_time_s
@@ -414,6 +437,26 @@ def validate_config(cfg: RunConfig) -> None:
             raise ConfigError(f"[flossing] lr must be > 0, got {cfg.flossing.lr!r}")
         if not cfg.flossing.inter_lr >= 0:
             raise ConfigError(f"[flossing] inter_lr must be > 0 (or 0 = lr), got {cfg.flossing.inter_lr!r}")
+    t = cfg.train
+    for key, least in (("iterations", 1), ("batch_size", 1), ("eval_batch_size", 1), ("seed", 0),
+                       ("eval_every", 0), ("checkpoint_every", 0), ("update_every_steps", 0)):
+        v = getattr(t, key)
+        if v < least:
+            raise ConfigError(f"[train] {key} must be >= {least}, got {v}" +
+                              (" (0 = no evaluation)" if key == "eval_every" else
+                               " (0 = only at the end)" if key == "checkpoint_every" else ""))
+    for key in ("grad_clip", "rewiring_l1"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"[train] {key} must be >= 0, got {getattr(t, key)}")
+    if not cfg.optimizer.lr > 0:
+        raise ConfigError(f"[optimizer] lr must be > 0, got {cfg.optimizer.lr}")
+    f = cfg.flossing
+    for key, least in (("pre_steps", 0), ("every", 0), ("steps", 0), ("max_times", 0), ("batch_size", 1)):
+        if getattr(f, key) < least:
+            raise ConfigError(f"[flossing] {key} must be >= {least}, got {getattr(f, key)}")
+    if (f.every > 0) != (f.steps > 0):
+        raise ConfigError(f"[flossing] every ({f.every}) and steps ({f.steps}) go together: inter-flossing runs "
+                          f"`steps` steps every `every` iterations; set both, or neither")
     if cfg.train.dtype not in ("float32", "float64"):
         raise ConfigError(f"[train] dtype must be 'float32' or 'float64', got {cfg.train.dtype!r}")
     if cfg.train.device not in ("cpu", "auto") and not cfg.train.device.startswith("cuda"):
@@ -493,6 +536,31 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
     return circuit, model, task, rule, optimizer, trainer
 
 
+_RESUMABLE_CHANGES = {("train", "iterations"), ("train", "quiet"), ("train", "out_dir"), ("train", "device")}
+
+
+def _check_same_config(cfg: RunConfig, checkpoint: pathlib.Path) -> None:
+    """A run resumes only under the configuration it was started with: anything but ``train.iterations`` (train
+    longer), ``quiet``, ``out_dir`` and ``device`` differing is a ConfigError naming the keys."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True).get("run_config")
+    if saved is None:
+        return
+    old, new = json.loads(saved), json.loads(cfg.to_json())
+    diff = []
+    for sec in sorted(set(old) | set(new)):
+        a, b = old.get(sec, {}), new.get(sec, {})
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            if a != b:
+                diff.append(sec)
+            continue
+        diff += [f"{sec}.{k}" for k in sorted(set(a) | set(b))
+                 if (sec, k) not in _RESUMABLE_CHANGES and k in a and a.get(k) != b.get(k)]
+    if diff:
+        raise ConfigError(f"cannot resume {checkpoint.parent}: the configuration differs from the one the run was "
+                          f"started with in {diff}; resume with the original configuration (only train.iterations "
+                          f"may grow), or start a new run folder")
+
+
 def train(cfg: RunConfig, *, out_dir: str | None = None, resume: bool = False,
           measurements: tuple[Measurement, ...] = ()) -> tuple[pd.DataFrame, Any]:
     """Build from ``cfg`` and train; writes ``config.json``, ``history.csv``, ``model.pt`` and the checkpoint
@@ -504,6 +572,7 @@ def train(cfg: RunConfig, *, out_dir: str | None = None, resume: bool = False,
     if resume:
         if not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint in {out}")
+        _check_same_config(cfg, out / CHECKPOINT)
         trainer.load_checkpoint()
     (out / "config.json").write_text(cfg.to_json())
     hist = trainer.run()

@@ -9,7 +9,7 @@ import torch
 
 from spikelearn.config import (CircuitConfig, ModelConfig, OptimizerConfig, RuleConfig, RunConfig, TaskConfig,
                                TrainConfig)
-from spikelearn.train import Measurement, TrainingDiverged, build, train
+from spikelearn.train import CHECKPOINT, Measurement, TrainingDiverged, build, train, validate_config
 
 
 def _small_cfg(tmp_path, **train_kw):
@@ -78,12 +78,84 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     cfg = _small_cfg(tmp_path / "killed", iterations=12, checkpoint_every=5)
     *_, trainer = build(cfg)
     trainer.run(iterations=5)
-    torch.manual_seed(999)  # disturb global RNG state: resuming must not depend on it
     hist, m_res = train(cfg, resume=True)
     assert hist["loss"].tolist() == full["loss"].tolist()
     assert hist["iteration"].tolist() == list(range(1, 13))
     for (n, p), (_, q) in zip(m_full.named_parameters(), m_res.named_parameters()):
         assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize("rule", [
+    RuleConfig(name="rflo", options={"feedback": "adaptive"}),      # adaptive feedback matrix kept by the rule
+    RuleConfig(name="reward", options={"seed": 1}),                 # running baseline + the rule's own generator
+    RuleConfig(name="reward", options={"baseline": "batch"}),       # noise from torch's global generator
+])
+def test_resume_is_bit_identical_for_rules_with_state(tmp_path, rule):
+    def cfg(out):
+        c = _small_cfg(out, iterations=8, checkpoint_every=3)
+        return dataclasses.replace(c, rule=rule, model=ModelConfig(type="rate", options={
+            "form": "pre_activation", "activation": "tanh", "tau_ms": 500.0}))
+
+    full, m_full = train(cfg(tmp_path / "full"))
+    *_, trainer = build(cfg(tmp_path / "killed"))
+    trainer.run(iterations=4)                   # checkpoint at 3; iteration 4 is lost with the "killed" process
+    torch.manual_seed(12345)                    # another process: the global generator is elsewhere
+    hist, m_res = train(cfg(tmp_path / "killed"), resume=True)
+    assert hist["loss"].tolist() == full["loss"].tolist()
+    for (n, p), (_, q) in zip(m_full.named_parameters(), m_res.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_resume_refuses_a_changed_configuration_but_may_train_longer(tmp_path):
+    from spikelearn.config import ConfigError
+
+    cfg = _small_cfg(tmp_path, iterations=6, checkpoint_every=3)
+    train(cfg)
+    changed = dataclasses.replace(cfg, optimizer=OptimizerConfig(name="adam", lr=0.5))
+    with pytest.raises(ConfigError, match=r"optimizer.lr"):
+        train(changed, resume=True)
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=9))
+    hist, _ = train(longer, resume=True)
+    assert hist["iteration"].tolist() == list(range(1, 10))
+
+
+def test_train_values_out_of_range_are_config_errors():
+    from spikelearn.config import ConfigError, FlossingSectionConfig, config_from_dict
+
+    for key, value in [("iterations", 0), ("batch_size", 0), ("eval_batch_size", 0), ("seed", -1),
+                       ("eval_every", -2), ("checkpoint_every", -1), ("update_every_steps", -1),
+                       ("grad_clip", -1.0), ("rewiring_l1", -1.0)]:
+        bad = dataclasses.replace(RunConfig(), train=dataclasses.replace(RunConfig().train, **{key: value}))
+        with pytest.raises(ConfigError, match=rf"\[train\] {key} must be >="):
+            validate_config(bad)
+    with pytest.raises(ConfigError, match=r"\[optimizer\] lr must be > 0"):
+        validate_config(dataclasses.replace(RunConfig(), optimizer=OptimizerConfig(lr=-1.0)))
+    with pytest.raises(ConfigError, match=r"every \(5\) and steps \(0\) go together"):
+        validate_config(dataclasses.replace(RunConfig(), flossing=FlossingSectionConfig(every=5)))
+    with pytest.raises(ConfigError, match=r"\[train\] grad_clip must be a finite number"):
+        config_from_dict({"train": {"grad_clip": float("nan")}})
+
+
+def test_measurement_may_not_overwrite_a_column(tmp_path):
+    def loss(model, task, iteration):
+        return 123.0
+
+    cfg = _small_cfg(tmp_path, iterations=2)
+    *_, trainer = build(cfg)
+    trainer.measurements = (Measurement("loss", loss, every=1),)
+    with pytest.raises(ValueError, match=r"measurement 'loss' writes column\(s\) \['loss'\]"):
+        trainer.run()
+
+
+def test_diverged_evaluation_stops_training_without_a_checkpoint_of_it(tmp_path):
+    cfg = dataclasses.replace(_small_cfg(tmp_path, iterations=5, eval_every=1, checkpoint_every=1),
+                              optimizer=OptimizerConfig(name="sgd", lr=1e38))
+    with pytest.raises(TrainingDiverged, match=r"evaluation loss is (nan|inf)|non-finite"):
+        train(cfg)
+    ck = tmp_path / "run" / CHECKPOINT
+    if ck.exists():  # whatever checkpoint exists holds finite parameters
+        state = torch.load(ck, weights_only=True)["model"]
+        assert all(torch.isfinite(v).all() for v in state.values())
 
 
 def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(tmp_path):
@@ -93,7 +165,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(tmp_path):
 
     def loss_fn(y_hat, y, mask):  # becomes NaN during iteration 5 (trainer.iteration counts finished ones)
         out = task_loss(y_hat, y, mask)
-        return out * math.nan if trainer.iteration == 4 else out
+        return out * math.nan if trainer.iteration == 4 and trainer.model.training else out
 
     trainer.loss_fn = loss_fn
     with pytest.raises(TrainingDiverged, match=r"iteration 5.*checkpoint.*iteration 4"):

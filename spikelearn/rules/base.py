@@ -24,7 +24,8 @@ from torch import Tensor, nn
 Grads = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
-__all__ = ["Grads", "LossFn", "LearningRule", "apply_gradients", "output_error", "zero_grads"]
+__all__ = ["Grads", "LossFn", "LearningRule", "apply_gradients", "output_error", "zero_grads", "rule_state_dict",
+           "load_rule_state_dict"]
 
 
 @runtime_checkable
@@ -77,3 +78,45 @@ def apply_gradients(model: nn.Module, grads: Grads, *, accumulate: bool = False)
             p.grad.add_(g)
         else:
             p.grad = g.clone()
+
+
+def rule_state_dict(rule: object, model: nn.Module) -> dict:
+    """What ``rule`` keeps between calls for ``model`` — the adaptive feedback matrix and its last readout
+    snapshot (e-prop, RFLO, MDGL, ModProp with ``feedback = "adaptive"``), the running reward baseline and noise
+    generator (RewardModulated) — as a dict of tensors and numbers that ``torch.save(weights_only=True)`` accepts
+    (generators as their state). Wrapped rules (``rule.base``) are included. Empty for stateless rules."""
+    out: dict = {}
+    mem = getattr(rule, "_memory", None)
+    if mem is not None and model in mem:
+        packed = {}
+        for k, v in mem[model].items():
+            if isinstance(v, torch.Generator):
+                packed[k] = {"generator_state": v.get_state(), "device": str(v.device)}
+            else:
+                packed[k] = v
+        out["memory"] = packed
+    base = getattr(rule, "base", None)
+    if base is not None and not isinstance(base, str):
+        inner = rule_state_dict(base, model)
+        if inner:
+            out["base"] = inner
+    return out
+
+
+def load_rule_state_dict(rule: object, model: nn.Module, state: dict) -> None:
+    """Restore what :func:`rule_state_dict` saved (tensors moved to the model's device)."""
+    p = next(model.parameters())
+    if "memory" in state:
+        mem = {}
+        for k, v in state["memory"].items():
+            if isinstance(v, dict) and "generator_state" in v:
+                g = torch.Generator(device=v["device"])
+                g.set_state(v["generator_state"].cpu())
+                mem[k] = g
+            elif isinstance(v, Tensor):
+                mem[k] = v.to(p.device)
+            else:
+                mem[k] = v
+        rule._memory[model] = mem  # type: ignore[attr-defined]
+    if "base" in state:
+        load_rule_state_dict(rule.base, model, state["base"])  # type: ignore[attr-defined]
