@@ -123,6 +123,11 @@ class Circuit:
             raise CircuitError("empty circuit: the graph has no nodes")
         if len(set(self.node_ids)) != n:
             raise CircuitError("node ids are not unique")
+        for nm in ("post", "pre"):  # indices are checked before the cast, which would truncate 1.5 to 1
+            raw = np.asarray(getattr(self, nm))
+            if raw.size and not (np.issubdtype(raw.dtype, np.integer) or
+                                 (np.issubdtype(raw.dtype, np.floating) and np.all(raw == np.round(raw)))):
+                raise CircuitError(f"edge indices {nm} must be integers, got {raw[:5].tolist()} ...")
         post = np.asarray(self.post, dtype=np.int64)
         pre = np.asarray(self.pre, dtype=np.int64)
         w = np.asarray(self.w, dtype=np.float64)
@@ -145,11 +150,9 @@ class Circuit:
                     f"duplicate edge {self.node_ids[pre[k]]!r} -> {self.node_ids[post[k]]!r}"
                     " (sum parallel synapses before building, or use a MultiDiGraph)")
         ct = np.asarray([str(c) for c in self.cell_types], dtype=object)
-        sg = np.asarray(self.signs, dtype=np.int8)
+        sg = _sign_array(self.signs, "signs")
         if ct.shape != (n,) or sg.shape != (n,):
             raise CircuitError(f"cell_types {ct.shape} and signs {sg.shape} must both have shape ({n},)")
-        if not np.isin(sg, (-1, 0, 1)).all():
-            raise CircuitError("signs must be +1, -1 or 0")
         params = {}
         for name, arr in dict(self.neuron_params).items():
             a = np.asarray(arr, dtype=np.float64)
@@ -168,6 +171,8 @@ class Circuit:
                 raise CircuitError("gap-junction matrix has non-finite entries")
             if abs(gap - gap.T).max() > 0:
                 raise CircuitError("gap-junction matrix is not symmetric")
+            if (gap.data < 0).any():
+                raise CircuitError(f"gap-junction matrix has negative conductances (min {gap.data.min()})")
         attrs = tuple(dict(a) for a in self.node_attrs) if self.node_attrs else tuple({} for _ in range(n))
         if len(attrs) != n:
             raise CircuitError(f"node_attrs has {len(attrs)} entries for {n} neurons")
@@ -192,9 +197,9 @@ class Circuit:
         for nm in ("input_sign", "output_sign"):
             s = getattr(self, nm)
             if s is not None:
-                s = np.asarray(s, dtype=np.int8)
-                if s.shape != (n,) or not np.isin(s, (-1, 0, 1)).all():
-                    raise CircuitError(f"{nm} must have shape ({n},) with values in {{-1, 0, 1}}")
+                s = _sign_array(s, nm)
+                if s.shape != (n,):
+                    raise CircuitError(f"{nm} must have shape ({n},) with values in {{-1, 0, 1}}, got {s.shape}")
                 object.__setattr__(self, nm, s)
         for k, v in dict(post=post, pre=pre, w=w, cell_types=ct, signs=sg, gap=gap, neuron_params=params,
                           node_attrs=attrs, node_ids=tuple(self.node_ids),
@@ -249,7 +254,8 @@ class Circuit:
             sign: node attribute with the neuron's sign (+1, -1, 0 or 'excitatory'/'inhibitory').
             gap_weight: edge attribute with a gap-junction conductance; collected into the separate symmetric
                 ``gap`` matrix. A junction listed in both directions must carry the same value in both.
-            edge_sign: optional edge attribute (+1/-1) multiplied into the weight (e.g. flyvis edge signs).
+            edge_sign: optional edge attribute (+1/-1) multiplied into the weight (e.g. flyvis edge signs); the
+                weights are then magnitudes (a negative one is an error).
             self_loops: ``"keep"`` autapses in the circuit (models still exclude them unless asked) or
                 ``"error"`` to reject them.
             require_cell_type, require_sign: raise for a node without the attribute.
@@ -262,10 +268,14 @@ class Circuit:
         ``["input_weights"]`` and ``["output_weights"]`` (rows/columns in ``G.nodes`` order) give 2-D masks and
         initial input/readout weights. Every other
         numeric node attribute present on every node becomes a per-neuron parameter (``neuron_params``);
-        all node attributes are kept for :meth:`to_graph`.
+        all node attributes are kept for :meth:`to_graph`, and so are the other graph attributes (in
+        ``metadata["graph"]``). Edge attributes other than ``weight``, ``gap_weight`` and ``edge_sign`` (e.g. a
+        delay) are not part of a circuit and are not read.
         """
         import networkx as nx
 
+        if self_loops not in ("keep", "error"):
+            raise CircuitError(f"self_loops must be 'keep' or 'error', got {self_loops!r}")
         if not isinstance(G, (nx.DiGraph, nx.MultiDiGraph)):
             raise CircuitError(f"expected a networkx DiGraph or MultiDiGraph, got {type(G).__name__}"
                                " (an undirected graph does not say which neuron is presynaptic)")
@@ -296,7 +306,10 @@ class Circuit:
                     s = _sign_value(d[edge_sign], what)
                     if s == 0:
                         raise CircuitError(f"{what}: edge sign must be +1 or -1, got {d[edge_sign]!r}")
-                    w = s * abs(w)
+                    if w < 0:
+                        raise CircuitError(f"{what}: weight {w} is negative although an edge sign ({edge_sign!r}) "
+                                           f"is given; give magnitudes with edge signs, or signed weights without")
+                    w = s * w
                 k = (index[v], index[u])
                 chem[k] = chem.get(k, 0.0) + w
             if has_g:
@@ -373,7 +386,10 @@ class Circuit:
                 neuron_params=params, node_attrs=tuple(attrs), input_mask=input_mask, output_mask=output_mask,
                 input_sign=input_sign, output_sign=output_sign,
                 input_weights=G.graph.get("input_weights"), output_weights=G.graph.get("output_weights"),
-                metadata=dict(metadata or {}, source="networkx graph"))
+                metadata={**dict(G.graph.get("metadata") or {}), **dict(metadata or {}),
+                          **({"graph": extra} if (extra := {k: v for k, v in G.graph.items()
+                                                            if k not in _GRAPH_ARRAYS and k != "metadata"}) else {}),
+                          "source": dict(G.graph.get("metadata") or {}).get("source", "networkx graph")})
         if dale:
             c.dale_signs()
         return c
@@ -471,16 +487,37 @@ class Circuit:
         import networkx as nx
 
         G = nx.DiGraph()
+        meta = {k: v for k, v in self.metadata.items() if k != "graph"}
+        G.graph.update(dict(self.metadata.get("graph") or {}))
+        if meta:
+            G.graph["metadata"] = meta
+        clash = [k for k in ("cell_type", "sign") if any(k in a for a in self.node_attrs)]
+        if clash:
+            raise CircuitError(f"to_graph writes the node attributes 'cell_type' and 'sign', but the circuit's own "
+                               f"node attributes already use {clash} for something else")
         for name in _GRAPH_ARRAYS:
             a = getattr(self, name)
             if a is not None and a.ndim == 2:  # per-input / per-output values: graph attributes
                 G.graph[name] = a.copy()
-        flags = {name: a for name, a in (("input", self.input_mask), ("output", self.output_mask),
-                                         ("input_sign", self.input_sign), ("output_sign", self.output_sign))
-                 # a circuit read from a graph keeps these flags in node_attrs already (exactly as given)
-                 if a is not None and a.ndim == 1 and not any(name in at for at in self.node_attrs)}
+        flag_arrays = (("input", self.input_mask), ("output", self.output_mask), ("input_sign", self.input_sign),
+                       ("output_sign", self.output_sign))
+        # node_attrs may hold the flags the circuit was read with: kept exactly as given while they still agree
+        # with the current masks, otherwise (a mask replaced since) rewritten from the masks for every node
+        keep, flags = set(), {}
+        for name, a in flag_arrays:
+            given = [at.get(name) for at in self.node_attrs]
+            if a is not None and a.ndim == 1:
+                if any(v is not None for v in given) and all(
+                        (bool(v) if a.dtype == bool else (0 if v is None else _sign_value(v, name))) == a[k]
+                        for k, v in enumerate(given)):
+                    keep.add(name)
+                else:
+                    flags[name] = a
         for k, u in enumerate(self.node_ids):
-            attrs = dict(self.node_attrs[k])
+            attrs = {key: v for key, v in self.node_attrs[k].items()
+                     if key not in dict(flag_arrays) or key in keep}
+            for name, arr in self.neuron_params.items():
+                attrs.setdefault(name, float(arr[k]))
             attrs["cell_type"] = str(self.cell_types[k])
             attrs["sign"] = int(self.signs[k])
             for name, a in flags.items():
@@ -542,6 +579,15 @@ class Circuit:
     def __repr__(self) -> str:
         gj = f", gap pairs={sp.triu(self.gap).nnz}" if self.gap is not None else ""
         return f"Circuit(N={self.n}, edges={self.n_edges}, types={len(self.type_names())}{gj})"
+
+
+def _sign_array(values: Any, what: str) -> np.ndarray:
+    """int8 signs, checked on the raw values (a cast first would turn 0.5 into 0 and 255 into -1)."""
+    raw = np.asarray(values)
+    ok = np.isin(raw, (-1, 0, 1)) if raw.dtype != object else np.array([v in (-1, 0, 1) for v in raw.ravel()])
+    if not np.all(ok):
+        raise CircuitError(f"{what} must be +1, -1 or 0, got {np.asarray(raw).ravel()[~np.asarray(ok).ravel()][:5].tolist()}")
+    return raw.astype(np.int8)
 
 
 def _fmt(ids: list, limit: int = 20) -> str:

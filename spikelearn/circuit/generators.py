@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,9 +25,21 @@ __all__ = ["gaussian", "erdos_renyi", "dale", "low_rank", "truncate_rank", "low_
 
 
 def _check_n(n: int) -> int:
-    if not isinstance(n, (int, np.integer)) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise CircuitError(f"n must be a positive integer, got {n!r}")
     return int(n)
+
+
+def _check_rank(rank: Any) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
+        raise CircuitError(f"rank must be an integer, got {rank!r}")
+    return int(rank)
+
+
+def _check_sigma0(sigma0: float) -> None:
+    if not (isinstance(sigma0, (int, float, np.floating)) and np.isfinite(sigma0) and sigma0 > 0):
+        raise CircuitError(f"sigma0 must be a finite number > 0 (it sets the norm the circuit is matched to), "
+                           f"got {sigma0!r}")
 
 
 def gaussian(n: int, g: float = 1.0, *, seed: int = 0, self_loops: bool = False) -> Circuit:
@@ -73,6 +85,8 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
     sparse matrix is neither balanced nor of spectral radius ``g``); autapses are dropped unless ``self_loops``.
     """
     n = _check_n(n)
+    if not (isinstance(g, (int, float, np.floating)) and np.isfinite(g) and g > 0):
+        raise CircuitError(f"g must be a finite gain > 0 (the signs come from the E/I populations), got {g!r}")
     if not 0 < frac_exc < 1:
         raise CircuitError(f"frac_exc must be in (0, 1), got {frac_exc}")
     if not 0 < p <= 1:
@@ -146,6 +160,8 @@ def low_rank(n: int, rank: int, sigma0: float = 1.25, *, norm: Literal["frobeniu
     ``rank`` by SVD and rescaled so its norm (``norm``) equals ``W0``'s. All-to-all mask, diagonal included
     (truncation fills it; the model masks autapses at use). ``metadata['norm_match']`` reports the choice."""
     n = _check_n(n)
+    rank = _check_rank(rank)
+    _check_sigma0(sigma0)
     W0 = sigma0 * np.random.default_rng(seed).standard_normal((n, n)) / np.sqrt(n)
     W = truncate_rank(W0, rank, norm)
     return Circuit.from_dense(W, mask=np.ones((n, n), bool),
@@ -168,9 +184,10 @@ def low_rank_aligned(directions: np.ndarray, rank: int | None = None, sigma0: fl
     if D.ndim != 2:
         raise CircuitError(f"directions must have shape (N, k), got {D.shape}")
     n, k = D.shape
-    rank = k if rank is None else rank
-    if not 1 <= rank <= k:
-        raise CircuitError(f"rank must be in [1, {k}] for {k} directions, got {rank}")
+    rank = k if rank is None else _check_rank(rank)
+    _check_sigma0(sigma0)
+    if not 1 <= rank <= min(k, n):
+        raise CircuitError(f"rank must be in [1, {min(k, n)}] for {k} directions of {n} neurons, got {rank}")
     Q, R = np.linalg.qr(D[:, :rank])
     if np.min(np.abs(np.diag(R))) < 1e-12 * max(1.0, np.abs(R).max()):
         raise CircuitError("directions are linearly dependent")
@@ -217,15 +234,17 @@ def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None
     The returned circuit carries ``input_weights = W_in`` and ``output_weights = W_out``, so a model built on it
     starts from the very directions ``W_rec`` is aligned with. In a run file ``n_in``/``n_out`` come from the task.
     """
+    for name, v in (("n", n), ("n_in", n_in), ("n_out", n_out)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise CircuitError(f"{name} must be a positive integer, got {v!r}")
     n, n_in, n_out = int(n), int(n_in), int(n_out)
-    if n < 1 or n_in < 1 or n_out < 1:
-        raise CircuitError(f"n, n_in and n_out must be >= 1, got {n}, {n_in}, {n_out}")
+    _check_sigma0(sigma0)
     if io_init not in ("normal", "uniform"):
         raise CircuitError(f"io_init must be 'normal' or 'uniform', got {io_init!r}")
     if structure not in ("joint", "input_to_readout"):
         raise CircuitError(f"structure must be 'joint' or 'input_to_readout', got {structure!r}")
     top = min(n_in + n_out, n) if structure == "joint" else min(n_in, n_out, n)
-    rank = top if rank is None else int(rank)
+    rank = top if rank is None else _check_rank(rank)
     if not 1 <= rank <= top:
         raise CircuitError(f"rank must be in [1, {top}] for structure {structure!r} (n_in = {n_in}, n_out = {n_out}, "
                            f"n = {n}), got {rank}")
@@ -297,17 +316,22 @@ def block_model(p_table: pd.DataFrame, sizes: Mapping[str, int] | None = None, *
     Pv = P.to_numpy(dtype=np.float64)
     if not np.isfinite(Pv).all() or (Pv < 0).any() or (Pv > 1).any():
         raise CircuitError("p_table entries must be probabilities in [0, 1]")
+    # type labels are compared as strings (p_table's labels are), so dicts keyed by the original labels work too
+    sizes = None if sizes is None else {str(k): v for k, v in sizes.items()}
+    proportions = None if proportions is None else {str(k): v for k, v in proportions.items()}
+    type_signs = None if type_signs is None else {str(k): v for k, v in type_signs.items()}
     if sizes is not None:
-        if set(map(str, sizes)) != set(types):
-            raise CircuitError(f"sizes keys {sorted(map(str, sizes))} differ from p_table types {types}")
+        if set(sizes) != set(types):
+            raise CircuitError(f"sizes keys {sorted(sizes)} differ from p_table types {types}")
+        bad = {t: v for t, v in sizes.items() if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0}
+        if bad:
+            raise CircuitError(f"sizes must be non-negative integers (neuron counts), got {bad}")
         counts = np.array([int(sizes[t]) for t in types])
-        if (counts < 0).any():
-            raise CircuitError("sizes must be non-negative")
     else:
         if n is None or proportions is None:
             raise CircuitError("give either sizes, or n together with proportions")
-        if set(map(str, proportions)) != set(types):
-            raise CircuitError(f"proportions keys {sorted(map(str, proportions))} differ from p_table types {types}")
+        if set(proportions) != set(types):
+            raise CircuitError(f"proportions keys {sorted(proportions)} differ from p_table types {types}")
         counts = _largest_remainder(n, np.array([proportions[t] for t in types]))
     W_mag = np.ones_like(Pv)
     if weight_table is not None:
@@ -317,11 +341,17 @@ def block_model(p_table: pd.DataFrame, sizes: Mapping[str, int] | None = None, *
         W_mag = Wt.to_numpy(dtype=np.float64)
         if not np.isfinite(W_mag).all():
             raise CircuitError("weight_table has non-finite entries")
+        if type_signs is not None and (W_mag < 0).any():
+            raise CircuitError("weight_table holds magnitudes when type_signs gives the signs; it has negative "
+                               "entries (they would make neurons mixed-sign)")
     tsign = np.ones(len(types), np.int8)
     if type_signs is not None:
         missing = [t for t in types if t not in type_signs]
         if missing:
             raise CircuitError(f"type_signs has no sign for type(s) {missing}")
+        bad = {t: type_signs[t] for t in types if type_signs[t] not in (1, -1) or isinstance(type_signs[t], bool)}
+        if bad:
+            raise CircuitError(f"type_signs must be +1 or -1 per type, got {bad}")
         tsign = np.array([type_signs[t] for t in types], np.int8)
     type_idx = np.repeat(np.arange(len(types)), counts)
     N = int(counts.sum())

@@ -280,3 +280,64 @@ def test_input_and_readout_weights_validate_and_survive_graph_and_dict_round_tri
     with pytest.raises(CircuitError, match="node_order cannot be combined"):
         Circuit.from_graph(G, node_order=list(reversed(list(G.nodes))))
     assert isinstance(G, nx.DiGraph)
+
+
+def test_round_trip_keeps_graph_attributes_metadata_and_params():
+    G = _graph()
+    G.graph.update(name="toy", source_doi="10.0/x")
+    c = Circuit.from_graph(G, metadata={"note": "kept"})
+    H = c.to_graph()
+    assert H.graph["name"] == "toy" and H.graph["source_doi"] == "10.0/x"
+    assert H.graph["metadata"]["note"] == "kept"
+    c2 = Circuit.from_graph(H)
+    assert c2.metadata["note"] == "kept" and c2.metadata["graph"] == {"name": "toy", "source_doi": "10.0/x"}
+    # neuron parameters of a circuit not built from a graph are written as node attributes
+    d = Circuit.from_dense(np.array([[0.0, 1.0], [2.0, 0.0]]), neuron_params={"tau_mem_ms": [10.0, 20.0]},
+                           metadata={"generator": "hand"})
+    e = Circuit.from_graph(d.to_graph())
+    np.testing.assert_array_equal(e.neuron_params["tau_mem_ms"], [10.0, 20.0])
+    assert e.metadata["generator"] == "hand"
+
+
+def test_replaced_masks_are_exported_not_the_stale_node_flags():
+    c = Circuit.from_graph(_graph())                     # input flag on e1 only
+    new = np.array([False, True, True, False])
+    d = c.with_weights(c.weights(dense=True), input_mask=new)
+    H = d.to_graph()
+    assert [bool(H.nodes[u].get("input", False)) for u in H.nodes] == new.tolist()
+    np.testing.assert_array_equal(Circuit.from_graph(H).input_mask, new)
+
+
+def test_values_are_checked_before_they_are_cast():
+    W = np.array([[0.0, 1.0], [1.0, 0.0]])
+    with pytest.raises(CircuitError, match="signs must be"):
+        Circuit.from_dense(W, signs=[0.5, 1])
+    with pytest.raises(CircuitError, match="signs must be"):
+        Circuit.from_dense(W, signs=np.array([255, 1], dtype=np.uint8))
+    with pytest.raises(CircuitError, match="input_sign must be"):
+        Circuit.from_dense(W, input_sign=[0.7, 1])
+    with pytest.raises(CircuitError, match="edge indices post must be integers"):
+        Circuit(node_ids=(0, 1), post=[1.5], pre=[0], w=[1.0], cell_types=["a", "a"], signs=[0, 0])
+    with pytest.raises(CircuitError, match="negative conductances"):
+        Circuit.from_dense(W, gap=np.array([[0.0, -1.0], [-1.0, 0.0]]))
+    with pytest.raises(CircuitError, match="self_loops must be"):
+        Circuit.from_graph(_graph(), self_loops="drop")
+
+
+def test_edge_sign_with_negative_weight_is_an_error_not_a_flip():
+    G = nx.DiGraph()
+    G.add_edge("a", "b", weight=2.0, s=-1)
+    assert Circuit.from_graph(G, edge_sign="s").w.tolist() == [-2.0]
+    G.add_edge("b", "a", weight=-2.0, s=1)
+    with pytest.raises(CircuitError, match="negative although an edge sign"):
+        Circuit.from_graph(G, edge_sign="s")
+
+
+def test_to_graph_refuses_to_overwrite_a_node_attribute():
+    G = nx.DiGraph()
+    G.add_node("a", ct="E", cell_type="something else")
+    G.add_node("b", ct="I", cell_type="other")
+    G.add_edge("a", "b", weight=1.0)
+    c = Circuit.from_graph(G, cell_type="ct")
+    with pytest.raises(CircuitError, match="already use \\['cell_type'\\]"):
+        c.to_graph()

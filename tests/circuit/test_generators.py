@@ -243,5 +243,33 @@ def test_task_aligned_low_rank_bad_input():
         task_aligned_low_rank(50, 2, 1, rank=4)
     with pytest.raises(CircuitError, match="io_init"):
         task_aligned_low_rank(50, 2, 1, io_init="glorot")
-    with pytest.raises(CircuitError, match="n, n_in and n_out"):
+    with pytest.raises(CircuitError, match="n_in must be a positive integer"):
         task_aligned_low_rank(50, 0, 1)
+
+
+def test_generator_inputs_are_validated():
+    from spikelearn import CircuitError
+    from spikelearn.circuit import block_model, dale, low_rank, low_rank_aligned
+
+    with pytest.raises(CircuitError, match="g must be a finite gain > 0"):
+        dale(50, g=-1.0)
+    P = pd.DataFrame([[0.5, 0.5], [0.5, 0.5]], index=["E", "I"], columns=["E", "I"])
+    with pytest.raises(CircuitError, match="type_signs must be \\+1 or -1"):
+        block_model(P, {"E": 3, "I": 3}, type_signs={"E": 1, "I": 0.5})
+    Wt = pd.DataFrame([[1.0, -1.0], [1.0, 1.0]], index=["E", "I"], columns=["E", "I"])
+    with pytest.raises(CircuitError, match="negative entries"):
+        block_model(P, {"E": 3, "I": 3}, weight_table=Wt, type_signs={"E": 1, "I": -1})
+    with pytest.raises(CircuitError, match="non-negative integers"):
+        block_model(P, {"E": 2.7, "I": 3})
+    # labels that are not strings: dicts keyed by the original labels work
+    Pn = pd.DataFrame([[0.5, 0.5], [0.5, 0.5]], index=[1, 2], columns=[1, 2])
+    c = block_model(Pn, {1: 3, 2: 3}, type_signs={1: 1, 2: -1}, seed=0)
+    assert c.n == 6 and c.signs.tolist() == [1, 1, 1, -1, -1, -1]
+    with pytest.raises(CircuitError, match="rank must be in \\[1, 3\\]"):
+        low_rank_aligned(np.random.default_rng(0).standard_normal((3, 5)), rank=5)
+    with pytest.raises(CircuitError, match="rank must be an integer"):
+        low_rank(10, 2.5)
+    with pytest.raises(CircuitError, match="sigma0 must be"):
+        low_rank(10, 2, sigma0=0.0)
+    with pytest.raises(CircuitError, match="n must be a positive integer"):
+        task_aligned_low_rank(2.9, 1, 1)
