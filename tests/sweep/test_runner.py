@@ -55,7 +55,8 @@ def test_local_and_dask_give_identical_results(tmp_path, tiny, hooks_on_path):
 def test_failing_run_is_recorded_and_the_rest_finish(tmp_path, tiny):
     d = tiny()
     d["optimizer"]["name"] = "sgd"
-    d["sweep"] = {"axes": {"optimizer.lr": [1e-2, 1e6, 1e-3]}}  # lr = 1e6 diverges at iteration 2
+    # lr = 1e6: the first update already breaks the model, which its evaluation after iteration 1 finds
+    d["sweep"] = {"axes": {"optimizer.lr": [1e-2, 1e6, 1e-3]}}
     res = run_sweep(d, tmp_path)
     assert res.counts == {"pending": 0, "running": 0, "done": 2, "failed": 1}
     assert not res.ok
@@ -63,7 +64,8 @@ def test_failing_run_is_recorded_and_the_rest_finish(tmp_path, tiny):
         runs = store.runs().set_index("optimizer.lr")
         bad_id = runs.loc[1e6, "id"]
         assert runs.loc[1e6, "status"] == "failed"
-        assert runs.loc[1e6, "error"].startswith("TrainingDiverged: loss is nan at iteration 2")
+        assert runs.loc[1e6, "error"].startswith("TrainingDiverged: evaluation loss is nan after the update of "
+                                                 "iteration 1")
         assert "Traceback" in runs.loc[1e6, "error"]
         assert list(runs.loc[[1e-2, 1e-3], "status"]) == ["done", "done"]
     assert (tmp_path / "runs" / bad_id / "error.txt").read_text().startswith("TrainingDiverged")
@@ -152,7 +154,11 @@ def test_bad_settings_and_non_finite_values_are_errors_before_anything_runs(tmp_
     d = _grid(tiny)
     d["sweep"]["axes"]["optimizer.lr"] = [1e-3, float("nan")]
     d["sweep"]["zip"] = []
-    with pytest.raises(ConfigError, match=r"optimizer.lr = nan is not a finite number"):
+    with pytest.raises(ConfigError, match=r"\[optimizer\] lr must be a finite number, got nan"):
+        run_sweep(d, tmp_path / "b")
+    d = _grid(tiny)  # inside free-form options, where no schema types the value
+    d["sweep"]["axes"]["rule.options"] = [{}, {"clip": float("inf")}]
+    with pytest.raises(ConfigError, match=r"rule.options.clip = inf is not a finite number"):
         run_sweep(d, tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
