@@ -11,6 +11,7 @@ whose neurons have unknown or mixed sign and names them. Nothing is ever silence
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Literal, Mapping, Sequence
@@ -24,6 +25,9 @@ __all__ = ["Circuit", "CircuitError", "effective_rank"]
 # Node attributes with a meaning of their own (everything else numeric becomes a per-neuron parameter).
 _RESERVED_NODE_ATTRS = ("input", "output", "input_sign", "output_sign")
 _GRAPH_ARRAYS = ("input_mask", "output_mask", "input_weights", "output_weights")  # G.graph keys (to/from_graph)
+
+
+DENSE_SUMMARY_MAX_N = 4000  # Circuit.summary forms the dense matrix up to this size
 
 
 class CircuitError(ValueError):
@@ -554,6 +558,9 @@ class Circuit:
         type, ``excitatory``/``inhibitory``/``unknown_sign`` neuron counts, ``spectral_radius`` (max |eig W|),
         ``participation_ratio`` and ``roy_vetterli`` effective ranks (§8.2), weight ``mean``/``std``/``min``/``max``
         over edges, ``frobenius_norm``, ``n_gap_junctions`` (unordered pairs, self-pairs counted once).
+        Above ``DENSE_SUMMARY_MAX_N`` neurons no dense matrix is formed: the spectral radius comes from ARPACK,
+        the participation ratio from ``‖W‖_F⁴ / ‖WᵀW‖_F²``, and ``roy_vetterli`` (which needs every singular
+        value) is NaN.
         """
         rows: list[tuple[str, str, float]] = [("n_neurons", "all", float(self.n)),
                                               ("n_edges", "all", float(self.n_edges)),
@@ -563,10 +570,25 @@ class Circuit:
         rows += [("excitatory", "all", float((self.signs == 1).sum())),
                  ("inhibitory", "all", float((self.signs == -1).sum())),
                  ("unknown_sign", "all", float((self.signs == 0).sum()))]
-        W = self.weights(dense=True)
-        rows.append(("spectral_radius", "all", float(np.abs(np.linalg.eigvals(W)).max())))
-        for k, v in effective_rank(W).items():
-            rows.append((k, "all", v))
+        if self.n <= DENSE_SUMMARY_MAX_N:
+            W = self.weights(dense=True)
+            rows.append(("spectral_radius", "all", float(np.abs(np.linalg.eigvals(W)).max())))
+            for k, v in effective_rank(W).items():
+                rows.append((k, "all", v))
+        else:  # large sparse circuits (e.g. the fly lattice, N ~ 45 000): no dense N x N matrix
+            from scipy.sparse.linalg import ArpackNoConvergence, eigs
+
+            Ws = self.weights()
+            try:
+                lam = eigs(Ws, k=1, which="LM", return_eigenvectors=False, maxiter=20 * self.n, tol=1e-8)
+                rows.append(("spectral_radius", "all", float(np.abs(lam).max())))
+            except ArpackNoConvergence:
+                rows.append(("spectral_radius", "all", math.nan))
+            # PR = (Σσ²)² / Σσ⁴ = ‖W‖_F⁴ / ‖WᵀW‖_F² needs no SVD; Roy-Vetterli needs every σ: left out (NaN)
+            fro2 = float((Ws.data ** 2).sum())
+            wtw = (Ws.T @ Ws).tocsr()
+            rows.append(("participation_ratio", "all", fro2 ** 2 / float((wtw.data ** 2).sum()) if fro2 else 0.0))
+            rows.append(("roy_vetterli", "all", math.nan))
         if self.n_edges:
             rows += [("weight_mean", "edges", float(self.w.mean())), ("weight_std", "edges", float(self.w.std())),
                      ("weight_min", "edges", float(self.w.min())), ("weight_max", "edges", float(self.w.max()))]

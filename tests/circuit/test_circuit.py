@@ -341,3 +341,17 @@ def test_to_graph_refuses_to_overwrite_a_node_attribute():
     c = Circuit.from_graph(G, cell_type="ct")
     with pytest.raises(CircuitError, match="already use \\['cell_type'\\]"):
         c.to_graph()
+
+
+def test_summary_of_a_large_circuit_needs_no_dense_matrix(monkeypatch):
+    """Above DENSE_SUMMARY_MAX_N the summary uses ARPACK and ‖W‖_F⁴/‖WᵀW‖_F²: same numbers as the dense path."""
+    import spikelearn.circuit.core as core
+    from spikelearn.circuit import erdos_renyi
+
+    c = erdos_renyi(300, 0.05, g=1.5, seed=2)
+    dense = c.summary().set_index("quantity")["value"]
+    monkeypatch.setattr(core, "DENSE_SUMMARY_MAX_N", 100)
+    sparse = c.summary().set_index("quantity")["value"]
+    assert sparse["spectral_radius"] == pytest.approx(dense["spectral_radius"], rel=1e-6)
+    assert sparse["participation_ratio"] == pytest.approx(dense["participation_ratio"], rel=1e-10)
+    assert np.isnan(sparse["roy_vetterli"]) and not np.isnan(dense["roy_vetterli"])
