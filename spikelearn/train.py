@@ -123,6 +123,8 @@ class Trainer:
         self.eval_batch = self._to_device(task.sample(config.eval_batch_size, eval_gen, dtype=self.dtype))
         self.iteration = 0
         self._it = 0
+        self._total = config.iterations       # the iteration the current run() ends at
+        self._saved_at: int | None = None     # iteration of the checkpoint this trainer wrote or loaded
         self.rows: list[dict] = []
         self.wall_time_s = 0.0
         self.preflossed = False
@@ -222,6 +224,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / CHECKPOINT
         _atomic_save(self.state_dict(), path)
+        self._saved_at = self.iteration
         return path
 
     def load_checkpoint(self, path: str | pathlib.Path | None = None) -> None:
@@ -235,6 +238,7 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.trial_gen.set_state(ck["trial_generator"])
         self.iteration, self.rows, self.wall_time_s = ck["iteration"], list(ck["history"]), ck["wall_time_s"]
+        self._saved_at = int(ck["iteration"])
         self.preflossed = bool(ck.get("preflossed", False))
         if ck.get("initial_state") is not None:
             self.initial_state, self._initial_model = ck["initial_state"], None
@@ -261,6 +265,7 @@ class Trainer:
 
         cfg = self.config
         total = cfg.iterations if iterations is None else iterations
+        self._total = total
         bar = tqdm(total=total, initial=self.iteration, disable=cfg.quiet, desc="train", leave=False)
         if self.flosser is not None and not self.preflossed and self.iteration == 0:
             self.flosser.pre_floss(self._sample_x)
@@ -309,14 +314,14 @@ class Trainer:
             if fl:
                 row["floss_loss"] = float(np.mean([r["floss_loss"] for r in fl]))
                 row["floss_lambda_max"] = float(np.mean([r["floss_lambda_max"] for r in fl]))
-        if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations or it == 1):
+        if cfg.eval_every and (it % cfg.eval_every == 0 or it == self._total or it == 1):
             self.model.eval()
             ev = self.evaluate()
             if not math.isfinite(ev["eval_loss"]):
                 raise TrainingDiverged(f"evaluation loss is {ev['eval_loss']} after the update of iteration {it} "
                                        f"(the updated model diverged); training stopped")
             row.update(ev)
-        row.update(self._measure(it, last=it == cfg.iterations))
+        row.update(self._measure(it, last=it == self._total))
         self.wall_time_s += time.perf_counter() - t0
         row["wall_time_s"] = self.wall_time_s
         self.rows.append(row)
@@ -325,8 +330,9 @@ class Trainer:
         loss_v = float(loss)
         if not math.isfinite(loss_v):
             ck = (self.out_dir / CHECKPOINT) if self.out_dir is not None else None
-            where = (f"last good checkpoint: {ck} (iteration {self._checkpoint_iteration(ck)})"
-                     if ck is not None and ck.exists() else "no checkpoint was written")
+            where = (f"last good checkpoint: {ck} (iteration {self._saved_at})"  # this run's, not an older run's
+                     if ck is not None and self._saved_at is not None and ck.exists() else
+                     "no checkpoint was written")
             raise TrainingDiverged(f"loss is {loss_v} at iteration {it}; training stopped, {where}")
 
     def _apply_update(self, grads: dict[str, torch.Tensor]) -> None:
@@ -343,10 +349,6 @@ class Trainer:
         self.optimizer.step()
         if self.rewire is not None:
             self.rw_state = self.rewire.step(self.model, self.rw_state, lr=self.optimizer.param_groups[0]["lr"])
-
-    @staticmethod
-    def _checkpoint_iteration(path: pathlib.Path) -> int:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["iteration"])
 
     def history(self) -> pd.DataFrame:
         """Tidy history, one row per iteration (see module docstring)."""

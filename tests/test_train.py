@@ -136,6 +136,29 @@ def test_train_values_out_of_range_are_config_errors():
         config_from_dict({"train": {"grad_clip": float("nan")}})
 
 
+def test_run_to_fewer_iterations_still_evaluates_and_measures_its_last_one(tmp_path):
+    calls = []
+
+    def probe(model, task, iteration):
+        calls.append(iteration)
+        return 1.0
+
+    *_, trainer = build(_small_cfg(tmp_path, iterations=12, eval_every=5))
+    trainer.measurements = (Measurement("probe", probe, every=100),)
+    hist = trainer.run(iterations=7)
+    assert calls == [7] and not math.isnan(hist.set_index("iteration").loc[7, "accuracy"])
+
+
+def test_divergence_names_only_a_checkpoint_of_this_run(tmp_path):
+    """A fresh run into a folder that holds an older run's checkpoint must not call that one 'last good'."""
+    train(_small_cfg(tmp_path, iterations=4, checkpoint_every=2))      # an older run leaves a checkpoint
+    *_, trainer = build(_small_cfg(tmp_path, iterations=4))
+    task_loss = trainer.task.loss
+    trainer.loss_fn = lambda y_hat, y, mask: task_loss(y_hat, y, mask) * math.nan
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
+        trainer.run()
+
+
 def test_measurement_may_not_overwrite_a_column(tmp_path):
     def loss(model, task, iteration):
         return 123.0
