@@ -89,6 +89,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     RuleConfig(name="rflo", options={"feedback": "adaptive"}),      # adaptive feedback matrix kept by the rule
     RuleConfig(name="reward", options={"seed": 1}),                 # running baseline + the rule's own generator
     RuleConfig(name="reward", options={"baseline": "batch"}),       # noise from torch's global generator
+    RuleConfig(name="mdgl", options={"feedback": "adaptive"}),      # kept inside MDGL's e-prop/RFLO engines
 ])
 def test_resume_is_bit_identical_for_rules_with_state(tmp_path, rule):
     def cfg(out):

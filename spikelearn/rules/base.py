@@ -95,12 +95,16 @@ def rule_state_dict(rule: object, model: nn.Module) -> dict:
             else:
                 packed[k] = v
         out["memory"] = packed
-    base = getattr(rule, "base", None)
-    if base is not None and not isinstance(base, str):
-        inner = rule_state_dict(base, model)
-        if inner:
-            out["base"] = inner
+    for name in _SUB_RULES:  # wrapped rules, and the e-prop / RFLO engines MDGL keeps its feedback in
+        sub = getattr(rule, name, None)
+        if sub is not None and not isinstance(sub, str):
+            inner = rule_state_dict(sub, model)
+            if inner:
+                out[name] = inner
     return out
+
+
+_SUB_RULES = ("base", "_eprop", "_rflo")
 
 
 def load_rule_state_dict(rule: object, model: nn.Module, state: dict) -> None:
@@ -118,5 +122,6 @@ def load_rule_state_dict(rule: object, model: nn.Module, state: dict) -> None:
             else:
                 mem[k] = v
         rule._memory[model] = mem  # type: ignore[attr-defined]
-    if "base" in state:
-        load_rule_state_dict(rule.base, model, state["base"])  # type: ignore[attr-defined]
+    for name in _SUB_RULES:
+        if name in state:
+            load_rule_state_dict(getattr(rule, name), model, state[name])

@@ -284,7 +284,7 @@ class EProp:
         _check_common(self)
         if self.reg_form not in ("batch", "running"):
             raise ValueError(f"EProp: reg_form must be 'batch' or 'running', got {self.reg_form!r}")
-        if self.reg_coeff < 0:
+        if not self.reg_coeff >= 0:  # also NaN
             raise ValueError(f"EProp: reg_coeff must be >= 0, got {self.reg_coeff!r}")
 
     # ------------------------------------------------------------------ helpers

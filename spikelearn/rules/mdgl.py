@@ -199,6 +199,8 @@ class MDGL:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"MDGL: variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.mode not in ("batched", "online"):
+            raise ValueError(f"MDGL: mode must be 'batched' or 'online', got {self.mode!r}")
         if self.mode == "online" and self.variant != "online":
             raise ValueError(f"MDGL: mode='online' needs variant='online' (variant {self.variant!r} uses ∂E/∂z^{{t+1}}"
                              " through the filtered readout, which depends on future errors); use mode='batched'")

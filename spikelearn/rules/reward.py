@@ -13,8 +13,10 @@ coincidences, and one global scalar per trial — the reward-prediction error �
 
 Since ``E[(R − R̄) η^t] = σ² ∂E[R]/∂η^t`` for Gaussian noise and ``∂h_j^t/∂W_ji = c_in,j pre_i^t`` (the direct
 effect), the expected update is the gradient of the Gaussian-smoothed batch-mean loss: unbiased for ``σ → 0``
-with a constant baseline, whatever the network's recurrence. With ``δ = 0`` the update is exactly zero.
-``W_out``/``b_out`` get their exact local gradient (the delta rule on the noisy run) when ``readout="exact"``.
+with a constant baseline, whatever the network's recurrence. With ``δ = 0`` the reward-modulated update (``W_rec``,
+``W_in``, biases) is exactly zero. ``W_out``/``b_out`` get their exact local gradient (the delta rule on the noisy
+run, not gated by δ) when ``readout="exact"``; with ``readout="none"`` they are not updated, and then a zero RPE
+means no update at all. Gap junctions are not supported (the injected noise would spread through them).
 
 Implementation: the noise enters through the carried state (``h`` or ``v`` is raised by ``η^t/leak`` before step
 ``t``, which equals adding ``η^t`` to the drive of step ``t``); this needs a non-zero leak and a model form whose
@@ -78,6 +80,10 @@ class RewardModulated:
     def _setup(self, model: nn.Module) -> tuple[str, Tensor, Tensor]:
         from spikelearn.models import RateRNN, SpikingRNN
 
+        if getattr(model, "gap", None) is not None:
+            raise ValueError("RewardModulated does not support gap junctions: its noise is injected into the carried "
+                             "state, which the next step's gap current would spread to the neighbours (the update "
+                             "would then follow another perturbation than the one it credits)")
         c = model.constants()
         kw = dict(dtype=model.dtype, device=model.device)
         if isinstance(model, SpikingRNN):
@@ -105,7 +111,11 @@ class RewardModulated:
     def rewards(self, y_hat: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn) -> Tensor:
         """Per-trial rewards ``(B,)``."""
         if self.reward_fn is not None:
-            return torch.as_tensor(self.reward_fn(y_hat, y, mask)).to(y_hat.dtype).reshape(-1)
+            R = torch.as_tensor(self.reward_fn(y_hat, y, mask)).to(y_hat.dtype)
+            if R.shape != (y_hat.shape[1],):
+                raise ValueError(f"RewardModulated: reward_fn must return one reward per trial, shape "
+                                 f"({y_hat.shape[1]},), got {tuple(R.shape)}")
+            return R
         return torch.stack([-loss_fn(y_hat[:, b:b + 1], y[:, b:b + 1], mask[:, b:b + 1])
                             for b in range(y_hat.shape[1])])
 

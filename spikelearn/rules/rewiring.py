@@ -62,7 +62,7 @@ class DeepR:
         bad = set(self.matrices) - set(_KEYS)
         if bad:
             raise ValueError(f"DeepR: unknown matrices {sorted(bad)}; choose from {sorted(_KEYS)}")
-        if self.l1 < 0:
+        if not self.l1 >= 0:  # also NaN
             raise ValueError(f"DeepR: l1 must be >= 0, got {self.l1!r}")
 
     def _parts(self, model: nn.Module, key: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -73,6 +73,19 @@ class DeepR:
         """``θ`` expressed as a magnitude: ``θ`` where the model constrains the sign, ``sign·θ`` where it is free."""
         return torch.where(S != 0, theta, sign * theta)
 
+    def _free_signs(self, W: Tensor, active: Tensor) -> Tensor:
+        """Signs of an unconstrained matrix: an active synapse keeps its own; an inactive position takes the sign
+        of its presynaptic column when that column's active synapses agree (the neuron acts as E or I), otherwise
+        a random ±1 (its own seeded stream, apart from the reconnection draws) — never all +1, which would let
+        rewiring turn a mixed matrix excitatory."""
+        own = torch.where(W < 0, -1.0, 1.0).to(W.dtype)
+        pos = ((W > 0) & active).any(0)
+        neg = ((W < 0) & active).any(0)
+        col = torch.where(pos & ~neg, 1.0, torch.where(neg & ~pos, -1.0, 0.0)).to(W.dtype).expand_as(W)
+        g = torch.Generator(device="cpu").manual_seed(int(self.seed) + 7919)
+        rnd = (torch.randint(0, 2, tuple(W.shape), generator=g) * 2 - 1).to(W.dtype).to(W.device)
+        return torch.where(active, own, torch.where(col != 0, col, rnd))
+
     def init(self, model: nn.Module) -> DeepRState:
         """Active sets = current non-zero effective weights; signs = the model's sign or the weight's own sign."""
         eff = model.effective_weights()
@@ -81,8 +94,7 @@ class DeepR:
             theta, M, S = self._parts(model, key)
             W = getattr(eff, {"rec": "W_rec", "in": "W_in", "out": "W_out"}[key]).detach()
             active[key] = (W != 0) & (M != 0)
-            own = torch.where(W < 0, -1.0, 1.0).to(W.dtype)
-            sign[key] = torch.where(S != 0, S, own)
+            sign[key] = torch.where(S != 0, S, self._free_signs(W, active[key]))
             with torch.no_grad():  # a constrained θ < 0 is |θ| in the forward: store it as the magnitude
                 theta.copy_(torch.where(S != 0, theta.abs(), theta) * active[key])
         g = torch.Generator(device=model.theta_rec.device).manual_seed(int(self.seed))

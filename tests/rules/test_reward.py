@@ -73,3 +73,32 @@ def test_validation():
     with pytest.raises(ValueError):
         RewardModulated().gradients(RateRNN(dale(4, 0.5, seed=0), 1, 1, form="murray").double(),
                                     torch.zeros(3, 2, 1), torch.zeros(3, 2, 1), torch.ones(3, 2), _mse)
+
+
+def test_reward_rule_bad_input():
+    import numpy as np
+    import pytest
+    import torch
+
+    from spikelearn.circuit import Circuit
+    from spikelearn.models import RateRNN
+    from spikelearn.rules import MDGL, RewardModulated
+
+    n = 6
+    W = 0.3 * np.random.default_rng(0).standard_normal((n, n))
+    np.fill_diagonal(W, 0)
+    gap = np.zeros((n, n))
+    gap[0, 1] = gap[1, 0] = 2.0
+    m = RateRNN(Circuit.from_dense(W, gap=gap), 2, 1, form="pre_activation", tau_ms=50.0, dt_ms=10.0,
+                dtype=torch.float64)
+    x = torch.randn(5, 3, 2, dtype=torch.float64)
+    y = torch.zeros(5, 3, 1, dtype=torch.float64)
+    mask = torch.ones(5, 3, dtype=torch.float64)
+    mse = lambda a, b, k: ((a - b) ** 2).mean()  # noqa: E731
+    with pytest.raises(ValueError, match="gap junctions"):
+        RewardModulated(seed=0).gradients(m, x, y, mask, mse)
+    m2 = RateRNN(Circuit.from_dense(W), 2, 1, form="pre_activation", tau_ms=50.0, dt_ms=10.0, dtype=torch.float64)
+    with pytest.raises(ValueError, match="one reward per trial"):
+        RewardModulated(seed=0, reward_fn=lambda a, b, k: torch.tensor(1.0)).gradients(m2, x, y, mask, mse)
+    with pytest.raises(ValueError, match="mode must be"):
+        MDGL(mode="bogus")

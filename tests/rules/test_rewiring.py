@@ -58,3 +58,23 @@ def test_shrinkage_and_disconnection():
     assert torch.allclose(model.theta_rec.detach()[survived], mag0[survived] - 0.1)
     assert st.n_rewired == int((act0 & (mag0 <= 0.1)).sum())
     assert int(st.active["rec"].sum()) == int(act0.sum())
+
+
+def test_unconstrained_matrix_reconnects_with_the_column_sign_not_always_positive():
+    """sign_constraint = "none": an inactive position gets its presynaptic column's sign when that column's
+    synapses agree (random ±1 otherwise), so rewiring keeps the E/I make-up of a mixed-sign matrix."""
+    rng = np.random.default_rng(3)
+    n = 20
+    col_sign = np.where(np.arange(n) < 12, 1.0, -1.0)
+    W = np.abs(rng.standard_normal((n, n))) * (rng.random((n, n)) < 0.15) * col_sign[None, :]
+    W[:, 0] = 0.0                                    # a presynaptic neuron without synapses: random signs
+    np.fill_diagonal(W, 0)
+    torch.manual_seed(0)
+    model = SpikingRNN(Circuit.from_dense(W, mask=np.ones((n, n), bool)), 4, 2, sign_constraint="none").double()
+    st = DeepR(l1=1e-2, matrices=("rec",), seed=0).init(model)
+    sign = st.sign["rec"].numpy()
+    inactive = ~st.active["rec"].numpy()
+    cols = np.arange(1, n)
+    np.testing.assert_array_equal(sign[:, cols][inactive[:, cols]],
+                                  np.broadcast_to(col_sign[cols], (n, n - 1))[inactive[:, cols]])
+    assert set(np.unique(sign[:, 0])) == {-1.0, 1.0}  # the empty column draws both signs
