@@ -344,8 +344,9 @@ class _CircuitRNN(nn.Module):
         if not isinstance(circuit, Circuit):
             raise TypeError(f"expected a Circuit, got {type(circuit).__name__}")
         n = circuit.n
-        if int(n_in) < 1 or int(n_out) < 1:
-            raise ValueError(f"n_in and n_out must be positive, got {n_in}, {n_out}")
+        for name, v in (("n_in", n_in), ("n_out", n_out)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
         self.circuit = circuit
         self.n, self.n_in, self.n_out = n, int(n_in), int(n_out)
         kw = dict(dtype=dtype, device=device)
@@ -506,8 +507,13 @@ class _CircuitRNN(nn.Module):
         return self.theta_rec.device
 
     def _prep_x(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape (T, B, {self.n_in}), got {type(x).__name__} "
+                            f"(use torch.as_tensor)")
         if x.dim() != 3 or x.shape[-1] != self.n_in:
             raise ValueError(f"x must have shape (T, B, {self.n_in}), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("x has no time steps (T = 0)")
         return x.to(device=self.device, dtype=self.dtype)
 
     # --------------------------------------------------------------------------------- save / load
@@ -595,6 +601,11 @@ class SpikingRNN(_CircuitRNN):
                             gap_scale=gap_scale, dtype=dt, device=dev)
         n = circuit.n
         self.scaling, self.refractory, self.readout = scaling, refractory, readout
+        if not (math.isfinite(dt_ms) and dt_ms > 0):
+            raise ValueError(f"dt_ms must be finite and > 0, got {dt_ms!r}")
+        if not (math.isfinite(tau_out_ms) and tau_out_ms > 0):
+            raise ValueError(f"tau_out_ms must be finite and > 0 (readout filter κ = exp(−dt/τ_out)), got "
+                             f"{tau_out_ms!r}")
         self.dt_ms, self.tau_out_ms, self.detach_reset = float(dt_ms), float(tau_out_ms), bool(detach_reset)
         self.surrogate = make_surrogate(surrogate)
 
@@ -779,10 +790,8 @@ class RateRNN(_CircuitRNN):
                             gap_scale=gap_scale, dtype=dt, device=dev)
         self.form, self.activation, self.dt_ms, self.thr = form, activation, float(dt_ms), float(thr)
         self.readout_from = readout_from
-        RateParams(form=form, activation=activation, dt_ms=dt_ms, thr=thr)  # validates
         tau = _per_neuron(circuit.neuron_params.get("tau_ms", tau_ms), circuit.n, "tau_ms")
-        if (tau <= 0).any():
-            raise ValueError("tau_ms must be positive")
+        RateParams(form=form, activation=activation, dt_ms=dt_ms, thr=thr, tau_ms=tau)  # validates (τ > 0, dt ≤ τ)
         self.register_buffer("tau_ms", torch.as_tensor(tau, dtype=dt, device=dev))
         if hidden_bias:
             self.b_rec = nn.Parameter(torch.zeros(circuit.n, dtype=dt, device=dev))
@@ -873,7 +882,8 @@ def load(path: str | Path, map_location: Any = None) -> SpikingRNN | RateRNN:
     cfg = _from_config_value(payload["config"])
     circuit = circuit_from_dict(payload["circuit"])
     n_in, n_out = cfg.pop("n_in"), cfg.pop("n_out")
-    model = cls(circuit, n_in, n_out, **cfg, device="cpu")
+    with torch.random.fork_rng(devices=[]):  # building draws initial W_in/W_out: leave the caller's RNG untouched
+        model = cls(circuit, n_in, n_out, **cfg, device="cpu")
     model.load_state_dict(payload["state_dict"])
     if map_location is not None:
         model.to(_resolve_device(map_location))

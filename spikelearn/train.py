@@ -123,7 +123,6 @@ class Trainer:
         self.eval_batch = self._to_device(task.sample(config.eval_batch_size, eval_gen, dtype=self.dtype))
         self.iteration = 0
         self._it = 0
-        self._total = config.iterations       # the iteration the current run() ends at
         self._saved_at: int | None = None     # iteration of the checkpoint this trainer wrote or loaded
         self.rows: list[dict] = []
         self.wall_time_s = 0.0
@@ -260,12 +259,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self, iterations: int | None = None) -> pd.DataFrame:
-        """Train until ``iterations`` (default ``config.iterations``) in total; return :meth:`history`."""
+        """Train until ``iterations`` (default ``config.iterations``) in total; return :meth:`history`.
+
+        The forced evaluation and measurements of the last iteration happen at ``config.iterations`` (the run's
+        end), not at an intermediate ``iterations``: training in chunks gives the same history as one call."""
         from tqdm.auto import tqdm
 
         cfg = self.config
         total = cfg.iterations if iterations is None else iterations
-        self._total = total
         bar = tqdm(total=total, initial=self.iteration, disable=cfg.quiet, desc="train", leave=False)
         if self.flosser is not None and not self.preflossed and self.iteration == 0:
             self.flosser.pre_floss(self._sample_x)
@@ -314,14 +315,14 @@ class Trainer:
             if fl:
                 row["floss_loss"] = float(np.mean([r["floss_loss"] for r in fl]))
                 row["floss_lambda_max"] = float(np.mean([r["floss_lambda_max"] for r in fl]))
-        if cfg.eval_every and (it % cfg.eval_every == 0 or it == self._total or it == 1):
+        if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations or it == 1):
             self.model.eval()
             ev = self.evaluate()
             if not math.isfinite(ev["eval_loss"]):
                 raise TrainingDiverged(f"evaluation loss is {ev['eval_loss']} after the update of iteration {it} "
                                        f"(the updated model diverged); training stopped")
             row.update(ev)
-        row.update(self._measure(it, last=it == self._total))
+        row.update(self._measure(it, last=it == cfg.iterations))
         self.wall_time_s += time.perf_counter() - t0
         row["wall_time_s"] = self.wall_time_s
         self.rows.append(row)

@@ -555,3 +555,56 @@ def test_unstable_gap_coupling_is_refused():
     G.edges[1, 2]["gap_weight"] = 0.2
     m = SpikingRNN(Circuit.from_graph(G), 1, 1)  # stable: accepted
     assert m.gap is not None
+
+
+def test_model_and_neuron_parameters_are_validated():
+    """Time constants, thresholds, dt and sizes are checked by name (negative τ used to give a leak > 1)."""
+    import pytest
+    import torch
+
+    from spikelearn.circuit import gaussian
+    from spikelearn.models import RateRNN, SpikingRNN
+    from spikelearn.neurons import LIFParams, RateParams
+    from spikelearn.neurons.surrogate import Surrogate
+
+    c = gaussian(8, 1.0, seed=0)
+    for kw, name in [({"tau_mem_ms": -20.0}, "tau_mem_ms"), ({"tau_adapt_ms": -5.0}, "tau_adapt_ms"),
+                     ({"v_th": 0.0}, "v_th"), ({"beta": -1.0}, "beta")]:
+        with pytest.raises(ValueError, match=name):
+            LIFParams(**kw)
+    with pytest.raises(ValueError, match="tau_ms"):
+        RateParams(tau_ms=-10.0)
+    with pytest.raises(ValueError, match="must be <= 1"):
+        RateRNN(c, 2, 1, form="pre_activation", tau_ms=10.0, dt_ms=30.0)
+    RateRNN(c, 2, 1, form="relu_lif", tau_ms=10.0, dt_ms=30.0)          # exp(−dt/τ): any dt is fine
+    RateRNN(c, 2, 1, form="richlazy", tau_ms=10.0, dt_ms=10.0)          # γ = 1 allowed
+    with pytest.raises(ValueError, match="thr = 0.5 only applies"):
+        RateRNN(c, 2, 1, form="pre_activation", thr=0.5)
+    with pytest.raises(ValueError, match="dt_ms"):
+        SpikingRNN(c, 2, 1, dt_ms=0.0)
+    with pytest.raises(ValueError, match="tau_out_ms"):
+        SpikingRNN(c, 2, 1, tau_out_ms=-20.0)
+    with pytest.raises(ValueError, match="n_in must be a positive integer"):
+        SpikingRNN(c, 2.5, 1)
+    m = SpikingRNN(c, 2, 1)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        m(torch.zeros(5, 1, 2).numpy())
+    with pytest.raises(ValueError, match="T = 0"):
+        m(torch.zeros(0, 1, 2))
+    import snntorch.surrogate as sts
+    with pytest.raises(TypeError, match="inside fn"):
+        Surrogate("custom", fn=sts.atan(), alpha=10.0)
+
+
+def test_loading_a_model_leaves_the_global_rng_alone(tmp_path):
+    import torch
+
+    from spikelearn.circuit import gaussian
+    from spikelearn.models import RateRNN, load
+
+    RateRNN(gaussian(8, 1.0, seed=0), 2, 1).save(tmp_path / "m.pt")
+    torch.manual_seed(5)
+    a = torch.rand(3)
+    torch.manual_seed(5)
+    load(tmp_path / "m.pt")
+    assert torch.equal(torch.rand(3), a)

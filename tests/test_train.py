@@ -4,6 +4,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -137,17 +138,20 @@ def test_train_values_out_of_range_are_config_errors():
         config_from_dict({"train": {"grad_clip": float("nan")}})
 
 
-def test_run_to_fewer_iterations_still_evaluates_and_measures_its_last_one(tmp_path):
+def test_training_in_chunks_gives_the_history_of_one_call(tmp_path):
     calls = []
 
     def probe(model, task, iteration):
         calls.append(iteration)
         return 1.0
 
-    *_, trainer = build(_small_cfg(tmp_path, iterations=12, eval_every=5))
+    full = train(_small_cfg(tmp_path / "a", iterations=12, eval_every=5))[0]
+    *_, trainer = build(_small_cfg(tmp_path / "b", iterations=12, eval_every=5))
     trainer.measurements = (Measurement("probe", probe, every=100),)
-    hist = trainer.run(iterations=7)
-    assert calls == [7] and not math.isnan(hist.set_index("iteration").loc[7, "accuracy"])
+    trainer.run(iterations=7)
+    hist = trainer.run()
+    assert calls == [12]  # measured at the run's end only, not at the end of the first chunk
+    pd.testing.assert_frame_equal(hist.drop(columns=["wall_time_s", "probe"]), full.drop(columns=["wall_time_s"]))
 
 
 def test_divergence_names_only_a_checkpoint_of_this_run(tmp_path):

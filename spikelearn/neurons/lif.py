@@ -74,8 +74,16 @@ class LIFParams:
             raise ValueError(f"scaling must be 'A' or 'B', got {self.scaling!r}")
         if self.refractory not in ("lsnn", "counter"):
             raise ValueError(f"refractory must be 'lsnn' or 'counter', got {self.refractory!r}")
-        if self.dt_ms <= 0:
+        if not self.dt_ms > 0:
             raise ValueError(f"dt_ms must be positive, got {self.dt_ms}")
+        for name in ("tau_mem_ms", "tau_adapt_ms", "v_th"):  # scalars or per-neuron arrays
+            v = torch.as_tensor(getattr(self, name), dtype=torch.float64)
+            if not (torch.isfinite(v).all() and (v > 0).all()):
+                raise ValueError(f"{name} must be finite and > 0 (per neuron), got {getattr(self, name)!r}")
+        for name in ("beta", "n_ref"):
+            v = torch.as_tensor(getattr(self, name), dtype=torch.float64)
+            if not (torch.isfinite(v).all() and (v >= 0).all()):
+                raise ValueError(f"{name} must be finite and >= 0 (per neuron), got {getattr(self, name)!r}")
 
     def constants(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
                   ) -> "ALIFConstants":

@@ -103,8 +103,17 @@ class RateParams:
         if self.form not in RATE_FORMS:
             raise ValueError(f"form must be one of {RATE_FORMS}, got {self.form!r}")
         activation(self.activation)
-        if self.dt_ms <= 0:
+        if not self.dt_ms > 0:
             raise ValueError(f"dt_ms must be positive, got {self.dt_ms}")
+        tau = torch.as_tensor(self.tau_ms, dtype=torch.float64)
+        if not (torch.isfinite(tau).all() and (tau > 0).all()):
+            raise ValueError(f"tau_ms must be finite and > 0 (per neuron), got {self.tau_ms!r}")
+        if self.form != "relu_lif" and (self.dt_ms > tau).any():  # γ = dt/τ: a leak 1 − γ < 0 would oscillate
+            raise ValueError(f"form {self.form!r} integrates with γ = dt_ms/tau_ms, which must be <= 1; got dt_ms = "
+                             f"{self.dt_ms} > tau_ms = {float(tau.min())} (use relu_lif's exp(−dt/τ), or a smaller dt)")
+        if self.thr != 0 and self.form != "relu_lif":
+            raise ValueError(f"thr = {self.thr} only applies to form 'relu_lif' (r = f(h − thr)); form "
+                             f"{self.form!r} computes r = f(h)")
 
     def constants(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
                   ) -> "RateConstants":

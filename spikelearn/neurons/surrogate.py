@@ -100,6 +100,9 @@ class Surrogate:
                 raise ValueError("Surrogate('custom') needs fn=<snntorch-style spike callable>")
             if smooth:
                 raise ValueError("a custom surrogate has no known primitive: smooth=True is not available")
+            if kwargs:
+                raise TypeError(f"Surrogate('custom') takes its parameters inside fn; got {sorted(kwargs)} as well "
+                                f"(e.g. pass snntorch.surrogate.atan(alpha=10), not atan() with alpha=10)")
             self.params: dict[str, float] = {}
         elif name in SURROGATES:
             unknown = set(kwargs) - set(SURROGATES[name])
