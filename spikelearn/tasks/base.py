@@ -245,6 +245,8 @@ class Task:
         """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch dtype (inputs and masks are real-valued), got {dtype!r}")
         x, y, mask, info = self._generate(batch_size, generator)
         if self.input_noise_std > 0:
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)

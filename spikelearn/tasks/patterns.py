@@ -62,6 +62,8 @@ class PatternGeneration(Task):
               "be a non-empty tuple of positive periods", self.periods_ms)
         check(0 <= self.amplitude_min <= self.amplitude_max, "amplitude_min",
               "satisfy 0 <= amplitude_min <= amplitude_max", (self.amplitude_min, self.amplitude_max))
+        check(self.amplitude_max > 0, "amplitude_max", "be > 0 (the target is normalised by its peak)",
+              self.amplitude_max)
         check(isinstance(self.pattern_seed, int), "pattern_seed", "be an int", self.pattern_seed)
 
     def pattern(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

@@ -534,3 +534,13 @@ def test_sequential_digits_split_rows_and_labels():
         assert int(y[-1, b]) == int(te_y[i])
     assert mask[-1].all() and mask[:-1].sum() == 0
     assert torch.equal(SequentialDigits(split="test").data()[1], te_y)  # deterministic split
+
+
+def test_pattern_amplitude_and_sample_dtype_are_checked():
+    from spikelearn.tasks.patterns import PatternGeneration
+
+    with pytest.raises(ValueError, match="amplitude_max"):
+        PatternGeneration(amplitude_min=0.0, amplitude_max=0.0)
+    task = PatternGeneration()
+    with pytest.raises(ValueError, match="floating torch dtype"):
+        task.sample(2, torch.Generator().manual_seed(0), dtype=torch.int64)
