@@ -5,7 +5,10 @@ The exact credit ``δ^t = dE/dh^t`` of a leaky network obeys ``δ^t = m^t + (J^{
 ``J^{t+1} = diag(leak) + diag(c_in) W_rec diag(f'(h^t))`` and ``m^t = f'(h^t) ⊙ ∂E/∂r^t``. ModProp keeps the local
 paths (leak, ``m``) exact and, only in the credit that leaves a neuron through recurrent weights, replaces
 ``W_rec → W_ab = P Ω Pᵀ`` (``Ω[α,β]`` the mean of the block ``W_rec[α ← β]`` including zeros) and the activation
-derivative seen by the targets ``f'(h_p^t) → μ``::
+derivative seen by the targets ``f'(h_p^t) → μ``. The source takes the block mean of ``|W|`` and keeps each
+presynaptic neuron's sign (ALGORITHMS.md §4.1); that equals the signed block mean used here whenever every
+presynaptic type is of one sign (E/I types, Dale-consistent circuit types). For a type that mixes signs the two
+differ, and the source's form is not a ``P Ω Pᵀ`` product (it has a per-neuron sign factor), so it is not offered::
 
     δ̃^t = m^t + leak ⊙ δ̃^{t+1} + μ W_abᵀ (c_in ⊙ δ̃^{t+1}),     ∂E/∂W_pq ≈ Σ_{b,t} δ̃_p^t c_in,p pre_q^t
 
