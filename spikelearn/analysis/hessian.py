@@ -64,13 +64,18 @@ def resolve_params(model: nn.Module, names: Sequence[str]) -> list[tuple[str, nn
     """
     if isinstance(names, str):
         names = (names,)
+    if len(names) == 0:
+        raise ValueError("params is empty: name at least one parameter (e.g. 'W_rec')")
     params = dict(model.named_parameters())
-    out = []
+    out, seen = [], set()
     for name in names:
         pname, mname = _ALIASES.get(name, (name, None))
         if pname not in params:
             raise KeyError(f"{name!r} is not a parameter of {type(model).__name__}; choose from "
                            f"{sorted(params) + ['W_in', 'W_rec', 'W_out']}")
+        if pname in seen:
+            raise ValueError(f"params names the parameter {pname!r} twice ({list(names)})")
+        seen.add(pname)
         m = getattr(model, mname, None) if mname else None
         out.append((pname, params[pname], None if m is None else m.bool()))
     return out
@@ -178,6 +183,10 @@ def hessian_operator(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
         :class:`HessianOperator` (its ``loss`` includes the penalty).
     """
     sel = resolve_params(model, params)
+    frozen = [n for n, p, _ in sel if not p.requires_grad]
+    if frozen:
+        raise ValueError(f"parameters {frozen} do not require grad (a frozen copy, e.g. Trainer.initial_model()): "
+                         f"the Hessian needs them differentiable; call p.requires_grad_(True) on a copy first")
     x = x.to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype)
     weights = [p for n, p in model.named_parameters() if n in _WEIGHTS]
 
@@ -244,8 +253,11 @@ class SLQResult:
     n_matvec: int
 
     def trace_of(self, f: Callable[[Tensor], Tensor]) -> float:
-        """Estimate of ``tr f(H)``."""
-        return float(self.n * (self.weights * f(self.nodes)).sum(1).mean())
+        """Estimate of ``tr f(H)`` (nodes of zero weight — padding after an early Lanczos stop — are skipped)."""
+        used = self.weights > 0
+        vals = torch.where(used, f(torch.where(used, self.nodes, torch.ones_like(self.nodes))),
+                           torch.zeros_like(self.nodes))
+        return float(self.n * (self.weights * vals).sum(1).mean())
 
     def density(self, grid: Tensor | np.ndarray, sigma: float) -> np.ndarray:
         """Gaussian-smoothed spectral density ``φ_σ(t) = mean_l Σ_j τ_j^l N(t; θ_j^l, σ²)`` on ``grid``
@@ -262,17 +274,22 @@ def _randn(n: int, generator: torch.Generator | None, dtype: torch.dtype, device
 
 
 def lanczos(matvec: MatVec, v0: Tensor, m: int, *, reorthogonalize: bool = True,
-            callback: Callable[[int, Tensor, Tensor, float], bool] | None = None) -> LanczosResult:
+            callback: Callable[[int, Tensor, Tensor, float], bool] | None = None,
+            restart_generator: torch.Generator | None = None, restart: bool = False) -> LanczosResult:
     """``m`` steps of Lanczos from ``v0`` with (twice-applied) full re-orthogonalisation.
 
     Args:
         matvec: symmetric ``(n,) -> (n,)``. v0: start vector (normalised here). m: steps (≤ n).
         reorthogonalize: Gram–Schmidt against all previous vectors (needed in floating point for m ≳ 10).
         callback: ``callback(j, alpha[:j], beta[:j-1], beta_j) -> stop`` after step ``j``; used for early stops.
+        restart: when an invariant subspace is found (β ≈ 0) before ``m`` steps, continue from a random vector
+            orthogonal to every previous one (``β = 0`` is kept in ``T``, which becomes block-diagonal) — a single
+            Krylov space holds each distinct eigenvalue once, so without restarts repeated eigenvalues are missed.
+            Needs ``reorthogonalize``. restart_generator: draws the restart vectors.
 
     Returns:
-        :class:`LanczosResult`; fewer than ``m`` steps if an invariant subspace was found (β ≈ 0) or the
-        callback stopped the iteration.
+        :class:`LanczosResult`; fewer than ``m`` steps if an invariant subspace was found (β ≈ 0; with
+        ``restart``, only once the whole space is spanned) or the callback stopped the iteration.
     """
     n = v0.numel()
     m = min(int(m), n)
@@ -292,11 +309,23 @@ def lanczos(matvec: MatVec, v0: Tensor, m: int, *, reorthogonalize: bool = True,
                 w = w - Q[:j + 1].T @ (Q[:j + 1] @ w)
         alpha[j] = a
         b = w.norm()
-        beta[j] = b
         steps = j + 1
-        stop = callback is not None and callback(steps, alpha[:steps], beta[:steps - 1], float(b))
         scale = float(torch.abs(alpha[:steps]).max()) + float(beta[:steps].max())
-        if stop or float(b) <= 1e-12 * max(scale, 1e-300):
+        if float(b) <= 1e-12 * max(scale, float(b), 1e-300):  # invariant subspace
+            if restart and reorthogonalize and steps < m:
+                r = _randn(n, restart_generator, v0.dtype, v0.device)
+                for _ in range(2):
+                    r = r - Q[:steps].T @ (Q[:steps] @ r)
+                if float(r.norm()) > 1e-8:
+                    beta[j] = 0.0
+                    q_prev, q, b_prev = torch.zeros_like(q), r / r.norm(), 0.0
+                    continue
+            beta[j] = 0.0
+            if callback is not None:
+                callback(steps, alpha[:steps], beta[:steps - 1], 0.0)
+            break
+        beta[j] = b
+        if callback is not None and callback(steps, alpha[:steps], beta[:steps - 1], float(b)):
             break
         q_prev, q, b_prev = q, w / b, b
     return LanczosResult(alpha=alpha[:steps].clone(), beta=beta[:steps - 1].clone(), beta_last=float(beta[steps - 1]),
@@ -315,27 +344,77 @@ def _order(theta: Tensor, which: str) -> Tensor:
 
 def top_eigenvalues(matvec: MatVec, n: int, k: int = 1, *, which: str = "LA", max_matvec: int = 100,
                     rtol: float = 1e-3, v0: Tensor | None = None, generator: torch.Generator | None = None,
-                    dtype: torch.dtype = torch.float64, device: Any = None) -> EigResult:
+                    dtype: torch.dtype = torch.float64, device: Any = None, check_repeated: bool = True
+                    ) -> EigResult:
     """Extreme eigenvalues of a symmetric operator by Lanczos, stopping at convergence.
 
     Args:
         matvec: symmetric ``(n,) -> (n,)`` (e.g. a :class:`HessianOperator`). n: dimension. k: how many.
         which: ``"LA"`` largest algebraic (default: the sharpest curvature), ``"SA"`` smallest algebraic,
             ``"LM"`` largest magnitude.
-        max_matvec: at most this many products (Lanczos steps).
+        max_matvec: at most this many products (Lanczos steps), in all.
         rtol: stop once every wanted Ritz value ``θ_i`` has residual bound ``|β_m s_{m,i}| ≤ rtol · |θ_i|``
             (then ``H`` has an eigenvalue within that distance of ``θ_i``; the eigenvalue error is usually of
             the order of the residual²/gap, far below it).
         v0: start vector (default standard normal from ``generator``).
+
+    One Krylov space holds each distinct eigenvalue once, so for ``k > 1`` a repeated eigenvalue (e.g. the
+    readout Hessian of a K-output MSE, every eigenvalue K-fold) would be reported once and the list filled with
+    smaller ones. After convergence the operator deflated by the k Ritz vectors, ``P H P`` with
+    ``P = I − V Vᵀ``, is searched for a further eigenvalue beyond the k-th; any found replaces the k-th and the
+    check repeats (at most k times; the products count towards ``max_matvec``). The check converges the deflated
+    operator's extreme eigenvalue, so it roughly doubles the cost for ``k > 1``; ``check_repeated=False`` skips it
+    (one Krylov space: exact for simple eigenvalues, blind to multiplicity). ``k = 1`` needs no check.
 
     Returns:
         :class:`EigResult` (``converged`` False if ``max_matvec`` was reached first).
     """
     if isinstance(matvec, HessianOperator):
         dtype, device = matvec.dtype, matvec.device
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer in [1, n = {n}], got {k!r}")
+    if isinstance(max_matvec, bool) or not isinstance(max_matvec, int) or max_matvec < k:
+        raise ValueError(f"max_matvec must be an integer >= k = {k}, got {max_matvec!r}")
     if v0 is None:
         v0 = _randn(n, generator, dtype, device)
-    k = min(k, n)
+    vals, vecs, resid, used, converged = _lanczos_top(matvec, n, k, which, max_matvec, rtol, v0, generator)
+    for _ in range(k if k > 1 and check_repeated else 0):
+        if not converged or used >= max_matvec or vals.numel() < k or k >= n:
+            break
+        V = vecs
+
+        def deflated(v: Tensor, V: Tensor = V) -> Tensor:
+            v = v - V.T @ (V @ v)
+            w = matvec(v)
+            return w - V.T @ (V @ w)
+
+        r = _randn(n, generator, vecs.dtype, vecs.device)
+        r = r - V.T @ (V @ r)
+        r = r - V.T @ (V @ r)
+        if float(r.norm()) <= 1e-8:
+            break
+        ev, evec, eres, eused, econv = _lanczos_top(deflated, n - k, 1, which, max_matvec - used, rtol, r, generator,
+                                                    dim=n)
+        used += eused
+        if not econv:
+            converged = False
+            break
+        cand = torch.cat([vals, ev])
+        order = _order(cand, which)
+        if int(order[-1]) == k:  # the deflated operator's best is not better than the k-th: nothing was missed
+            break
+        keep = order[:k]
+        allv, allr = torch.cat([vecs, evec]), torch.cat([resid, eres])
+        vals, vecs, resid = cand[keep], allv[keep], allr[keep]
+    return EigResult(eigenvalues=vals, eigenvectors=vecs, residuals=resid, n_matvec=int(used),
+                     converged=bool(converged))
+
+
+def _lanczos_top(matvec: MatVec, n: int, k: int, which: str, max_matvec: int, rtol: float, v0: Tensor,
+                 generator: torch.Generator | None, dim: int | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor, int, bool]:
+    """Lanczos until the ``k`` wanted Ritz values converge: ``(values, vectors (k, dim), residuals, products,
+    converged)``; ``n`` is the dimension of the space searched (``dim`` that of the vectors, default ``n``)."""
     state: dict[str, Any] = {"converged": False}
 
     def check(j: int, alpha: Tensor, beta: Tensor, b: float) -> bool:
@@ -349,14 +428,13 @@ def top_eigenvalues(matvec: MatVec, n: int, k: int = 1, *, which: str = "LA", ma
         state["converged"] = ok
         return ok
 
-    res = lanczos(matvec, v0, min(max_matvec, n), callback=check)
+    res = lanczos(matvec, v0, min(max_matvec, n), callback=check, restart=dim is None, restart_generator=generator)
     th, S = res.ritz()
     idx = _order(th, which)[:k]
     vecs = (res.Q.T @ S[:, idx]).T
     resid = (res.beta_last * S[-1, idx]).abs()
     converged = state["converged"] or res.alpha.numel() == n or res.beta_last == 0.0
-    return EigResult(eigenvalues=th[idx], eigenvectors=vecs, residuals=resid, n_matvec=int(res.alpha.numel()),
-                     converged=bool(converged))
+    return th[idx], vecs, resid, int(res.alpha.numel()), bool(converged)
 
 
 def power_iteration(matvec: MatVec, n: int, *, max_iter: int = 500, tol: float = 1e-6, shift: float = 0.0,

@@ -118,6 +118,11 @@ def rule_specs(rules: Sequence[Any]) -> list[tuple[str, Any]]:
             out.append((str(r.get("label") or r["name"]), make_rule(r["name"], **dict(r.get("options", {})))))
         else:
             raise ValueError(f"a rule entry is a name or a table {{name, options, label}}, got {r!r}")
+    labels = [label for label, _ in out]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise ValueError(f"rule labels {dup} occur more than once (their results would overwrite each other); give "
+                         f"each entry its own 'label'")
     return out
 
 

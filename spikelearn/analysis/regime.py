@@ -103,9 +103,11 @@ def _select_time(T: int, time_index: int | Sequence[int] | slice | None) -> list
         return list(range(T))
     if isinstance(time_index, slice):
         return list(range(T))[time_index]
-    if isinstance(time_index, (int, np.integer)):
-        return [int(time_index) % T]
-    return [int(t) % T for t in time_index]
+    ts = [int(time_index)] if isinstance(time_index, (int, np.integer)) else [int(t) for t in time_index]
+    bad = [t for t in ts if not -T <= t < T]
+    if bad:
+        raise IndexError(f"time_index {bad} out of range for T = {T} steps (use -T <= t < T)")
+    return [t % T for t in ts]
 
 
 @torch.no_grad()
@@ -168,6 +170,18 @@ def output_jacobian(model: nn.Module, x: Tensor, *, params: Sequence[str] = ("W_
     if method != "autograd":
         raise ValueError(f"method must be 'auto', 'vmap' or 'autograd', got {method!r}")
     ps = [p for _, p, _ in sel]
+    was = [p.requires_grad for p in ps]
+    try:  # a frozen model (e.g. Trainer.initial_model()) is differentiated too; its flags are restored below
+        for p in ps:
+            p.requires_grad_(True)
+        return _autograd_jacobian(model, x, ts, ps, chunk_size)
+    finally:
+        for p, w in zip(ps, was):
+            p.requires_grad_(w)
+
+
+def _autograd_jacobian(model: nn.Module, x: Tensor, ts: list[int], ps: list[Tensor], chunk_size: int | None
+                       ) -> Tensor:
     with torch.enable_grad():
         y = model(x).y[ts]  # (n_t, B, K)
         M = y.numel()
@@ -361,8 +375,9 @@ def gradient_alignment(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
             rows.append({"rule": rname, "parameter": n, "cosine": _cos(flat[n], r),
                          "norm_ratio": float(flat[n].norm()) / rn if rn > 0 else np.nan, "error": ""})
         allv = torch.cat([flat[n] for n in names])
+        ref_norm = float(ref_all.norm())
         rows.append({"rule": rname, "parameter": "all", "cosine": _cos(allv, ref_all),
-                     "norm_ratio": float(allv.norm()) / float(ref_all.norm()), "error": ""})
+                     "norm_ratio": float(allv.norm()) / ref_norm if ref_norm > 0 else np.nan, "error": ""})
     return pd.DataFrame(rows, columns=["rule", "parameter", "cosine", "norm_ratio", "error"])
 
 

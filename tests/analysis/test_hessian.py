@@ -81,7 +81,7 @@ def test_t91_eigen_solvers_match_eigvalsh():
     torch.testing.assert_close(res.ritz()[0], ev, rtol=0, atol=1e-9)
     # top-k by Lanczos with early stopping
     top = top_eigenvalues(op, op.n, 3, rtol=1e-6, generator=torch.Generator().manual_seed(1))
-    assert top.converged and top.n_matvec <= 16
+    assert top.converged and top.n_matvec <= 2 * 16  # one Krylov space, then the repeated-eigenvalue check
     torch.testing.assert_close(top.eigenvalues, ev.flip(0)[:3], rtol=1e-8, atol=1e-12)
     for lam, u in zip(top.eigenvalues, top.eigenvectors):
         assert float((H @ u - lam * u).norm()) < 1e-5
@@ -143,7 +143,8 @@ def test_t93_quadratic_loss_known_spectrum():
     top = top_eigenvalues(op, op.n, 3, rtol=1e-8, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(top.eigenvalues, lam[:3], rtol=1e-10, atol=0)
     # well separated top eigenvalue: far fewer products than power iteration
-    assert top.n_matvec < pw.n_matvec
+    top1 = top_eigenvalues(op, op.n, 1, rtol=1e-8, generator=torch.Generator().manual_seed(0))
+    assert float(top1.eigenvalues[0]) == pytest.approx(10.0, rel=1e-10) and top1.n_matvec < pw.n_matvec
     # a dominating negative eigenvalue: LM finds it, LA still finds the top algebraic one
     op_neg = HessianOperator(lambda: 0.5 * theta @ (-2 * A) @ theta + 0.0 * theta.sum(), [theta])
     assert float(top_eigenvalues(op_neg, 60, 1, which="LM", rtol=1e-10).eigenvalues[0]) == pytest.approx(-20.0)
@@ -247,3 +248,27 @@ def test_spiking_operator_is_the_hessian_of_the_surrogate_linearised_network():
     op_s = hessian_operator(smooth, x, y, mask, regression_loss)
     assert op_s.asymmetry(generator=torch.Generator().manual_seed(1)) < 1e-10  # true Hessian of the smooth net
     assert float((op_s.dense() - Hh).abs().max()) > 1e-3
+
+
+def test_repeated_eigenvalues_are_all_found():
+    """A single Krylov space holds each distinct eigenvalue once; the restart after an invariant subspace finds
+    the repeated copies (top 4 of diag(5, 5, 5, 2.63, ...) is 5, 5, 5, 2.63, not 5, 2.63, ...)."""
+    d = torch.tensor([5.0, 5.0, 5.0, 2.63, 0.47, 0.15, 0.1, 0.05], dtype=torch.float64)
+    res = top_eigenvalues(lambda v: d * v, 8, k=4, rtol=1e-10, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(res.eigenvalues.numpy(), [5.0, 5.0, 5.0, 2.63], rtol=1e-9)
+    for lam, u in zip(res.eigenvalues, res.eigenvectors):  # genuine, orthonormal eigenpairs
+        assert float((d * u - lam * u).norm()) < 1e-6
+    np.testing.assert_allclose((res.eigenvectors @ res.eigenvectors.T).numpy(), np.eye(4), atol=1e-8)
+    blind = top_eigenvalues(lambda v: d * v, 8, k=4, rtol=1e-10, check_repeated=False,
+                            generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(blind.eigenvalues.numpy(), [5.0, 2.63, 0.47, 0.15], rtol=1e-9)
+    with pytest.raises(ValueError, match="k must be"):
+        top_eigenvalues(lambda v: d * v, 8, k=0)
+    with pytest.raises(ValueError, match="max_matvec"):
+        top_eigenvalues(lambda v: d * v, 8, k=3, max_matvec=2)
+
+
+def test_slq_trace_of_a_log_after_an_early_stop_is_finite():
+    d = torch.tensor([1.0, 2.0, 3.0] * 5, dtype=torch.float64)
+    res = slq(lambda v: d * v, 15, n_probes=8, m=10, generator=torch.Generator().manual_seed(0))
+    assert res.trace_of(torch.log) == pytest.approx(5 * math.log(6.0), rel=1e-9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 
 import pytest
@@ -143,7 +144,8 @@ def test_hessian_hook_equals_hessian_spectrum_and_bptt_gain_is_one(tmp_path):
     tr.run(2)
     model.train()
     out = hooks.hessian_top(model, task, 2, batch_size=16, seed=3, l2=1e-2, k=2, rtol=1e-6, trace_samples=4,
-                            gain_rules=["bptt", {"name": "tbptt", "options": {"k": 1}, "label": "t1"}])
+                            gain_rules=["bptt", {"name": "tbptt", "options": {"k": 1}, "label": "t1"},
+                                        {"name": "tbptt", "options": {"k": 10_000}, "label": "tfull"}])
     x, y, mask = task.sample(16, torch.Generator().manual_seed(3))
     ref = hessian_spectrum(model, x, y, mask, task.loss, l2=1e-2, k=2, rtol=1e-6, trace_samples=4, seed=0)
     eig = ref[ref.quantity == "eigenvalue"]["value"].tolist()
@@ -151,8 +153,13 @@ def test_hessian_hook_equals_hessian_spectrum_and_bptt_gain_is_one(tmp_path):
     assert out["trace"] == pytest.approx(float(ref[ref.quantity == "trace"]["value"].iloc[0]), rel=1e-9)
     assert out["loss"] == pytest.approx(float(ref[ref.quantity == "loss"]["value"].iloc[0]), rel=1e-9)
     assert out["converged"] == 1.0 and out["n_hvp"] >= 2
-    assert out["gain_u1.bptt"] == pytest.approx(1.0, abs=1e-9)
-    assert "gain_u1.t1" in out and model.training  # train mode restored
+    # truncation longer than the trial = BPTT, through another code path: its gain along u1 is 1
+    assert out["gain_u1.tfull"] == pytest.approx(1.0, abs=1e-6) and out["gain_u1.bptt"] == 1.0
+    assert math.isfinite(out["gain_u1.t1"]) and out["gain_u1.t1"] != pytest.approx(1.0, abs=1e-3)
+    assert model.training  # train mode restored
+    with pytest.raises(ValueError, match="occur more than once"):
+        hooks.hessian_top(model, task, 2, batch_size=4, k=1, gain_rules=[{"name": "tbptt", "options": {"k": 1}},
+                                                                         {"name": "tbptt", "options": {"k": 5}}])
 
 
 def test_noisy_accuracy_equals_task_accuracy(tmp_path):
