@@ -102,6 +102,8 @@ def export_spec(model: Any) -> ExportSpec:
     if getattr(model.surrogate, "smooth", False):
         raise UnsupportedFeatureError("surrogate with smooth=True: its forward is not a spike (Heaviside), "
                                       "so the network is not a spiking network")
+    if model.dtype != torch.float64:  # constants such as c_in = 1 − α must not carry float32 rounding into Brian2
+        model = copy.deepcopy(model).to(device="cpu", dtype=torch.float64)
     with torch.no_grad():
         W = model.effective_weights()
         c = model.constants()
@@ -466,8 +468,8 @@ def compare_with_brian2(model: Any, x: Any, *, task: Any = None, y: Any = None, 
     ``mask`` (optional, as returned by ``task.sample``) add the task accuracy in both simulators;
     ``target``/``build_dir`` as :func:`run_brian2`; ``atol`` for the membrane and output differences.
     """
-    spec = export_spec(model)
     m64 = copy.deepcopy(model).to(device="cpu", dtype=torch.float64)
+    spec = export_spec(m64)
     xa = _x_numpy(model, x)
     with torch.no_grad():
         t0 = time.perf_counter()
@@ -533,6 +535,9 @@ def compare_with_brian2(model: Any, x: Any, *, task: Any = None, y: Any = None, 
                    f"trial(s) ({summary['spikes_spikelearn']} spikes, {summary['rate_hz']:.1f} Hz); "
                    f"max |dv| = {summary['max_abs_v_diff']:.2e}, max |dy| = {summary['max_abs_y_diff']:.2e} "
                    f"(atol {atol:g}){acc}")
+        if summary["spikes_spikelearn"] == 0:
+            verdict += ("; WARNING: no neuron spiked, so reset, refractoriness and adaptation were not compared "
+                        "(use a stronger input or a lower threshold)")
     else:
         verdict = (f"DIVERGED: first spike difference at t = {summary['first_divergence_ms']:g} ms (neuron "
                    f"{summary['first_divergence_neuron']}); {summary['identical_spike_fraction']:.2%} of spikes "
@@ -584,6 +589,9 @@ def eprop_brian2(model: Any, x: Any, y_target: Any, mask: Any = None, *, feedbac
                                       "(triangular) pseudo-derivative only")
     if model.readout != "filtered_spikes":
         raise UnsupportedFeatureError(f"readout {model.readout!r}: Brian2 e-prop needs readout='filtered_spikes'")
+    if getattr(model, "gap", None) is not None:
+        raise UnsupportedFeatureError("gap junctions: the Brian2 e-prop traces use the membrane leak alone, while "
+                                      "e-prop with gap junctions uses the local leak α + c_in(G_jj − Σ_i G_ji)")
     xa = _x_numpy(model, x)
     T, B, _ = xa.shape
     yt = _np(y_target)

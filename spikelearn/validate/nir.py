@@ -183,8 +183,13 @@ def _parse(graph: Any) -> dict[str, Any]:
         raise UnsupportedFeatureError(f"expected one LIF population, found {len(lifs)} LIF node(s) "
                                       f"({', '.join(type(n).__name__ for n in nodes.values())})")
     lif = lifs[0]
-    inp = next(k for k, n in nodes.items() if isinstance(n, nir.Input))
-    w_in = succ[inp][0]
+    inps = [k for k, n in nodes.items() if isinstance(n, nir.Input)]
+    if len(inps) != 1 or not succ.get(inps[0]):
+        raise UnsupportedFeatureError(f"expected one Input node feeding a Linear/Affine input layer, found {len(inps)}")
+    w_in = succ[inps[0]][0]
+    if not isinstance(nodes[w_in], (nir.Linear, nir.Affine)):
+        raise UnsupportedFeatureError(f"the Input node feeds a {type(nodes[w_in]).__name__}; expected a Linear or "
+                                      f"Affine input layer before the LIF population")
     outs = [b for b in succ.get(lif, []) if isinstance(nodes[b], (nir.Linear, nir.Affine))]
     w_rec = w_out = None
     for b in outs:
@@ -196,9 +201,47 @@ def _parse(graph: Any) -> dict[str, Any]:
     if w_out is None:
         raise UnsupportedFeatureError("no readout (LIF -> Linear -> LI) found in the NIR graph")
     readout = succ[w_out][0]
+    if not isinstance(nodes[readout], nir.LI):
+        raise UnsupportedFeatureError(f"the readout layer feeds a {type(nodes[readout]).__name__}; spikelearn's "
+                                      f"readout is a leaky integrator (LIF -> Linear -> LI)")
     bias = next((b for b in succ.get(readout, []) if isinstance(nodes[b], nir.Affine)), None)
+    delay = None
+    if w_rec is not None:
+        delay = next((nodes[c] for c in succ.get(w_rec, []) if isinstance(nodes[c], nir.Delay)), None)
     return {"lif": nodes[lif], "w_in": nodes[w_in], "w_rec": None if w_rec is None else nodes[w_rec],
-            "w_out": nodes[w_out], "readout": nodes[readout], "bias": None if bias is None else nodes[bias]}
+            "w_out": nodes[w_out], "readout": nodes[readout], "bias": None if bias is None else nodes[bias],
+            "delay": delay}
+
+
+def _check_foreign(p: dict[str, Any], dt_ms: float) -> None:
+    """Parameters of the layout that spikelearn cannot represent are errors, not silently dropped."""
+    for key in ("w_in", "w_rec", "w_out"):
+        node = p[key]
+        b = getattr(node, "bias", None)
+        if node is not None and b is not None and np.any(np.asarray(b) != 0):
+            raise UnsupportedFeatureError(f"{key}: an Affine bias is not representable (only the readout has a "
+                                          f"bias, as a separate Affine after the LI)")
+    ro = p["readout"]
+    tau = np.asarray(ro.tau, dtype=np.float64).ravel()
+    if not np.all(tau == tau[0]):
+        raise UnsupportedFeatureError(f"readout LI time constants differ per output ({tau.tolist()}); spikelearn "
+                                      f"has one readout time constant")
+    if not np.allclose(np.asarray(ro.v_leak, dtype=np.float64), 0.0):
+        raise UnsupportedFeatureError("readout LI v_leak != 0 is not representable")
+    kappa = np.exp(-dt_ms * 1e-3 / tau[0])
+    r_over_tau = np.asarray(ro.r, dtype=np.float64).ravel() / tau
+    if not (np.allclose(r_over_tau, 1.0 - kappa, rtol=1e-9) or np.allclose(r_over_tau, 1.0, rtol=1e-9)):
+        raise UnsupportedFeatureError(f"readout LI r/tau = {r_over_tau[0]:.6g} is neither 1 − exp(−dt/τ) "
+                                      f"({1 - kappa:.6g}) nor 1")
+    if p["delay"] is not None:
+        d_ms = np.asarray(p["delay"].delay, dtype=np.float64) * 1e3
+        if not np.allclose(d_ms, dt_ms, rtol=1e-9):
+            raise UnsupportedFeatureError(f"recurrent Delay of {d_ms.ravel()[:3].tolist()} ms; spikelearn's "
+                                          f"recurrent delay is one step (dt_ms = {dt_ms})")
+    bias = p["bias"]
+    if bias is not None and not np.allclose(np.asarray(bias.weight, dtype=np.float64),
+                                            np.eye(np.asarray(bias.weight).shape[0])):
+        raise UnsupportedFeatureError("the readout bias Affine must have identity weights")
 
 
 def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float64) -> Any:
@@ -216,6 +259,7 @@ def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float
         if "dt" not in meta:
             raise ValueError("dt_ms is required for a graph without spikelearn metadata")
         dt_ms = float(np.asarray(meta["dt"])) * 1e3
+    _check_foreign(p, dt_ms)
     lif = p["lif"]
     tau = np.asarray(lif.tau, dtype=np.float64)
     N = tau.size
@@ -243,7 +287,8 @@ def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float
                        v_th=np.asarray(lif.v_threshold, dtype=np.float64), beta=np.zeros(N),
                        n_ref=np.asarray(meta.get("n_ref", np.zeros(N)), dtype=np.float64),
                        refractory=str(meta.get("refractory", "lsnn")), tau_out_ms=tau_o_ms, dt_ms=dt_ms,
-                       sign_constraint="none", w_in=W_in, w_out=W_out, readout_bias=bias is not None, dtype=dtype)
+                       sign_constraint="none", w_in=W_in, w_out=W_out, readout_bias=bias is not None,
+                       allow_autapses=bool(np.diag(mask).any()), dtype=dtype)
     if bias is not None:
         with torch.no_grad():
             model.b_out.copy_(torch.as_tensor(np.asarray(bias.bias, dtype=np.float64)))

@@ -78,6 +78,11 @@ def test_analog_input_batch_and_float32_model(same_as_brian2):
     rep = same_as_brian2(model, x)
     assert rep.summary["spikes_spikelearn"] > 0 and rep.summary["n_trials"] == 3
     assert model.dtype == torch.float32  # the caller's model is untouched
+    # scaling B: c_in = 1 − α must be exported in float64 too (float32 constants gave |dv| ≈ 3e-7, a "MISMATCH")
+    torch.manual_seed(1)
+    model_b = SpikingRNN(erdos_renyi(40, 0.2, seed=2), 3, 2, scaling="B", v_th=0.03, n_adaptive=10, n_ref=2)
+    rep_b = same_as_brian2(model_b, x)
+    assert rep_b.summary["spikes_spikelearn"] > 0 and rep_b.summary["max_abs_v_diff"] <= 1e-9
 
 
 def test_report_detects_a_difference():
@@ -263,6 +268,20 @@ def test_unsupported_features_are_named():
         run_brian2(SpikingRNN(c, 2, 1), torch.zeros(5, 3))
     with pytest.raises(ValueError, match="target must be one of"):
         run_brian2(SpikingRNN(c, 2, 1), x, target="gpu")
+    import numpy as np
+
+    from spikelearn import Circuit
+    W = np.asarray(c.weights(dense=True))
+    gap = np.zeros((10, 10))
+    gap[0, 1] = gap[1, 0] = 0.5
+    with pytest.raises(UnsupportedFeatureError, match="gap junctions"):
+        eprop_brian2(SpikingRNN(Circuit.from_dense(W, gap=gap), 2, 1), x, torch.zeros(5, 1, 1))
+
+
+def test_a_silent_network_is_flagged():
+    c = erdos_renyi(10, 0.3, seed=0)
+    rep = compare_with_brian2(SpikingRNN(c, 2, 1), torch.zeros(20, 1, 2, dtype=torch.float64))
+    assert rep.summary["spikes_spikelearn"] == 0 and "WARNING: no neuron spiked" in rep.verdict
 
 
 def test_brian2_global_state_is_restored():

@@ -208,3 +208,39 @@ def test_for_snntorch_layout():
     per_neuron = SpikingRNN(erdos_renyi(10, 0.3, seed=0), 2, 1, v_th=np.linspace(0.5, 0.7, 10), dtype="float64")
     with pytest.raises(UnsupportedFeatureError, match="one v_threshold"):
         to_nir(per_neuron, for_snntorch=True)
+
+
+def test_autapses_survive_the_round_trip():
+    from spikelearn import Circuit
+
+    W = np.asarray(erdos_renyi(20, 0.3, seed=4).weights(dense=True))
+    np.fill_diagonal(W, 0.3)
+    torch.manual_seed(0)
+    model = SpikingRNN(Circuit.from_dense(W, mask=W != 0), 10, 2, scaling="B", v_th=0.03, allow_autapses=True,
+                       dtype="float64")
+    back = from_nir(to_nir(model))
+    x = _x(T=200, B=1)
+    with torch.no_grad():
+        a, b = model(x, record=True), back(x, record=True)
+    assert a.record.z.sum() > 0 and torch.equal(a.record.z, b.record.z)
+    np.testing.assert_allclose(np.diag(back.effective_weights().W_rec.detach().numpy()), 0.3)
+
+
+def test_foreign_parameters_that_cannot_be_represented_are_errors():
+    base = to_nir(_model(scaling="B"))
+    for node, field, value, match in [
+        ("w_in", "bias", None, "Affine bias"),
+        ("readout", "v_leak", None, "v_leak"),
+        ("delay", "delay", None, "recurrent Delay"),
+    ]:
+        g = to_nir(_model(scaling="B"))
+        n = g.nodes[node]
+        if field == "bias":
+            g.nodes[node] = nir.Affine(weight=np.asarray(n.weight), bias=np.ones(np.asarray(n.weight).shape[0]))
+        elif field == "v_leak":
+            n.v_leak = np.full_like(np.asarray(n.v_leak, dtype=np.float64), 0.5)
+        else:
+            n.delay = np.asarray(n.delay) * 5
+        with pytest.raises(UnsupportedFeatureError, match=match):
+            from_nir(g)
+    assert from_nir(base) is not None
