@@ -269,7 +269,9 @@ class Trainer:
         total = cfg.iterations if iterations is None else iterations
         bar = tqdm(total=total, initial=self.iteration, disable=cfg.quiet, desc="train", leave=False)
         if self.flosser is not None and not self.preflossed and self.iteration == 0:
+            t0 = time.perf_counter()
             self.flosser.pre_floss(self._sample_x)
+            self.wall_time_s += time.perf_counter() - t0  # part of the run's cost (wall_time_s is cumulative)
             self.preflossed = True
         try:
             while self.iteration < total:

@@ -56,7 +56,7 @@ def load(folder: pathlib.Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         rows.append({**base, "iteration": int(acc["iteration"].iloc[-1]), "accuracy": float(acc["value"].iloc[-1]),
                      "accuracy_last5": float(acc["value"].iloc[-5:].mean()),
-                     "duration_s": r.get("duration_s", np.nan)})
+                     "train_time_s": r.get("train_time_s", np.nan)})
         curves.append(acc.assign(**base))
     return pd.DataFrame(rows), (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
 

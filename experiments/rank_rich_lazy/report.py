@@ -57,7 +57,7 @@ def load(folder: str | pathlib.Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         cfg = json.loads(r.config)
         rows.append({"run_id": r.id, "status": r.status, "init": init_label(cfg["circuit"]),
                      "n": circuit_size(cfg["circuit"]), "rule": cfg["rule"]["name"], "seed": int(cfg["train"]["seed"]),
-                     "iterations": int(cfg["train"]["iterations"]), "duration_s": r.duration_s})
+                     "iterations": int(cfg["train"]["iterations"]), "train_time_s": r.train_time_s})
     df = pd.DataFrame(rows)
     met = met.merge(df[["run_id", "init", "rule", "seed"]], on="run_id")
     last = (met.sort_values("iteration").groupby(["run_id", "name"])["value"].last().unstack("name"))
@@ -105,7 +105,7 @@ def main() -> None:
     out = pathlib.Path(a.out) if a.out else pathlib.Path(a.store) / "report"
     out.mkdir(parents=True, exist_ok=True)
     df, met = load(a.store)
-    print(f"{len(df)} runs: {df['status'].value_counts().to_dict()}; run time {df['duration_s'].sum():.0f} s in total")
+    print(f"{len(df)} runs: {df['status'].value_counts().to_dict()}; training time {df['train_time_s'].sum():.0f} s (cumulative over resumed attempts) in total")
     s = summarize(df)
     print(table(s, MEASURES))
     init = df[df["status"] == "done"].groupby("init", sort=False)[[c for c in INIT if c in df]].mean()

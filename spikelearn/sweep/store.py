@@ -211,14 +211,21 @@ class RunStore:
                 for i, c, m, a in rows]
 
     def runs(self, status: str | None = None) -> pd.DataFrame:
-        """One row per run: id, status, error, attempts, resumed_from, start/end time, duration_s, host,
-        version, one column per axis key (``rule.name`` ...), and the resolved ``config`` (JSON text)."""
-        q = ("SELECT id, status, error, attempts, resumed_from, start_time, end_time, host, version, axes, config "
+        """One row per run: id, status, error, attempts, resumed_from, start/end time, duration_s, train_time_s,
+        host, version, one column per axis key (``rule.name`` ...), and the resolved ``config`` (JSON text).
+
+        ``duration_s`` is the wall time of the run's *last attempt* (end − start); ``train_time_s`` is the
+        trainer's cumulative training time over every attempt (its last ``wall_time_s`` metric; checkpointed, so
+        a resumed run counts the iterations done before the interruption too) — the run's cost."""
+        q = ("SELECT id, status, error, attempts, resumed_from, start_time, end_time, host, version, axes, config, "
+             "(SELECT value FROM metrics m WHERE m.run_id = runs.id AND m.name = 'wall_time_s' "
+             " ORDER BY iteration DESC LIMIT 1) AS train_time_s "
              "FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY position")
         df = pd.read_sql_query(q, self._conn, params=(status,) if status else None)
         for c in ("start_time", "end_time"):
             df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
         df.insert(7, "duration_s", (df["end_time"] - df["start_time"]).dt.total_seconds())
+        df.insert(8, "train_time_s", df.pop("train_time_s").astype("float64"))
         axes = pd.DataFrame([json.loads(a) for a in df.pop("axes")], index=df.index)
         cfg = df.pop("config")
         return pd.concat([df, axes], axis=1).assign(config=cfg)
