@@ -100,6 +100,10 @@ def test_resume_skips_done_runs_and_resumes_interrupted_ones(tmp_path, tiny):
         st = store.runs().set_index("id")
     assert st.loc[runs[0].id, "attempts"] == 1  # not run again
     assert st.loc[runs[1].id, "resumed_from"] == 7 and st.loc[runs[2].id, "resumed_from"] == 0
+    # the run's cost counts both attempts (the trainer's cumulative wall time), its duration the last one only
+    with RunStore(folder, readonly=True) as store:
+        wt = store.metrics(run_ids=[runs[1].id], names=["wall_time_s"]).sort_values("iteration")
+    assert st.loc[runs[1].id, "train_time_s"] == wt["value"].iloc[-1] > wt["value"].iloc[6]
     pd.testing.assert_frame_equal(_results(folder)[0], _results(tmp_path / "full")[0])
 
 
