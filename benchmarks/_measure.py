@@ -7,6 +7,24 @@ import time
 from typing import Callable
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark (VmHWM) to the current RSS (Linux ≥ 4.0); False if not."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def rss_mb() -> float:
     """Resident set size of this process now, in MiB (Linux)."""
     with open("/proc/self/status") as f:
@@ -20,8 +38,10 @@ def measure(call: Callable[[], object], *, repeats: int, device: str = "cpu",
             warmup: Callable[[], object] | None = None) -> tuple[float, float]:
     """``(best wall time in s, peak memory in MiB)`` of ``repeats`` calls.
 
-    Peak memory is the increase of the process's maximum resident set size over its resident size just before
-    the first timed call (CPU), or ``torch.cuda.max_memory_allocated`` over the allocation then (CUDA). An
+    Peak memory is the increase of the process's resident-set high-water mark over its resident size just before
+    the first timed call, the mark being reset then (``/proc/self/clear_refs``, so earlier peaks — imports, warm-up —
+    do not count; where that reset is unavailable the lifetime ``ru_maxrss`` is used) (CPU), or
+    ``torch.cuda.max_memory_allocated`` over the allocation then (CUDA). An
     optional ``warmup`` (e.g. a short version of the call) runs before that baseline is taken.
     """
     import torch
@@ -39,6 +59,7 @@ def measure(call: Callable[[], object], *, repeats: int, device: str = "cpu",
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     rss0 = rss_mb()
+    reset = (not cuda) and _reset_peak_rss()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -48,7 +69,7 @@ def measure(call: Callable[[], object], *, repeats: int, device: str = "cpu",
     if cuda:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+        peak = (_peak_rss_mb() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - rss0
     return min(times), max(peak, 0.0)
 
 

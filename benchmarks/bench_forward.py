@@ -79,8 +79,8 @@ def _measure(impl: str, mode: str, n: int, T: int, device: str, repeats: int) ->
         else:
             run().square().mean().backward()
 
-    # the first (cold) call is one of the repeats: the peak of any call counts, the best time is reported
-    best, peak = measure(call, repeats=repeats + 1, device=device)
+    # one untimed warm-up call (first-call allocations and kernel selection), then the best of `repeats`
+    best, peak = measure(call, repeats=repeats, device=device, warmup=call)
     return {"impl": impl, "mode": mode, "N": n, "T": T, "time_s": best, "peak_mem_mb": peak}
 
 

@@ -73,7 +73,7 @@ def _time_sweep(spec: dict, root: Path, name: str, **kw) -> float:
     from spikelearn.sweep import run_sweep
 
     t0 = time.perf_counter()
-    res = run_sweep(spec, root / name, **kw)
+    res = run_sweep(spec, root / name, **{"threads_per_run": 1, **kw})
     elapsed = time.perf_counter() - t0
     assert res.ok, res.counts
     return elapsed
