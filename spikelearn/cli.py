@@ -32,7 +32,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, quiet=True))
-    hist, _ = train(cfg, out_dir=args.out, resume=args.resume, measurements=resolve_measurements(meas))
+    hist, _ = train(cfg, out_dir=args.out, resume=args.resume, measurements=resolve_measurements(meas),
+                    overwrite=args.overwrite)
     out = args.out or cfg.train.out_dir
     last = hist.dropna(subset=["accuracy"]).tail(1)
     print(last.to_string(index=False))
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="path to the TOML run configuration")
     p.add_argument("--out", default=None, help="output folder (default: [train] out_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into an output folder that already holds a run, replacing it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch intra-op threads (default: torch's; 1 is fastest for small networks and on a "

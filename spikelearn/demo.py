@@ -54,7 +54,7 @@ def run_demo(out_dir: str | pathlib.Path = "demo_out", iterations: int | None = 
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, out_dir=str(out), quiet=quiet,
         iterations=cfg.train.iterations if iterations is None else iterations))
-    hist, model = train(cfg)
+    hist, model = train(cfg, overwrite=True)  # the demo's own folder: a re-run replaces it
     from spikelearn.tasks import make_task
 
     task = make_task(cfg.task.name, **cfg.task.options)

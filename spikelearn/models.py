@@ -41,6 +41,7 @@ a circuit that carries its own ``input_weights``/``output_weights`` (e.g. a task
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -355,6 +356,11 @@ class _CircuitRNN(nn.Module):
         W0 = circuit.weights(dense=True)
         M = circuit.mask(dense=True).copy()
         if not allow_autapses:
+            n_auto = int((np.diag(W0) != 0).sum())
+            if n_auto and not circuit.metadata.get("generator"):  # generators document their diagonal
+                warnings.warn(f"the circuit has {n_auto} autapse(s) (self-connections with non-zero weight); the model "
+                              f"leaves them out (allow_autapses=False). Pass allow_autapses=True to keep them.",
+                              UserWarning, stacklevel=3)
             np.fill_diagonal(M, False)
         W0 = np.where(M, W0, 0.0)
         signs = np.asarray(circuit.signs, dtype=np.int64)

@@ -425,6 +425,10 @@ def validate_config(cfg: RunConfig) -> None:
     _check_required("model", model_cls, cfg.model.options, ("circuit", "n_in", "n_out"))
     if cfg.rule.name not in RULES:
         raise ConfigError(f"[rule] name {cfg.rule.name!r} unknown; registered rules: {sorted(RULES)}")
+    kinds = getattr(RULES[cfg.rule.name], "model_types", ("rate", "spiking"))
+    if cfg.model.type not in kinds:
+        raise ConfigError(f"[rule] {cfg.rule.name!r} applies to {list(kinds)} models, not to [model] type "
+                          f"{cfg.model.type!r}")
     check_options("rule", RULES[cfg.rule.name], cfg.rule.options)
     _check_required("rule", RULES[cfg.rule.name], cfg.rule.options)
     opt = _optimizer_classes()
@@ -567,13 +571,17 @@ def _check_same_config(cfg: RunConfig, checkpoint: pathlib.Path) -> None:
 
 
 def train(cfg: RunConfig, *, out_dir: str | None = None, resume: bool = False,
-          measurements: tuple[Measurement, ...] = ()) -> tuple[pd.DataFrame, Any]:
+          measurements: tuple[Measurement, ...] = (), overwrite: bool = False) -> tuple[pd.DataFrame, Any]:
     """Build from ``cfg`` and train; writes ``config.json``, ``history.csv``, ``model.pt`` and the checkpoint
-    into the output folder. With ``resume``, continue from the folder's checkpoint. Returns ``(history, model)``."""
+    into the output folder. With ``resume``, continue from the folder's checkpoint. A folder that already holds a
+    run's checkpoint is not trained over unless ``resume`` or ``overwrite``. Returns ``(history, model)``."""
     circuit, model, task, rule, optimizer, trainer = build(cfg, out_dir=out_dir)
     trainer.measurements = tuple(measurements)
     out = trainer.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    if not resume and not overwrite and (out / CHECKPOINT).exists():
+        raise FileExistsError(f"{out} already holds a run ({CHECKPOINT}); continue it with resume (--resume), "
+                              f"train into another folder, or replace it with overwrite (--overwrite)")
     if resume:
         if not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint in {out}")

@@ -369,3 +369,33 @@ def test_task_aligned_low_rank_circuit_from_a_run_config(tmp_path):
                                                          options={"rank": 4, "n_in": 3}))
     with pytest.raises(ConfigError, match="come from the task"):
         build(bad)
+
+
+def test_rule_model_mismatch_and_existing_run_folder(tmp_path):
+    from spikelearn.config import ConfigError
+
+    bad = dataclasses.replace(_small_cfg(tmp_path), rule=RuleConfig(name="rflo"), model=ModelConfig(type="spiking"))
+    with pytest.raises(ConfigError, match=r"'rflo' applies to \['rate'\] models"):
+        validate_config(bad)
+    cfg = _small_cfg(tmp_path, iterations=3)
+    train(cfg)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(cfg)
+    assert len(train(cfg, overwrite=True)[0]) == 3
+
+
+def test_model_warns_when_it_leaves_out_a_circuits_autapses():
+    import networkx as nx
+
+    from spikelearn import Circuit
+    from spikelearn.models import SpikingRNN
+
+    G = nx.DiGraph()
+    G.add_edge(0, 1, weight=0.5)
+    G.add_edge(1, 1, weight=0.3)
+    c = Circuit.from_graph(G)
+    with pytest.warns(UserWarning, match="1 autapse"):
+        m = SpikingRNN(c, 1, 1)
+    assert float(m.effective_weights().W_rec[1, 1].detach()) == 0.0
+    kept = SpikingRNN(c, 1, 1, allow_autapses=True)
+    assert float(kept.effective_weights().W_rec[1, 1].detach()) != 0.0

@@ -43,7 +43,7 @@ def run(tag: str, iterations: int | None) -> pd.DataFrame:
         if iterations:
             tr = dataclasses.replace(tr, iterations=iterations)
         out = cfg.train.out_dir + (f"_{iterations}it" if iterations else "")
-        hist, _ = train(dataclasses.replace(cfg, train=tr), out_dir=out)
+        hist, _ = train(dataclasses.replace(cfg, train=tr), out_dir=out, overwrite=True)
         hist["feedback"] = fb
         frames.append(hist)
         ev = hist.dropna(subset=["accuracy"])
