@@ -17,21 +17,18 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ...) in MiB; NaN where unavailable."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
 def rss_mb() -> float:
     """Resident set size of this process now, in MiB (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _status_mb("VmRSS")
 
 
 def measure(call: Callable[[], object], *, repeats: int, device: str = "cpu",
@@ -69,7 +66,7 @@ def measure(call: Callable[[], object], *, repeats: int, device: str = "cpu",
     if cuda:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        peak = (_peak_rss_mb() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - rss0
+        peak = (_status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - rss0
     return min(times), max(peak, 0.0)
 
 

@@ -226,13 +226,16 @@ class Trainer:
         self._saved_at = self.iteration
         return path
 
-    def load_checkpoint(self, path: str | pathlib.Path | None = None) -> None:
-        """Restore model, optimizer, trial RNG, rule state and history from a checkpoint (default: ``out_dir``'s).
+    def load_checkpoint(self, path: str | pathlib.Path | None = None, *, state: dict | None = None) -> None:
+        """Restore model, optimizer, trial RNG, rule state and history from a checkpoint (default: ``out_dir``'s),
+        or from its already loaded contents ``state``.
 
         Loaded on the CPU (generator states must stay there); model, optimizer and rule tensors move to the
         model's device as they are restored."""
-        path = pathlib.Path(path) if path is not None else self.out_dir / CHECKPOINT
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = state
+        if ck is None:
+            path = pathlib.Path(path) if path is not None else self.out_dir / CHECKPOINT
+            ck = torch.load(path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.trial_gen.set_state(ck["trial_generator"])
@@ -548,10 +551,10 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
 _RESUMABLE_CHANGES = {("train", "iterations"), ("train", "quiet"), ("train", "out_dir"), ("train", "device")}
 
 
-def _check_same_config(cfg: RunConfig, checkpoint: pathlib.Path) -> None:
-    """A run resumes only under the configuration it was started with: anything but ``train.iterations`` (train
-    longer), ``quiet``, ``out_dir`` and ``device`` differing is a ConfigError naming the keys."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True).get("run_config")
+def _check_same_config(cfg: RunConfig, saved: str | None, checkpoint: pathlib.Path) -> None:
+    """A run resumes only under the configuration it was started with (``saved``, the checkpoint's run config as
+    JSON): anything but ``train.iterations`` (train longer), ``quiet``, ``out_dir`` and ``device`` differing is a
+    ConfigError naming the keys."""
     if saved is None:
         return
     old, new = json.loads(saved), json.loads(cfg.to_json())
@@ -585,8 +588,9 @@ def train(cfg: RunConfig, *, out_dir: str | None = None, resume: bool = False,
     if resume:
         if not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint in {out}")
-        _check_same_config(cfg, out / CHECKPOINT)
-        trainer.load_checkpoint()
+        ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)  # read once: check, then restore
+        _check_same_config(cfg, ck.get("run_config"), out / CHECKPOINT)
+        trainer.load_checkpoint(state=ck)
     (out / "config.json").write_text(cfg.to_json())
     hist = trainer.run()
     hist.to_csv(out / "history.csv", index=False)

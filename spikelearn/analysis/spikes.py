@@ -52,23 +52,22 @@ def _as_spikes(z: Any) -> np.ndarray:
     return a
 
 
-def _check_dt(dt_ms: float) -> float:
-    if not (isinstance(dt_ms, (int, float, np.floating, np.integer)) and math.isfinite(dt_ms) and dt_ms > 0):
-        raise ValueError(f"dt_ms must be a finite number > 0, got {dt_ms!r}")
-    return float(dt_ms)
+def _positive(value: float, name: str) -> float:
+    """``value`` as a float, if it is a finite number > 0 (else a ValueError naming argument ``name``)."""
+    if not (isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def _window_steps(ms: float, dt_ms: float, name: str) -> int:
     """``ms`` (a window or bin length, argument ``name``) in steps of ``dt_ms``, at least one step."""
-    dt = _check_dt(dt_ms)
-    if not (isinstance(ms, (int, float, np.floating, np.integer)) and math.isfinite(ms) and ms > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {ms!r}")
-    return max(1, int(round(ms / dt)))
+    dt = _positive(dt_ms, "dt_ms")
+    return max(1, int(round(_positive(ms, name) / dt)))
 
 
 def firing_rates(z: Any, dt_ms: float) -> np.ndarray:
     """Per-neuron rate in Hz, ``(N,)``."""
-    dt = _check_dt(dt_ms)
+    dt = _positive(dt_ms, "dt_ms")
     a = _as_spikes(z)
     T, B, _ = a.shape
     return a.sum((0, 1)) / (B * T * dt * 1e-3)

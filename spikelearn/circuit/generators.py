@@ -24,9 +24,9 @@ __all__ = ["gaussian", "erdos_renyi", "dale", "low_rank", "truncate_rank", "low_
            "block_model"]
 
 
-def _check_n(n: int) -> int:
+def _check_n(n: int, name: str = "n") -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise CircuitError(f"n must be a positive integer, got {n!r}")
+        raise CircuitError(f"{name} must be a positive integer, got {n!r}")
     return int(n)
 
 
@@ -234,10 +234,7 @@ def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None
     The returned circuit carries ``input_weights = W_in`` and ``output_weights = W_out``, so a model built on it
     starts from the very directions ``W_rec`` is aligned with. In a run file ``n_in``/``n_out`` come from the task.
     """
-    for name, v in (("n", n), ("n_in", n_in), ("n_out", n_out)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise CircuitError(f"{name} must be a positive integer, got {v!r}")
-    n, n_in, n_out = int(n), int(n_in), int(n_out)
+    n, n_in, n_out = _check_n(n), _check_n(n_in, "n_in"), _check_n(n_out, "n_out")
     _check_sigma0(sigma0)
     if io_init not in ("normal", "uniform"):
         raise CircuitError(f"io_init must be 'normal' or 'uniform', got {io_init!r}")

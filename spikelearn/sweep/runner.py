@@ -22,7 +22,7 @@ from spikelearn.sweep.executors import (Executor, SweepError, WorkerLost, defaul
                                         make_executor)
 from spikelearn.sweep.spec import SweepSpec, check_run_config, expand, load_sweep, sweep_from_dict
 from spikelearn.sweep.store import STORE_FILE, RunStore
-from spikelearn.sweep.worker import RUN_LOCK, run_one
+from spikelearn.sweep.worker import RUN_LOCK, checkpoint_results, run_one
 
 __all__ = ["SweepResult", "run_sweep", "resume_sweep", "sweep_status", "driver_running", "snapshot_sweep",
            "LOCK_FILE"]
@@ -244,7 +244,7 @@ def _drive(store: RunStore, ex: Executor, *, ids: set[str] | None, max_retries: 
                     res = {"id": r["id"], "status": "failed", "metrics": [], "summary": None,
                            "error": f"WorkerLost: the worker was lost {lost[r['id']]} times "
                                     f"(max_retries = {max_retries}); last: {e}"}
-                    res.update(_checkpoint_results(store.run_dir(r["id"]) / CHECKPOINT))
+                    res.update(checkpoint_results(store.run_dir(r["id"]) / CHECKPOINT))
                 store.record(r["id"], status=res["status"], metrics=res["metrics"], summary=res["summary"],
                              error=res["error"], host=res.get("host"), version=res.get("version"),
                              start_time=res.get("start_time"), end_time=res.get("end_time"),
@@ -264,19 +264,6 @@ def _drive(store: RunStore, ex: Executor, *, ids: set[str] | None, max_retries: 
     failed = {i: (e or "").splitlines()[0] if e else "" for i, e in
               runs.loc[runs["status"] == "failed", ["id", "error"]].itertuples(index=False)}
     return SweepResult(store.folder, counts, failed, resumed, executed, time.perf_counter() - t0)
-
-
-def _checkpoint_results(ck: pathlib.Path) -> dict:
-    """``metrics``/``summary`` of a lost run's last checkpoint (a failed run keeps what it learned), if readable."""
-    import torch
-
-    from spikelearn.sweep.worker import final_summary, history_to_metrics
-
-    try:
-        rows = torch.load(ck, map_location="cpu", weights_only=True)["history"]
-    except Exception:  # noqa: BLE001 - no checkpoint, or an unreadable one: nothing to keep
-        return {}
-    return {"metrics": history_to_metrics(rows), "summary": final_summary(rows)}
 
 
 def sweep_status(folder: str | pathlib.Path) -> dict:

@@ -42,6 +42,18 @@ def final_summary(rows) -> dict[str, Any]:
     return out
 
 
+def checkpoint_results(ck: pathlib.Path) -> dict[str, Any]:
+    """``{"metrics", "summary"}`` of the history in checkpoint ``ck`` (what a failed or lost run keeps); ``{}`` when
+    there is no readable checkpoint."""
+    import torch
+
+    try:
+        rows = torch.load(ck, map_location="cpu", weights_only=True)["history"]
+    except Exception:  # noqa: BLE001 - no checkpoint, or an unreadable one: nothing to keep
+        return {}
+    return {"metrics": history_to_metrics(rows), "summary": final_summary(rows)}
+
+
 def run_one(run_id: str, config: dict, run_dir: str, measurements: list[dict] = (),
             torch_threads: int | None = None) -> dict:
     """Train one run into ``run_dir``, resuming from ``run_dir/checkpoint.pt`` when there is one.
@@ -99,9 +111,7 @@ def run_one(run_id: str, config: dict, run_dir: str, measurements: list[dict] = 
         try:
             out.mkdir(parents=True, exist_ok=True)
             (out / "error.txt").write_text(res["error"])
-            if ck.exists():  # keep what was learned up to the last good checkpoint
-                rows = torch.load(ck, map_location="cpu", weights_only=True)["history"]
-                res.update(metrics=history_to_metrics(rows), summary=final_summary(rows))
+            res.update(checkpoint_results(ck))  # keep what was learned up to the last good checkpoint
         except Exception:  # pragma: no cover - the error itself is what matters
             pass
     finally:
