@@ -12,6 +12,7 @@ builds and runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -28,7 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spikelearn.config import ConfigError, RunConfig, TrainConfig, check_options
+from spikelearn.config import CircuitConfig, ConfigError, RunConfig, TrainConfig, check_options
 from spikelearn.rules import apply_gradients, make_rule
 from spikelearn.rules.base import LossFn, load_rule_state_dict, rule_state_dict
 
@@ -494,7 +495,7 @@ def build_circuit(cfg: RunConfig, seed: int, task: Any = None):
         opts = dict(c.options)
         if "seed" in inspect.signature(connectomes.loader(c.name)).parameters:
             opts.setdefault("seed", seed)
-        return connectomes.load(c.name, **opts)
+        return _check_circuit_n(cfg, connectomes.load(c.name, **opts))
     fn = getattr(circ.generators, c.kind)
     opts = dict(c.options)
     params = inspect.signature(fn).parameters
@@ -507,8 +508,37 @@ def build_circuit(cfg: RunConfig, seed: int, task: Any = None):
             task = tasks.make_task(cfg.task.name, **cfg.task.options)
         opts.update(n_in=task.n_in, n_out=task.n_out)
     if c.kind in ("block_model", "low_rank_aligned"):
-        return fn(**opts)
+        return _check_circuit_n(cfg, fn(**opts))
     return fn(c.n, **opts)
+
+
+_DEFAULT_CIRCUIT_N = CircuitConfig().n
+
+
+def _check_circuit_n(cfg: RunConfig, circuit):
+    """``[circuit] n`` sizes generators that take it; a connectome or a ``block_model`` / ``low_rank_aligned``
+    circuit has its size from its data or options. An ``n`` other than the default that disagrees with that size
+    is an error rather than being ignored (the default cannot be told from an explicit 100, so it is let pass)."""
+    n = cfg.circuit.n
+    if n != _DEFAULT_CIRCUIT_N and n != circuit.n:
+        what = f"connectome {cfg.circuit.name!r}" if cfg.circuit.kind == "connectome" else cfg.circuit.kind
+        raise ConfigError(f"[circuit] n = {n}, but the {what} circuit has {circuit.n} neurons: n does not size "
+                          f"a {cfg.circuit.kind} circuit (its size comes from "
+                          f"{'the data' if cfg.circuit.kind == 'connectome' else '[circuit.options]'}); "
+                          f"remove n or set it to {circuit.n}")
+    return circuit
+
+
+@contextlib.contextmanager
+def _section(section: str, what: str):
+    """A ValueError/TypeError from building a config section's object (a bad value in its options table) becomes
+    a ConfigError naming the section and the thing built, chained to the original error."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"[{section}] building {what}: {e}") from e
 
 
 def build(cfg: RunConfig, *, out_dir: str | None = None):
@@ -521,8 +551,10 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
 
     validate_config(cfg)
     seeds = derive_seeds(cfg.train.seed)
-    task = tasks.make_task(cfg.task.name, **cfg.task.options)
-    circuit = build_circuit(cfg, seeds["circuit"], task)
+    with _section("task", cfg.task.name):
+        task = tasks.make_task(cfg.task.name, **cfg.task.options)
+    with _section("circuit", cfg.circuit.name or cfg.circuit.kind):
+        circuit = build_circuit(cfg, seeds["circuit"], task)
     model_cls = models.SpikingRNN if cfg.model.type == "spiking" else models.RateRNN
     model_opts = dict(cfg.model.options)
     model_opts.setdefault("dt_ms", float(task.dt_ms))  # one time step for model and task
@@ -530,20 +562,24 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
         raise ConfigError(f"[model.options] dt_ms = {model_opts['dt_ms']} differs from the task's dt_ms = "
                           f"{task.dt_ms}; leave it out to use the task's")
     torch.manual_seed(seeds["init"])
-    model = model_cls(circuit, task.n_in, task.n_out, **model_opts).to(
-        device=resolve_device(cfg.train.device), dtype=getattr(torch, cfg.train.dtype))
-    rule = make_rule(cfg.rule.name, **cfg.rule.options)
+    with _section("model", model_cls.__name__):
+        model = model_cls(circuit, task.n_in, task.n_out, **model_opts)
+    model = model.to(device=resolve_device(cfg.train.device), dtype=getattr(torch, cfg.train.dtype))
+    with _section("rule", cfg.rule.name):
+        rule = make_rule(cfg.rule.name, **cfg.rule.options)
     opt_cls = _optimizer_classes()[cfg.optimizer.name.lower()]
-    optimizer = opt_cls(model.parameters(), lr=cfg.optimizer.lr, **cfg.optimizer.options)
+    with _section("optimizer", opt_cls.__name__):
+        optimizer = opt_cls(model.parameters(), lr=cfg.optimizer.lr, **cfg.optimizer.options)
     train_cfg = cfg.train if out_dir is None else dataclasses.replace(cfg.train, out_dir=out_dir)
     flossing = None
     if cfg.flossing.enabled:
         from spikelearn.rules.flossing import FlossingSchedule
 
         f = cfg.flossing
-        flossing = FlossingSchedule(pre_steps=f.pre_steps, every=f.every, steps=f.steps, max_times=f.max_times,
-                                    batch_size=f.batch_size, lr=f.lr, config=dict(f.options),
-                                    pre_mode=f.pre_mode or None, inter_lr=f.inter_lr or None)
+        with _section("flossing", "FlossingSchedule"):
+            flossing = FlossingSchedule(pre_steps=f.pre_steps, every=f.every, steps=f.steps, max_times=f.max_times,
+                                        batch_size=f.batch_size, lr=f.lr, config=dict(f.options),
+                                        pre_mode=f.pre_mode or None, inter_lr=f.inter_lr or None)
     trainer = Trainer(model, task, rule, optimizer, train_cfg, run_config=cfg, flossing=flossing)
     return circuit, model, task, rule, optimizer, trainer
 

@@ -65,6 +65,13 @@ def test_train_from_toml(tmp_path, capsys):
     (GOOD.replace('name = "delayed_match_to_sample"', 'name = "chess"'), r"chess"),
     (GOOD.replace("iterations = 4", 'iterations = "four"'), r"\[train\] iterations"),
     (GOOD.replace('kind = "gaussian"', 'kind = "spaghetti"'), r"spaghetti"),
+    # bad values inside options tables: one line naming the section and the thing built, not a traceback
+    (GOOD.replace('form = "richlazy"', 'form = "richlazy"\ntau_ms = -5.0'), r"\[model\] building RateRNN:.*tau"),
+    (GOOD.replace("momentum = 0.9", "momentum = -1.0"), r"\[optimizer\] building SGD:.*momentum"),
+    (GOOD.replace('name = "delayed_match_to_sample"', 'name = "delayed_match_to_sample"\n[task.options]\n'
+                  'dt_ms = -1.0'), r"\[task\] building delayed_match_to_sample:.*dt_ms"),
+    (GOOD.replace('kind = "gaussian"', 'kind = "erdos_renyi"').replace("g = 1.2", "g = 1.2\np = 2.0"),
+     r"\[circuit\] building erdos_renyi:.*p"),
 ])
 def test_config_errors_name_key_and_section(tmp_path, capsys, text, match):
     p = _write(tmp_path, text)

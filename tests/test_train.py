@@ -346,6 +346,28 @@ def test_sampled_connectome_circuit_follows_the_run_seed():
     assert np.array_equal(W(0, seed=7), W(1, seed=7))
 
 
+def test_circuit_n_that_disagrees_with_a_connectome_is_an_error():
+    """[circuit] n does not size a connectome or a block model: a value that disagrees with the circuit built is
+    an error naming both sizes, not silently ignored; the matching value (and the default) pass."""
+    from spikelearn.config import ConfigError
+    from spikelearn.train import build_circuit
+
+    def cfg(n, **kw):
+        return RunConfig(circuit=CircuitConfig(kind="connectome", name="celegans_varshney2011", n=n, **kw))
+
+    assert build_circuit(cfg(279), 0).n == 279
+    assert build_circuit(cfg(CircuitConfig().n), 0).n == 279
+    with pytest.raises(ConfigError, match=r"n = 300.*'celegans_varshney2011'.*279 neurons"):
+        build_circuit(cfg(300), 0)
+    p = pd.DataFrame([[0.1, 0.2], [0.3, 0.1]], index=["E", "I"], columns=["E", "I"])
+    block = RunConfig(circuit=CircuitConfig(kind="block_model", n=50, options={"p_table": p,
+                                                                               "sizes": {"E": 8, "I": 2}}))
+    with pytest.raises(ConfigError, match=r"n = 50.*block_model circuit has 10 neurons"):
+        build_circuit(block, 0)
+    ok = dataclasses.replace(block, circuit=dataclasses.replace(block.circuit, n=10))
+    assert build_circuit(ok, 0).n == 10
+
+
 def test_task_aligned_low_rank_circuit_from_a_run_config(tmp_path):
     """kind = "task_aligned_low_rank" gets n_in/n_out from the task, and the model starts from the circuit's own
     input/readout weights, so W_rec is aligned with the weights the model actually uses."""

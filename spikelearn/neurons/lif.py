@@ -28,7 +28,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from spikelearn.neurons.surrogate import Surrogate, heaviside, make_surrogate
+from spikelearn.neurons.surrogate import Surrogate, describe_bad, heaviside, make_surrogate
 
 __all__ = ["LIFParams", "ALIFState", "ALIFAux", "ALIFConstants", "alif_step", "alif_step_aux", "alif_update",
            "lif_step", "decay", "init_alif_state", "gap_current"]
@@ -78,12 +78,14 @@ class LIFParams:
             raise ValueError(f"dt_ms must be positive, got {self.dt_ms}")
         for name in ("tau_mem_ms", "tau_adapt_ms", "v_th"):  # scalars or per-neuron arrays
             v = torch.as_tensor(getattr(self, name), dtype=torch.float64)
-            if not (torch.isfinite(v).all() and (v > 0).all()):
-                raise ValueError(f"{name} must be finite and > 0 (per neuron), got {getattr(self, name)!r}")
+            ok = torch.isfinite(v) & (v > 0)
+            if not ok.all():
+                raise ValueError(f"{name} must be finite and > 0 (per neuron), got {describe_bad(v, ok)}")
         for name in ("beta", "n_ref"):
             v = torch.as_tensor(getattr(self, name), dtype=torch.float64)
-            if not (torch.isfinite(v).all() and (v >= 0).all()):
-                raise ValueError(f"{name} must be finite and >= 0 (per neuron), got {getattr(self, name)!r}")
+            ok = torch.isfinite(v) & (v >= 0)
+            if not ok.all():
+                raise ValueError(f"{name} must be finite and >= 0 (per neuron), got {describe_bad(v, ok)}")
 
     def constants(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
                   ) -> "ALIFConstants":

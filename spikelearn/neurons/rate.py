@@ -21,6 +21,8 @@ from typing import Callable, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from spikelearn.neurons.surrogate import describe_bad
+
 __all__ = ["RateParams", "RateState", "RateAux", "RateConstants", "rate_step", "rate_step_aux", "rate_update",
            "activation", "activation_derivative", "ACTIVATIONS", "RATE_FORMS", "init_rate_state"]
 
@@ -106,8 +108,9 @@ class RateParams:
         if not self.dt_ms > 0:
             raise ValueError(f"dt_ms must be positive, got {self.dt_ms}")
         tau = torch.as_tensor(self.tau_ms, dtype=torch.float64)
-        if not (torch.isfinite(tau).all() and (tau > 0).all()):
-            raise ValueError(f"tau_ms must be finite and > 0 (per neuron), got {self.tau_ms!r}")
+        ok = torch.isfinite(tau) & (tau > 0)
+        if not ok.all():
+            raise ValueError(f"tau_ms must be finite and > 0 (per neuron), got {describe_bad(tau, ok)}")
         if self.form != "relu_lif" and (self.dt_ms > tau).any():  # γ = dt/τ: a leak 1 − γ < 0 would oscillate
             raise ValueError(f"form {self.form!r} integrates with γ = dt_ms/tau_ms, which must be <= 1; got dt_ms = "
                              f"{self.dt_ms} > tau_ms = {float(tau.min())} (use relu_lif's exp(−dt/τ), or a smaller dt)")

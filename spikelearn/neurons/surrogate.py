@@ -255,3 +255,14 @@ def make_surrogate(name_or_obj: str | Surrogate | Callable[[Tensor], Tensor] | M
     if callable(name_or_obj):
         return Surrogate("custom", fn=name_or_obj, **kwargs)
     raise TypeError(f"cannot make a surrogate from {name_or_obj!r}")
+
+
+def describe_bad(value, ok: Tensor) -> str:
+    """``value`` as an error message shows it: itself when scalar, otherwise how many of its entries fail (``ok``
+    is the elementwise check) and the first few offending indices with their values."""
+    v = torch.as_tensor(value, dtype=torch.float64)
+    if v.dim() == 0:
+        return repr(float(v))
+    bad = (~ok).nonzero().flatten()
+    shown = ", ".join(f"[{int(i)}] = {float(v.flatten()[i])}" for i in bad[:3])
+    return f"{len(bad)} of {v.numel()} entries, e.g. {shown}"

@@ -223,6 +223,14 @@ def test_gap_current_discretisation():
     assert torch.allclose(alif_step(p, s, i_in, g_gap=G).v, alif_step(p, s, i_in + expected).v, atol=1e-15)
 
 
+def test_params_validation_names_offending_entries():
+    """A bad per-neuron parameter names how many entries fail and the first offending indices and values."""
+    with pytest.raises(ValueError, match=r"tau_mem_ms .* got 2 of 4 entries, e\.g\. \[1\] = -1\.0, \[2\] = nan"):
+        LIFParams(tau_mem_ms=torch.tensor([20.0, -1.0, float("nan"), 5.0]))
+    with pytest.raises(ValueError, match=r"beta must be finite and >= 0 .* got -0\.5$"):
+        LIFParams(beta=-0.5)
+
+
 def test_params_validation():
     with pytest.raises(ValueError):
         LIFParams(scaling="C")
