@@ -33,7 +33,7 @@ from spikelearn.config import CircuitConfig, ConfigError, RunConfig, TrainConfig
 from spikelearn.rules import apply_gradients, make_rule
 from spikelearn.rules.base import LossFn, load_rule_state_dict, rule_state_dict
 
-__all__ = ["Measurement", "Trainer", "TrainingDiverged", "build", "train", "validate_config", "derive_seeds", "resolve_device"]
+__all__ = ["Measurement", "Trainer", "TrainingDiverged", "build", "check_build", "train", "validate_config", "derive_seeds", "resolve_device"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -582,6 +582,16 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
                                         pre_mode=f.pre_mode or None, inter_lr=f.inter_lr or None)
     trainer = Trainer(model, task, rule, optimizer, train_cfg, run_config=cfg, flossing=flossing)
     return circuit, model, task, rule, optimizer, trainer
+
+
+def check_build(cfg: RunConfig) -> None:
+    """Everything :func:`build` checks, by building once on the CPU: the names and options of
+    :func:`validate_config`, and the values inside the options tables (a negative time constant, a probability
+    above 1, ...), as ConfigErrors naming the section. Nothing is trained or written, the global torch RNG is left
+    as it was, and ``train.device`` is ignored (a driver without the GPU can check runs meant for one)."""
+    cpu = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cpu"))
+    with torch.random.fork_rng(devices=[]):
+        build(cpu)
 
 
 _RESUMABLE_CHANGES = {("train", "iterations"), ("train", "quiet"), ("train", "out_dir"), ("train", "device")}

@@ -145,9 +145,10 @@ def run_sweep(spec: SweepSpec | Mapping | str | pathlib.Path, out_dir: str | pat
     _check_settings(settings, threads_per_run)
     runs = expand(spec)
     seen: set[str] = set()
-    for r in runs:  # the cheap checks of build(), on each distinct configuration, before anything runs
-        key = json.dumps({k: v for k, v in r.config.to_dict().items() if k != "train"}, sort_keys=True) + \
-            json.dumps({k: v for k, v in r.config.train.__dict__.items() if k in ("dtype", "device")})
+    for r in runs:  # build each distinct configuration (seeds aside) once, before anything runs
+        d = r.config.to_dict()
+        d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "out_dir", "quiet")}
+        key = json.dumps(d, sort_keys=True, default=repr)
         if key not in seen:
             seen.add(key)
             try:

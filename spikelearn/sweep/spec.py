@@ -282,9 +282,11 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
 # ---------------------------------------------------------------------------------------------- validation
 
 def check_run_config(cfg: RunConfig) -> None:
-    """The cheap checks of :func:`spikelearn.train.build`, without building (see :func:`spikelearn.train.validate_config`)."""
-    from spikelearn.train import validate_config
+    """The checks of :func:`spikelearn.train.build`: the run is built once on the CPU, untrained and unwritten
+    (:func:`spikelearn.train.check_build`), so a bad name, option or option value is a ConfigError before
+    anything runs."""
+    from spikelearn.train import check_build
 
-    validate_config(cfg)
+    check_build(cfg)
 
 

@@ -5,6 +5,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 from spikelearn.config import ConfigError
 from spikelearn.store import RunStore
@@ -150,7 +151,7 @@ def test_a_dying_pool_worker_loses_only_its_own_run(tmp_path, tiny, hooks_on_pat
     assert err.startswith("WorkerLost: the worker was lost 1 times (max_retries = 0)")
 
 
-def test_bad_settings_and_non_finite_values_are_errors_before_anything_runs(tmp_path, tiny):
+def test_bad_settings_and_non_finite_values_are_errors_before_anything_runs(tmp_path, tiny, hooks_on_path):
     for kw, name in [({"workers": 0}, "workers"), ({"max_retries": -1}, "max_retries"),
                      ({"threads_per_run": 0}, "threads_per_run")]:
         with pytest.raises(SweepError, match=name):
@@ -288,7 +289,36 @@ def test_invalid_run_is_an_error_before_anything_runs(tmp_path, tiny):
     d["sweep"] = {"axes": {"rule.name": ["bptt", "tbptt"]}}  # tbptt needs its window k
     with pytest.raises(ConfigError, match="misses 'k', required by TruncatedBPTT"):
         run_sweep(d, tmp_path / "sw")
+    # bad values inside options tables (found by building each distinct configuration once, untrained)
+    d["sweep"] = {"axes": {"model.options.tau_ms": [100.0, -5.0]}}
+    with pytest.raises(ConfigError, match=r"run \w+ \(\{'model.options.tau_ms': -5.0\}\).*\[model\] building "
+                                          r"RateRNN: tau_ms must be finite and > 0"):
+        run_sweep(d, tmp_path / "sw")
+    d["sweep"] = {"axes": {"circuit": [{"kind": "erdos_renyi", "n": 16, "options": {"p": 0.5}},
+                                       {"kind": "erdos_renyi", "n": 16, "options": {"p": 1.5}}]}}
+    with pytest.raises(ConfigError, match=r"\[circuit\] building erdos_renyi: .*p must be in \(0, 1\], got 1.5"):
+        run_sweep(d, tmp_path / "sw")
+    d["sweep"] = {"axes": {"train.seed": [0, 1], "train.batch_size": [8, 0]}}  # train values are checked too
+    with pytest.raises(ConfigError, match="batch_size"):
+        run_sweep(d, tmp_path / "sw")
     assert not (tmp_path / "sw").exists()
+
+
+def test_checking_a_sweep_leaves_the_torch_rng_and_the_disk_alone(tmp_path, tiny):
+    """check_run_config builds a run on the CPU without touching the global RNG or writing its out_dir."""
+    from spikelearn.config import config_from_dict
+    from spikelearn.sweep import check_run_config
+
+    d = tiny()
+    d.pop("sweep")
+    d["train"]["out_dir"] = str(tmp_path / "never")
+    d["train"]["device"] = "cuda"  # a driver without the GPU can check a run meant for one
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_run_config(config_from_dict(d))
+    assert torch.equal(torch.rand(3), expected)
+    assert not (tmp_path / "never").exists()
 
 
 def test_second_driver_on_the_same_folder_is_refused(tmp_path, tiny):
