@@ -37,7 +37,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = args.out or cfg.train.out_dir
     last = hist.dropna(subset=["accuracy"]).tail(1)
     print(last.to_string(index=False))
-    print(f"\nwrote {out}/history.csv, model.pt, checkpoint.pt, config.json")
+    print(f"\nwrote {out}/history.csv, model.pt, checkpoint.pt, config.json, settings.json")
     return 0
 
 

@@ -81,6 +81,77 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _settings_value(v: Any) -> Any:
+    """A constructor setting as JSON: scalars and strings as they are, containers element-wise, small arrays
+    as lists, anything else (large arrays, objects) by type and shape/repr so that a change still shows."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):  # private fields only when they are settings
+        items = ((f.name, getattr(v, f.name)) for f in dataclasses.fields(v))
+        return {k: _settings_value(x) for k, x in items
+                if not k.startswith("_") or (dataclasses.is_dataclass(x) and not isinstance(x, type))}
+    if hasattr(v, "_asdict"):  # NamedTuple configs
+        return {k: _settings_value(x) for k, x in v._asdict().items()}
+    if isinstance(v, (np.generic,)):
+        v = v.item()
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else repr(v)
+    if isinstance(v, dict):
+        return {str(k): _settings_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_settings_value(x) for x in v]
+    if isinstance(v, (np.ndarray, torch.Tensor)):
+        a = v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=float)
+        return a.tolist() if a.size <= 16 else f"array{list(a.shape)} sum={float(a.sum()):.12g}"
+    if isinstance(v, torch.dtype):
+        return str(v)
+    cfg = getattr(v, "config", None)  # e.g. a Surrogate
+    if callable(cfg):
+        return {"type": type(v).__name__, "config": _settings_value(cfg())}
+    return f"{type(v).__name__}"
+
+
+def resolved_settings(model: nn.Module, task: Any, rule: Any, flossing: Any = None) -> dict:
+    """Every setting the run's objects were built with, package defaults included: the model's constructor
+    arguments, the task's and the rule's fields, the flossing schedule. A run config names only what the user
+    gave, so this is what shows when a package default has changed under a checkpoint (see :func:`train`)."""
+    model_cfg = {k: v for k, v in getattr(model, "_config", {}).items() if k not in ("dtype", "device")}
+    out = {"model": {"class": type(model).__name__, **_settings_value(model_cfg)},
+           "task": {"class": type(task).__name__, **(_settings_value(task) if dataclasses.is_dataclass(task)
+                                                     else {})},
+           "rule": {"class": type(rule).__name__, **(_settings_value(rule) if dataclasses.is_dataclass(rule)
+                                                     else {})}}
+    if flossing is not None:
+        out["flossing"] = _settings_value(flossing)
+    return out
+
+
+def _check_same_settings(now: dict, saved: str | None, checkpoint: pathlib.Path) -> None:
+    """Resuming under different resolved settings (a package default changed since the run started) is a
+    ConfigError naming each setting with its old and new value."""
+    if saved is None:
+        return
+    old = json.loads(saved)
+    now = json.loads(json.dumps(now))
+
+    def flat(d: Any, prefix: str = "") -> dict:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        r: dict = {}
+        for k, v in d.items():
+            r.update(flat(v, f"{prefix}.{k}" if prefix else k))
+        return r
+
+    a, b = flat(old), flat(now)
+    diff = [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b))
+            if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    if diff:
+        raise ConfigError(f"cannot resume {checkpoint.parent}: the run was started with other settings than this "
+                          f"spikelearn builds from the same configuration (a default changed?): "
+                          f"{'; '.join(diff[:8])}{' ...' if len(diff) > 8 else ''}; resume with the version "
+                          f"that started it, or start a new run folder")
+
+
 def _atomic_save(obj: Any, path: pathlib.Path) -> None:
     # a temporary name of this process's own: two writers never share one half-written file
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -212,7 +283,13 @@ class Trainer:
                     "n_rewired": self.rw_state.n_rewired, "generator": self.rw_state.generator.get_state()},
                 "initial_state": self.initial_state,
                 "rule": rule_state_dict(self.rule, self.model), "torch_rng": torch.get_rng_state(),
-                "run_config": None if self.run_config is None else self.run_config.to_json()}
+                "run_config": None if self.run_config is None else self.run_config.to_json(),
+                "settings": json.dumps(self.settings())}
+
+    def settings(self) -> dict:
+        """:func:`resolved_settings` of this trainer's model, task, rule and flossing schedule."""
+        return resolved_settings(self.model, self.task, self.rule,
+                                 None if self.flosser is None else self.flosser.schedule)
 
     def save_checkpoint(self) -> pathlib.Path | None:
         if self.out_dir is None:
@@ -636,8 +713,10 @@ def train(cfg: RunConfig, *, out_dir: str | None = None, resume: bool = False,
             raise FileNotFoundError(f"cannot resume: no checkpoint in {out}")
         ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)  # read once: check, then restore
         _check_same_config(cfg, ck.get("run_config"), out / CHECKPOINT)
+        _check_same_settings(trainer.settings(), ck.get("settings"), out / CHECKPOINT)
         trainer.load_checkpoint(state=ck)
     (out / "config.json").write_text(cfg.to_json())
+    (out / "settings.json").write_text(json.dumps(trainer.settings(), indent=2))
     hist = trainer.run()
     hist.to_csv(out / "history.csv", index=False)
     model.save(out / "model.pt")

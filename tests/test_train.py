@@ -1,6 +1,7 @@
 """Trainer: learning to criterion, same-seed determinism, kill-and-resume, NaN detection, measurement hooks."""
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -117,6 +118,26 @@ def test_resume_refuses_a_changed_configuration_but_may_train_longer(tmp_path):
     with pytest.raises(ConfigError, match=r"optimizer.lr"):
         train(changed, resume=True)
     longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=9))
+    hist, _ = train(longer, resume=True)
+    assert hist["iteration"].tolist() == list(range(1, 10))
+
+
+def test_resume_refuses_a_changed_package_default(tmp_path, monkeypatch):
+    """A run config names only what the user gave; the checkpoint also keeps every resolved setting (defaults
+    included), so a default that changed since the run started stops the resume, naming the setting."""
+    from spikelearn import models
+    from spikelearn.config import ConfigError
+
+    cfg = _small_cfg(tmp_path, iterations=6, checkpoint_every=3)
+    train(cfg)
+    saved = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert saved["model"]["tau_ms"] == 100.0 and saved["model"]["readout_from"] == "r"
+    assert saved["task"]["class"] == "DelayedMatchToSample" and saved["rule"]["class"] == "BPTT"
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=9))
+    monkeypatch.setitem(models.RateRNN.__init__.__kwdefaults__, "tau_ms", 200.0)  # a "new version" default
+    with pytest.raises(ConfigError, match=r"model\.tau_ms: 100\.0 -> 200\.0"):
+        train(longer, resume=True)
+    monkeypatch.undo()
     hist, _ = train(longer, resume=True)
     assert hist["iteration"].tolist() == list(range(1, 10))
 
