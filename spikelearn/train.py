@@ -128,7 +128,8 @@ def resolved_settings(model: nn.Module, task: Any, rule: Any, flossing: Any = No
 
 def _check_same_settings(now: dict, saved: str | None, checkpoint: pathlib.Path) -> None:
     """Resuming under different resolved settings (a package default changed since the run started) is a
-    ConfigError naming each setting with its old and new value."""
+    ConfigError naming each setting with its old and new value. Settings that did not exist when the run started
+    are not compared (a new option's default keeps the old behaviour)."""
     if saved is None:
         return
     old = json.loads(saved)
@@ -142,9 +143,9 @@ def _check_same_settings(now: dict, saved: str | None, checkpoint: pathlib.Path)
             r.update(flat(v, f"{prefix}.{k}" if prefix else k))
         return r
 
-    a, b = flat(old), flat(now)
-    diff = [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b))
-            if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    a, b = flat(old), flat(now)  # a setting added since (absent from the checkpoint) is not a change: its
+    # default is the behaviour the run started with, or the change would be a changed default of an old key
+    diff = [f"{k}: {a[k]!r} -> {b.get(k, '(absent)')!r}" for k in sorted(a) if a[k] != b.get(k, "(absent)")]
     if diff:
         raise ConfigError(f"cannot resume {checkpoint.parent}: the run was started with other settings than this "
                           f"spikelearn builds from the same configuration (a default changed?): "

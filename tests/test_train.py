@@ -138,6 +138,12 @@ def test_resume_refuses_a_changed_package_default(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"model\.tau_ms: 100\.0 -> 200\.0"):
         train(longer, resume=True)
     monkeypatch.undo()
+    ck_path = tmp_path / "run" / "checkpoint.pt"  # a setting that did not exist when the run started is no change
+    ck = torch.load(ck_path, weights_only=True)
+    s = json.loads(ck["settings"])
+    del s["model"]["readout_from"]
+    ck["settings"] = json.dumps(s)
+    torch.save(ck, ck_path)
     hist, _ = train(longer, resume=True)
     assert hist["iteration"].tolist() == list(range(1, 10))
 
