@@ -32,8 +32,12 @@ Because :func:`time_linear` computes every time slice identically whatever ``T``
 ``x[k:]`` from the returned state gives bit-identical outputs to one run of ``x`` (on CPU; cuBLAS may pick other
 kernels for other batch counts).
 
-Initialisation: ``W_rec`` from the circuit's weights; ``W_in ~ N(0, 1/n_in)``; ``W_out`` Glorot-uniform
-``U(±√(6/(N + n_out)))`` (the TF default used by e-prop) or ``N(0, 1/N)`` (``w_out_init="normal"``); biases 0.
+Initialisation: ``W_rec`` from the circuit's weights; ``W_in ~ N(0, 1/n_in)`` (``w_in_init="normal"``); ``W_out``
+Glorot-uniform ``U(±√(6/(N + n_out)))`` (``w_out_init="glorot"``, the TF default used by e-prop); biases 0. Both
+``w_in_init`` and ``w_out_init`` take any of ``"normal"`` ``N(0, 1/fan_in)``, ``"glorot"``, ``"he_normal"``
+``N(0, 2/fan_in)``, ``"uniform"`` ``U(±1/√fan_in)`` (``nn.Linear``) and ``"standard_normal"`` ``N(0, 1)``, the
+variants of the published set-ups (ALGORITHMS.md §4.4, §7.2, §8.1, §9.1); fan_in is ``n_in`` for ``W_in`` and
+``N`` for ``W_out``.
 Constrained entries are initialised with the magnitude of the draw. Given ``w_in``/``w_out`` arrays win; otherwise
 a circuit that carries its own ``input_weights``/``output_weights`` (e.g. a task-aligned low-rank init) supplies them.
 """
@@ -184,6 +188,30 @@ def _resolve_dtype(dtype: Any) -> torch.dtype:
         return {"float32": torch.float32, "float64": torch.float64, "float": torch.float32,
                 "double": torch.float64}[dtype]
     return dtype
+
+
+INITS = ("normal", "glorot", "he_normal", "uniform", "standard_normal")
+
+
+def _init_draw(kind: str, shape: tuple[int, int], *, fan_in: int, fan_out: int, name: str) -> np.ndarray:
+    """An ``(rows, fan_in)`` weight draw from torch's global RNG (float64), by the initialisation's name:
+
+    ``"normal"`` ``N(0, 1/fan_in)``; ``"glorot"`` ``U(±√(6/(fan_in + fan_out)))`` (TF's default, e-prop);
+    ``"he_normal"`` ``N(0, 2/fan_in)`` (ModProp §4.4, BiolHessRNN §9.1); ``"uniform"`` ``U(±1/√fan_in)``
+    (``nn.Linear``'s default, the rich/lazy source §8.1); ``"standard_normal"`` ``N(0, 1)`` (gradient flossing
+    §7.2)."""
+    if kind == "normal":
+        return torch.randn(*shape, dtype=torch.float64).numpy() / math.sqrt(fan_in)
+    if kind == "glorot":
+        lim = math.sqrt(6.0 / (fan_in + fan_out))
+        return (2 * torch.rand(*shape, dtype=torch.float64).numpy() - 1) * lim
+    if kind == "he_normal":
+        return torch.randn(*shape, dtype=torch.float64).numpy() * math.sqrt(2.0 / fan_in)
+    if kind == "uniform":
+        return (2 * torch.rand(*shape, dtype=torch.float64).numpy() - 1) / math.sqrt(fan_in)
+    if kind == "standard_normal":
+        return torch.randn(*shape, dtype=torch.float64).numpy()
+    raise ValueError(f"{name} must be one of {INITS}, got {kind!r}")
 
 
 def _per_neuron(value: Any, n: int, name: str) -> np.ndarray:
@@ -341,9 +369,12 @@ class _CircuitRNN(nn.Module):
 
     def _setup_weights(self, circuit: Circuit, n_in: int, n_out: int, *, sign_constraint: str,
                        allow_autapses: bool, w_in: Any, w_out: Any, w_out_init: str, readout_bias: bool,
-                       gap_scale: float, dtype: torch.dtype, device: torch.device) -> None:
+                       gap_scale: float, dtype: torch.dtype, device: torch.device, w_in_init: str = "normal") -> None:
         if not isinstance(circuit, Circuit):
             raise TypeError(f"expected a Circuit, got {type(circuit).__name__}")
+        for name, kind in (("w_in_init", w_in_init), ("w_out_init", w_out_init)):
+            if kind not in INITS:
+                raise ValueError(f"{name} must be one of {INITS}, got {kind!r}")
         n = circuit.n
         for name, v in (("n_in", n_in), ("n_out", n_out)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -407,7 +438,7 @@ class _CircuitRNN(nn.Module):
         Sin = Sin * Min
         w_in, name = (circuit.input_weights, "circuit.input_weights") if w_in is None else (w_in, "w_in")
         if w_in is None:  # drawn from torch's global RNG (torch.manual_seed makes it reproducible)
-            win = torch.randn(n, self.n_in, dtype=torch.float64).numpy() / math.sqrt(self.n_in)
+            win = _init_draw(w_in_init, (n, self.n_in), fan_in=self.n_in, fan_out=n, name="w_in_init")
         else:
             win = self._check_given(w_in, (n, self.n_in), Min, Sin, name)
         win = np.where(Min, win, 0.0)
@@ -431,13 +462,7 @@ class _CircuitRNN(nn.Module):
         Sout = Sout * Mout
         w_out, name = (circuit.output_weights, "circuit.output_weights") if w_out is None else (w_out, "w_out")
         if w_out is None:
-            if w_out_init == "glorot":
-                lim = math.sqrt(6.0 / (n + self.n_out))
-                wout = (2 * torch.rand(self.n_out, n, dtype=torch.float64).numpy() - 1) * lim
-            elif w_out_init == "normal":
-                wout = torch.randn(self.n_out, n, dtype=torch.float64).numpy() / math.sqrt(n)
-            else:
-                raise ValueError(f"w_out_init must be 'glorot' or 'normal', got {w_out_init!r}")
+            wout = _init_draw(w_out_init, (self.n_out, n), fan_in=n, fan_out=self.n_out, name="w_out_init")
         else:
             wout = self._check_given(w_out, (self.n_out, n), Mout, Sout, name)
         wout = np.where(Mout, wout, 0.0)
@@ -571,30 +596,36 @@ class SpikingRNN(_CircuitRNN):
         n_adaptive: number of ALIF neurons (the last ones); the others are LIF (β = 0). Default 0.
         n_ref: refractory period in steps; refractory: ``"lsnn"`` (blocks ``n_ref`` steps) or ``"counter"``.
         tau_out_ms: readout filter κ = exp(−dt/τ_out).
-        readout: ``"filtered_spikes"`` (``y = W_out z̄ + b``, ``z̄ = κ z̄ + (1−κ) z``) or ``"filtered_current"``
-            (``y_c = κ y_c + (1−κ) W_out z``, ``y = y_c + b``).
+        readout: ``"filtered_spikes"`` (``y = W_out z̄ + b``, ``z̄ = κ z̄ + c_κ z``) or ``"filtered_current"``
+            (``y_c = κ y_c + c_κ W_out z``, ``y = y_c + b``).
+        readout_norm: ``c_κ = 1−κ`` (default; the released code's normalised filter) or, with ``False``,
+            ``c_κ = 1`` (the paper form ``y = κ y + W_out z + b``; ALGORITHMS.md §1.1, §11 item 3). The two differ
+            by the constant factor (1−κ) in the readout, and every rule's readout credit uses the same ``c_κ``.
         surrogate: name, config or :class:`~spikelearn.neurons.Surrogate` (default ``"eprop"``, γ_pd = 0.3).
         detach_reset: stop gradients through the reset term.
         dt_ms: step. gap_scale: multiplier of the circuit's gap conductances (0 disables them).
-        sign_constraint, allow_autapses, w_in, w_out, w_out_init, readout_bias: see the module docstring.
+        sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, readout_bias: see the module
+            docstring.
         dtype: default float32. device: ``None`` (CPU), a device, or ``"auto"`` (CUDA when available).
     """
 
     def __init__(self, circuit: Circuit, n_in: int, n_out: int, *, scaling: str = "A",
                  tau_mem_ms: Any = 20.0, tau_adapt_ms: Any = 2000.0, v_th: Any = None, beta: Any = None,
                  n_adaptive: int = 0, n_ref: Any = 5, refractory: str = "lsnn", tau_out_ms: float = 20.0,
-                 readout: str = "filtered_spikes", surrogate: Any = "eprop", detach_reset: bool = False,
-                 dt_ms: float = 1.0, gap_scale: float = 1.0, sign_constraint: str = "auto",
+                 readout: str = "filtered_spikes", readout_norm: bool = True, surrogate: Any = "eprop",
+                 detach_reset: bool = False, dt_ms: float = 1.0, gap_scale: float = 1.0, sign_constraint: str = "auto",
                  allow_autapses: bool = False, w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot",
+                 w_in_init: str = "normal",
                  readout_bias: bool = True, dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         self._store_config(n_in=n_in, n_out=n_out, scaling=scaling, tau_mem_ms=tau_mem_ms,
                            tau_adapt_ms=tau_adapt_ms, v_th=v_th, beta=beta, n_adaptive=n_adaptive, n_ref=n_ref,
                            refractory=refractory, tau_out_ms=tau_out_ms, readout=readout,
-                           surrogate=make_surrogate(surrogate), detach_reset=detach_reset, dt_ms=dt_ms,
+                           readout_norm=readout_norm, surrogate=make_surrogate(surrogate),
+                           detach_reset=detach_reset, dt_ms=dt_ms,
                            gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
-                           w_in=w_in, w_out=w_out, w_out_init=w_out_init, readout_bias=readout_bias,
-                           dtype=dtype, device=device)
+                           w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
+                           readout_bias=readout_bias, dtype=dtype, device=device)
         if scaling not in ("A", "B"):
             raise ValueError(f"scaling must be 'A' or 'B', got {scaling!r}")
         if refractory not in ("lsnn", "counter"):
@@ -603,10 +634,13 @@ class SpikingRNN(_CircuitRNN):
             raise ValueError(f"readout must be 'filtered_spikes' or 'filtered_current', got {readout!r}")
         dt, dev = _resolve_dtype(dtype), _resolve_device(device)
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
-                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, readout_bias=readout_bias,
-                            gap_scale=gap_scale, dtype=dt, device=dev)
+                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
+                            readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev)
         n = circuit.n
         self.scaling, self.refractory, self.readout = scaling, refractory, readout
+        if not isinstance(readout_norm, (bool, np.bool_)):
+            raise ValueError(f"readout_norm must be True or False, got {readout_norm!r}")
+        self.readout_norm = bool(readout_norm)
         if not (math.isfinite(dt_ms) and dt_ms > 0):
             raise ValueError(f"dt_ms must be finite and > 0, got {dt_ms!r}")
         if not (math.isfinite(tau_out_ms) and tau_out_ms > 0):
@@ -666,6 +700,11 @@ class SpikingRNN(_CircuitRNN):
         """Readout filter factor κ = exp(−dt/τ_out)."""
         return math.exp(-self.dt_ms / self.tau_out_ms)
 
+    @property
+    def c_kappa(self) -> float:
+        """Input factor of the readout filter: ``1 − κ`` (``readout_norm``, default) or ``1``."""
+        return 1.0 - self.kappa if self.readout_norm else 1.0
+
     def init_state(self, batch_size: int) -> SpikingState:
         """All-zero state (rest, no spikes, not refractory, empty filters)."""
         z = torch.zeros(batch_size, self.n, dtype=self.dtype, device=self.device)
@@ -698,7 +737,8 @@ class SpikingRNN(_CircuitRNN):
             G = c.c_in[:, None] * gap if scaled else gap
             GT, gsum = G.T, G.sum(1)
         kappa = self.kappa
-        omk = 1.0 - kappa
+        omk = self.c_kappa
+        norm = self.readout_norm
         surr = self.surrogate
         s = ALIFState(state.v, state.a, state.z, state.ref)
         zf = state.z_filt
@@ -716,7 +756,7 @@ class SpikingRNN(_CircuitRNN):
             if gap is not None:
                 drive = drive + (s.v @ GT - s.v * gsum)
             s, aux = alif_update(c, s, drive, surr, need_aux=record)
-            zf = torch.lerp(s.z, zf, kappa)  # κ z̄ + (1−κ) z, one autograd node
+            zf = torch.lerp(s.z, zf, kappa) if norm else torch.add(s.z, zf, alpha=kappa)  # κ z̄ + c_κ z, one node
             if keep_zf:
                 zfs.append(zf)
             if keep_z:
@@ -770,7 +810,7 @@ class RateRNN(_CircuitRNN):
         hidden_bias: add a trainable bias ``b_rec`` to the drive (``b`` of R1).
         readout_from: ``"r"`` (rates, default) or ``"h"`` (pre-activation).
         gap_scale: gap-junction current ``Σ_i G_ji (h_i^{t-1} − h_j^{t-1})`` added to the drive.
-        sign_constraint, allow_autapses, w_in, w_out, w_out_init, readout_bias, dtype, device: as
+        sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, readout_bias, dtype, device: as
             :class:`SpikingRNN`.
     """
 
@@ -778,8 +818,8 @@ class RateRNN(_CircuitRNN):
                  activation: str | None = None, tau_ms: Any = 100.0, dt_ms: float = 10.0, thr: float = 0.0,
                  hidden_bias: bool = False, readout_from: str = "r", readout_bias: bool = True,
                  gap_scale: float = 1.0, sign_constraint: str = "auto", allow_autapses: bool = False,
-                 w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", dtype: Any = None,
-                 device: Any = None) -> None:
+                 w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", w_in_init: str = "normal",
+                 dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         if form not in RATE_FORMS:
             raise ValueError(f"form must be one of {RATE_FORMS}, got {form!r}")
@@ -789,11 +829,12 @@ class RateRNN(_CircuitRNN):
         self._store_config(n_in=n_in, n_out=n_out, form=form, activation=activation, tau_ms=tau_ms, dt_ms=dt_ms,
                            thr=thr, hidden_bias=hidden_bias, readout_from=readout_from, readout_bias=readout_bias,
                            gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
-                           w_in=w_in, w_out=w_out, w_out_init=w_out_init, dtype=dtype, device=device)
+                           w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init, dtype=dtype,
+                           device=device)
         dt, dev = _resolve_dtype(dtype), _resolve_device(device)
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
-                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, readout_bias=readout_bias,
-                            gap_scale=gap_scale, dtype=dt, device=dev)
+                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
+                            readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev)
         self.form, self.activation, self.dt_ms, self.thr = form, activation, float(dt_ms), float(thr)
         self.readout_from = readout_from
         tau = _per_neuron(circuit.neuron_params.get("tau_ms", tau_ms), circuit.n, "tau_ms")

@@ -46,10 +46,12 @@ def mixed_circuit(n=10, seed=0):
 # ------------------------------------------------------------------------------------------ forward
 @pytest.mark.parametrize("scaling", ["A", "B"])
 @pytest.mark.parametrize("readout", ["filtered_spikes", "filtered_current"])
-def test_spiking_forward_equals_step_function_loop(scaling, readout):
-    """The model's fast path equals alif_step applied with the effective weights; the record holds it all."""
+@pytest.mark.parametrize("readout_norm", [True, False])
+def test_spiking_forward_equals_step_function_loop(scaling, readout, readout_norm):
+    """The model's fast path equals alif_step applied with the effective weights; the record holds it all. The
+    readout filter is z̄ = κ z̄ + (1−κ) z, or κ z̄ + z without the readout normalisation (the paper form)."""
     c = generators.erdos_renyi(16, 0.5, g=1.5, seed=1)
-    m = spiking(c, scaling=scaling, readout=readout, n_adaptive=6, n_ref=2)
+    m = spiking(c, scaling=scaling, readout=readout, n_adaptive=6, n_ref=2, readout_norm=readout_norm)
     with torch.no_grad():
         m.theta_in.mul_(6.0 if scaling == "A" else 0.5)
     x = poisson(60, 3, 4)
@@ -62,7 +64,7 @@ def test_spiking_forward_equals_step_function_loop(scaling, readout):
     zf = torch.zeros(3, 16, dtype=F64)
     for t in range(60):
         s, aux = alif_step_aux(p, s, x[t] @ W.W_in.T, w_rec=W.W_rec)
-        zf = kappa * zf + (1 - kappa) * s.z
+        zf = kappa * zf + ((1 - kappa) if readout_norm else 1.0) * s.z
         r = out.record
         assert torch.equal(r.z[t], s.z)
         assert torch.allclose(r.v[t], s.v, atol=1e-12) and torch.allclose(r.a[t], s.a, atol=1e-12)
@@ -305,6 +307,45 @@ def test_initialisation_scales():
     assert abs(m2.effective_weights().W_out.std().item() - 1 / 20) < 0.005 and m2.b_out is None
     w_in = np.arange(400 * 50, dtype=float).reshape(400, 50)
     assert np.allclose(RateRNN(c, 50, 1, w_in=w_in, dtype=F64).effective_weights().W_in.detach().numpy(), w_in)
+
+
+@pytest.mark.parametrize("which", ["w_in", "w_out"])
+@pytest.mark.parametrize("kind", ["normal", "glorot", "he_normal", "uniform", "standard_normal"])
+def test_initialisation_variants(which, kind):
+    """Each published initialisation: normal draws have the stated variance (within 5 standard errors of the
+    sample variance, sd·√(2/n)), uniform ones the stated bound (max |w| within 1 % of it, never above)."""
+    n, n_in, n_out = 400, 200, 200
+    fan_in, fan_out = (n_in, n) if which == "w_in" else (n, n_out)
+    torch.manual_seed(0)
+    W = RateRNN(generators.gaussian(n, seed=1), n_in, n_out, dtype=F64, **{f"{which}_init": kind}).effective_weights()
+    w = (W.W_in if which == "w_in" else W.W_out).detach().flatten()
+    assert w.numel() == 80_000
+    var = {"normal": 1 / fan_in, "he_normal": 2 / fan_in, "standard_normal": 1.0,
+           "glorot": 2 / (fan_in + fan_out), "uniform": 1 / (3 * fan_in)}[kind]
+    assert abs(w.var().item() - var) < 5 * var * math.sqrt(2 / w.numel()), (w.var().item(), var)
+    if kind in ("glorot", "uniform"):
+        lim = math.sqrt(6 / (fan_in + fan_out)) if kind == "glorot" else 1 / math.sqrt(fan_in)
+        assert lim * 0.99 < w.abs().max().item() <= lim
+    else:  # Gaussian: excess kurtosis ≈ 0 (a uniform draw has −1.2)
+        z = (w - w.mean()) / w.std()
+        assert abs((z ** 4).mean().item() - 3.0) < 0.1
+
+
+def test_default_initialisation_draws_are_unchanged():
+    """The defaults draw exactly what they always drew (stored runs depend on it): W_in = randn/√n_in, then
+    W_out Glorot-uniform, from torch's global RNG in that order."""
+    n, n_in, n_out = 30, 4, 3
+    torch.manual_seed(5)
+    m = RateRNN(generators.gaussian(n, seed=1), n_in, n_out, dtype=F64)
+    torch.manual_seed(5)
+    w_in = torch.randn(n, n_in, dtype=F64) / math.sqrt(n_in)
+    w_out = (2 * torch.rand(n_out, n, dtype=F64) - 1) * math.sqrt(6.0 / (n + n_out))
+    W = m.effective_weights()
+    assert torch.equal(W.W_in, w_in) and torch.equal(W.W_out, w_out)
+    with pytest.raises(ValueError, match="w_in_init must be one of"):
+        RateRNN(generators.gaussian(n, seed=1), n_in, n_out, w_in_init="xavier")
+    with pytest.raises(ValueError, match="w_out_init must be one of"):
+        SpikingRNN(generators.gaussian(n, seed=1), n_in, n_out, w_out_init="he")
 
 
 def test_param_grads_maps_effective_gradients():
@@ -568,6 +609,8 @@ def test_model_and_neuron_parameters_are_validated():
     from spikelearn.neurons.surrogate import Surrogate
 
     c = gaussian(8, 1.0, seed=0)
+    with pytest.raises(ValueError, match="readout_norm must be True or False"):
+        SpikingRNN(c, 2, 2, readout_norm="yes")
     for kw, name in [({"tau_mem_ms": -20.0}, "tau_mem_ms"), ({"tau_adapt_ms": -5.0}, "tau_adapt_ms"),
                      ({"v_th": 0.0}, "v_th"), ({"beta": -1.0}, "beta")]:
         with pytest.raises(ValueError, match=name):

@@ -77,6 +77,7 @@ def spiking_forward(model: Any, x: Tensor, *, detach_rec: bool, detach_reset: bo
         G_off = gap - torch.diag(torch.diagonal(gap))
         g_self = torch.diagonal(gap) - gap.sum(1)
     kappa = model.kappa
+    c_kappa = model.c_kappa
     surr = model.surrogate
     v = torch.zeros(Bn, N, dtype=model.dtype)
     a = torch.zeros_like(v)
@@ -109,10 +110,10 @@ def spiking_forward(model: Any, x: Tensor, *, detach_rec: bool, detach_reset: bo
             z_out = z + leaf
         zs.append(z)
         if model.readout == "filtered_spikes":
-            zf = kappa * zf + (1 - kappa) * z_out
+            zf = kappa * zf + c_kappa * z_out
             ys.append(_linear(zf, W.W_out, B))
         else:
-            yc = kappa * yc + (1 - kappa) * _linear(z_out, W.W_out, B)
+            yc = kappa * yc + c_kappa * _linear(z_out, W.W_out, B)
             ys.append(yc)
     y = torch.stack(ys)
     if W.b_out is not None:

@@ -237,6 +237,7 @@ class _Consts(NamedTuple):
     sl_a: slice        # rows of ε^a: the adaptive neurons if they form a block, else all neurons
     presyn: bool       # ε^v depends on the presynaptic neuron only (uniform leak, reset not in trace)
     kappa: float
+    c_kappa: float     # readout filter input factor (1 − κ, or 1 without readout normalisation)
     dt_ms: float
 
 
@@ -317,7 +318,7 @@ class EProp:
         presyn = (not self.reset_in_trace) and bool((leak == leak[0]).all())
         return _Consts(N=N, alpha=alpha, leak=leak, rho=vec(c.rho), c_in=c_in, c_a=vec(c.c_a), v_th=vec(c.v_th),
                        beta=beta, adaptive=adaptive, sl_a=sl_a, presyn=presyn, kappa=float(model.kappa),
-                       dt_ms=float(model.dt_ms))
+                       c_kappa=float(model.c_kappa), dt_ms=float(model.dt_ms))
 
     def feedback_matrix(self, model: nn.Module) -> Tensor:
         """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
@@ -353,7 +354,7 @@ class EProp:
         ``(1−κ) Σ_{t'≥t} κ^{t'−t} L^{t'}`` (filtered in output space, then one GEMM with ``B``) plus the regulariser."""
         T = dE_dy.shape[0]
         B = recs[0][1].shape[1]
-        kap, omk = k.kappa, 1.0 - k.kappa
+        kap, omk = k.kappa, k.c_kappa
         f0 = self.reg_target_hz / 1000.0
         reg_scale = 2.0 * self.reg_coeff / (B * T * k.dt_ms)
         reg = self.reg_coeff > 0
@@ -421,7 +422,7 @@ class EProp:
               dE_dy: Tensor) -> EPropState:
         col = lambda v: v[:, None, None]  # noqa: E731  (N,) -> (N, 1, 1)
         A = k.sl_a
-        kap, omk = k.kappa, 1.0 - k.kappa
+        kap, omk = k.kappa, k.c_kappa
         pre = torch.cat([s.z_prev, x], dim=1)  # (B, N_pre)
         psiT = psi.T[:, :, None]  # (N, B, 1)
         if k.presyn:

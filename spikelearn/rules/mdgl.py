@@ -280,7 +280,7 @@ class MDGL:
     def _credits(self, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor, op: ModulationOperator) -> Iterator[Tensor]:
         """Per chunk, last to first, the credit ``(T_c, B, N)`` on the outgoing spikes (module docstring), computed
         one chunk at a time: the emissions of a chunk's first step are carried to the chunk before it."""
-        kap, omk = k.kappa, 1.0 - k.kappa
+        kap, omk = k.kappa, k.c_kappa
         m_next = None  # emissions at the first step of the chunk after this one
         if self.variant != "online":
             for t0, t1, sig in readout_credit_chunks(recs, dE_dy, Bfb, kap, omk):  # sig = ∂E/∂z^t
@@ -341,7 +341,7 @@ class MDGL:
         k = self._eprop._consts(model)
         Bfb = self.feedback_matrix(model)
         op = self.modulation(model)
-        kap, omk = k.kappa, 1.0 - k.kappa
+        kap, omk = k.kappa, k.c_kappa
         s = state
         with torch.no_grad():
             L = torch.matmul(dE_dy, Bfb.T)

@@ -204,7 +204,7 @@ class ModProp:
         _, P, Om = self.type_structure(model)
         PO, PT = self.mu * (P @ Om), P.T.contiguous()
         credits = (sig for _, _, sig in readout_credit_chunks(chunks, dE_dy, self.feedback_matrix(model), k.kappa,
-                                                              1.0 - k.kappa))
+                                                              k.c_kappa))
         return local_adjoint_scan(k, chunks, dE_dy, credits, self.reset_in_trace,
                                   nonlocal_credit=lambda dv: ((k.c_in * dv) @ PO) @ PT)
 

@@ -78,6 +78,7 @@ class ExportSpec:
     beta: np.ndarray
     n_block: np.ndarray
     kappa: float
+    c_kappa: float  # readout filter input factor (1 − κ, or 1 without readout normalisation)
     adaptive: bool
     gamma_pd: float | None  # e-prop surrogate's γ_pd (None for other surrogates)
 
@@ -117,7 +118,8 @@ def export_spec(model: Any) -> ExportSpec:
         gap=_np(model.gap) if model.gap is not None else None,
         tau_mem_ms=per(model.tau_mem_ms), tau_adapt_ms=per(model.tau_adapt_ms),
         alpha=per(c.alpha), rho=per(c.rho), c_in=per(c.c_in), c_a=per(c.c_a), v_th=per(c.v_th),
-        beta=per(c.beta), n_block=per(c.n_block), kappa=float(model.kappa), adaptive=bool(c.adaptive),
+        beta=per(c.beta), n_block=per(c.n_block), kappa=float(model.kappa),
+        c_kappa=float(model.c_kappa), adaptive=bool(c.adaptive),
         gamma_pd=(float(model.surrogate.params["gamma_pd"]) if model.surrogate.name == "eprop" else None),
     )
     for name in ("W_in", "W_rec", "W_out", "b_out", "tau_mem_ms", "tau_adapt_ms", "v_th", "beta"):
@@ -204,7 +206,7 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
     T, B, _ = x.shape
     N, n_in, n_out = spec.n, spec.n_in, spec.n_out
     dt = spec.dt_ms * b2.ms
-    ns: dict[str, Any] = {"kappa": spec.kappa, "omk": 1.0 - spec.kappa}
+    ns: dict[str, Any] = {"kappa": spec.kappa, "omk": spec.c_kappa}
     spikes_in = _is_spike_input(x)
     tile = lambda a: np.tile(np.asarray(a, dtype=np.float64), B)  # noqa: E731
     eqs = """

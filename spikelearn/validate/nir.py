@@ -148,7 +148,7 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
                        v_reset=np.zeros(N)),
         "w_rec": nir.Linear(weight=spec.W_rec.copy()),
         "w_out": nir.Linear(weight=spec.W_out.copy()),
-        "readout": nir.LI(tau=np.full(n_out, tau_o), r=np.full(n_out, (1.0 - spec.kappa) * tau_o),
+        "readout": nir.LI(tau=np.full(n_out, tau_o), r=np.full(n_out, spec.c_kappa * tau_o),
                           v_leak=np.zeros(n_out)),
         "bias": nir.Affine(weight=np.eye(n_out), bias=spec.b_out.copy()),
         "output": nir.Output(output_type={"output": np.array([n_out])}),
@@ -282,13 +282,16 @@ def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float
     if "mask_in" in meta and not np.asarray(meta["mask_in"], bool).all():
         circuit = Circuit.from_dense(W_rec, mask=mask, input_mask=np.asarray(meta["mask_in"], bool))
     tau_o_ms = float(np.asarray(p["readout"].tau).ravel()[0]) * 1e3
+    r_over_tau = float(np.asarray(p["readout"].r, dtype=np.float64).ravel()[0]) / (tau_o_ms * 1e-3)
+    # the checks above allow r/τ = 1 − κ (the normalised filter) or 1 (the paper form): keep which it is
+    readout_norm = bool(np.isclose(r_over_tau, 1.0 - np.exp(-dt_ms / tau_o_ms), rtol=1e-9))
     bias = p["bias"]
     model = SpikingRNN(circuit, W_in.shape[1], n_out, scaling=scaling, tau_mem_ms=tau * 1e3,
                        v_th=np.asarray(lif.v_threshold, dtype=np.float64), beta=np.zeros(N),
                        n_ref=np.asarray(meta.get("n_ref", np.zeros(N)), dtype=np.float64),
                        refractory=str(meta.get("refractory", "lsnn")), tau_out_ms=tau_o_ms, dt_ms=dt_ms,
                        sign_constraint="none", w_in=W_in, w_out=W_out, readout_bias=bias is not None,
-                       allow_autapses=bool(np.diag(mask).any()), dtype=dtype)
+                       readout_norm=readout_norm, allow_autapses=bool(np.diag(mask).any()), dtype=dtype)
     if bias is not None:
         with torch.no_grad():
             model.b_out.copy_(torch.as_tensor(np.asarray(bias.bias, dtype=np.float64)))

@@ -44,7 +44,7 @@ def _data(T=30, B=3, n_in=3, n_out=2, seed=0, p=0.3):
     return x, y, mask
 
 
-def _assert_rel(got, want, tol=1e-8, keys=None):
+def _assert_rel(got, want, tol=1e-10, keys=None):  # ALGORITHMS.md §11.1: equivalence tests < 1e-10 relative
     for k in keys or want:
         nw = want[k].norm()
         assert nw > 0, f"{k}: reference gradient is zero (test would be vacuous)"
@@ -72,9 +72,11 @@ def test_eprop_equals_detached_autograd(mode, feedback, neuron, reset_in_trace):
 
 @pytest.mark.parametrize("scaling", ["A", "B"])
 @pytest.mark.parametrize("readout", ["filtered_spikes", "filtered_current"])
-def test_scalings_readouts_and_mean_loss(scaling, readout):
-    """Both scalings and readout forms; a loss normalised by the number of masked steps (any loss_fn)."""
-    model = _model("alif", scaling=scaling, readout=readout, refractory="counter")
+@pytest.mark.parametrize("readout_norm", [True, False])
+def test_scalings_readouts_and_mean_loss(scaling, readout, readout_norm):
+    """Both scalings, both readout forms with and without the (1−κ) readout normalisation; a loss normalised by
+    the number of masked steps (any loss_fn)."""
+    model = _model("alif", scaling=scaling, readout=readout, refractory="counter", readout_norm=readout_norm)
     x, y, mask = _data(seed=3)
     for mode in ("batched", "online"):
         _, g = EProp(mode=mode, chunk_steps=11).gradients(model, x, y, mask, _mean_mse)
@@ -167,6 +169,39 @@ def test_recurrent_network_differs_from_bptt_with_positive_cosine():
     for k in ("theta_rec", "theta_in"):
         cos = float(torch.nn.functional.cosine_similarity(g[k].flatten(), want[k].flatten(), dim=0))
         assert 0 < cos < 1 - 1e-6, (k, cos)
+
+
+# ------------------------------------------------------------------------------------------ T2.4
+@pytest.mark.parametrize("mode", ["batched", "online"])
+def test_alif_traces_with_zero_beta_reduce_to_lif(mode, monkeypatch):
+    """T2.4: with β = 0 the ALIF traces (ε^v, ε^a and e = ψ(ε^v − β ε^a)) reduce to the LIF traces: the hard-coded
+    engine forced onto its ALIF path for an all-LIF model gives the LIF path's gradients."""
+    model = _model("lif")
+    x, y, mask = _data()
+    rule = EProp(mode=mode, chunk_steps=7)
+    _, lif = rule.gradients(model, x, y, mask, _mse)
+    plain = EProp._consts
+
+    def forced(self, m):
+        k = plain(self, m)
+        assert not k.adaptive and bool((k.beta == 0).all())
+        return k._replace(adaptive=True, sl_a=slice(0, k.N))
+
+    monkeypatch.setattr(EProp, "_consts", forced)
+    _, alif = rule.gradients(model, x, y, mask, _mse)
+    _assert_rel(alif, lif, tol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["batched", "online"])
+def test_mixed_zero_and_nonzero_beta_not_in_one_block(mode):
+    """Adaptive neurons interleaved with β = 0 ones (ε^a kept for every row): still T2.2 exact."""
+    beta = torch.tensor([0.3, 0.0, 0.3, 0.0, 0.3, 0.0, 0.0, 0.3], dtype=torch.float64)
+    model = _model("alif", beta=beta)
+    assert torch.equal(model.beta != 0, beta != 0)  # interleaved, as given (float32 build, then double)
+    x, y, mask = _data(seed=5)
+    _, g = EProp(mode=mode, chunk_steps=7).gradients(model, x, y, mask, _mse)
+    _, want = ref.eprop_autograd(model, x, y, mask, _mse)
+    _assert_rel(g, want)
 
 
 # ------------------------------------------------------------------------------------------ T2.5 regulariser

@@ -56,7 +56,7 @@ def _mdgl_autograd(model, x, y, mask, Wt):
     kap = model.kappa
     zf, ys = torch.zeros_like(zl[0]), []
     for t in range(zl.shape[0]):
-        zf = kap * zf + (1 - kap) * zl[t]
+        zf = kap * zf + model.c_kappa * zl[t]
         ys.append(zf @ W.W_out.detach().T + W.b_out.detach())
     (dEdz,) = torch.autograd.grad(_mse(torch.stack(ys), y, mask), zl)
     m = (c.c_in * rec.psi * dEdz).detach()
@@ -72,13 +72,15 @@ _CIRCUITS = {  # sparse: dense W̃ GEMM; complete (with or without autapses): th
 }
 
 
+@pytest.mark.parametrize("readout_norm", [True, False])
 @pytest.mark.parametrize("circuit", list(_CIRCUITS))
 @pytest.mark.parametrize("scaling", ["A", "B"])
 @pytest.mark.parametrize("variant", ["exact", "mdgl", "nonlocal"])
-def test_t31_autograd_construction(variant, scaling, circuit):
-    """T3.1: hard-coded MDGL = autograd of E + S (float64) for the exact-weight and type-averaged variants."""
+def test_t31_autograd_construction(variant, scaling, circuit, readout_norm):
+    """T3.1: hard-coded MDGL = autograd of E + S (float64) for the exact-weight and type-averaged variants, with
+    and without the (1−κ) readout normalisation."""
     circ, kw = _CIRCUITS[circuit]()
-    model = _model(scaling=scaling, circuit=circ, **kw)
+    model = _model(scaling=scaling, circuit=circ, readout_norm=readout_norm, **kw)
     x, y, mask = _data()
     rule = MDGL(variant=variant, chunk_steps=7)
     loss, g = rule.gradients(model, x, y, mask, _mse)

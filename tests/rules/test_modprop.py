@@ -192,15 +192,16 @@ def _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace):
         d = model.surrogate.derivative(u)
         z = model.surrogate.spike(u, d) * (1.0 - refr).relu()
         refr = (refr - 1.0).relu() + c.n_block * z.detach()
-        zf = model.kappa * zf + (1 - model.kappa) * z
+        zf = model.kappa * zf + model.c_kappa * z
         ys.append(zf @ W.W_out.T + W.b_out)
     return ref.named_grads(model, _mse(torch.stack(ys), y, mask))
 
 
+@pytest.mark.parametrize("readout_norm", [True, False])
 @pytest.mark.parametrize("reset_in_trace", [False, True])
 @pytest.mark.parametrize("scaling", ["A", "B"])
-def test_t42_spiking_equals_custom_backward(reset_in_trace, scaling):
-    model = _spiking(scaling=scaling)
+def test_t42_spiking_equals_custom_backward(reset_in_trace, scaling, readout_norm):
+    model = _spiking(scaling=scaling, readout_norm=readout_norm)
     x, y, mask = _spike_data()
     rule = ModProp(mu=5.0, reset_in_trace=reset_in_trace, chunk_steps=7)
     _, g = rule.gradients(model, x, y, mask, _mse)

@@ -199,10 +199,10 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def _eprop_setup(n_adaptive):
+def _eprop_setup(n_adaptive, **kw):
     torch.manual_seed(3)
     model = SpikingRNN(erdos_renyi(30, 0.3, g=1.0, seed=5), 8, 2, scaling="B", v_th=0.03, n_ref=2,
-                       n_adaptive=n_adaptive, tau_adapt_ms=200.0, tau_out_ms=15.0, dtype="float64")
+                       n_adaptive=n_adaptive, tau_adapt_ms=200.0, tau_out_ms=15.0, dtype="float64", **kw)
     T, B = 120, 2
     x = _poisson(T, B, 8, 0.08, seed=6)
     t = torch.arange(T, dtype=torch.float64)
@@ -231,7 +231,8 @@ def test_eprop_in_brian2_matches_autograd_reference(n_adaptive):
     assert (np.abs(res.grads["W_rec"]) > 0).sum() > 0.3 * M.sum()  # synapses from silent neurons stay at 0
 
 
-def test_eprop_in_brian2_matches_spikelearn_rule():
+@pytest.mark.parametrize("readout_norm", [True, False])
+def test_eprop_in_brian2_matches_spikelearn_rule(readout_norm):
     try:
         from spikelearn.rules import EProp
     except ImportError:
@@ -241,7 +242,7 @@ def test_eprop_in_brian2_matches_spikelearn_rule():
             pytest.skip(f"spikelearn.rules.EProp is not available yet ({e}); compared with the §2.7 reference only")
     from spikelearn.tasks import regression_loss
 
-    model, x, y_star, mask = _eprop_setup(0)
+    model, x, y_star, mask = _eprop_setup(0, readout_norm=readout_norm)
     _, grads = EProp().gradients(model, x, y_star, mask, regression_loss)
     res = eprop_brian2(model, x, y_star, mask)
     mine = res.param_grads(model)

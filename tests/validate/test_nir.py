@@ -27,9 +27,11 @@ def _x(T=300, B=2, seed=0):
     return (torch.rand(T, B, 10, generator=g, dtype=torch.float64) < 0.05).to(torch.float64)
 
 
-@pytest.mark.parametrize("scaling", ["A", "B"])
-def test_round_trip_through_nir_file_reproduces_every_spike(scaling, tmp_path):
-    model = _model(scaling=scaling)
+@pytest.mark.parametrize("scaling, readout_norm", [("A", True), ("B", True), ("B", False)])
+def test_round_trip_through_nir_file_reproduces_every_spike(scaling, readout_norm, tmp_path):
+    """Spikes, potentials and readout identical after a round trip; the readout LI's r/τ carries the readout
+    normalisation (1 − κ, or 1 for the paper form)."""
+    model = _model(scaling=scaling, readout_norm=readout_norm)
     x = _x()
     path = tmp_path / "net.nir"
     nir.write(path, to_nir(model))
@@ -41,6 +43,7 @@ def test_round_trip_through_nir_file_reproduces_every_spike(scaling, tmp_path):
     assert torch.equal(a.record.z, b.record.z)
     assert torch.allclose(a.record.v, b.record.v, atol=1e-12, rtol=0)
     assert torch.allclose(a.y, b.y, atol=1e-12, rtol=0)
+    assert back.readout_norm == readout_norm
 
 
 def test_graph_layout_and_parameters():
