@@ -18,7 +18,8 @@ Algorithms (all matrix-free, on any symmetric ``matvec``):
   :class:`HessianOperator` and each product is one backward pass through it.
 * :func:`lanczos` with full re-orthogonalisation; :func:`top_eigenvalues` stops when the Ritz residual bound
   ``|β_m s_{m,i}|`` of every requested eigenvalue is below ``rtol · |θ_i|`` (there is then an eigenvalue of ``H``
-  within that distance); :func:`power_iteration` (the source's method) as a cross-check.
+  within that distance); :func:`power_iteration` as a cross-check (``estimate="norm"`` is the source's
+  modulus estimator ``||Hv||``; the default ``"rayleigh"`` keeps the sign).
 * :func:`hutchinson_trace` (Rademacher probes) and :func:`slq` (stochastic Lanczos quadrature) for the spectral
   density ``φ(t) = (1/n) Σ_i δ(t − λ_i)``.
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -438,25 +439,48 @@ def _lanczos_top(matvec: MatVec, n: int, k: int, which: str, max_matvec: int, rt
 
 
 def power_iteration(matvec: MatVec, n: int, *, max_iter: int = 500, tol: float = 1e-6, shift: float = 0.0,
-                    v0: Tensor | None = None, generator: torch.Generator | None = None,
-                    dtype: torch.dtype = torch.float64, device: Any = None) -> EigResult:
-    """Largest-magnitude eigenvalue of ``H + shift·I`` by power iteration (BiolHessRNN's method, §9.2).
+                    estimate: Literal["rayleigh", "norm"] = "rayleigh", v0: Tensor | None = None,
+                    generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
+                    device: Any = None) -> EigResult:
+    """Largest-magnitude eigenvalue of ``H + shift·I`` by power iteration (ALGORITHMS.md §9.2).
 
-    Iterates ``w = (H + sI) v``, ``λ = vᵀw`` (Rayleigh quotient, with sign), ``v ← w/||w||`` and stops when
-    ``|λ_new − λ| < tol`` (absolute, as in the source) or after ``max_iter`` products. Returns ``λ − shift``
-    (an eigenvalue of ``H``): use ``shift > 0`` to reach the top algebraic eigenvalue when a negative one
-    dominates in magnitude.
+    Each step computes ``w = (H + sI) v``, an estimate ``λ_new`` and ``v ← w/||w||``, and stops when
+    ``|λ_new − λ| < tol`` (absolute) or after ``max_iter`` products. The estimate is chosen by ``estimate``:
+
+    * ``"rayleigh"`` (default): the Rayleigh quotient ``λ_new = vᵀw`` *with sign*. Returns ``λ − shift``, an
+      eigenvalue of ``H``: a dominant negative eigenvalue comes back negative, and ``shift > 0`` reaches the top
+      algebraic eigenvalue when a negative one dominates in magnitude (§9.2 [D]). The first step never stops.
+      This is **not** the source's estimator.
+    * ``"norm"``: the source's (BiolHessRNN) estimator ``λ_new = ||w||`` (= ``v_newᵀw``), starting from ``λ = 0``
+      as the source's loop does. It returns the **modulus** ``|λ|`` of the largest-magnitude eigenvalue, never its
+      sign; ``shift`` must be 0 (``||(H + sI)v||`` gives ``|μ|`` of the dominant eigenvalue ``μ`` of ``H + sI``,
+      and ``|μ| − s`` is an eigenvalue of ``H`` only when ``μ > 0``).
+
+    Args:
+        matvec: ``v ↦ H v`` for a symmetric ``H`` (e.g. a :class:`HessianOperator`), vectors ``(n,)``.
+        n: dimension of the operator.
+        estimate: ``"rayleigh"`` or ``"norm"``, see above.
+
+    Returns:
+        :class:`EigResult` with one eigenvalue, its vector ``(1, n)``, ``residuals`` = the last ``|λ_new − λ|``.
     """
+    if estimate not in ("rayleigh", "norm"):
+        raise ValueError(f"estimate must be 'rayleigh' (signed vᵀHv) or 'norm' (the source's ||Hv||), "
+                         f"got {estimate!r}")
+    if estimate == "norm" and shift != 0.0:
+        raise ValueError(f"shift must be 0 with estimate='norm' (||(H + sI)v|| is the modulus of H + sI's dominant "
+                         f"eigenvalue, so subtracting the shift is not an eigenvalue of H in general); got "
+                         f"shift={shift!r}: use estimate='rayleigh' with a shift")
     if isinstance(matvec, HessianOperator):
         dtype, device = matvec.dtype, matvec.device
     v = _randn(n, generator, dtype, device) if v0 is None else v0.clone()
     v = v / v.norm()
-    lam, diff, it = math.nan, math.inf, 0
+    lam, diff, it = (0.0 if estimate == "norm" else math.nan), math.inf, 0
     converged = False
     for it in range(1, max_iter + 1):
         w = matvec(v) + shift * v
-        lam_new = float(v @ w)
         nw = w.norm()
+        lam_new = float(v @ w) if estimate == "rayleigh" else float(nw)  # vᵀw with sign / the source's ||w||
         if float(nw) == 0.0:
             lam, diff, converged = 0.0, 0.0, True
             break

@@ -3,7 +3,9 @@
 * :func:`gaussian` — all-to-all ``W ~ g N(0,1)/√N`` (no autapses unless asked).
 * :func:`erdos_renyi` — sparse random graph, edge probability ``p``, weights ``g N(0,1)/√(pN)``.
 * :func:`dale` — E/I network with excitatory fraction ``frac_exc``, optional per-neuron E/I balance.
-* :func:`low_rank` — prescribed rank by SVD truncation of a Gaussian draw, norm matched (Frobenius or spectral).
+* :func:`low_rank` — prescribed rank by SVD truncation of a Gaussian draw, matched to the draw's Frobenius norm,
+  largest singular value or spectral radius (ALGORITHMS.md §8.2; ``norm="frobenius" | "spectral" |
+  "spectral_radius"``, the same choice in the other low-rank generators).
 * :func:`low_rank_aligned` — low rank whose row and column spaces are spanned by given task/input directions.
 * :func:`task_aligned_low_rank` — draws input and readout weights, and a low-rank ``W_rec`` aligned with their span;
   the circuit carries those weights, so a model built on it starts from them (a run/sweep file can name it).
@@ -40,6 +42,28 @@ def _check_sigma0(sigma0: float) -> None:
     if not (isinstance(sigma0, (int, float, np.floating)) and np.isfinite(sigma0) and sigma0 > 0):
         raise CircuitError(f"sigma0 must be a finite number > 0 (it sets the norm the circuit is matched to), "
                            f"got {sigma0!r}")
+
+
+NormMatch = Literal["frobenius", "spectral", "spectral_radius"]
+_NORMS = ("frobenius", "spectral", "spectral_radius")
+
+
+def _check_norm(norm: Any) -> None:
+    if norm not in _NORMS:
+        raise CircuitError(f"norm must be 'frobenius' (||W||_F), 'spectral' (σ₁) or 'spectral_radius' "
+                           f"(max |eigenvalue|), got {norm!r}")
+
+
+def _radius(eigenvalues: np.ndarray, sigma1: float, what: str) -> float:
+    """``max |eigenvalue|``, refused when it is zero up to rounding (``≤ √ε·σ₁``: a nilpotent matrix's computed
+    eigenvalues are only that accurate), since a spectral radius of 0 cannot be rescaled to match another."""
+    rho = float(np.abs(eigenvalues).max())
+    if not rho > np.sqrt(np.finfo(np.float64).eps) * sigma1:
+        raise CircuitError(f"norm='spectral_radius' cannot be matched: {what} is nilpotent up to rounding "
+                           f"(spectral radius {rho:.3g}, largest singular value {sigma1:.3g}); a rank-1 matrix "
+                           f"σ u vᵀ has the single non-zero eigenvalue σ vᵀu, zero when u ⊥ v. "
+                           f"Use norm='frobenius' or 'spectral'")
+    return rho
 
 
 def gaussian(n: int, g: float = 1.0, *, seed: int = 0, self_loops: bool = False) -> Circuit:
@@ -139,47 +163,66 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
                               metadata=meta)
 
 
-def truncate_rank(W0: np.ndarray, rank: int, norm: Literal["frobenius", "spectral"] = "frobenius") -> np.ndarray:
-    """Rank-``rank`` SVD truncation of ``W0`` rescaled to ``W0``'s Frobenius norm (rich/lazy paper's choice)
-    or to its largest singular value (``"spectral"``). ALGORITHMS.md §8.2."""
+def truncate_rank(W0: np.ndarray, rank: int, norm: NormMatch = "frobenius") -> np.ndarray:
+    """Rank-``rank`` SVD truncation ``W_r = U_r S_r V_rᵀ`` of ``W0``, rescaled (ALGORITHMS.md §8.2) to
+
+    * ``"frobenius"``: ``||W0||_F`` (the rich/lazy paper's choice, §8.2 [V-code]);
+    * ``"spectral"``: ``W0``'s largest singular value, factor ``σ₁(W0)/σ₁(W_r)`` (§8.2 [D]);
+    * ``"spectral_radius"``: ``W0``'s spectral radius ``ρ = max |eigenvalue|``, factor ``ρ(W0)/ρ(W_r)`` (§8.2
+      [D]; ``W0`` square). ``ρ(W_r)`` is computed from the ``r x r`` matrix ``S_r V_rᵀ U_r``, which has ``W_r``'s
+      non-zero eigenvalues. A truncation that is nilpotent (rank 1: ``ρ(W_r) = σ₁ |v₁ᵀu₁|``, zero when
+      ``u₁ ⊥ v₁``) or a nilpotent ``W0`` cannot be matched and raises :class:`CircuitError`.
+    """
+    _check_norm(norm)
     W0 = np.asarray(W0, dtype=np.float64)
     if not 1 <= rank <= min(W0.shape):
         raise CircuitError(f"rank must be in [1, {min(W0.shape)}], got {rank}")
+    if norm == "spectral_radius" and (W0.ndim != 2 or W0.shape[0] != W0.shape[1]):
+        raise CircuitError(f"W0 must be square for norm='spectral_radius' (eigenvalues), got shape {W0.shape}")
     U, s, Vt = np.linalg.svd(W0)
     Wr = (U[:, :rank] * s[:rank]) @ Vt[:rank]
     if norm == "frobenius":
         return Wr * (np.linalg.norm(W0) / np.linalg.norm(Wr))
     if norm == "spectral":
         return Wr * (s[0] / np.linalg.svd(Wr, compute_uv=False)[0])
-    raise CircuitError(f"norm must be 'frobenius' or 'spectral', got {norm!r}")
+    rho0 = _radius(np.linalg.eigvals(W0), s[0], "W0")
+    rho_r = _radius(np.linalg.eigvals(s[:rank, None] * (Vt[:rank] @ U[:, :rank])), s[0],
+                    f"the rank-{rank} truncation of W0")
+    return Wr * (rho0 / rho_r)
 
 
-def low_rank(n: int, rank: int, sigma0: float = 1.25, *, norm: Literal["frobenius", "spectral"] = "frobenius",
-             seed: int = 0) -> Circuit:
+def low_rank(n: int, rank: int, sigma0: float = 1.25, *, norm: NormMatch = "frobenius", seed: int = 0) -> Circuit:
     """Prescribed-rank circuit (§8.2): ``W0 = σ0 G/√N`` (one draw per seed, shared by all ranks), truncated to
-    ``rank`` by SVD and rescaled so its norm (``norm``) equals ``W0``'s. All-to-all mask, diagonal included
-    (truncation fills it; the model masks autapses at use). ``metadata['norm_match']`` reports the choice."""
+    ``rank`` by SVD and rescaled so that its Frobenius norm (``"frobenius"``, default), largest singular value
+    (``"spectral"``) or spectral radius (``"spectral_radius"``) equals ``W0``'s — see :func:`truncate_rank`.
+    All-to-all mask, diagonal included (truncation fills it; the model masks autapses at use).
+    ``metadata['norm_match']`` reports the choice and ``metadata['target_norm']`` the matched value of ``W0``."""
     n = _check_n(n)
     rank = _check_rank(rank)
     _check_sigma0(sigma0)
+    _check_norm(norm)
     W0 = sigma0 * np.random.default_rng(seed).standard_normal((n, n)) / np.sqrt(n)
     W = truncate_rank(W0, rank, norm)
+    if norm == "spectral_radius":
+        target = float(np.abs(np.linalg.eigvals(W0)).max())
+    else:
+        target = float(np.linalg.norm(W0) if norm == "frobenius" else np.linalg.norm(W0, 2))
     return Circuit.from_dense(W, mask=np.ones((n, n), bool),
                               metadata={"generator": "low_rank", "rank": rank, "sigma0": sigma0, "norm_match": norm,
-                                        "target_norm": float(np.linalg.norm(W0) if norm == "frobenius"
-                                                             else np.linalg.norm(W0, 2)),
-                                        "seed": seed})
+                                        "target_norm": target, "seed": seed})
 
 
 def low_rank_aligned(directions: np.ndarray, rank: int | None = None, sigma0: float = 1.25, *,
-                     norm: Literal["frobenius", "spectral"] = "frobenius", seed: int = 0) -> Circuit:
+                     norm: NormMatch = "frobenius", seed: int = 0) -> Circuit:
     """Low-rank circuit aligned with given task/input directions.
 
     ``directions``: ``(N, k)`` columns spanning the task subspace (e.g. input weight vectors). With ``Q`` an
     orthonormal basis of their first ``rank`` columns, ``W = Q M Qᵀ`` with ``M ~ N(0,1)`` (``rank x rank``),
     so both row and column spaces lie in the task subspace; rescaled to the norm of a Gaussian
-    ``σ0 G/√N`` draw of the same seed (Frobenius or spectral), as :func:`low_rank`.
+    ``σ0 G/√N`` draw of the same seed (``norm``: Frobenius, spectral or spectral radius, as :func:`low_rank`;
+    ``W``'s eigenvalues are ``M``'s, so its spectral radius is ``ρ(M)``).
     """
+    _check_norm(norm)
     D = np.asarray(directions, dtype=np.float64)
     if D.ndim != 2:
         raise CircuitError(f"directions must have shape (N, k), got {D.shape}")
@@ -197,21 +240,29 @@ def low_rank_aligned(directions: np.ndarray, rank: int | None = None, sigma0: fl
 def _subspace_low_rank(q_col: np.ndarray, q_row: np.ndarray, sigma0: float, norm: str, seed: int,
                        generator: str) -> Circuit:
     """``W = q_col M q_rowᵀ`` (``M ~ N(0, 1)``, ``rank x rank``; column space in span(q_col), row space in
-    span(q_row)) rescaled to the norm (``"frobenius"`` or ``"spectral"``) of the Gaussian ``σ0 G/√N`` drawn first
-    from the same seed, as an all-to-all circuit."""
+    span(q_row); both orthonormal) rescaled to the norm (``"frobenius"``, ``"spectral"`` or ``"spectral_radius"``)
+    of the Gaussian ``σ0 G/√N`` drawn first from the same seed, as an all-to-all circuit. ``W``'s non-zero
+    eigenvalues are those of the ``rank x rank`` matrix ``M q_rowᵀ q_col``."""
+    _check_norm(norm)
     n, rank = q_col.shape
     rng = np.random.default_rng(seed)
     W0 = sigma0 * rng.standard_normal((n, n)) / np.sqrt(n)
-    W = q_col @ rng.standard_normal((rank, rank)) @ q_row.T
-    target = np.linalg.norm(W0) if norm == "frobenius" else np.linalg.norm(W0, 2)
-    W *= target / (np.linalg.norm(W) if norm == "frobenius" else np.linalg.norm(W, 2))
+    M = rng.standard_normal((rank, rank))
+    W = q_col @ M @ q_row.T
+    if norm == "spectral_radius":
+        target = _radius(np.linalg.eigvals(W0), np.linalg.norm(W0, 2), "the Gaussian reference draw")
+        W *= target / _radius(np.linalg.eigvals(M @ (q_row.T @ q_col)), np.linalg.norm(M, 2),
+                              f"the rank-{rank} matrix ({generator})")
+    else:
+        target = np.linalg.norm(W0) if norm == "frobenius" else np.linalg.norm(W0, 2)
+        W *= target / (np.linalg.norm(W) if norm == "frobenius" else np.linalg.norm(W, 2))
     return Circuit.from_dense(W, mask=np.ones((n, n), bool),
                               metadata={"generator": generator, "rank": rank, "sigma0": sigma0,
                                         "norm_match": norm, "target_norm": float(target), "seed": seed})
 
 
 def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None, sigma0: float = 1.25, *,
-                          norm: Literal["frobenius", "spectral"] = "frobenius",
+                          norm: NormMatch = "frobenius",
                           io_init: Literal["normal", "uniform"] = "normal",
                           structure: Literal["joint", "input_to_readout"] = "joint", seed: int = 0) -> Circuit:
     """Low-rank recurrent init aligned with the task's input and readout directions (ALGORITHMS.md §8.1).
@@ -229,13 +280,15 @@ def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None
       (≈ σ0 √(n / rank)).
     * ``"input_to_readout"``: ``W_rec = Q_out M Q_inᵀ`` with ``Q_in``/``Q_out`` orthonormal bases of the first
       ``rank`` input columns / readout rows and ``M ~ N(0, 1)`` (``rank ≤ min(n_in, n_out)``) — maps input
-      directions onto readout directions; nearly nilpotent (eigenvalues ~ the small overlap of the two bases).
+      directions onto readout directions; nearly nilpotent (eigenvalues ~ the small overlap of the two bases), so
+      ``norm="spectral_radius"`` scales it up by a large factor (and raises if it is nilpotent up to rounding).
 
     The returned circuit carries ``input_weights = W_in`` and ``output_weights = W_out``, so a model built on it
     starts from the very directions ``W_rec`` is aligned with. In a run file ``n_in``/``n_out`` come from the task.
     """
     n, n_in, n_out = _check_n(n), _check_n(n_in, "n_in"), _check_n(n_out, "n_out")
     _check_sigma0(sigma0)
+    _check_norm(norm)
     if io_init not in ("normal", "uniform"):
         raise CircuitError(f"io_init must be 'normal' or 'uniform', got {io_init!r}")
     if structure not in ("joint", "input_to_readout"):

@@ -76,6 +76,11 @@ def test_t91_eigen_solvers_match_eigvalsh():
     pw = power_iteration(op, op.n, generator=torch.Generator().manual_seed(0), max_iter=2000, tol=1e-12)
     assert pw.converged
     assert abs(float(pw.eigenvalues[0] - lm)) < 1e-6 * abs(float(lm))
+    # the source's estimator ||Hv|| returns the modulus of the same eigenvalue
+    pn = power_iteration(op, op.n, estimate="norm", generator=torch.Generator().manual_seed(0), max_iter=2000,
+                         tol=1e-12)
+    assert pn.converged
+    assert abs(float(pn.eigenvalues[0]) - abs(float(lm))) < 1e-6 * abs(float(lm))
     # Lanczos with m = n reproduces the whole spectrum
     res = lanczos(op, torch.randn(16, dtype=torch.float64), 16)
     torch.testing.assert_close(res.ritz()[0], ev, rtol=0, atol=1e-9)
@@ -152,6 +157,64 @@ def test_t93_quadratic_loss_known_spectrum():
         == pytest.approx(2.0)
     shifted = power_iteration(op_neg, 60, shift=25.0, max_iter=5000, tol=1e-12)
     assert float(shifted.eigenvalues[0]) == pytest.approx(2.0, rel=1e-4)
+
+
+def _symmetric(lam, seed=0):
+    """``Q diag(lam) Qᵀ`` with a random orthogonal ``Q`` (float64) and its eigenvectors ``Q``."""
+    lam = torch.as_tensor(lam, dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.randn(lam.numel(), lam.numel(), generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    return Q @ torch.diag(lam) @ Q.T, Q
+
+
+@pytest.mark.parametrize("top", [10.0, -10.0])
+def test_power_iteration_estimators_on_a_known_spectrum(top):
+    """§9.2: both estimators converge to the dominant |λ|; only the Rayleigh quotient keeps its sign."""
+    n = 40
+    lam = torch.cat([torch.tensor([top]), torch.linspace(-3.0, 7.0, n - 1)])
+    A, Q = _symmetric(lam)
+    res = {est: power_iteration(lambda v: A @ v, n, estimate=est, max_iter=5000, tol=1e-13,
+                                generator=torch.Generator().manual_seed(1))
+           for est in ("rayleigh", "norm")}
+    for r in res.values():
+        assert r.converged and r.n_matvec < 5000
+        assert abs(float(r.eigenvectors[0] @ Q[:, 0])) == pytest.approx(1.0, abs=1e-6)  # the dominant eigenvector
+    ray, nrm = float(res["rayleigh"].eigenvalues[0]), float(res["norm"].eigenvalues[0])
+    assert ray == pytest.approx(top, rel=1e-10)       # signed: negative when the negative eigenvalue dominates
+    assert nrm == pytest.approx(abs(top), rel=1e-10)  # the source's ||Hv||: the modulus
+    assert nrm == pytest.approx(abs(ray), rel=1e-10)
+    if top < 0:
+        assert ray < 0 < nrm
+
+
+def test_power_iteration_norm_estimate_with_opposite_dominant_eigenvalues():
+    """λ = ±5 dominate: the iterate settles on the 2-cycle ``a e1 ± b e2``, whose Rayleigh quotient is
+    ``5 (a² − b²)/(a² + b²)`` (not an eigenvalue), while ``||Hv|| = 5`` is the dominant modulus."""
+    lam = torch.tensor([5.0, -5.0, 1.0, -0.5, 0.25], dtype=torch.float64)
+    A = torch.diag(lam)
+    v0 = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    a2, b2 = 4.0, 1.0
+    ray = power_iteration(lambda v: A @ v, 5, v0=v0, max_iter=500, tol=1e-13)
+    nrm = power_iteration(lambda v: A @ v, 5, v0=v0, estimate="norm", max_iter=500, tol=1e-13)
+    assert ray.converged and nrm.converged
+    assert float(ray.eigenvalues[0]) == pytest.approx(5.0 * (a2 - b2) / (a2 + b2), rel=1e-10)
+    assert float(nrm.eigenvalues[0]) == pytest.approx(5.0, rel=1e-12)
+
+
+def test_power_iteration_stopping_rule_and_bad_input():
+    """The source's loop starts from λ = 0, so the norm estimator may stop after one product when ``||Hv|| < tol``;
+    the Rayleigh estimator never stops on its first product. Eigenvalue ``1e-9`` of ``1e-9·I`` either way."""
+    def tiny(v):
+        return 1e-9 * v
+
+    nrm = power_iteration(tiny, 6, estimate="norm", generator=torch.Generator().manual_seed(0))
+    ray = power_iteration(tiny, 6, generator=torch.Generator().manual_seed(0))
+    assert nrm.converged and nrm.n_matvec == 1 and float(nrm.eigenvalues[0]) == pytest.approx(1e-9, rel=1e-12)
+    assert ray.converged and ray.n_matvec == 2 and float(ray.eigenvalues[0]) == pytest.approx(1e-9, rel=1e-12)
+    with pytest.raises(ValueError, match="estimate"):
+        power_iteration(tiny, 6, estimate="modulus")
+    with pytest.raises(ValueError, match="shift"):
+        power_iteration(tiny, 6, estimate="norm", shift=1.0)
 
 
 def test_slq_quadrature_exact_and_density_matches_spectrum():

@@ -81,6 +81,83 @@ def test_low_rank_spectral_norm():
         truncate_rank(W0, 0)
 
 
+def _rho(W):
+    return np.abs(np.linalg.eigvals(W)).max()
+
+
+def test_low_rank_spectral_radius_matches_the_reference_draw():
+    """§8.2 [D] spectral matching by spectral radius: ρ(W_r) = ρ(W_0) for every rank, W_r only rescaled."""
+    n = 120
+    W0 = gaussian(n, 1.25, seed=0, self_loops=True).weights(dense=True)  # the draw low_rank truncates
+    rho0 = _rho(W0)
+    for r in (1, 5, 30, n):
+        c = low_rank(n, r, norm="spectral_radius", seed=0)
+        W = c.weights(dense=True)
+        assert np.linalg.matrix_rank(W) == r
+        assert abs(_rho(W) - rho0) < 1e-10 * rho0
+        assert c.metadata["norm_match"] == "spectral_radius"
+        assert c.metadata["target_norm"] == pytest.approx(rho0, rel=1e-12)
+        # the same truncation, only rescaled (positive factor)
+        Wf = low_rank(n, r, seed=0).weights(dense=True)
+        np.testing.assert_allclose(W / np.linalg.norm(W), Wf / np.linalg.norm(Wf), rtol=0, atol=1e-12)
+        if r == 1:  # the single non-zero eigenvalue of a rank-1 matrix is its trace
+            assert abs(np.trace(W)) == pytest.approx(rho0, rel=1e-10)
+    np.testing.assert_allclose(low_rank(n, n, norm="spectral_radius", seed=0).weights(dense=True), W0, atol=1e-12)
+
+
+def test_truncate_rank_spectral_radius_rank_one_edge_cases():
+    """Rank 1: W_1 = σ₁ u₁ v₁ᵀ has the single non-zero eigenvalue σ₁ v₁ᵀu₁ (u₁v₁ᵀ u₁ = (v₁ᵀu₁) u₁)."""
+    n = 5
+    e = np.eye(n)
+    a, c = e[0], e[2]
+    b = 0.25 * e[0] + np.sqrt(1 - 0.25**2) * e[1]  # unit, aᵀb = 1/4, both ⊥ c
+    # SVD: σ₁ = 2 on (a, b), σ₂ = 1.5 on (c, c); eigenvalues 2·aᵀb = 0.5 (vector a), 1.5 (vector c), 0 ⇒ ρ = 1.5
+    W0 = 2.0 * np.outer(a, b) + 1.5 * np.outer(c, c)
+    assert _rho(W0) == pytest.approx(1.5, rel=1e-12)
+    # W_1 = 2 a bᵀ with eigenvalue 0.5, rescaled by 1.5/0.5 = 3
+    np.testing.assert_allclose(truncate_rank(W0, 1, "spectral_radius"), 6.0 * np.outer(a, b), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(truncate_rank(W0, 2, "spectral_radius"), W0, rtol=0, atol=1e-12)
+    # u₁ ⊥ v₁: the rank-1 truncation is nilpotent (spectral radius 0) and cannot be matched
+    W0n = 3.0 * np.outer(e[0], e[1]) + 1.0 * np.outer(e[2], e[2])
+    with pytest.raises(ValueError, match="nilpotent"):
+        truncate_rank(W0n, 1, "spectral_radius")
+    np.testing.assert_allclose(truncate_rank(W0n, 2, "spectral_radius"), W0n, rtol=0, atol=1e-12)  # ρ = 1 both
+    # a nilpotent reference, a rectangular one
+    with pytest.raises(CircuitError, match="W0 is nilpotent"):
+        truncate_rank(np.outer(e[0], e[1]) + 0.5 * np.outer(e[1], e[2]), 1, "spectral_radius")
+    with pytest.raises(CircuitError, match="square"):
+        truncate_rank(np.ones((3, 4)), 1, "spectral_radius")
+
+
+def test_aligned_generators_spectral_radius():
+    rng = np.random.default_rng(5)
+    D = rng.standard_normal((80, 4))
+    W = low_rank_aligned(D, rank=3, norm="spectral_radius", seed=1).weights(dense=True)
+    Q, _ = np.linalg.qr(D[:, :3])
+    assert np.linalg.matrix_rank(W) == 3
+    np.testing.assert_allclose(Q @ (Q.T @ W), W, atol=1e-12)
+    rho0 = _rho(gaussian(80, 1.25, seed=1, self_loops=True).weights(dense=True))
+    assert abs(_rho(W) - rho0) < 1e-10 * rho0
+    n = 100
+    rho0 = _rho(gaussian(n, 1.25, seed=3, self_loops=True).weights(dense=True))
+    for structure, rank, n_io in (("joint", 4, 3), ("input_to_readout", 2, 2), ("input_to_readout", 1, 1)):
+        c = task_aligned_low_rank(n, n_io, n_io, rank=rank, structure=structure, norm="spectral_radius", seed=3)
+        W = c.weights(dense=True)
+        assert np.linalg.matrix_rank(W) == rank and c.metadata["norm_match"] == "spectral_radius"
+        assert abs(_rho(W) - rho0) < 1e-10 * rho0
+        if rank == 1:  # W = m q_out q_inᵀ: its one eigenvalue m q_inᵀq_out is the trace
+            assert abs(np.trace(W)) == pytest.approx(rho0, rel=1e-10)
+
+
+def test_unknown_norm_is_refused_by_every_low_rank_generator():
+    """An unknown ``norm`` used to fall through to spectral matching in the aligned generators."""
+    D = np.random.default_rng(0).standard_normal((20, 2))
+    for call in (lambda: low_rank(20, 2, norm="nuclear"), lambda: low_rank_aligned(D, norm="spectral radius"),
+                 lambda: task_aligned_low_rank(20, 2, 2, norm="radius")):
+        with pytest.raises(ValueError, match="norm must be 'frobenius'"):
+            call()
+
+
 def test_low_rank_aligned_subspace():
     rng = np.random.default_rng(5)
     D = rng.standard_normal((80, 4))
