@@ -5,10 +5,12 @@ The exact credit ``δ^t = dE/dh^t`` of a leaky network obeys ``δ^t = m^t + (J^{
 ``J^{t+1} = diag(leak) + diag(c_in) W_rec diag(f'(h^t))`` and ``m^t = f'(h^t) ⊙ ∂E/∂r^t``. ModProp keeps the local
 paths (leak, ``m``) exact and, only in the credit that leaves a neuron through recurrent weights, replaces
 ``W_rec → W_ab = P Ω Pᵀ`` (``Ω[α,β]`` the mean of the block ``W_rec[α ← β]`` including zeros) and the activation
-derivative seen by the targets ``f'(h_p^t) → μ``. The source takes the block mean of ``|W|`` and keeps each
-presynaptic neuron's sign (ALGORITHMS.md §4.1); that equals the signed block mean used here whenever every
-presynaptic type is of one sign (E/I types, Dale-consistent circuit types). For a type that mixes signs the two
-differ, and the source's form is not a ``P Ω Pᵀ`` product (it has a per-neuron sign factor), so it is not offered::
+derivative seen by the targets ``f'(h_p^t) → μ``. ``omega="signed_mean"`` (default) is that signed block mean;
+``omega="abs_sign"`` is the source's form (ALGORITHMS.md §4.1): the block mean of ``|W|`` times each presynaptic
+neuron's sign, ``W_ab[p,q] = mean|W|[τ(p), τ(q)] · s_q``. The two are equal whenever every presynaptic type is of
+one sign (E/I types, Dale-consistent circuit types) and differ for a type that mixes signs. The source's form is a
+``P Ω Pᵀ`` product over the refined types (type, sign) — ``Ω[(α,·),(β,s)] = mean|W|[α,β]·s`` — so every form below
+(scan, filter taps) runs on it unchanged, with up to twice the types::
 
     δ̃^t = m^t + leak ⊙ δ̃^{t+1} + μ W_abᵀ (c_in ⊙ δ̃^{t+1}),     ∂E/∂W_pq ≈ Σ_{b,t} δ̃_p^t c_in,p pre_q^t
 
@@ -89,6 +91,9 @@ class ModProp:
         feedback, feedback_seed, feedback_std, feedback_decay: readout credit as :class:`~spikelearn.rules.RFLO`
             (default ``"symmetric"``, the source's choice).
         mode: ``"batched"`` or ``"online"`` (rate networks only); same numbers.
+        omega: ``"signed_mean"`` (default: block mean of the signed weights) or ``"abs_sign"`` (the source: block
+            mean of ``|W|`` times the presynaptic neuron's sign; needs each neuron's outgoing weights to share one
+            sign). Module docstring.
         reset_in_trace: spiking only, the reset path in the local adjoint (as e-prop's flag).
         chunk_steps: steps per forward chunk.
     """
@@ -102,6 +107,7 @@ class ModProp:
     feedback_std: float | None = None
     feedback_decay: float = 0.0
     chunk_steps: int = 100
+    omega: Literal["signed_mean", "abs_sign"] = "signed_mean"
     _memory: Any = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False)
 
     online = True
@@ -111,6 +117,8 @@ class ModProp:
         _check_common(self)
         if not (isinstance(self.mu, (int, float)) and math.isfinite(self.mu)):
             raise ValueError(f"ModProp: mu must be a finite number, got {self.mu!r}")
+        if self.omega not in ("signed_mean", "abs_sign"):
+            raise ValueError(f"ModProp: omega must be 'signed_mean' or 'abs_sign', got {self.omega!r}")
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -133,11 +141,27 @@ class ModProp:
         return feedback_matrix(self, model, model.effective_weights().W_out, std)
 
     def type_structure(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
-        """``(idx (N,), P (N, C), Ω (C, C))`` for ``model``'s current ``W_rec`` (detached)."""
+        """``(idx (N,), P (N, C), Ω (C, C))`` for ``model``'s current ``W_rec`` (detached), ``W_ab = P Ω Pᵀ``.
+
+        With ``omega="abs_sign"`` the types are the refined ``(cell type, presynaptic sign)`` pairs that occur
+        (``C`` up to three times the cell types: sign +1, −1, or 0 for a neuron without outgoing weights)."""
         idx, names = cell_type_index(model, self.cell_types)
         W = model.effective_weights().W_rec.detach()
         P = type_indicator(idx, len(names), W.dtype)
-        return idx, P, type_average(W, P, nonzero_only=False)
+        if self.omega == "signed_mean":
+            return idx, P, type_average(W, P, nonzero_only=False)
+        pos, neg = (W > 0).any(0), (W < 0).any(0)
+        mixed = torch.nonzero(pos & neg).flatten()
+        if mixed.numel():
+            raise ValueError(f"ModProp omega='abs_sign' keeps each presynaptic neuron's sign, but neuron(s) "
+                             f"{mixed[:10].tolist()} have outgoing weights of both signs; use omega='signed_mean' "
+                             f"or a sign-constrained (Dale) network")
+        sign = pos.to(torch.long) - neg.to(torch.long)
+        key = idx.to(sign.device) * 3 + (sign + 1)
+        uniq, ridx = torch.unique(key, return_inverse=True)
+        base, s = uniq // 3, (uniq % 3 - 1).to(W.dtype)
+        om_abs = type_average(W.abs(), P, nonzero_only=False)
+        return ridx, type_indicator(ridx, len(uniq), W.dtype), om_abs[base][:, base] * s[None, :]
 
     def _rate_consts(self, model: Any) -> tuple[Tensor, Tensor]:
         c = model.constants()
@@ -256,7 +280,7 @@ class ModProp:
 
     def read(self, model: nn.Module, state: ModPropState) -> tuple[Grads, ModPropState]:
         """Gradients accumulated since the last read, and the state with zeroed accumulators."""
-        idx = cell_type_index(model, self.cell_types)[0]
+        idx = self.type_structure(model)[0]
         grads = self._grads(model, state.acc + state.acc_type[idx], state.acc_out, state.acc_bout)
         z = torch.zeros_like
         return grads, state._replace(acc=z(state.acc), acc_type=z(state.acc_type), acc_out=z(state.acc_out),

@@ -103,6 +103,70 @@ def test_t41_filter_taps_equal_substituted_bptt(form, cell_types):
     assert max(errs.values()) < 1e-10, errs
 
 
+def _source_w_ab(model, types):
+    """The source's W_ab by its definition (§4.1), entry by entry: the mean of |W_rec| over the block
+    (post type of p, pre type of q), zeros included, times presynaptic neuron q's sign."""
+    W = model.effective_weights().W_rec.detach()
+    t = torch.as_tensor(types)
+    N = W.shape[0]
+    out = torch.zeros_like(W)
+    for p in range(N):
+        for q in range(N):
+            block = W[t == t[p]][:, t == t[q]]
+            col = W[:, q]
+            sign = 1.0 if (col > 0).any() else (-1.0 if (col < 0).any() else 0.0)
+            out[p, q] = block.abs().mean() * sign
+    return out
+
+
+@pytest.mark.parametrize("form", ["relu_lif", "pre_activation"])
+def test_source_omega_abs_sign(form):
+    """omega="abs_sign" (the source's |W| block mean × presynaptic sign): its P Ω Pᵀ equals the entry-by-entry
+    definition; the hard-coded rule equals the custom-backward autograd with that W_ab (T4.2) and its filter-tap
+    form equals its scan (T4.1); with sign-mixing types it differs from the signed block mean, with E/I types
+    (one sign per type) it is the same."""
+    model = _rate(form=form)
+    three = [0, 0, 1, 1, 1, 2, 2, 2]  # dale(8, 0.75): neurons 0-5 E, 6-7 I, so type 2 mixes signs
+    rule = ModProp(mu=0.4, cell_types=three, omega="abs_sign", chunk_steps=6)
+    _, P, Om = rule.type_structure(model)
+    assert torch.allclose(P @ Om @ P.T, _source_w_ab(model, three), rtol=1e-14, atol=1e-15)
+    x, y, mask = _data()
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    errs = _rel(g, _rate_modprop_autograd(model, x, y, mask, rule), KEYS_RATE)
+    assert max(errs.values()) < 1e-10, errs
+    _, go = ModProp(mu=0.4, cell_types=three, omega="abs_sign", mode="online", chunk_steps=5).gradients(
+        model, x, y, mask, _mse)
+    assert max(_rel(go, g, KEYS_RATE).values()) < 1e-10
+    _, gs = ModProp(mu=0.4, cell_types=three, chunk_steps=6).gradients(model, x, y, mask, _mse)
+    assert float((gs["theta_rec"] - g["theta_rec"]).norm()) > 1e-3 * float(g["theta_rec"].norm())
+    _, ge_abs = ModProp(mu=0.4, omega="abs_sign").gradients(model, x, y, mask, _mse)
+    _, ge = ModProp(mu=0.4).gradients(model, x, y, mask, _mse)
+    assert max(_rel(ge_abs, ge, KEYS_RATE).values()) < 1e-12
+
+
+def test_source_omega_refuses_mixed_sign_neurons_and_bad_values():
+    from spikelearn.circuit import gaussian
+
+    model = RateRNN(gaussian(8, 1.0, seed=0), 3, 2, form="relu_lif", tau_ms=30.0, dt_ms=10.0).double()
+    x, y, mask = _data()
+    with pytest.raises(ValueError, match="outgoing weights of both signs"):
+        ModProp(cell_types=[0] * 8, omega="abs_sign").gradients(model, x, y, mask, _mse)
+    with pytest.raises(ValueError, match="omega must be"):
+        ModProp(omega="mean")
+
+
+@pytest.mark.parametrize("scaling", ["A", "B"])
+def test_source_omega_spiking(scaling):
+    """Spiking ModProp with the source's Ω: hard-coded = custom-backward autograd (T4.2) with sign-mixing types."""
+    model = _spiking(scaling=scaling)
+    x, y, mask = _spike_data()
+    rule = ModProp(mu=5.0, cell_types=[0, 0, 1, 1, 1, 2, 2, 2], omega="abs_sign", chunk_steps=7)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    errs = _rel(g, _spiking_modprop_autograd(model, x, y, mask, rule, False),
+                ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
+
+
 def test_filter_taps_are_powers_of_the_substituted_jacobian():
     g = torch.Generator().manual_seed(0)
     idx = torch.tensor([0, 0, 1, 1, 1, 2])
