@@ -155,20 +155,25 @@ def _record_chunks(model: nn.Module, x: Tensor, chunk_steps: int, fields: tuple[
 
 
 def rate_regularizer(z: Tensor, dt_ms: float, coeff: float, target_hz: float,
-                     form: Literal["batch", "running"] = "batch") -> Tensor:
+                     form: Literal["batch", "running", "concatenated"] = "batch") -> Tensor:
     r"""Firing-rate regulariser ``E_reg`` (ALGORITHMS.md §2.5) of spikes ``z`` ``(T, B, N)``; differentiable in ``z``.
 
     * ``"batch"`` (the sources' "simple" form): ``c Σ_j (f̄_j − f_0)²`` with ``f̄_j = Σ_{b,t} z_j/(B T dt)`` (per ms)
       and ``f_0 = target_hz/1000``. (The pattern-generation tutorial's ``½·300`` is ``coeff = 150``.)
-    * ``"running"`` (the sources' "online" form): ``(c/(B T)) Σ_{b,t,j} (R_bj^t − f_0)²`` with the running average
-      ``R_bj^t = Σ_{s≤t} z_bj^s / ((t+1) dt)`` of each trial's own history (the official code concatenates the
-      batch's trials into one history; the two coincide for ``B = 1``).
+    * ``"running"`` (the sources' "online" form, per trial): ``(c/(B T)) Σ_{b,t,j} (R_bj^t − f_0)²`` with the
+      running average ``R_bj^t = Σ_{s≤t} z_bj^s / ((t+1) dt)`` of each trial's own history.
+    * ``"concatenated"`` (the official code's "online" form): the same with the batch's trials concatenated into
+      one history of ``B T`` steps (trial 0 first), ``R_j^s = Σ_{s'≤s} z_j^{s'} / ((s+1) dt)``. It coincides with
+      ``"running"`` for ``B = 1``; with ``B > 1`` a trial's average includes the trials before it.
     """
     T, B = z.shape[0], z.shape[1]
     f0 = target_hz / 1000.0
     if form == "batch":
         f = z.sum((0, 1)) / (B * T * dt_ms)
         return coeff * ((f - f0) ** 2).sum()
+    if form == "concatenated":
+        zc = z.transpose(0, 1).reshape(B * T, 1, z.shape[2])
+        return rate_regularizer(zc, dt_ms, coeff, target_hz, "running")
     steps = torch.arange(1, T + 1, dtype=z.dtype, device=z.device)[:, None, None]
     R = z.cumsum(0) / (steps * dt_ms)
     return coeff / (B * T) * ((R - f0) ** 2).sum()
@@ -261,7 +266,8 @@ class EProp:
         feedback_seed: seed of the random ``B``. feedback_std: its std; ``None`` = ``1/√N`` (pattern generation;
             the evidence-accumulation tutorial uses 1). feedback_decay: adaptive ``B``'s decay per update.
         reg_coeff: firing-rate regulariser strength ``c_reg`` (0 = off). reg_target_hz: ``f_0``.
-        reg_form: ``"batch"`` or ``"running"`` (see :func:`rate_regularizer`). The returned loss excludes ``E_reg``.
+        reg_form: ``"batch"``, ``"running"`` or ``"concatenated"`` (batched mode only: its trials depend on each
+            other's complete histories); see :func:`rate_regularizer`. The returned loss excludes ``E_reg``.
         chunk_steps: steps simulated per forward chunk in :meth:`gradients` (both modes). Online: the memory is
             ``O(chunk_steps·B·N)`` besides the traces; batched: only ``x, z, ψ, z̄`` of every chunk are kept.
     """
@@ -274,7 +280,7 @@ class EProp:
     feedback_decay: float = 0.0
     reg_coeff: float = 0.0
     reg_target_hz: float = 10.0
-    reg_form: Literal["batch", "running"] = "batch"
+    reg_form: Literal["batch", "running", "concatenated"] = "batch"
     chunk_steps: int = 100
     _memory: Any = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False)
 
@@ -283,8 +289,11 @@ class EProp:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if self.reg_form not in ("batch", "running"):
-            raise ValueError(f"EProp: reg_form must be 'batch' or 'running', got {self.reg_form!r}")
+        if self.reg_form not in ("batch", "running", "concatenated"):
+            raise ValueError(f"EProp: reg_form must be 'batch', 'running' or 'concatenated', got {self.reg_form!r}")
+        if self.reg_form == "concatenated" and self.mode == "online":
+            raise ValueError("EProp: reg_form='concatenated' needs mode='batched' (a trial's running average "
+                             "includes the complete earlier trials of the batch, unknown while they run in parallel)")
         if not self.reg_coeff >= 0:  # also NaN
             raise ValueError(f"EProp: reg_coeff must be >= 0, got {self.reg_coeff!r}")
 
@@ -358,11 +367,18 @@ class EProp:
         f0 = self.reg_target_hz / 1000.0
         reg_scale = 2.0 * self.reg_coeff / (B * T * k.dt_ms)
         reg = self.reg_coeff > 0
+        concat = self.reg_form == "concatenated"
         if reg:
             count = sum(r[1].sum(0) for r in recs)  # (B, N) spikes per trial
             if self.reg_form == "batch":
                 greg = reg_scale * (count.sum(0) / (B * T * k.dt_ms) - f0)  # (N,) constant signal
-            S = torch.zeros_like(count)  # running regulariser: Σ_{t'≥t} a^{t'}
+            # concatenated history (trial b's steps follow trials 0..b-1): offsets in spikes and in steps
+            before = torch.cumsum(count, 0) - count if concat else torch.zeros_like(count)
+            offset = (torch.arange(B, dtype=count.dtype, device=count.device) * T)[:, None] if concat else 0.0
+            if concat:  # Σ over the later trials' whole histories, a second pass (the first gives each trial's Σ)
+                later = self._concat_trial_sums(recs, count, before, offset, T, f0, k.dt_ms)
+                later = torch.flip(torch.cumsum(torch.flip(later, [0]), 0), [0]) - later
+            S = later.clone() if concat else torch.zeros_like(count)  # running regulariser: Σ_{s'≥s} a^{s'}
         for t0, t1, sig in readout_credit_chunks(recs, dE_dy, Bfb, kap, omk):
             if reg:
                 if self.reg_form == "batch":
@@ -370,11 +386,27 @@ class EProp:
                 else:
                     z_c = recs_chunk(recs, t0, t1)[1]
                     for i in range(t1 - t0 - 1, -1, -1):
-                        tt = t0 + i + 1  # steps up to and including this one
-                        S = S.add_((count / (tt * k.dt_ms) - f0) / tt)
+                        tt = offset + (t0 + i + 1)  # steps up to and including this one
+                        S = S.add_(((before + count) / (tt * k.dt_ms) - f0) / tt)
                         count = count - z_c[i]
                         sig[i].add_(S, alpha=reg_scale)
             yield sig
+
+    @staticmethod
+    def _concat_trial_sums(recs: list, count: Tensor, before: Tensor, offset: Any, T: int, f0: float,
+                           dt_ms: float) -> Tensor:
+        """Per trial ``b`` ``(B, N)``: ``Σ_t a^{b,t}``, ``a^s = (R^s − f_0)/(s+1)`` on the concatenated history."""
+        tot = torch.zeros_like(count)
+        c = count.clone()
+        t1 = T
+        for r in reversed(recs):
+            z_c = r[1]
+            for i in range(z_c.shape[0] - 1, -1, -1):
+                tt = offset + (t1 - z_c.shape[0] + i + 1)
+                tot.add_(((before + c) / (tt * dt_ms) - f0) / tt)
+                c = c - z_c[i]
+            t1 -= z_c.shape[0]
+        return tot
 
     # ------------------------------------------------------------------ online
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> EPropState:

@@ -13,7 +13,7 @@ from spikelearn.config import TrainConfig
 from spikelearn.models import SpikingRNN
 from spikelearn.rules import BPTT, RULES, EProp, apply_gradients, output_error
 from spikelearn.rules import _reference as ref
-from spikelearn.rules.eprop import run_online
+from spikelearn.rules.eprop import rate_regularizer, run_online
 from spikelearn.train import Trainer
 
 
@@ -205,8 +205,8 @@ def test_mixed_zero_and_nonzero_beta_not_in_one_block(mode):
 
 
 # ------------------------------------------------------------------------------------------ T2.5 regulariser
-@pytest.mark.parametrize("form", ["batch", "running"])
-@pytest.mark.parametrize("mode", ["batched", "online"])
+@pytest.mark.parametrize("form, mode", [("batch", "batched"), ("batch", "online"), ("running", "batched"),
+                                        ("running", "online"), ("concatenated", "batched")])
 def test_regulariser_gradient_equals_autograd(form, mode):
     model = _model("alif")
     x, y, mask = _data()
@@ -219,6 +219,21 @@ def test_regulariser_gradient_equals_autograd(form, mode):
     _, g0 = rule.gradients(model, x, y, mask * 0, _mse)
     _, want0 = ref.eprop_autograd(model, x, y, mask * 0, _mse, reg=reg)
     _assert_rel(g0, want0, keys=["theta_rec", "theta_in"])
+
+
+def test_concatenated_regulariser_is_the_running_one_on_one_long_trial():
+    """"concatenated" = "running" on the batch's trials laid end to end (trial 0 first); B = 1: the same; and it
+    is batched-only."""
+    g = torch.Generator().manual_seed(0)
+    z = (torch.rand(7, 3, 4, generator=g, dtype=torch.float64) < 0.3).double()
+    long = torch.cat([z[:, b] for b in range(3)])[:, None, :]
+    a = rate_regularizer(z, 1.0, 2.0, 30.0, "concatenated")
+    assert torch.equal(a, rate_regularizer(long, 1.0, 2.0, 30.0, "running"))
+    assert not torch.allclose(a, rate_regularizer(z, 1.0, 2.0, 30.0, "running"))
+    assert torch.equal(rate_regularizer(z[:, :1], 1.0, 2.0, 30.0, "concatenated"),
+                       rate_regularizer(z[:, :1], 1.0, 2.0, 30.0, "running"))
+    with pytest.raises(ValueError, match="concatenated.*batched"):
+        EProp(mode="online", reg_coeff=1.0, reg_form="concatenated")
 
 
 def test_running_regulariser_online_in_small_chunks_is_exact():
