@@ -1,7 +1,8 @@
 """Trial generators for the benchmark tasks (ALGORITHMS.md §10).
 
 Every task is a frozen dataclass with ``n_in``, ``n_out``, ``n_steps`` (T), ``dt_ms``, ``kind``
-("classification" | "regression"), ``encoding`` ("analog" | "bernoulli" | "poisson") and
+("classification" | "regression"), ``encoding`` ("analog" | "bernoulli" | "poisson"; a field where a task offers
+both spike encodings, ALGORITHMS.md §11 item 3) and
 
 * ``sample(batch_size, generator, *, dtype=torch.float32, device=None) -> (x, y, mask)``, time-first:
   ``x (T, B, n_in)``; ``y`` int64 ``(T, B)`` or float ``(T, B, n_out)``; ``mask (T, B)``;
@@ -43,6 +44,7 @@ from spikelearn.tasks.neurogym_like import (
     PerceptualDecisionMaking,
 )
 from spikelearn.tasks.patterns import PatternGeneration
+from spikelearn.tasks.store_recall import StoreRecall
 from spikelearn.tasks.xor import DelayedXOR, HierarchicalDelayedXOR
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "PatternGeneration",
     "PerceptualDecisionMaking",
     "SequentialDigits",
+    "StoreRecall",
     "Task",
     "Trials",
     "bernoulli_spikes",
@@ -76,6 +79,7 @@ TASKS: dict[str, type[Task]] = {
     "delayed_xor": DelayedXOR,
     "hierarchical_delayed_xor": HierarchicalDelayedXOR,
     "sequential_digits": SequentialDigits,
+    "store_recall": StoreRecall,
 }
 
 

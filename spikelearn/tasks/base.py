@@ -176,7 +176,8 @@ class Task:
 
     Subclasses define the fields ``dt_ms`` and ``input_noise_std``, the properties ``n_in``, ``n_out``,
     ``n_steps``, and ``_generate``; they set the class constants ``kind`` ("classification" | "regression") and
-    ``encoding`` ("analog" | "bernoulli" | "poisson").
+    ``encoding`` ("analog" | "bernoulli" | "poisson"); a task that offers both spike encodings makes ``encoding`` a
+    field instead (ALGORITHMS.md §11 item 3).
 
     ``input_noise_std`` adds ``N(0, input_noise_std²)`` to ``x`` after the trial is generated (drawn from the
     same generator, after everything else, so the clean part of the trial is unchanged). Use it for test-time

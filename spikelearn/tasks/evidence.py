@@ -4,6 +4,15 @@ Inputs are 4 groups of ``n_per_group`` neurons: left cues, right cues, recall cu
 ``n_cues`` cues is shown on the left or right group, then a delay, then the recall cue; the network must report the
 side that received the majority of cues. Classes: 0 = left, 1 = right.
 
+The two sources differ in two implementation choices that ALGORITHMS.md §11 item 3 requires to be flags; both
+classes take them as fields, defaulting to their own source's choice:
+
+* ``encoding``: ``"bernoulli"`` (per-step spikes, ``p = rate_hz·dt_ms/1000``; e-prop default) or ``"poisson"``
+  (Poisson counts per step with mean ``rate_hz·dt_ms/1000``; MDGL default), via :func:`poisson_spikes`;
+* ``loss_window``: ``"recall"`` (CE on every step of the last ``recall_ms``, decision = argmax of the logits
+  averaged over that window, §10.1; e-prop default) or ``"last_step"`` (CE and decision at the last step only,
+  §10.2; MDGL default).
+
 References: Bellec et al. 2020, Nat. Commun. 11:3625, doi:10.1038/s41467-020-17236-y (e-prop, §10.1);
 Liu et al. 2021, PNAS 118:e2111821118, doi:10.1073/pnas.2111821118 (MDGL, §10.2).
 """
@@ -19,15 +28,20 @@ from torch import Tensor
 
 from spikelearn.tasks.base import Task, Trials, check, ms_to_steps, poisson_spikes
 
-__all__ = ["EvidenceAccumulation", "EvidenceAccumulationMDGL"]
+__all__ = ["ENCODINGS", "LOSS_WINDOWS", "EvidenceAccumulation", "EvidenceAccumulationMDGL"]
 
 LEFT, RIGHT = 0, 1
+ENCODINGS = ("bernoulli", "poisson")  # values of the ``encoding`` field
+LOSS_WINDOWS = ("recall", "last_step")  # values of the ``loss_window`` field
 
 
 class _EvidenceBase(Task):
-    """Shared generator; subclasses fix cue timing, cue draws, label rule, mask and encoding."""
+    """Shared generator, mask and decision rule; subclasses fix cue timing, cue draws and the label rule."""
 
     kind: ClassVar[str] = "classification"
+
+    encoding: str  # a dataclass field here ("bernoulli" | "poisson"), where Task has a class constant
+    loss_window: str  # "recall" | "last_step"
 
     n_cues: int
     n_per_group: int
@@ -72,7 +86,17 @@ class _EvidenceBase(Task):
         T = self.n_steps
         return T - ms_to_steps(self.recall_ms, self.dt_ms, "recall_ms"), T
 
+    def decision_window(self) -> tuple[int, int]:
+        """Step range ``[start, stop)`` where the loss counts: :meth:`recall_window` for ``loss_window="recall"``,
+        the last step ``(T − 1, T)`` for ``"last_step"``."""
+        if self.loss_window == "recall":
+            return self.recall_window()
+        T = self.n_steps
+        return T - 1, T
+
     def _validate(self) -> None:
+        check(self.encoding in ENCODINGS, "encoding", f"be one of {ENCODINGS}", self.encoding)
+        check(self.loss_window in LOSS_WINDOWS, "loss_window", f"be one of {LOSS_WINDOWS}", self.loss_window)
         check(isinstance(self.n_cues, int) and self.n_cues >= 1, "n_cues", "be an int >= 1", self.n_cues)
         check(
             isinstance(self.n_per_group, int) and self.n_per_group >= 1,
@@ -98,7 +122,25 @@ class _EvidenceBase(Task):
         raise NotImplementedError  # pragma: no cover
 
     def _mask(self, batch_size: int, device: torch.device) -> Tensor:
-        raise NotImplementedError  # pragma: no cover
+        mask = torch.zeros(self.n_steps, batch_size, dtype=torch.float64, device=device)
+        r0, r1 = self.decision_window()
+        mask[r0:r1] = 1.0
+        return mask
+
+    def accuracy(self, y_hat: Tensor, y: Tensor, mask: Tensor) -> float:
+        """Fraction of correct decisions, following ``loss_window``.
+
+        ``"recall"``: per trial, argmax of the logits averaged over the masked steps, compared with the label
+        (the e-prop decision rule, §10.1). ``"last_step"``: per-step ``argmax(y_hat) == y`` averaged over the masked
+        steps, which with this task's mask is the decision at the last step (§10.2).
+        """
+        if self.loss_window == "last_step":
+            return super().accuracy(y_hat, y, mask)
+        m = mask.to(y_hat.dtype)[..., None]  # (T, B, 1)
+        mean_logits = (m * y_hat).sum(0) / m.sum(0).clamp_min(1.0)  # (B, K)
+        last = mask.shape[0] - 1 - mask.flip(0).argmax(0)  # last masked step per trial, (B,)
+        label = y.gather(0, last[None, :]).squeeze(0)
+        return float((mean_logits.argmax(-1) == label).to(torch.float64).mean())
 
     def rates_hz(self, sides: Tensor) -> Tensor:
         """Nominal input rates ``(T, B, n_in)`` in Hz for cue sides ``(B, n_cues)`` (0 left, 1 right)."""
@@ -140,10 +182,12 @@ class EvidenceAccumulation(_EvidenceBase):
     source's ``sum > int(n_cues/2)``), tiled over all steps. Mask: the recall window (last ``recall_ms``).
     Accuracy: argmax of the logits averaged over the masked steps.
 
+    Options (ALGORITHMS.md §11 item 3; the defaults are §10.1's): ``encoding="poisson"`` draws Poisson counts
+    instead of Bernoulli spikes; ``loss_window="last_step"`` puts the mask and the decision on the last step only
+    (as in §10.2). See the module docstring.
+
     ``info``: ``cue_sides (B, n_cues)`` int64 (0 left, 1 right), ``majority_side (B,)``, ``label (B,)``.
     """
-
-    encoding: ClassVar[str] = "bernoulli"
 
     n_cues: int = 7
     n_per_group: int = 10
@@ -157,6 +201,8 @@ class EvidenceAccumulation(_EvidenceBase):
     p_majority: float = 0.7
     dt_ms: float = 1.0
     input_noise_std: float = 0.0
+    encoding: str = "bernoulli"  # input spikes: "bernoulli" (§10.1) | "poisson" counts (§10.2)
+    loss_window: str = "recall"  # loss and decision: "recall" = last recall_ms (§10.1) | "last_step" (§10.2)
 
     def _validate(self) -> None:
         super()._validate()
@@ -176,20 +222,6 @@ class EvidenceAccumulation(_EvidenceBase):
     def _labels(self, sides: Tensor) -> Tensor:
         return (sides.sum(1) > self.n_cues // 2).to(torch.int64)
 
-    def _mask(self, batch_size: int, device: torch.device) -> Tensor:
-        mask = torch.zeros(self.n_steps, batch_size, dtype=torch.float64, device=device)
-        r0, r1 = self.recall_window()
-        mask[r0:r1] = 1.0
-        return mask
-
-    def accuracy(self, y_hat: Tensor, y: Tensor, mask: Tensor) -> float:
-        """Fraction of trials whose masked-time-averaged logits pick the label (e-prop decision rule)."""
-        m = mask.to(y_hat.dtype)[..., None]  # (T, B, 1)
-        mean_logits = (m * y_hat).sum(0) / m.sum(0).clamp_min(1.0)  # (B, K)
-        last = mask.shape[0] - 1 - mask.flip(0).argmax(0)  # last masked step per trial, (B,)
-        label = y.gather(0, last[None, :]).squeeze(0)
-        return float((mean_logits.argmax(-1) == label).to(torch.float64).mean())
-
 
 @dataclass(frozen=True)
 class EvidenceAccumulationMDGL(_EvidenceBase):
@@ -205,10 +237,12 @@ class EvidenceAccumulationMDGL(_EvidenceBase):
     Label: left (0) iff at least ``n_cues // 2 + 1`` cues were left (≥ 4 of 7; ties for even ``n_cues`` go
     right), else right (1). Mask and accuracy: last step only.
 
+    Options (ALGORITHMS.md §11 item 3; the defaults are §10.2's): ``encoding="bernoulli"`` draws per-step
+    Bernoulli spikes instead of Poisson counts; ``loss_window="recall"`` puts the mask on every step of the last
+    ``recall_ms`` and decides by the argmax of the logits averaged over them (as in §10.1). See the module docstring.
+
     ``info``: ``cue_sides (B, n_cues)``, ``pattern (B,)`` (pattern index), ``label (B,)``.
     """
-
-    encoding: ClassVar[str] = "poisson"
 
     n_cues: int = 7
     n_per_group: int = 10
@@ -221,6 +255,8 @@ class EvidenceAccumulationMDGL(_EvidenceBase):
     background_rate_hz: float = 10.0
     dt_ms: float = 1.0
     input_noise_std: float = 0.0
+    encoding: str = "poisson"  # input spikes: "poisson" counts (§10.2) | "bernoulli" (§10.1)
+    loss_window: str = "last_step"  # loss and decision: "last_step" (§10.2) | "recall" = last recall_ms (§10.1)
 
     def _validate(self) -> None:
         super()._validate()
@@ -241,8 +277,3 @@ class EvidenceAccumulationMDGL(_EvidenceBase):
     def _labels(self, sides: Tensor) -> Tensor:
         n_left = (sides == LEFT).sum(1)
         return torch.where(n_left >= self.n_cues // 2 + 1, LEFT, RIGHT).to(torch.int64)
-
-    def _mask(self, batch_size: int, device: torch.device) -> Tensor:
-        mask = torch.zeros(self.n_steps, batch_size, dtype=torch.float64, device=device)
-        mask[-1] = 1.0
-        return mask

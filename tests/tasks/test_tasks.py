@@ -38,6 +38,8 @@ def small(name: str):
         return make_task(name, n_cues=3, delay_ms=200.0)
     if name == "evidence_accumulation_mdgl":
         return make_task(name, n_cues=3, delay_ms=200.0)
+    if name == "store_recall":
+        return make_task(name, character_ms=50.0)
     return make_task(name)
 
 
