@@ -24,6 +24,19 @@ key anywhere is an error naming the key and its section. Example::
     [train]
     iterations = 200
     seed = 1
+
+Optional training extras, all off by default (a file without them trains exactly as before)::
+
+    [optimizer]
+    schedule = "steplr"          # any torch.optim.lr_scheduler class (case-insensitive), stepped once per iteration
+    schedule_options = {step_size = 300, gamma = 0.8}    # lr x 0.8 every 300 iterations (ALGORITHMS.md §4.4)
+    [train]
+    l2 = 5e-4                    # + l2/2 (|W_in|^2 + |W_rec|^2 + |W_out|^2) on the effective weights, any rule
+    stop_at_accuracy = 0.93      # stop after the first evaluation with accuracy >= 0.93 (§10.1: error < 7 %)
+
+With a schedule the history gains a column ``lr`` (the rate the iteration's update used); with ``l2 > 0`` a column
+``l2_penalty`` (``loss`` stays the task loss; the objective trained is ``loss + l2_penalty``); with
+``stop_at_accuracy > 0`` the run's ``summary.json`` gains ``stopped_at`` (the iteration, or null).
 """
 
 from __future__ import annotations
@@ -83,6 +96,10 @@ class OptimizerConfig:
     name: str = "adam"              # any torch.optim class name, case-insensitive (adam, sgd, adamw, ...)
     lr: float = 1e-3
     options: dict = field(default_factory=dict)  # other optimizer keyword arguments (momentum, ...)
+    schedule: str = ""              # "" = constant lr; else any torch.optim.lr_scheduler class name, case-insensitive
+    #                                 (steplr, multisteplr, exponentiallr, cosineannealinglr, linearlr, onecyclelr,
+    #                                 ...), stepped once per training iteration after its update(s); state checkpointed
+    schedule_options: dict = field(default_factory=dict)  # the scheduler's keyword arguments (step_size, gamma, ...)
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,12 @@ class TrainConfig:
     update_every_steps: int = 0     # online rules: apply updates every k time steps (0 = once per trial)
     rewiring: bool = False          # sign-preserving DEEP R rewiring at temperature 0 (connection count constant)
     rewiring_l1: float = 1e-2       # DEEP R L1 shrinkage per unit learning rate
+    l2: float = 0.0                 # L2 penalty l2/2·(‖W_in‖² + ‖W_rec‖² + ‖W_out‖²) on the effective weights (masks
+    #                                 and signs applied; biases not penalised, unlike optimizer weight_decay); its
+    #                                 gradient l2·W (through the parametrisation) is added to every update the rule's
+    #                                 gradient makes, for every rule; logged as column l2_penalty; 0 = off
+    stop_at_accuracy: float = 0.0   # early stop: training ends after the first evaluation with accuracy >= this
+    #                                 (needs eval_every > 0; the run is complete, resuming trains no further); 0 = off
     device: str = "cpu"             # "cpu", "cuda" or "auto"
     dtype: str = "float32"          # "float32" or "float64"
     quiet: bool = False             # no progress bar
@@ -154,9 +177,9 @@ def _build_section(section: str, values: Any):
         if key not in fields:
             raise ConfigError(f"unknown key {key!r} in section [{section}]; allowed keys: {sorted(fields)}")
         default = fields[key].default if fields[key].default is not dataclasses.MISSING else fields[key].default_factory()
-        if key == "options":
+        if key == "options" or isinstance(default, dict):
             if not isinstance(val, dict):
-                raise ConfigError(f"[{section}] options must be a table")
+                raise ConfigError(f"[{section}] {key} must be a table")
         elif isinstance(default, bool):
             if not isinstance(val, bool):
                 raise ConfigError(f"[{section}] {key} must be true or false, got {val!r}")
@@ -291,8 +314,10 @@ def load_run_file(path: str | pathlib.Path) -> tuple[RunConfig, tuple]:
     return config_from_dict(d), meas
 
 
-def check_options(section: str, target: Any, options: dict, *, skip: tuple[str, ...] = ()) -> None:
-    """Raise :class:`ConfigError` naming any key of ``options`` that ``target`` (a callable) does not accept."""
+def check_options(section: str, target: Any, options: dict, *, skip: tuple[str, ...] = (),
+                  table: str | None = None) -> None:
+    """Raise :class:`ConfigError` naming any key of ``options`` that ``target`` (a callable) does not accept
+    (the message names the table ``[table]``, default ``[section.options]``)."""
     sig = inspect.signature(target)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
         return
@@ -301,5 +326,5 @@ def check_options(section: str, target: Any, options: dict, *, skip: tuple[str, 
                and n not in skip]
     for key in options:
         if key not in allowed:
-            raise ConfigError(f"unknown key {key!r} in section [{section}.options]; "
+            raise ConfigError(f"unknown key {key!r} in section [{table or section + '.options'}]; "
                               f"{getattr(target, '__name__', target)} accepts: {sorted(allowed)}")

@@ -6,6 +6,13 @@ result (``accuracy``, ``eval_loss``, ``firing_rate_hz`` and measurements are fil
 only, NaN elsewhere). Checkpoints (model, optimizer, RNG state, history) are written atomically; a killed run
 resumed from its checkpoint continues bit-identically on CPU.
 
+Options that are off by default (and then change nothing, columns included): a learning-rate ``scheduler``
+(``torch.optim.lr_scheduler``; stepped once per iteration after the update, column ``lr`` = the rate the update
+used), an L2 penalty ``config.l2`` on the effective weights (its gradient added to whatever gradient the rule
+returns, column ``l2_penalty``; ``loss`` stays the task loss) and early stopping ``config.stop_at_accuracy`` (the
+run ends after the first evaluation at or above it; :attr:`Trainer.stopped_at`). Scheduler and stop state are
+checkpointed.
+
 ``build(run_config)`` turns a :class:`~spikelearn.config.RunConfig` into those pieces, and ``train(run_config)``
 builds and runs.
 """
@@ -176,13 +183,22 @@ class Trainer:
         measurements: measurement hooks run on evaluation schedules of their own.
         loss_fn: defaults to ``task.loss``.
         out_dir: where checkpoints go (default ``config.out_dir``); ``None`` disables checkpoints.
+        scheduler: a ``torch.optim.lr_scheduler`` of ``optimizer`` (``None``: constant lr), stepped once per
+            training iteration after its update(s).
+
+    ``config.l2`` (> 0) adds ``∂/∂θ [l2/2 (‖W_in‖² + ‖W_rec‖² + ‖W_out‖²)]`` — the effective weights, through the
+    mask/sign parametrisation, biases excluded — to every gradient the rule returns, for the parameters that
+    gradient names (a parameter the rule leaves alone stays alone), before clipping. ``config.stop_at_accuracy``
+    (> 0) ends training after the first evaluation whose accuracy is >= it (:attr:`stopped_at`).
     """
 
     def __init__(self, model: nn.Module, task: Any, rule: Any, optimizer: torch.optim.Optimizer,
                  config: TrainConfig, *, measurements: tuple[Measurement, ...] = (), loss_fn: LossFn | None = None,
                  out_dir: str | pathlib.Path | None = "config", run_config: RunConfig | None = None,
-                 flossing: Any = None):
+                 flossing: Any = None, scheduler: Any = None):
         self.model, self.task, self.rule, self.optimizer, self.config = model, task, rule, optimizer, config
+        self.scheduler = scheduler
+        self.stopped_at: int | None = None    # iteration whose evaluation met config.stop_at_accuracy
         self.measurements = tuple(measurements)
         self.loss_fn = loss_fn or task.loss
         self.out_dir = pathlib.Path(config.out_dir) if out_dir == "config" else (
@@ -266,12 +282,16 @@ class Trainer:
             else:
                 v = m.fn(self.model, self.task, it)
             got = {f"{m.name}.{k}": float(x) for k, x in v.items()} if isinstance(v, Mapping) else {m.name: float(v)}
-            clash = sorted(set(got) & (set(res) | set(RESERVED_COLUMNS)))
+            clash = sorted(set(got) & (set(res) | set(RESERVED_COLUMNS) | set(self._optional_columns())))
             if clash:
                 raise ValueError(f"measurement {m.name!r} writes column(s) {clash}, which another measurement or "
                                  f"the trainer already writes; rename it")
             res.update(got)
         return res
+
+    def _optional_columns(self) -> tuple[str, ...]:
+        """Columns written only with a scheduler (``lr``) or an L2 penalty (``l2_penalty``), reserved only then."""
+        return (("lr",) if self.scheduler is not None else ()) + (("l2_penalty",) if self.config.l2 > 0 else ())
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -283,6 +303,8 @@ class Trainer:
                     "active": self.rw_state.active, "sign": self.rw_state.sign,
                     "n_rewired": self.rw_state.n_rewired, "generator": self.rw_state.generator.get_state()},
                 "initial_state": self.initial_state,
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "stopped_at": self.stopped_at,
                 "rule": rule_state_dict(self.rule, self.model), "torch_rng": torch.get_rng_state(),
                 "run_config": None if self.run_config is None else self.run_config.to_json(),
                 "settings": json.dumps(self.settings())}
@@ -321,6 +343,9 @@ class Trainer:
         self.iteration, self.rows, self.wall_time_s = ck["iteration"], list(ck["history"]), ck["wall_time_s"]
         self._saved_at = int(ck["iteration"])
         self.preflossed = bool(ck.get("preflossed", False))
+        self.stopped_at = None if ck.get("stopped_at") is None else int(ck["stopped_at"])
+        if self.scheduler is not None and ck.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ck["scheduler"])
         if ck.get("initial_state") is not None:
             self.initial_state, self._initial_model = ck["initial_state"], None
         if self.flosser is not None and ck.get("flosser") is not None:
@@ -341,10 +366,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self, iterations: int | None = None) -> pd.DataFrame:
-        """Train until ``iterations`` (default ``config.iterations``) in total; return :meth:`history`.
+        """Train until ``iterations`` (default ``config.iterations``) in total, or until an evaluation meets
+        ``config.stop_at_accuracy`` (then, and on any later call, nothing more is trained); return :meth:`history`.
 
         The forced evaluation and measurements of the last iteration happen at ``config.iterations`` (the run's
-        end), not at an intermediate ``iterations``: training in chunks gives the same history as one call."""
+        end) or at the early stop, not at an intermediate ``iterations``: training in chunks gives the same history
+        as one call."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -356,7 +383,7 @@ class Trainer:
             self.wall_time_s += time.perf_counter() - t0  # part of the run's cost (wall_time_s is cumulative)
             self.preflossed = True
         try:
-            while self.iteration < total:
+            while self.iteration < total and self.stopped_at is None:
                 self._one_iteration()
                 bar.update(1)
                 if self.rows and not math.isnan(self.rows[-1]["loss"]):
@@ -375,6 +402,8 @@ class Trainer:
         x, y, mask = self._to_device(self.task.sample(cfg.batch_size, self.trial_gen, dtype=self.dtype))
         self.model.train()
         self._it = it
+        lr = float(self.optimizer.param_groups[0]["lr"]) if self.scheduler is not None else None
+        l2_penalty = self._l2_penalty() if cfg.l2 > 0 else None  # at the weights this iteration starts from
         if cfg.update_every_steps > 0:
             # online rules: updates applied every k steps during the trial (continual learning)
             if not getattr(self.rule, "online", False):
@@ -389,9 +418,15 @@ class Trainer:
             loss, grads = self.rule.gradients(self.model, x, y, mask, self.loss_fn)
             self._check_loss(loss, it)
             self._apply_update(grads)
+        if self.scheduler is not None:
+            self.scheduler.step()
         loss_v = float(loss)
         self.iteration = it
         row = {"iteration": it, "loss": loss_v}
+        if lr is not None:
+            row["lr"] = lr
+        if l2_penalty is not None:
+            row["l2_penalty"] = l2_penalty
         if self.rewire is not None:
             row["n_rewired"] = self.rw_state.n_rewired
         if self.flosser is not None:
@@ -406,10 +441,13 @@ class Trainer:
                 raise TrainingDiverged(f"evaluation loss is {ev['eval_loss']} after the update of iteration {it} "
                                        f"(the updated model diverged); training stopped")
             row.update(ev)
-        row.update(self._measure(it, last=it == cfg.iterations))
+        stop = cfg.stop_at_accuracy > 0 and "accuracy" in row and row["accuracy"] >= cfg.stop_at_accuracy
+        row.update(self._measure(it, last=it == cfg.iterations or stop))
         self.wall_time_s += time.perf_counter() - t0
         row["wall_time_s"] = self.wall_time_s
         self.rows.append(row)
+        if stop:
+            self.stopped_at = it
 
     def _check_loss(self, loss: torch.Tensor, it: int) -> None:
         loss_v = float(loss)
@@ -420,11 +458,32 @@ class Trainer:
                      "no checkpoint was written")
             raise TrainingDiverged(f"loss is {loss_v} at iteration {it}; training stopped, {where}")
 
+    def _l2_weights(self) -> tuple[torch.Tensor, ...]:
+        W = self.model.effective_weights()
+        return W.W_in, W.W_rec, W.W_out
+
+    @torch.no_grad()
+    def _l2_penalty(self) -> float:
+        """``l2/2 (‖W_in‖² + ‖W_rec‖² + ‖W_out‖²)`` of the effective weights."""
+        return float(0.5 * self.config.l2 * sum(w.double().square().sum() for w in self._l2_weights()))
+
+    def _l2_grads(self) -> dict[str, torch.Tensor]:
+        """Autograd of the L2 penalty w.r.t. the trainable parameters it depends on (``l2·M⊙θ`` for
+        ``W = M⊙θ``; for a sign-constrained entry ``W = s|θ|``, ``W² = θ²``, so also ``l2·θ``)."""
+        with torch.enable_grad():
+            pen = 0.5 * self.config.l2 * sum(w.square().sum() for w in self._l2_weights())
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            gs = torch.autograd.grad(pen, [p for _, p in named], allow_unused=True)
+        return {n: g for (n, _), g in zip(named, gs) if g is not None}
+
     def _apply_update(self, grads: dict[str, torch.Tensor]) -> None:
-        """One optimizer step with ``grads`` (finite check, optional clipping)."""
+        """One optimizer step with ``grads`` (finite check, L2 penalty gradient, optional clipping)."""
         bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
         if bad:
             raise TrainingDiverged(f"non-finite gradient for {bad} at iteration {self._it}; training stopped")
+        if self.config.l2 > 0:
+            pen = self._l2_grads()
+            grads = {n: (g + pen[n].to(g.dtype) if n in pen else g) for n, g in grads.items()}
         self.optimizer.zero_grad(set_to_none=True)
         apply_gradients(self.model, grads)
         if self.config.grad_clip > 0:
@@ -448,7 +507,8 @@ class Trainer:
 
 # ---------------------------------------------------------------------- building from a RunConfig
 
-def _check_required(section: str, target: Any, options: Mapping, provided: tuple[str, ...] = ()) -> None:
+def _check_required(section: str, target: Any, options: Mapping, provided: tuple[str, ...] = (), *,
+                    table: str | None = None) -> None:
     """Raise :class:`ConfigError` naming a required argument of ``target`` that neither options nor build give."""
     try:
         sig = inspect.signature(target)
@@ -457,7 +517,7 @@ def _check_required(section: str, target: Any, options: Mapping, provided: tuple
     for name, p in sig.parameters.items():
         if (p.default is inspect.Parameter.empty and name not in options and name not in provided
                 and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)):
-            raise ConfigError(f"[{section}.options] misses {name!r}, required by "
+            raise ConfigError(f"[{table or section + '.options'}] misses {name!r}, required by "
                               f"{getattr(target, '__name__', target)}")
 
 
@@ -518,6 +578,18 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"[optimizer] name {cfg.optimizer.name!r} unknown; torch.optim offers {sorted(opt)}")
     check_options("optimizer", opt[cfg.optimizer.name.lower()], cfg.optimizer.options, skip=("params", "lr"))
     _check_required("optimizer", opt[cfg.optimizer.name.lower()], cfg.optimizer.options, ("params", "lr"))
+    if cfg.optimizer.schedule:
+        sch = _scheduler_classes()
+        if cfg.optimizer.schedule.lower() not in sch:
+            raise ConfigError(f"[optimizer] schedule {cfg.optimizer.schedule!r} unknown; torch.optim.lr_scheduler "
+                              f"offers {sorted(sch)} (\"\" = constant lr)")
+        cls = sch[cfg.optimizer.schedule.lower()]
+        check_options("optimizer", cls, cfg.optimizer.schedule_options, skip=("optimizer", "last_epoch"),
+                      table="optimizer.schedule_options")
+        _check_required("optimizer", cls, cfg.optimizer.schedule_options, ("optimizer",),
+                        table="optimizer.schedule_options")
+    elif cfg.optimizer.schedule_options:
+        raise ConfigError("[optimizer] schedule_options are given but no schedule; name one (schedule = \"steplr\")")
     if cfg.flossing.enabled or cfg.flossing.options:
         from spikelearn.dynamics import FlossingConfig
 
@@ -536,9 +608,13 @@ def validate_config(cfg: RunConfig) -> None:
             raise ConfigError(f"[train] {key} must be >= {least}, got {v}" +
                               (" (0 = no evaluation)" if key == "eval_every" else
                                " (0 = only at the end)" if key == "checkpoint_every" else ""))
-    for key in ("grad_clip", "rewiring_l1"):
+    for key in ("grad_clip", "rewiring_l1", "l2"):
         if getattr(t, key) < 0:
             raise ConfigError(f"[train] {key} must be >= 0, got {getattr(t, key)}")
+    if not 0 <= t.stop_at_accuracy <= 1:
+        raise ConfigError(f"[train] stop_at_accuracy must be in [0, 1] (0 = off), got {t.stop_at_accuracy}")
+    if t.stop_at_accuracy > 0 and t.eval_every == 0:
+        raise ConfigError(f"[train] stop_at_accuracy = {t.stop_at_accuracy} needs evaluations: set eval_every > 0")
     if not cfg.optimizer.lr > 0:
         raise ConfigError(f"[optimizer] lr must be > 0, got {cfg.optimizer.lr}")
     f = cfg.flossing
@@ -558,6 +634,19 @@ def validate_config(cfg: RunConfig) -> None:
 def _optimizer_classes() -> dict[str, type]:
     return {k.lower(): v for k, v in vars(torch.optim).items()
             if inspect.isclass(v) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
+
+
+# take callables or other schedulers (not expressible in TOML), or a metric at each step
+_UNUSABLE_SCHEDULERS = ("lrscheduler", "_lrscheduler", "lambdalr", "multiplicativelr", "sequentiallr",
+                        "chainedscheduler", "reducelronplateau")
+
+
+def _scheduler_classes() -> dict[str, type]:
+    from torch.optim import lr_scheduler
+
+    base = getattr(lr_scheduler, "LRScheduler", lr_scheduler._LRScheduler)
+    return {k.lower(): v for k, v in vars(lr_scheduler).items()
+            if inspect.isclass(v) and issubclass(v, base) and k.lower() not in _UNUSABLE_SCHEDULERS}
 
 
 def build_circuit(cfg: RunConfig, seed: int, task: Any = None):
@@ -648,6 +737,11 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
     opt_cls = _optimizer_classes()[cfg.optimizer.name.lower()]
     with _section("optimizer", opt_cls.__name__):
         optimizer = opt_cls(model.parameters(), lr=cfg.optimizer.lr, **cfg.optimizer.options)
+    scheduler = None
+    if cfg.optimizer.schedule:
+        sch_cls = _scheduler_classes()[cfg.optimizer.schedule.lower()]
+        with _section("optimizer", sch_cls.__name__):
+            scheduler = sch_cls(optimizer, **cfg.optimizer.schedule_options)
     train_cfg = cfg.train if out_dir is None else dataclasses.replace(cfg.train, out_dir=out_dir)
     flossing = None
     if cfg.flossing.enabled:
@@ -658,7 +752,7 @@ def build(cfg: RunConfig, *, out_dir: str | None = None):
             flossing = FlossingSchedule(pre_steps=f.pre_steps, every=f.every, steps=f.steps, max_times=f.max_times,
                                         batch_size=f.batch_size, lr=f.lr, config=dict(f.options),
                                         pre_mode=f.pre_mode or None, inter_lr=f.inter_lr or None)
-    trainer = Trainer(model, task, rule, optimizer, train_cfg, run_config=cfg, flossing=flossing)
+    trainer = Trainer(model, task, rule, optimizer, train_cfg, run_config=cfg, flossing=flossing, scheduler=scheduler)
     return circuit, model, task, rule, optimizer, trainer
 
 
@@ -678,10 +772,15 @@ _RESUMABLE_CHANGES = {("train", "iterations"), ("train", "quiet"), ("train", "ou
 def _check_same_config(cfg: RunConfig, saved: str | None, checkpoint: pathlib.Path) -> None:
     """A run resumes only under the configuration it was started with (``saved``, the checkpoint's run config as
     JSON): anything but ``train.iterations`` (train longer), ``quiet``, ``out_dir`` and ``device`` differing is a
-    ConfigError naming the keys."""
+    ConfigError naming the keys. A key added to the schema after the run started counts as its default there (the
+    behaviour the run was started with), so a resume may not switch a new option on."""
     if saved is None:
         return
     old, new = json.loads(saved), json.loads(cfg.to_json())
+    defaults = json.loads(RunConfig().to_json())
+    for sec, fields in defaults.items():
+        if sec not in old or isinstance(old[sec], dict):
+            old[sec] = {**fields, **old.get(sec, {})}
     diff = []
     for sec in sorted(set(old) | set(new)):
         a, b = old.get(sec, {}), new.get(sec, {})
@@ -721,7 +820,8 @@ def train(cfg: RunConfig, *, out_dir: str | None = None, resume: bool = False,
     hist = trainer.run()
     hist.to_csv(out / "history.csv", index=False)
     model.save(out / "model.pt")
-    (out / "summary.json").write_text(json.dumps(
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in hist.iloc[-1].to_dict().items()},
-        indent=2, default=float))
+    summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in hist.iloc[-1].to_dict().items()}
+    if trainer.config.stop_at_accuracy > 0:
+        summary["stopped_at"] = trainer.stopped_at
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return hist, model

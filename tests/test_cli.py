@@ -72,6 +72,14 @@ def test_train_from_toml(tmp_path, capsys):
                   'dt_ms = -1.0'), r"\[task\] building delayed_match_to_sample:.*dt_ms"),
     (GOOD.replace('kind = "gaussian"', 'kind = "erdos_renyi"').replace("g = 1.2", "g = 1.2\np = 2.0"),
      r"\[circuit\] building erdos_renyi:.*p"),
+    # lr schedule, L2 penalty, early stopping
+    (GOOD.replace("lr = 0.01", 'lr = 0.01\nschedule = "stepp"'), r"\[optimizer\] schedule 'stepp' unknown"),
+    (GOOD.replace("lr = 0.01", 'lr = 0.01\nschedule = "steplr"\nschedule_options = {step = 2}'),
+     r"'step'.*\[optimizer.schedule_options\]"),
+    (GOOD.replace("lr = 0.01", 'lr = 0.01\nschedule = "onecyclelr"\nschedule_options = {max_lr = 0.1}'),
+     r"\[optimizer\] building OneCycleLR"),
+    (GOOD.replace("quiet = true", "quiet = true\nl2 = -0.1"), r"\[train\] l2 must be >= 0"),
+    (GOOD.replace("quiet = true", "quiet = true\nstop_at_accuracy = 93.0"), r"\[train\] stop_at_accuracy"),
 ])
 def test_config_errors_name_key_and_section(tmp_path, capsys, text, match):
     p = _write(tmp_path, text)
@@ -122,3 +130,18 @@ def test_threads_option(tmp_path):
         torch.set_num_threads(before)
     with pytest.raises(SystemExit):
         main(["train", str(p), "--threads", "0"])
+
+
+def test_train_toml_with_schedule_l2_and_early_stop(tmp_path):
+    """The keys of §4.4/§10.1 in a run file: history.csv gains ``lr`` and ``l2_penalty``; a stop criterion met at
+    the first evaluation ends the run there and summary.json says so."""
+    text = GOOD.replace("lr = 0.01", 'lr = 0.01\nschedule = "steplr"\nschedule_options = {step_size = 2, gamma = 0.8}')
+    text = text.replace("quiet = true", "quiet = true\nl2 = 5e-4")
+    assert main(["train", str(_write(tmp_path, text)), "--out", str(tmp_path / "out")]) == 0
+    hist = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert hist["lr"].tolist() == pytest.approx([0.01, 0.01, 0.008, 0.008], rel=1e-12)
+    assert (hist["l2_penalty"] > 0).all()
+    stop = _write(tmp_path, GOOD.replace("quiet = true", "quiet = true\nstop_at_accuracy = 1e-6"))
+    assert main(["train", str(stop), "--out", str(tmp_path / "stop")]) == 0
+    assert pd.read_csv(tmp_path / "stop" / "history.csv")["iteration"].tolist() == [1]
+    assert json.loads((tmp_path / "stop" / "summary.json").read_text())["stopped_at"] == 1

@@ -74,14 +74,27 @@ def test_same_seed_same_run(tmp_path):
     assert h3["loss"].tolist() != h1["loss"].tolist()
 
 
-def test_kill_and_resume_is_bit_identical(tmp_path):
-    full, m_full = train(_small_cfg(tmp_path / "full", iterations=12, checkpoint_every=5))
+@pytest.mark.parametrize("extra", [
+    {},
+    # lr schedule (its state in the checkpoint; steps at 4, 8 straddle the checkpoint at 5) and an L2 penalty
+    {"optimizer": OptimizerConfig(name="adam", lr=1e-2, schedule="steplr",
+                                  schedule_options={"step_size": 4, "gamma": 0.5}), "l2": 1e-2},
+])
+def test_kill_and_resume_is_bit_identical(tmp_path, extra):
+    def cfg_(out):
+        c = _small_cfg(out, iterations=12, checkpoint_every=5, l2=extra.get("l2", 0.0))
+        return dataclasses.replace(c, optimizer=extra.get("optimizer", c.optimizer))
+
+    full, m_full = train(cfg_(tmp_path / "full"))
     # "killed" run: stops after 5 iterations (its checkpoint is at 5), then resumed to 12 from a fresh process state
-    cfg = _small_cfg(tmp_path / "killed", iterations=12, checkpoint_every=5)
+    cfg = cfg_(tmp_path / "killed")
     *_, trainer = build(cfg)
     trainer.run(iterations=5)
     hist, m_res = train(cfg, resume=True)
     assert hist["loss"].tolist() == full["loss"].tolist()
+    assert list(hist.columns) == list(full.columns)
+    if extra:
+        assert hist["lr"].tolist() == full["lr"].tolist() == [1e-2] * 4 + [5e-3] * 4 + [2.5e-3] * 4
     assert hist["iteration"].tolist() == list(range(1, 13))
     for (n, p), (_, q) in zip(m_full.named_parameters(), m_res.named_parameters()):
         assert torch.equal(p, q), n
@@ -153,7 +166,7 @@ def test_train_values_out_of_range_are_config_errors():
 
     for key, value in [("iterations", 0), ("batch_size", 0), ("eval_batch_size", 0), ("seed", -1),
                        ("eval_every", -2), ("checkpoint_every", -1), ("update_every_steps", -1),
-                       ("grad_clip", -1.0), ("rewiring_l1", -1.0)]:
+                       ("grad_clip", -1.0), ("rewiring_l1", -1.0), ("l2", -1.0)]:
         bad = dataclasses.replace(RunConfig(), train=dataclasses.replace(RunConfig().train, **{key: value}))
         with pytest.raises(ConfigError, match=rf"\[train\] {key} must be >="):
             validate_config(bad)
