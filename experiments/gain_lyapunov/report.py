@@ -6,7 +6,8 @@ and the first update (iteration 1), and at the end of training, relative change 
 mean ± s.d. over seeds and writes into ``--out`` (default ``<store>/report``):
 
 * ``runs.csv`` (one row per run), ``summary.csv`` (per condition × g: mean, sd, n of every measure),
-  ``pooled.csv`` (per condition, all gains pooled);
+  ``pooled.csv`` (per condition, all gains pooled), ``gain_tests.csv`` (per condition: Kruskal–Wallis of accuracy
+  over g, Spearman of ΔW_rec vs g, runs at chance, λ_max before/after);
 * ``gain.png`` (accuracy, λ_max before, λ_max after, ΔW_rec/W_rec vs g; mean ± s.e.m., one line per condition);
 * ``lambda_during_training.png`` (λ_max vs iteration, iteration 0 = the initial model; mean over seeds, one
   panel per g).
@@ -97,6 +98,27 @@ def flossing_tests(done: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def gain_tests(done: pd.DataFrame, chance: float = 0.6) -> pd.DataFrame:
+    """Per condition, all gains: does final accuracy depend on g (Kruskal–Wallis H test over the gains' groups of
+    seeds), does the relative W_rec change fall with g (Spearman ρ over runs), how many runs end at chance (final
+    accuracy < ``chance``), and λ_max before and after training (mean over runs, and their mean change)."""
+    from scipy.stats import kruskal, spearmanr
+
+    rows = []
+    for cond, sub in done.groupby("condition", sort=False):
+        groups = [v["accuracy"].to_numpy() for _, v in sub.groupby("g")]
+        same = len({round(float(x), 12) for gr in groups for x in gr}) == 1  # kruskal is undefined when all equal
+        kw = float("nan") if same or len(groups) < 2 else float(kruskal(*groups).pvalue)
+        rho = spearmanr(sub["g"], sub["dW_rel"])
+        rows.append({"condition": cond, "n_runs": len(sub), "p_kruskal_acc_vs_g": kw,
+                     "spearman_dW_vs_g": float(rho.statistic), "p_spearman": float(rho.pvalue),
+                     "n_at_chance": int((sub["accuracy"] < chance).sum()),
+                     "lambda_before": float(sub["lambda_before"].mean()),
+                     "lambda_after": float(sub["lambda_after"].mean()),
+                     "lambda_change": float((sub["lambda_after"] - sub["lambda_before"]).mean())})
+    return pd.DataFrame(rows)
+
+
 def plot_lambda_trajectories(met: pd.DataFrame, path: pathlib.Path, order: list) -> None:
     """λ_max vs iteration (0 = the initial model, 1 = after pre-flossing and the first update), mean over seeds,
     one panel per g, one line per condition (colours in ``order``, as in gain.png)."""
@@ -142,6 +164,10 @@ def main() -> None:
         ["mean", "std", "count"])
     print("\npooled over g (mean, sd, n runs):")
     print(pooled.round(3).to_string())
+    gt = gain_tests(done)
+    print("\nper condition, all gains (Kruskal-Wallis of final accuracy over g; Spearman of dW_rel vs g; runs with "
+          "final accuracy < 0.6; lambda_max per step before/after training):")
+    print(gt.round(4).to_string(index=False))
     tests = flossing_tests(done)
     if len(tests):
         print("\nflossing vs none, pooled over g (paired by (g, seed): Wilcoxon signed-rank; Mann-Whitney U unpaired):")
@@ -149,11 +175,12 @@ def main() -> None:
     df.to_csv(out / "runs.csv", index=False)
     s.to_csv(out / "summary.csv")
     pooled.to_csv(out / "pooled.csv")
+    gt.to_csv(out / "gain_tests.csv", index=False)
     plot_gain_sweep(done, out / "gain.png", ys=("accuracy", "lambda_before", "lambda_after", "dW_rel"),
                     hue="condition")
     plot_lambda_trajectories(met[met["run_id"].isin(done["run_id"])], out / "lambda_during_training.png",
                              order=list(dict.fromkeys(done["condition"])))
-    print(f"wrote {out}/runs.csv, summary.csv, pooled.csv, gain.png, lambda_during_training.png")
+    print(f"wrote {out}/runs.csv, summary.csv, pooled.csv, gain_tests.csv, gain.png, lambda_during_training.png")
 
 
 if __name__ == "__main__":
