@@ -185,13 +185,15 @@ def _check_axis_key(key: Any) -> None:
         raise ConfigError(f"unknown axis key {key!r}: {section!r} is not a section; sections: {list(SECTIONS)}")
     if len(parts) == 1:
         return
-    fields = [f.name for f in dataclasses.fields(getattr(RunConfig(), section))]
+    sec = getattr(RunConfig(), section)
+    fields = [f.name for f in dataclasses.fields(sec)]
     if parts[1] not in fields:
         raise ConfigError(f"unknown axis key {key!r}: [{section}] has no field {parts[1]!r}; fields: {fields}")
     if key == "train.out_dir":
         raise ConfigError("axis key 'train.out_dir' cannot vary: each run's folder is <sweep dir>/runs/<run id>")
-    if len(parts) > 2 and parts[1] != "options":
-        raise ConfigError(f"unknown axis key {key!r}: only 'options' has sub-keys in [{section}]")
+    tables = [f for f in fields if isinstance(getattr(sec, f), dict)]  # options, schedule_options, ...
+    if len(parts) > 2 and parts[1] not in tables:
+        raise ConfigError(f"unknown axis key {key!r}: only the tables {tables} have sub-keys in [{section}]")
     if any(not p for p in parts):
         raise ConfigError(f"axis key {key!r} has an empty component")
 

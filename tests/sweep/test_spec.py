@@ -92,6 +92,21 @@ def test_flossing_section_is_an_axis(tiny):
     assert [r.config.flossing.pre_steps for r in expand(sweep_from_dict(d))] == [0, 3]
 
 
+def test_every_table_field_takes_sub_keys(tiny):
+    """Sub-keys vary inside any table field ([optimizer] schedule_options as well as options); a scalar field has
+    none."""
+    d = tiny()
+    d["optimizer"]["schedule"] = "steplr"
+    d["optimizer"]["schedule_options"] = {"step_size": 5, "gamma": 0.8}
+    d["sweep"] = {"axes": {"optimizer.schedule_options.gamma": [0.5, 0.9]}}
+    runs = expand(sweep_from_dict(d))
+    assert [r.config.optimizer.schedule_options for r in runs] == [{"step_size": 5, "gamma": 0.5},
+                                                                  {"step_size": 5, "gamma": 0.9}]
+    d["sweep"] = {"axes": {"optimizer.lr.x": [1]}}
+    with pytest.raises(ConfigError, match=r"only the tables \['options', 'schedule_options'\] have sub-keys"):
+        expand(sweep_from_dict(d))
+
+
 def test_toml_file_round_trip(tmp_path, tiny):
     (tmp_path / "grid.toml").write_text("""
 [circuit]
