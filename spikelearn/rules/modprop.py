@@ -193,7 +193,28 @@ class ModProp:
             else:
                 recs = [torch.cat([c[i] for c in chunks]) for i in range(4)]
                 dW_pre, dW_out = self._batched_rate(model, *recs, dE_dy)
+        if not bool(torch.isfinite(dW_pre).all()):
+            self._warn_unstable(model)
         return loss, self._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
+
+    def _warn_unstable(self, model: nn.Module) -> None:
+        """A non-finite ModProp credit: name the likely cause, the substituted backward Jacobian
+        ``diag(leak) + μ diag(c_in) W_ab`` having a spectral radius > 1 (the scan multiplies by it every step)."""
+        import warnings
+
+        _, P, Om = self.type_structure(model)
+        c = model.constants()
+        kw = dict(dtype=torch.float64, device=P.device)
+        n = model.n
+        leak = torch.as_tensor(c.alpha if self._is_spiking(model) else c.leak, **kw).expand(n)
+        c_in = torch.as_tensor(c.c_in, **kw).expand(n)
+        J = torch.diag(leak) + self.mu * c_in[:, None] * (P.double() @ Om.double() @ P.double().T)
+        rho = float(torch.linalg.eigvals(J).abs().max())
+        warnings.warn(f"ModProp: the non-local credit is not finite; the substituted backward Jacobian "
+                      f"diag(leak) + mu c_in W_ab has spectral radius {rho:.3g} with mu = {self.mu}"
+                      f"{' (> 1: the backward scan grows without bound)' if rho > 1 else ''}. Choose mu on the "
+                      f"scale of the activation derivative (spiking: ψ ≈ γ_pd/v_th at its peak)",
+                      RuntimeWarning, stacklevel=3)
 
     def _batched_rate(self, model: Any, x: Tensor, r: Tensor, fp: Tensor, read: Tensor,
                       dE_dy: Tensor) -> tuple[Tensor, Tensor]:

@@ -289,3 +289,13 @@ def test_rejects_unsupported():
         ModProp(mode="online").gradients(_spiking(), *_spike_data(), _mse)
     with pytest.raises(ValueError):
         ModProp().gradients(_rate(form="murray", hidden_bias=False), *_data(), _mse)
+
+
+def test_exploding_credit_names_mu_and_the_spectral_radius():
+    """A μ far above ψ's scale makes the backward scan blow up; the rule says so, with the substituted Jacobian's
+    spectral radius, instead of only returning non-finite gradients."""
+    model = _spiking()
+    x, y, mask = _spike_data(T=120)
+    with pytest.warns(RuntimeWarning, match=r"spectral radius .* with mu = 10000.0 \(> 1"):
+        _, g = ModProp(mu=1e4).gradients(model, x, y, mask, _mse)
+    assert not torch.isfinite(g["theta_rec"]).all()
