@@ -573,7 +573,8 @@ def readout_credit_chunks(recs: list, dE_dy: Tensor, Bfb: Tensor, kap: float, om
 
 
 def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tensor], reset_in_trace: bool,
-                       nonlocal_credit: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                       nonlocal_credit: Callable[[Tensor, int], Tensor | None] | None = None
+                       ) -> tuple[Tensor, Tensor]:
     """``Σ_{b,t} credit_p^t e_pq^t`` for ``W_rec``/``W_in`` (as ``dW_pre`` ``(N, N + n_in)``) and the readout gradient,
     in the transposed form: the adjoint of each neuron's *local* dynamics (leak, adaptation, and the reset when
     ``reset_in_trace``) scanned backwards over ``(B, N)`` values, closed by one GEMM per chunk and matrix — never a
@@ -584,8 +585,8 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
         recs: per forward chunk ``(x, z, psi, z_filt)``, first to last.
         credits: for each chunk, last to first, the credit ``(T_c, B, N)`` on the outgoing spikes (a generator may
             compute it lazily, so only one chunk of it is ever in memory).
-        nonlocal_credit: ``dE/dv^{t+1} ↦`` an extra credit on ``v^t`` ``(B, N)`` added at every step (ModProp's
-            type-averaged propagation through the network; ``None`` for e-prop and MDGL).
+        nonlocal_credit: ``(dE/dv^{t+1}, t) ↦`` an extra credit on ``v^t`` ``(B, N)``, or ``None`` for none at that
+            step (ModProp's type-averaged propagation through the network; ``None`` for e-prop and MDGL).
     """
     B, N = recs[0][1].shape[1], k.N
     n_in = recs[0][0].shape[-1]
@@ -611,7 +612,9 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
                 dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
             pdz = psi_c[i] * dz
             if nonlocal_credit is not None:
-                pdz = pdz + nonlocal_credit(dv)
+                nl = nonlocal_credit(dv, t1 - Tc + i)
+                if nl is not None:
+                    pdz = pdz + nl
             dv = torch.addcmul(pdz, k.leak, dv)
             if k.adaptive:
                 da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)

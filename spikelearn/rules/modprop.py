@@ -95,6 +95,10 @@ class ModProp:
             mean of ``|W|`` times the presynaptic neuron's sign; needs each neuron's outgoing weights to share one
             sign). Module docstring.
         reset_in_trace: spiking only, the reset path in the local adjoint (as e-prop's flag).
+        buflen: ``None`` (default) — the non-local credit propagates over the whole trial; ``S ≥ 0`` — only through
+            the recurrent drives of the last ``S`` steps (the source's ``MDGL_buflen``, which switches the
+            substituted backward on for ``t ≥ T − S``; ``0`` = no non-local credit, i.e. e-prop / RFLO). Batched
+            mode only.
         chunk_steps: steps per forward chunk.
     """
 
@@ -108,6 +112,7 @@ class ModProp:
     feedback_decay: float = 0.0
     chunk_steps: int = 100
     omega: Literal["signed_mean", "abs_sign"] = "signed_mean"
+    buflen: int | None = None
     _memory: Any = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False)
 
     online = True
@@ -119,6 +124,12 @@ class ModProp:
             raise ValueError(f"ModProp: mu must be a finite number, got {self.mu!r}")
         if self.omega not in ("signed_mean", "abs_sign"):
             raise ValueError(f"ModProp: omega must be 'signed_mean' or 'abs_sign', got {self.omega!r}")
+        if self.buflen is not None:
+            if isinstance(self.buflen, bool) or not isinstance(self.buflen, int) or self.buflen < 0:
+                raise ValueError(f"ModProp: buflen must be None (whole trial) or an int >= 0, got {self.buflen!r}")
+            if self.mode == "online":
+                raise ValueError("ModProp: buflen (non-local credit in the last S steps of the trial) needs "
+                                 "mode='batched': the online filter taps do not know where the trial ends")
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -226,9 +237,13 @@ class ModProp:
         PO, PT = self.mu * (P @ Om), P.T.contiguous()
         D = torch.empty_like(m)
         d = torch.zeros_like(m[0])
+        first = self._first_nonlocal_step(T)
         for t in range(T - 1, -1, -1):
-            nl = ((c_in * d) @ PO) @ PT  # μ W_abᵀ (c_in δ̃^{t+1}) through the types
-            d = m[t] + leak * d + nl
+            # μ W_abᵀ (c_in δ̃^{t+1}) through the types, from a recurrent drive within the buffer (d is δ̃^{t+1})
+            nl = ((c_in * d) @ PO) @ PT if t + 1 >= first else None
+            d = m[t] + leak * d
+            if nl is not None:
+                d = d + nl
             torch.mul(d, c_in, out=D[t])
         r0 = model.init_state(B).r
         n_in = x.shape[-1]
@@ -250,8 +265,13 @@ class ModProp:
         PO, PT = self.mu * (P @ Om), P.T.contiguous()
         credits = (sig for _, _, sig in readout_credit_chunks(chunks, dE_dy, self.feedback_matrix(model), k.kappa,
                                                               k.c_kappa))
+        first = self._first_nonlocal_step(dE_dy.shape[0])
         return local_adjoint_scan(k, chunks, dE_dy, credits, self.reset_in_trace,
-                                  nonlocal_credit=lambda dv: ((k.c_in * dv) @ PO) @ PT)
+                                  nonlocal_credit=lambda dv, t: ((k.c_in * dv) @ PO) @ PT if t + 1 >= first else None)
+
+    def _first_nonlocal_step(self, T: int) -> int:
+        """The first step whose recurrent drive carries non-local credit back: 0, or ``T − buflen``."""
+        return 0 if self.buflen is None else T - self.buflen
 
     # ------------------------------------------------------------------ online (rate, filter taps)
     def _online_consts(self, model: Any) -> tuple[float, float, Tensor, Tensor, Tensor]:

@@ -58,8 +58,9 @@ class _SubstitutedRec(torch.autograd.Function):
         return ctx.mu * g @ W_ab, None, None
 
 
-def _rate_modprop_autograd(model, x, y, mask, rule):
-    """T4.2 reference: exact forward; the recurrent drive's backward uses μ (not f') and W_ab (not W_rec)."""
+def _rate_modprop_autograd(model, x, y, mask, rule, first=0):
+    """T4.2 reference: exact forward; the recurrent drive's backward uses μ (not f') and W_ab (not W_rec) — from
+    step ``first`` on (``buflen``: only the drives of the last S steps carry the substituted credit)."""
     W = model.effective_weights()
     c = model.constants()
     _, P, Om = rule.type_structure(model)
@@ -69,7 +70,9 @@ def _rate_modprop_autograd(model, x, y, mask, rule):
     s = RateState(s.h, s.r)
     ys = []
     for t in range(T):
-        D = x[t] @ W.W_in.T + W.b_rec + s.r.detach() @ W.W_rec.T + _SubstitutedRec.apply(s.h, W_ab, rule.mu)
+        D = x[t] @ W.W_in.T + W.b_rec + s.r.detach() @ W.W_rec.T
+        if t >= first:
+            D = D + _SubstitutedRec.apply(s.h, W_ab, rule.mu)
         s, _ = rate_update(c, s, c.c_in * D)
         ys.append(s.r @ W.W_out.T + W.b_out)
     return ref.named_grads(model, _mse(torch.stack(ys), y, mask))
@@ -235,7 +238,7 @@ def _spike_data(T=30, B=3, seed=0):
     return x, y, mask
 
 
-def _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace):
+def _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace, first=0):
     """Exact forward; recurrent spikes detached; a zero-valued term sends μ W_abᵀ credit into v − β a."""
     W = model.effective_weights()
     c = model.constants()
@@ -247,8 +250,8 @@ def _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace):
     a, z, refr, zf = (torch.zeros_like(v) for _ in range(4))
     ys = []
     for t in range(T):
-        drive = c.c_in * (x[t] @ W.W_in.T + z.detach() @ W.W_rec.T + _SubstitutedRec.apply(v - c.beta * a, W_ab,
-                                                                                             rule.mu))
+        sub = _SubstitutedRec.apply(v - c.beta * a, W_ab, rule.mu) if t >= first else 0.0
+        drive = c.c_in * (x[t] @ W.W_in.T + z.detach() @ W.W_rec.T + sub)
         zr = z if reset_in_trace else z.detach()
         v = c.alpha * v + drive - c.v_th * zr
         a = c.rho * a + c.c_a * z
@@ -299,3 +302,39 @@ def test_exploding_credit_names_mu_and_the_spectral_radius():
     with pytest.warns(RuntimeWarning, match=r"spectral radius .* with mu = 10000.0 \(> 1"):
         _, g = ModProp(mu=1e4).gradients(model, x, y, mask, _mse)
     assert not torch.isfinite(g["theta_rec"]).all()
+
+
+@pytest.mark.parametrize("S", [0, 7, 25])
+def test_buflen_limits_the_nonlocal_credit_to_the_last_steps(S):
+    """buflen = S (the source's MDGL_buflen): the substituted backward only through the recurrent drives of the
+    last S steps = autograd with the custom backward switched on from step T − S (rate and spiking); S = 0 is μ = 0
+    (no non-local credit), S ≥ T the whole trial."""
+    model = _rate()
+    x, y, mask = _data()  # T = 25
+    T = x.shape[0]
+    _, g = ModProp(mu=0.4, buflen=S, chunk_steps=6).gradients(model, x, y, mask, _mse)
+    want = _rate_modprop_autograd(model, x, y, mask, ModProp(mu=0.4), first=T - S)
+    assert max(_rel(g, want, KEYS_RATE).values()) < 1e-10
+    if S == 0:
+        _, g0 = ModProp(mu=0.0).gradients(model, x, y, mask, _mse)
+        assert max(_rel(g, g0, KEYS_RATE).values()) < 1e-12
+    if S >= T:
+        _, gf = ModProp(mu=0.4).gradients(model, x, y, mask, _mse)
+        assert max(_rel(g, gf, KEYS_RATE).values()) < 1e-12
+    if 0 < S < T:  # a real truncation: neither the full propagation nor none
+        _, gf = ModProp(mu=0.4).gradients(model, x, y, mask, _mse)
+        _, g0 = ModProp(mu=0.0).gradients(model, x, y, mask, _mse)
+        assert min(_rel(g, gf, ["theta_rec"])["theta_rec"], _rel(g, g0, ["theta_rec"])["theta_rec"]) > 1e-6
+    sm = _spiking()
+    xs, ys, ms = _spike_data()  # T = 30
+    _, gs = ModProp(mu=5.0, buflen=S, chunk_steps=7).gradients(sm, xs, ys, ms, _mse)
+    ws = _spiking_modprop_autograd(sm, xs, ys, ms, ModProp(mu=5.0), False, first=xs.shape[0] - S)
+    assert max(_rel(gs, ws, ["theta_rec", "theta_in", "theta_out", "b_out"]).values()) < 1e-10
+
+
+def test_buflen_values():
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="buflen must be"):
+            ModProp(buflen=bad)
+    with pytest.raises(ValueError, match="buflen .* needs mode='batched'"):
+        ModProp(buflen=5, mode="online")
