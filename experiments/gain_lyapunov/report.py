@@ -7,7 +7,8 @@ mean ± s.d. over seeds and writes into ``--out`` (default ``<store>/report``):
 
 * ``runs.csv`` (one row per run), ``summary.csv`` (per condition × g: mean, sd, n of every measure),
   ``pooled.csv`` (per condition, all gains pooled), ``gain_tests.csv`` (per condition: Kruskal–Wallis of accuracy
-  over g, Spearman of ΔW_rec vs g, runs at chance, λ_max before/after);
+  over g, Spearman of ΔW_rec vs g, runs at chance or solved, λ_max before/after), ``flossing_tests.csv`` (paired
+  flossing vs none per rule);
 * ``gain.png`` (accuracy, λ_max before, λ_max after, ΔW_rec/W_rec vs g; mean ± s.e.m., one line per condition);
 * ``lambda_during_training.png`` (λ_max vs iteration, iteration 0 = the initial model; mean over seeds, one
   panel per g).
@@ -180,6 +181,8 @@ def main() -> None:
     s.to_csv(out / "summary.csv")
     pooled.to_csv(out / "pooled.csv")
     gt.to_csv(out / "gain_tests.csv", index=False)
+    if len(tests):
+        tests.to_csv(out / "flossing_tests.csv", index=False)
     plot_gain_sweep(done, out / "gain.png", ys=("accuracy", "lambda_before", "lambda_after", "dW_rel"),
                     hue="condition")
     plot_lambda_trajectories(met[met["run_id"].isin(done["run_id"])], out / "lambda_during_training.png",
