@@ -198,6 +198,7 @@ class Trainer:
                  flossing: Any = None, scheduler: Any = None):
         self.model, self.task, self.rule, self.optimizer, self.config = model, task, rule, optimizer, config
         self.scheduler = scheduler
+        self._settings: dict | None = None  # resolved_settings, see settings()
         self.stopped_at: int | None = None    # iteration whose evaluation met config.stop_at_accuracy
         self.measurements = tuple(measurements)
         self.loss_fn = loss_fn or task.loss
@@ -310,9 +311,12 @@ class Trainer:
                 "settings": json.dumps(self.settings())}
 
     def settings(self) -> dict:
-        """:func:`resolved_settings` of this trainer's model, task, rule and flossing schedule."""
-        return resolved_settings(self.model, self.task, self.rule,
-                                 None if self.flosser is None else self.flosser.schedule)
+        """:func:`resolved_settings` of this trainer's model, task, rule and flossing schedule (fixed once built:
+        computed on the first call)."""
+        if self._settings is None:
+            self._settings = resolved_settings(self.model, self.task, self.rule,
+                                               None if self.flosser is None else self.flosser.schedule)
+        return self._settings
 
     def save_checkpoint(self) -> pathlib.Path | None:
         if self.out_dir is None:

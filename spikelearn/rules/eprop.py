@@ -372,13 +372,15 @@ class EProp:
             count = sum(r[1].sum(0) for r in recs)  # (B, N) spikes per trial
             if self.reg_form == "batch":
                 greg = reg_scale * (count.sum(0) / (B * T * k.dt_ms) - f0)  # (N,) constant signal
-            # concatenated history (trial b's steps follow trials 0..b-1): offsets in spikes and in steps
-            before = torch.cumsum(count, 0) - count if concat else torch.zeros_like(count)
-            offset = (torch.arange(B, dtype=count.dtype, device=count.device) * T)[:, None] if concat else 0.0
-            if concat:  # Σ over the later trials' whole histories, a second pass (the first gives each trial's Σ)
-                later = self._concat_trial_sums(recs, count, before, offset, T, f0, k.dt_ms)
-                later = torch.flip(torch.cumsum(torch.flip(later, [0]), 0), [0]) - later
-            S = later.clone() if concat else torch.zeros_like(count)  # running regulariser: Σ_{s'≥s} a^{s'}
+            offset: Any = 0  # steps before this trial's in the regulariser's history
+            if concat:  # trial b's history follows trials 0..b-1: count their spikes and steps in
+                count = torch.cumsum(count, 0)
+                offset = (torch.arange(B, dtype=count.dtype, device=count.device) * T)[:, None]
+                # each trial starts from Σ over the later trials' whole histories (a first pass gives each trial's Σ)
+                later = self._concat_trial_sums(recs, count, offset, T, f0, k.dt_ms)
+                S = torch.flip(torch.cumsum(torch.flip(later, [0]), 0), [0]) - later
+            else:
+                S = torch.zeros_like(count)  # running regulariser: Σ_{s'≥s} a^{s'}
         for t0, t1, sig in readout_credit_chunks(recs, dE_dy, Bfb, kap, omk):
             if reg:
                 if self.reg_form == "batch":
@@ -387,24 +389,23 @@ class EProp:
                     z_c = recs_chunk(recs, t0, t1)[1]
                     for i in range(t1 - t0 - 1, -1, -1):
                         tt = offset + (t0 + i + 1)  # steps up to and including this one
-                        S = S.add_(((before + count) / (tt * k.dt_ms) - f0) / tt)
+                        S = S.add_((count / (tt * k.dt_ms) - f0) / tt)
                         count = count - z_c[i]
                         sig[i].add_(S, alpha=reg_scale)
             yield sig
 
     @staticmethod
-    def _concat_trial_sums(recs: list, count: Tensor, before: Tensor, offset: Any, T: int, f0: float,
-                           dt_ms: float) -> Tensor:
-        """Per trial ``b`` ``(B, N)``: ``Σ_t a^{b,t}``, ``a^s = (R^s − f_0)/(s+1)`` on the concatenated history."""
+    def _concat_trial_sums(recs: list, count: Tensor, offset: Tensor, T: int, f0: float, dt_ms: float) -> Tensor:
+        """Per trial ``b`` ``(B, N)``: ``Σ_t a^{b,t}``, ``a^s = (R^s − f_0)/(s+1)`` on the concatenated history
+        (``count``: spikes up to the end of each trial, ``offset``: steps before it)."""
         tot = torch.zeros_like(count)
-        c = count.clone()
         t1 = T
         for r in reversed(recs):
             z_c = r[1]
             for i in range(z_c.shape[0] - 1, -1, -1):
                 tt = offset + (t1 - z_c.shape[0] + i + 1)
-                tot.add_(((before + c) / (tt * dt_ms) - f0) / tt)
-                c = c - z_c[i]
+                tot.add_((count / (tt * dt_ms) - f0) / tt)
+                count = count - z_c[i]
             t1 -= z_c.shape[0]
         return tot
 

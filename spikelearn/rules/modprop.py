@@ -156,11 +156,25 @@ class ModProp:
 
         With ``omega="abs_sign"`` the types are the refined ``(cell type, presynaptic sign)`` pairs that occur
         (``C`` up to three times the cell types: sign +1, −1, or 0 for a neuron without outgoing weights)."""
-        idx, names = cell_type_index(model, self.cell_types)
+        cell, names = cell_type_index(model, self.cell_types)
         W = model.effective_weights().W_rec.detach()
-        P = type_indicator(idx, len(names), W.dtype)
+        P = type_indicator(cell, len(names), W.dtype)
         if self.omega == "signed_mean":
-            return idx, P, type_average(W, P, nonzero_only=False)
+            return cell, P, type_average(W, P, nonzero_only=False)
+        idx, base, sign = self._refined_types(cell, W)
+        om_abs = type_average(W.abs(), P, nonzero_only=False)
+        return idx, type_indicator(idx, len(base), W.dtype), om_abs[base][:, base] * sign.to(W.dtype)[None, :]
+
+    def type_index(self, model: nn.Module) -> Tensor:
+        """Each neuron's type ``(N,)`` as :meth:`type_structure` uses it, without computing ``Ω``."""
+        cell, _ = cell_type_index(model, self.cell_types)
+        if self.omega == "signed_mean":
+            return cell
+        return self._refined_types(cell, model.effective_weights().W_rec.detach())[0]
+
+    @staticmethod
+    def _refined_types(cell: Tensor, W: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(refined index (N,), cell type (C'), sign (C'))`` of the (cell type, presynaptic sign) pairs present."""
         pos, neg = (W > 0).any(0), (W < 0).any(0)
         mixed = torch.nonzero(pos & neg).flatten()
         if mixed.numel():
@@ -168,11 +182,8 @@ class ModProp:
                              f"{mixed[:10].tolist()} have outgoing weights of both signs; use omega='signed_mean' "
                              f"or a sign-constrained (Dale) network")
         sign = pos.to(torch.long) - neg.to(torch.long)
-        key = idx.to(sign.device) * 3 + (sign + 1)
-        uniq, ridx = torch.unique(key, return_inverse=True)
-        base, s = uniq // 3, (uniq % 3 - 1).to(W.dtype)
-        om_abs = type_average(W.abs(), P, nonzero_only=False)
-        return ridx, type_indicator(ridx, len(uniq), W.dtype), om_abs[base][:, base] * s[None, :]
+        uniq, ridx = torch.unique(cell.to(sign.device) * 3 + (sign + 1), return_inverse=True)
+        return ridx, uniq // 3, uniq % 3 - 1
 
     def _rate_consts(self, model: Any) -> tuple[Tensor, Tensor]:
         c = model.constants()
@@ -321,7 +332,7 @@ class ModProp:
 
     def read(self, model: nn.Module, state: ModPropState) -> tuple[Grads, ModPropState]:
         """Gradients accumulated since the last read, and the state with zeroed accumulators."""
-        idx = self.type_structure(model)[0]
+        idx = self.type_index(model)
         grads = self._grads(model, state.acc + state.acc_type[idx], state.acc_out, state.acc_bout)
         z = torch.zeros_like
         return grads, state._replace(acc=z(state.acc), acc_type=z(state.acc_type), acc_out=z(state.acc_out),
