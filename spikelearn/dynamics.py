@@ -11,8 +11,9 @@ out). :func:`linearise` runs the model once and returns a :class:`Linearisation`
 * rate R1 / R3 (``pre_activation``, ``relu_lif``): ``J = diag(leak) + diag(c)(W_rec diag(f'(h^{t-1} − thr)) + G̃)``;
 * ``richlazy``: ``J = (diag(leak) + diag(c) W_rec) diag(f'(h^{t-1})) + diag(c) G̃``;
 * ``murray`` (state ``r``; ``(r, h)`` with gap junctions): ``J = diag(1−γ) + diag(γ f'(u^t)) W_rec``;
-* spiking (state ``(v, a)``, ``a`` only with adaptive neurons), ``δz = ψ^{t-1} (δv − β δa)``:
-  ``δv' = α δv + c (W_rec δz + G̃ δv) − r_on v_th δz``, ``δa' = ρ δa + c_a δz``
+* spiking (state ``(v, a, i)``, ``a`` only with adaptive neurons, ``i`` only with current-based synapses),
+  ``δz = ψ^{t-1} (δv − β δa)``: ``δi' = α_s δi + c W_rec δz``, ``δv' = α δv + δi' + c G̃ δv − r_on v_th δz``
+  (without synapses ``δi' = c W_rec δz`` is not a state), ``δa' = ρ δa + c_a δz``
 
 with ``c`` the model's per-neuron input factor, ``G̃ = G − diag(G 1)`` the gap-junction Laplacian and ``r_on`` the
 reset derivative switch. Every factor is computed from the (differentiable) trajectory and effective weights, so
@@ -82,13 +83,18 @@ class Linearisation:
     def __init__(self, kind: str, n: int, n_steps: int, batch: int, dt_ms: float, W: Tensor, D: Tensor,
                  post: Tensor, *, leak: Tensor | None = None, gap: Tensor | None = None, rho: Tensor | None = None,
                  c_a: Tensor | None = None, beta: Tensor | None = None, reset: Tensor | None = None,
-                 states: Tensor | None = None) -> None:
+                 states: Tensor | None = None, alpha_syn: Tensor | None = None) -> None:
         self.states = states
         self.kind, self.n, self.n_steps, self.batch, self.dt_ms = kind, n, n_steps, batch, float(dt_ms)
         self.W, self.D, self.post = W, D, post
         self.leak, self.gap, self.rho, self.c_a, self.beta, self.reset = leak, gap, rho, c_a, beta, reset
         self.adaptive = beta is not None
-        self.n_state = 2 * n if kind == "murray_gap" or (kind == "spiking" and self.adaptive) else n
+        self.alpha_syn = alpha_syn  # spiking with current-based synapses: the state has an i block (last)
+        self.synaptic = alpha_syn is not None
+        if kind == "spiking":
+            self.n_state = n * (1 + int(self.adaptive) + int(self.synaptic))
+        else:
+            self.n_state = 2 * n if kind == "murray_gap" else n
 
     # -------------------------------------------------------------- J_t Q
     def _post(self, t: int) -> Tensor:
@@ -105,8 +111,8 @@ class Linearisation:
             return Q[:, :n]
         # spiking: δz = ψ (δv − β δa)
         if self.adaptive:
-            return D * (Q[:, :n] - self.beta[:, None] * Q[:, n:])
-        return D * Q
+            return D * (Q[:, :n] - self.beta[:, None] * Q[:, n:2 * n])
+        return D * Q[:, :n]
 
     def apply(self, t: int, Q: Tensor) -> Tensor:
         """``J_t Q`` for ``Q (B, n_state, k)``; differentiable."""
@@ -129,15 +135,21 @@ class Linearisation:
         if self.kind == "murray_gap":  # state (r, h): h' = W r + G̃ h, r' = leak r + P h'
             h_new = rec + _wmul(self.gap, Q[:, n:])
             return torch.cat([self.leak[:, None] * Q[:, :n] + P * h_new, h_new], dim=1)
-        # spiking
-        qv = Q[:, :n] if self.adaptive else Q
-        dv = self.leak[:, None] * qv + P * rec - self.reset[:, None] * pre
+        # spiking: blocks [v, a (adaptive), i (synaptic)]
+        qv = Q[:, :n]
+        rec = P * rec
+        if self.synaptic:
+            assert self.alpha_syn is not None
+            rec = self.alpha_syn[:, None] * Q[:, -n:] + rec  # δi' = α_s δi + c W δz
+        dv = self.leak[:, None] * qv + rec - self.reset[:, None] * pre
         if self.gap is not None:
             dv = dv + P * _wmul(self.gap, qv)
-        if not self.adaptive:
-            return dv
-        da = self.rho[:, None] * Q[:, n:] + self.c_a[:, None] * pre
-        return torch.cat([dv, da], dim=1)
+        blocks = [dv]
+        if self.adaptive:
+            blocks.append(self.rho[:, None] * Q[:, n:2 * n] + self.c_a[:, None] * pre)
+        if self.synaptic:
+            blocks.append(rec)
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
     def recurrent_post(self, t: int, G: Tensor) -> Tensor:
         """Adjoint of the recurrent injection: ``(B, N, k)`` vectors ``u`` with ``⟨G, J_t Q⟩ = Σ u·(dW pre)``
@@ -146,6 +158,8 @@ class Linearisation:
         P = self._post(t)[..., None]
         if self.kind == "murray_gap":
             return P * G[:, :n] + G[:, n:]
+        if self.kind == "spiking" and self.synaptic:  # the injection enters δi' and, through it, δv'
+            return P * (G[:, :n] + G[:, -n:])
         return P * G[:, :n]
 
     def jacobian(self, t: int, b: int = 0) -> Tensor:
@@ -232,7 +246,13 @@ def _spiking_consts(model: SpikingRNN, r_on: bool) -> dict[str, Tensor | None]:
     adaptive = bool((model.beta != 0).any())
     return dict(leak=c.alpha, rho=c.rho if adaptive else None, c_a=c.c_a if adaptive else None,
                 beta=c.beta if adaptive else None, reset=c.v_th * float(r_on), c_in=c.c_in, v_th=c.v_th,
-                gap=_gap_laplacian(model.gap))
+                gap=_gap_laplacian(model.gap),
+                alpha_syn=c.alpha_syn.expand(model.n) if c.synaptic else None)
+
+
+def _spiking_states(k: dict, v: Tensor, a: Tensor, i: Tensor | None) -> Tensor:
+    parts = [v] + ([a] if k["beta"] is not None else []) + ([i] if k["alpha_syn"] is not None else [])
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 def _linearise_spiking(model: SpikingRNN, x: Tensor, state0: Any, r_on: bool) -> Linearisation:
@@ -242,9 +262,10 @@ def _linearise_spiking(model: SpikingRNN, x: Tensor, state0: Any, r_on: bool) ->
     k = _spiking_consts(model, r_on)
     psi_prev = _prev(torch.zeros_like(rec.psi[0]), rec.psi)  # ψ of the given initial state := 0 (z^0 is given)
     W = model.effective_weights().W_rec
-    states = torch.cat([rec.v, rec.a], dim=-1) if k["beta"] is not None else rec.v
+    states = _spiking_states(k, rec.v, rec.a, rec.i_syn)
     return Linearisation("spiking", model.n, T, B, model.dt_ms, W, psi_prev, k["c_in"], leak=k["leak"],
-                         gap=k["gap"], rho=k["rho"], c_a=k["c_a"], beta=k["beta"], reset=k["reset"], states=states)
+                         gap=k["gap"], rho=k["rho"], c_a=k["c_a"], beta=k["beta"], reset=k["reset"], states=states,
+                         alpha_syn=k["alpha_syn"])
 
 
 def _linearise_spiking_rate(model: SpikingRNN, x: Tensor, state0: Any, r_on: bool, width: float
@@ -263,9 +284,15 @@ def _linearise_spiking_rate(model: SpikingRNN, x: Tensor, state0: Any, r_on: boo
     gap = model.gap
     G = None if gap is None else (ci * gap if scaled else gap)
     v, a, p = state0.v, state0.a, state0.z
-    psis, vs, as_ = [], [], []
+    syn = c.synaptic
+    i = state0.i_syn if (syn and getattr(state0, "i_syn", None) is not None) else torch.zeros_like(v)
+    psis, vs, as_, is_ = [], [], [], []
     for ff_t in ff.unbind(0):
         drive = ff_t + p @ W_rec_T
+        if syn:
+            i = c.alpha_syn * i + drive
+            drive = i
+            is_.append(i)
         if G is not None:
             drive = drive + v @ G.T - v * G.sum(1)
         v = c.alpha * v + drive - c.v_th * p
@@ -277,9 +304,10 @@ def _linearise_spiking_rate(model: SpikingRNN, x: Tensor, state0: Any, r_on: boo
         as_.append(a)
     psi_prev = _prev(torch.zeros_like(psis[0]), torch.stack(psis))
     k = _spiking_consts(model, r_on)
-    states = torch.cat([torch.stack(vs), torch.stack(as_)], dim=-1) if k["beta"] is not None else torch.stack(vs)
+    states = _spiking_states(k, torch.stack(vs), torch.stack(as_), torch.stack(is_) if syn else None)
     return Linearisation("spiking", model.n, T, B, model.dt_ms, W.W_rec, psi_prev, k["c_in"], leak=k["leak"],
-                         gap=k["gap"], rho=k["rho"], c_a=k["c_a"], beta=k["beta"], reset=k["reset"], states=states)
+                         gap=k["gap"], rho=k["rho"], c_a=k["c_a"], beta=k["beta"], reset=k["reset"], states=states,
+                         alpha_syn=k["alpha_syn"])
 
 
 # ----------------------------------------------------------------------------------------------- QR

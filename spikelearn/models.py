@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.circuit.core import Circuit
-from spikelearn.neurons.lif import ALIFConstants, ALIFState, alif_update
+from spikelearn.neurons.lif import ALIFConstants, ALIFState, alif_update, synaptic_decay
 from spikelearn.neurons.rate import RATE_FORMS, RateConstants, RateParams, RateState, init_rate_state, rate_update
 from spikelearn.neurons.surrogate import Surrogate, make_surrogate
 
@@ -83,9 +83,10 @@ class SpikingState(NamedTuple):
     ref: Tensor      # (B, N) refractory steps left
     z_filt: Tensor   # (B, N) readout-filtered spikes z̄
     y_filt: Tensor   # (B, n_out) filtered readout current W_out z̄ (no bias)
+    i_syn: Tensor | None = None  # (B, N) synaptic current (units of v; zeros without current-based synapses)
 
     def neuron(self) -> ALIFState:
-        return ALIFState(self.v, self.a, self.z, self.ref)
+        return ALIFState(self.v, self.a, self.z, self.ref, self.i_syn)
 
 
 class SpikingRecord(NamedTuple):
@@ -99,6 +100,7 @@ class SpikingRecord(NamedTuple):
     psi: Tensor     # (T, B, N) pseudo-derivative ∂z^t/∂v^t used in backward (0 while refractory), detached
     z_filt: Tensor  # (T, B, N) readout-filtered spikes z̄^t
     ref: Tensor     # (T, B, N) bool, refractory at step t
+    i_syn: Tensor | None = None  # (T, B, N) synaptic current i^t (a broadcast zero without current-based synapses)
 
 
 class RateRecord(NamedTuple):
@@ -588,6 +590,11 @@ class SpikingRNN(_CircuitRNN):
         n_in, n_out: input and output sizes.
         scaling: ``"A"`` or ``"B"`` (§1.1).
         tau_mem_ms, tau_adapt_ms: time constants (scalar or ``(N,)``).
+        tau_syn_ms: synaptic-current time constant τ_s (scalar or ``(N,)``, per postsynaptic neuron; also read
+            from ``circuit.neuron_params``). ``0`` (default): no synaptic filter, the drive reaches ``v`` in the
+            step it arrives (§1.1). ``> 0``: current-based synapses ``i^t = α_s i^{t-1} + c_in (W_in x^t +
+            W_rec z^{t-1})``, ``v^t = α v^{t-1} + i^t + … `` (:mod:`spikelearn.neurons.lif`); the state and the
+            record then carry ``i_syn``.
         v_th: baseline threshold; default ``None`` = 0.6 for scaling A (e-prop evidence accumulation),
             0.01 for scaling B (MDGL).
         beta: adaptation strength of the ALIF neurons; default ``None`` = 1.8 in scaling-B units (MDGL), i.e.
@@ -610,7 +617,8 @@ class SpikingRNN(_CircuitRNN):
     """
 
     def __init__(self, circuit: Circuit, n_in: int, n_out: int, *, scaling: str = "A",
-                 tau_mem_ms: Any = 20.0, tau_adapt_ms: Any = 2000.0, v_th: Any = None, beta: Any = None,
+                 tau_mem_ms: Any = 20.0, tau_adapt_ms: Any = 2000.0, tau_syn_ms: Any = 0.0, v_th: Any = None,
+                 beta: Any = None,
                  n_adaptive: int = 0, n_ref: Any = 5, refractory: str = "lsnn", tau_out_ms: float = 20.0,
                  readout: str = "filtered_spikes", readout_norm: bool = True, surrogate: Any = "eprop",
                  detach_reset: bool = False, dt_ms: float = 1.0, gap_scale: float = 1.0, sign_constraint: str = "auto",
@@ -619,7 +627,7 @@ class SpikingRNN(_CircuitRNN):
                  readout_bias: bool = True, dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         self._store_config(n_in=n_in, n_out=n_out, scaling=scaling, tau_mem_ms=tau_mem_ms,
-                           tau_adapt_ms=tau_adapt_ms, v_th=v_th, beta=beta, n_adaptive=n_adaptive, n_ref=n_ref,
+                           tau_adapt_ms=tau_adapt_ms, tau_syn_ms=tau_syn_ms, v_th=v_th, beta=beta, n_adaptive=n_adaptive, n_ref=n_ref,
                            refractory=refractory, tau_out_ms=tau_out_ms, readout=readout,
                            readout_norm=readout_norm, surrogate=make_surrogate(surrogate),
                            detach_reset=detach_reset, dt_ms=dt_ms,
@@ -672,9 +680,14 @@ class SpikingRNN(_CircuitRNN):
             raise ValueError("n_ref must be non-negative integers")
         if (tau_m <= 0).any() or (tau_a <= 0).any() or (vth <= 0).any():
             raise ValueError("tau_mem_ms, tau_adapt_ms and v_th must be positive")
+        tau_s = _per_neuron(npar.get("tau_syn_ms", tau_syn_ms), n, "tau_syn_ms")
+        if not (np.isfinite(tau_s) & (tau_s >= 0)).all():
+            bad = np.flatnonzero(~(np.isfinite(tau_s) & (tau_s >= 0)))
+            raise ValueError(f"tau_syn_ms must be finite and >= 0 (0 = no synaptic filter); {bad.size} neuron(s) "
+                             f"are not, first at index {bad[0]}: {tau_s[bad[0]]!r}")
         kw = dict(dtype=dt, device=dev)
         for name, val in (("tau_mem_ms", tau_m), ("tau_adapt_ms", tau_a), ("v_th", vth), ("beta", b),
-                          ("n_ref", nref)):
+                          ("n_ref", nref), ("tau_syn_ms", tau_s)):
             self.register_buffer(name, torch.as_tensor(val, **kw))
         if self.gap is not None:
             alpha = np.exp(-dt_ms / tau_m)
@@ -693,7 +706,13 @@ class SpikingRNN(_CircuitRNN):
         n_block = self.n_ref if self.refractory == "lsnn" else torch.clamp(self.n_ref - 1, min=0)
         return ALIFConstants(alpha=alpha, rho=rho, c_in=c_in, c_a=c_a, v_th=self.v_th, beta=self.beta,
                              n_block=n_block, detach_reset=self.detach_reset,
-                             adaptive=bool((self.beta != 0).any()), refractory=bool((n_block > 0).any()))
+                             adaptive=bool((self.beta != 0).any()), refractory=bool((n_block > 0).any()),
+                             alpha_syn=synaptic_decay(self.dt_ms, self.tau_syn_ms), synaptic=self.synaptic)
+
+    @property
+    def synaptic(self) -> bool:
+        """Whether synapses are current-based (any ``tau_syn_ms > 0``)."""
+        return bool((self.tau_syn_ms > 0).any())
 
     @property
     def kappa(self) -> float:
@@ -706,10 +725,11 @@ class SpikingRNN(_CircuitRNN):
         return 1.0 - self.kappa if self.readout_norm else 1.0
 
     def init_state(self, batch_size: int) -> SpikingState:
-        """All-zero state (rest, no spikes, not refractory, empty filters)."""
+        """All-zero state (rest, no spikes, not refractory, empty filters and synaptic currents)."""
         z = torch.zeros(batch_size, self.n, dtype=self.dtype, device=self.device)
         return SpikingState(v=z, a=z, z=z, ref=z, z_filt=z,
-                            y_filt=torch.zeros(batch_size, self.n_out, dtype=self.dtype, device=self.device))
+                            y_filt=torch.zeros(batch_size, self.n_out, dtype=self.dtype, device=self.device),
+                            i_syn=z)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, state: SpikingState | None = None, record: bool = False) -> ModelOutput:
@@ -740,6 +760,10 @@ class SpikingRNN(_CircuitRNN):
         omk = self.c_kappa
         norm = self.readout_norm
         surr = self.surrogate
+        syn = c.synaptic
+        i_syn = state.i_syn if state.i_syn is not None else torch.zeros_like(state.v)
+        if syn:
+            a_syn = c.alpha_syn
         s = ALIFState(state.v, state.a, state.z, state.ref)
         zf = state.z_filt
         keep_zf = record or self.readout == "filtered_spikes"
@@ -751,8 +775,13 @@ class SpikingRNN(_CircuitRNN):
         thrs: list[Tensor] = []
         psis: list[Tensor] = []
         refs: list[Tensor] = []
+        isyns: list[Tensor] = []
         for ff_t in ff.unbind(0):
             drive = torch.addmm(ff_t, s.z, W_recT)  # c_in (W_in x^t + W_rec z^{t-1})
+            if syn:
+                i_syn = drive = torch.addcmul(drive, a_syn, i_syn)  # i^t = α_s i^{t-1} + c_in (…)
+                if record:
+                    isyns.append(i_syn)
             if gap is not None:
                 drive = drive + (s.v @ GT - s.v * gsum)
             s, aux = alif_update(c, s, drive, surr, need_aux=record)
@@ -783,12 +812,13 @@ class SpikingRNN(_CircuitRNN):
             cur = torch.stack(ys)
             y_filt = yf
         y = cur + W.b_out if W.b_out is not None else cur
-        final = SpikingState(v=s.v, a=s.a, z=s.z, ref=s.ref, z_filt=zf, y_filt=y_filt)
+        final = SpikingState(v=s.v, a=s.a, z=s.z, ref=s.ref, z_filt=zf, y_filt=y_filt, i_syn=i_syn)
         rec = None
         if record:
             rec = SpikingRecord(x=x, z=torch.stack(zs), v=torch.stack(vs), a=torch.stack(as_),
                                 thr=torch.stack(thrs), psi=torch.stack(psis), z_filt=torch.stack(zfs),
-                                ref=torch.stack(refs))
+                                ref=torch.stack(refs),
+                                i_syn=torch.stack(isyns) if syn else x.new_zeros(()).expand(T, B, self.n))
         return ModelOutput(y=y, state=final, record=rec)
 
 

@@ -84,7 +84,7 @@ def test_record_index_convention_and_eprop_sufficiency():
         m.theta_in.mul_(5.0)
     x = poisson(80, 2, 3, p=0.3, seed=3)
     rec = m(x, record=True).record
-    assert set(rec._fields) == {"x", "z", "v", "a", "thr", "psi", "z_filt", "ref"}
+    assert set(rec._fields) == {"x", "z", "v", "a", "thr", "psi", "z_filt", "ref", "i_syn"}
     for f in rec:
         assert f.shape[:2] == (80, 2)
     assert rec.x.shape[-1] == 3 and rec.z.shape[-1] == 8 and torch.equal(rec.x, x)

@@ -17,6 +17,18 @@ next ``n_ref`` steps (``"lsnn"``: z forced to 0 if it spiked in any of the previ
 
 Gap junctions (explicit): ``I_gap,j^t = Σ_i G_ji (v_i^{t-1} − v_j^{t-1})`` is added to ``I^t`` (so it is also
 multiplied by ``1−α`` under scaling B); the potentials of the previous step are used.
+
+Current-based synapses (``tau_syn_ms > 0``; "CUBA" LIF/ALIF, the neuron of Engelken's surrogate-gradient flossing
+example, ALGORITHMS.md §7.1, of snnTorch's ``Synaptic``, NIR's ``CubaLIF`` and Loihi): the chemical drive is first
+low-pass filtered by a synaptic current ``i`` (in units of ``v``, i.e. already multiplied by ``c_in``)::
+
+    α_s = exp(−dt/τ_s)
+    i^t = α_s i^{t-1} + c_in (Σ_i W_in[j,i] x_i^t + Σ_{i≠j} W_rec[j,i] z_i^{t-1})
+    v^t = α v^{t-1} + i^t + c_in I_gap^t − v_th z^{t-1}                 (gap junctions stay electrical: unfiltered)
+
+so a single input pulse of weight ``w`` at step 1 gives ``v^t = c_in w (α^t − α_s^t)/(α − α_s)`` (for α ≠ α_s) below
+threshold. ``tau_syn_ms = 0`` (default) means no synaptic filter (``α_s = 0``): the drive reaches ``v`` in the step
+it arrives, exactly the model above.
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ from torch import Tensor
 from spikelearn.neurons.surrogate import Surrogate, describe_bad, heaviside, make_surrogate
 
 __all__ = ["LIFParams", "ALIFState", "ALIFAux", "ALIFConstants", "alif_step", "alif_step_aux", "alif_update",
-           "lif_step", "decay", "init_alif_state", "gap_current"]
+           "lif_step", "decay", "init_alif_state", "gap_current", "synaptic_decay", "synaptic_update"]
 
 Scalar = float | Tensor
 
@@ -41,6 +53,17 @@ def decay(dt_ms: float, tau_ms: Scalar) -> Scalar:
     if isinstance(tau_ms, Tensor):
         return torch.exp(-dt_ms / tau_ms)
     return math.exp(-dt_ms / tau_ms)
+
+
+def synaptic_decay(dt_ms: float, tau_syn_ms: Tensor) -> Tensor:
+    """Synaptic-current decay ``α_s = exp(−dt/τ_s)``, with ``τ_s = 0`` meaning no filter (``α_s = 0``)."""
+    return torch.where(tau_syn_ms > 0, torch.exp(-dt_ms / torch.where(tau_syn_ms > 0, tau_syn_ms, 1.0)),
+                       torch.zeros_like(tau_syn_ms))
+
+
+def synaptic_update(alpha_syn: Tensor, i_prev: Tensor, drive: Tensor) -> Tensor:
+    """One step of the current-based synapse: ``i^t = α_s i^{t-1} + drive`` (``drive = c_in · I_chem^t``)."""
+    return torch.addcmul(drive, alpha_syn, i_prev)
 
 
 @dataclass(frozen=True)
@@ -57,6 +80,7 @@ class LIFParams:
         scaling: ``"A"`` (input not scaled) or ``"B"`` (input scaled by ``1−α``, adaptation by ``1−ρ``).
         refractory: ``"lsnn"`` (blocks ``n_ref`` steps) or ``"counter"`` (blocks ``n_ref − 1`` steps).
         detach_reset: stop the gradient through the reset term ``−v_th z^{t-1}``.
+        tau_syn_ms: synaptic-current time constant τ_s (ms); 0 (default) = no synaptic filter (module docstring).
     """
 
     tau_mem_ms: Scalar = 20.0
@@ -68,6 +92,7 @@ class LIFParams:
     scaling: Literal["A", "B"] = "A"
     refractory: Literal["lsnn", "counter"] = "lsnn"
     detach_reset: bool = False
+    tau_syn_ms: Scalar = 0.0
 
     def __post_init__(self) -> None:
         if self.scaling not in ("A", "B"):
@@ -81,7 +106,7 @@ class LIFParams:
             ok = torch.isfinite(v) & (v > 0)
             if not ok.all():
                 raise ValueError(f"{name} must be finite and > 0 (per neuron), got {describe_bad(v, ok)}")
-        for name in ("beta", "n_ref"):
+        for name in ("beta", "n_ref", "tau_syn_ms"):
             v = torch.as_tensor(getattr(self, name), dtype=torch.float64)
             ok = torch.isfinite(v) & (v >= 0)
             if not ok.all():
@@ -105,9 +130,11 @@ class LIFParams:
             raise ValueError("n_ref must be non-negative integers")
         n_block = n_ref if self.refractory == "lsnn" else torch.clamp(n_ref - 1, min=0)
         beta = t(self.beta)
+        tau_s = t(self.tau_syn_ms)
         return ALIFConstants(alpha=alpha, rho=rho, c_in=c_in, c_a=c_a, v_th=t(self.v_th), beta=beta,
                              n_block=n_block, detach_reset=self.detach_reset,
-                             adaptive=bool((beta != 0).any()), refractory=bool((n_block > 0).any()))
+                             adaptive=bool((beta != 0).any()), refractory=bool((n_block > 0).any()),
+                             alpha_syn=synaptic_decay(self.dt_ms, tau_s), synaptic=bool((tau_s > 0).any()))
 
 
 class ALIFConstants(NamedTuple):
@@ -123,6 +150,8 @@ class ALIFConstants(NamedTuple):
     detach_reset: bool
     adaptive: bool    # any beta != 0 (else a is never updated)
     refractory: bool  # any n_block > 0
+    alpha_syn: Tensor | None = None  # synaptic-current decay exp(−dt/τ_s) (0 where τ_s = 0)
+    synaptic: bool = False           # any τ_s > 0 (else there is no synaptic current)
 
 
 class ALIFState(NamedTuple):
@@ -132,6 +161,7 @@ class ALIFState(NamedTuple):
     a: Tensor    # adaptation a^t (threshold A^t = v_th + β a^t)
     z: Tensor    # spikes z^t in {0, 1}
     ref: Tensor  # refractory steps left after step t (float, integer valued)
+    i_syn: Tensor | None = None  # synaptic current i^t (units of v; current-based synapses only, else None)
 
 
 class ALIFAux(NamedTuple):
@@ -144,9 +174,9 @@ class ALIFAux(NamedTuple):
 
 def init_alif_state(batch_size: int, n: int, *, dtype: torch.dtype | None = None,
                     device: torch.device | str | None = None) -> ALIFState:
-    """All-zero state ``(B, N)``: at rest, no adaptation, no spike, not refractory."""
+    """All-zero state ``(B, N)``: at rest, no adaptation, no spike, not refractory, no synaptic current."""
     z = torch.zeros(batch_size, n, dtype=dtype or torch.get_default_dtype(), device=device)
-    return ALIFState(v=z, a=z, z=z, ref=z)
+    return ALIFState(v=z, a=z, z=z, ref=z, i_syn=z)
 
 
 def gap_current(v: Tensor, g_gap: Tensor, g_sum: Tensor | None = None) -> Tensor:
@@ -218,7 +248,7 @@ def alif_update(c: ALIFConstants, state: ALIFState, drive: Tensor, surrogate: Su
         if need_aux:
             refractory = state.ref > 0 if c.refractory else torch.zeros_like(v, dtype=torch.bool)
             aux = ALIFAux(thr=c.v_th.expand_as(v), psi=psi, refractory=refractory)
-        return ALIFState(v=v, a=state.a, z=z, ref=ref), aux
+        return ALIFState(v=v, a=state.a, z=z, ref=ref, i_syn=state.i_syn), aux
     z_prev = state.z.detach() if c.detach_reset else state.z
     v = torch.addcmul(torch.addcmul(drive, c.alpha, state.v), c.v_th, z_prev, value=-1.0)
     if c.adaptive:
@@ -245,7 +275,22 @@ def alif_update(c: ALIFConstants, state: ALIFState, drive: Tensor, surrogate: Su
         if need_aux:
             assert d is not None
             aux = ALIFAux(thr=thr, psi=d / c.v_th, refractory=torch.zeros_like(v, dtype=torch.bool))
-    return ALIFState(v=v, a=a, z=z, ref=ref), aux
+    return ALIFState(v=v, a=a, z=z, ref=ref, i_syn=state.i_syn), aux
+
+
+def _drive(c: ALIFConstants, state: ALIFState, i_in: Tensor, w_rec: Tensor | None, g_gap: Tensor | None
+           ) -> tuple[ALIFState, Tensor]:
+    """The scaled drive of :func:`alif_update`, after the synaptic update when synapses are current-based."""
+    chem = i_in
+    if w_rec is not None:
+        chem = chem + state.z @ w_rec.T
+    gap = gap_current(state.v, g_gap) if g_gap is not None else None
+    if not c.synaptic:
+        return state, c.c_in * (chem if gap is None else chem + gap)
+    assert c.alpha_syn is not None
+    i_prev = state.i_syn if state.i_syn is not None else torch.zeros_like(state.v)
+    i_syn = synaptic_update(c.alpha_syn, i_prev, c.c_in * chem)
+    return state._replace(i_syn=i_syn), (i_syn if gap is None else i_syn + c.c_in * gap)
 
 
 def alif_step_aux(params: LIFParams, state: ALIFState, i_in: Tensor, *, w_rec: Tensor | None = None,
@@ -254,12 +299,8 @@ def alif_step_aux(params: LIFParams, state: ALIFState, i_in: Tensor, *, w_rec: T
     """:func:`alif_step` that also returns ``ALIFAux(thr, psi, refractory)`` of the step."""
     c = params.constants(dtype=state.v.dtype, device=state.v.device)
     s = make_surrogate(surrogate)
-    drive = i_in
-    if w_rec is not None:
-        drive = drive + state.z @ w_rec.T
-    if g_gap is not None:
-        drive = drive + gap_current(state.v, g_gap)
-    new, aux = alif_update(c, state, c.c_in * drive, s, need_aux=True)
+    state, drive = _drive(c, state, i_in, w_rec, g_gap)
+    new, aux = alif_update(c, state, drive, s, need_aux=True)
     assert aux is not None
     return new, aux
 
@@ -276,16 +317,15 @@ def alif_step(params: LIFParams, state: ALIFState, i_in: Tensor, *, w_rec: Tenso
         g_gap: optional ``(N, N)`` gap conductances; adds ``Σ_i G_ji (v_i^{t-1} − v_j^{t-1})``.
         surrogate: name or :class:`Surrogate` for the spike's backward.
 
+    With ``params.tau_syn_ms > 0`` the feed-forward and recurrent drive pass through the synaptic current
+    ``state.i_syn`` first (module docstring); the returned state carries the new ``i_syn``.
+
     Returns:
         the state after step ``t``.
     """
     c = params.constants(dtype=state.v.dtype, device=state.v.device)
-    drive = i_in
-    if w_rec is not None:
-        drive = drive + state.z @ w_rec.T
-    if g_gap is not None:
-        drive = drive + gap_current(state.v, g_gap)
-    new, _ = alif_update(c, state, c.c_in * drive, make_surrogate(surrogate))
+    state, drive = _drive(c, state, i_in, w_rec, g_gap)
+    new, _ = alif_update(c, state, drive, make_surrogate(surrogate))
     return new
 
 

@@ -165,8 +165,13 @@ class Surrogate:
         if n == "atan":
             return p["alpha"] / 2 / (1 + (torch.pi / 2 * p["alpha"] * u).pow(2))
         if n == "sigmoid":
-            e = torch.exp(-p["slope"] * u)
-            return p["slope"] * e / ((e + 1) ** 2)
+            # snntorch's k e/(e + 1)² with e = exp(−k u) is inf/inf = NaN once e overflows (u < −88/k in float32,
+            # e.g. u < −3.5 thresholds at the default k = 25; snntorch 1.0's own backward returns NaN there).
+            # Where e is finite the value is snntorch's bit for bit; elsewhere the same function, k e^{k u}.
+            k = p["slope"]
+            e = torch.exp(-k * u)
+            d = k * e / ((e + 1) ** 2)
+            return torch.where(torch.isinf(e), k * torch.exp(k * u), d)
         if n == "triangular":
             t = p["threshold"]
             return torch.where(u >= 0, -t, t).to(u.dtype) * torch.ones_like(u)

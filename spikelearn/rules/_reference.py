@@ -80,6 +80,7 @@ def spiking_forward(model: Any, x: Tensor, *, detach_rec: bool, detach_reset: bo
     c_kappa = model.c_kappa
     surr = model.surrogate
     v = torch.zeros(Bn, N, dtype=model.dtype)
+    i_syn = torch.zeros_like(v)
     a = torch.zeros_like(v)
     z_loc = torch.zeros_like(v)
     z_out = torch.zeros_like(v)
@@ -90,6 +91,9 @@ def spiking_forward(model: Any, x: Tensor, *, detach_rec: bool, detach_reset: bo
     for t in range(T):
         zr = z_out.detach() if detach_rec else z_out
         drive = ff[t] + c_in * (zr @ W.W_rec.T)
+        if c.synaptic:  # current-based synapses: the current is neuron j's own (local) state
+            i_syn = c.alpha_syn * i_syn + drive
+            drive = i_syn
         if gap is not None:
             vn = v.detach() if detach_rec else v
             drive = drive + c_in * (vn @ G_off.T + v * g_self)
@@ -136,8 +140,10 @@ def eprop_autograd(model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: Any,
 def eprop_traces(model: Any, rec: Any, *, reset_in_trace: bool = False) -> Tensor:
     """Eligibility traces ``e^t`` of §2.2, dense ``(T, B, N, N + n_in)`` (post ``j``, pre ``i``: ``[z^{t-1}, x^t]``).
 
-    Gap junctions are not supported here.
+    Gap junctions and current-based synapses are not supported here.
     """
+    if getattr(model, "synaptic", False):
+        raise ValueError("eprop_traces: current-based synapses (tau_syn_ms > 0) are not supported by this reference")
     c = model.constants()
     T, Bn, N = rec.z.shape
     Np = N + rec.x.shape[-1]

@@ -32,6 +32,13 @@ Two implementations of the same sums, both explicit (no autograd on ``W_in``/``W
 
 Gap junctions: the neuron's own term ``(G_jj − Σ_i G_ji) v_j^{t-1}`` belongs to its local leak; the potentials of
 other neurons are treated like recurrent spikes (dropped).
+
+Current-based synapses (``tau_syn_ms > 0``): the synaptic current ``i_j`` is part of neuron ``j``'s local state,
+``i_j^t = α_s,j i_j^{t-1} + c_in,j Σ_i W_ji pre_i^t``, so ``∂v_j^t/∂W_ji`` through the local dynamics is
+``c_in,j P_ji^t`` with the synaptically filtered presynaptic signal ``P_ji^t = α_s,j P_ji^{t-1} + pre_i^t``: every
+equation above holds with ``pre`` replaced by ``P`` (a derivation, exact on the detached graph of §2.7; tested
+against autograd). Batched mode runs it as one more adjoint, ``dE/di^t = dE/dv^t + α_s dE/di^{t+1}`` (any
+per-neuron ``τ_s``); online mode keeps ``P`` as one more presynaptic trace (needs one ``τ_s`` for all neurons).
 """
 
 from __future__ import annotations
@@ -215,6 +222,7 @@ class EPropState(NamedTuple):
     t: int                     # steps advanced in this trial
     n_steps: int | None        # trial length (regulariser normalisation); None = steps seen so far
     z_prev: Tensor             # (B, N) spikes of the previous step (presynaptic for W_rec)
+    pre_syn: Tensor | None     # (B, N_pre) synaptically filtered presynaptic signals P (current-based synapses)
     eps_v: Tensor              # (B, N_pre) presynaptic trace ε̂ (ε^v_ji = c_in,j ε̂_i), or (N, B, N_pre): the part
     #                            α ε^v − v_th e of the next step's ε^v that does not depend on the next input
     eps_a: Tensor | None       # (N_a, B, N_pre) ε^a of the adaptive neurons for the next step
@@ -244,6 +252,7 @@ class _Consts(NamedTuple):
     kappa: float
     c_kappa: float     # readout filter input factor (1 − κ, or 1 without readout normalisation)
     dt_ms: float
+    alpha_syn: Tensor | None = None  # (N,) synaptic-current decay α_s (current-based synapses), else None
 
 
 # ----------------------------------------------------------------------------------------------- rule
@@ -325,9 +334,10 @@ class EProp:
             if idx == list(range(idx[0], idx[-1] + 1)):
                 sl_a = slice(idx[0], idx[-1] + 1)
         presyn = (not self.reset_in_trace) and bool((leak == leak[0]).all())
+        alpha_syn = vec(c.alpha_syn) if c.synaptic else None
         return _Consts(N=N, alpha=alpha, leak=leak, rho=vec(c.rho), c_in=c_in, c_a=vec(c.c_a), v_th=vec(c.v_th),
                        beta=beta, adaptive=adaptive, sl_a=sl_a, presyn=presyn, kappa=float(model.kappa),
-                       c_kappa=float(model.c_kappa), dt_ms=float(model.dt_ms))
+                       c_kappa=float(model.c_kappa), dt_ms=float(model.dt_ms), alpha_syn=alpha_syn)
 
     def feedback_matrix(self, model: nn.Module) -> Tensor:
         """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
@@ -417,6 +427,11 @@ class EProp:
         """
         self._check_model(model)
         k = self._consts(model)
+        if k.alpha_syn is not None and not bool((k.alpha_syn == k.alpha_syn[0]).all()):
+            raise ValueError(f"{type(self).__name__}: online mode needs one synaptic time constant for all neurons "
+                             f"(the filtered presynaptic trace is then shared); the model's tau_syn_ms ranges over "
+                             f"[{float(model.tau_syn_ms.min())}, {float(model.tau_syn_ms.max())}] ms. Use "
+                             f"mode='batched', which handles per-neuron tau_syn_ms")
         N, B = k.N, int(batch_size)
         Np = N + model.n_in
         kw = dict(dtype=model.dtype, device=model.device)
@@ -426,6 +441,7 @@ class EProp:
         reg_run = self.reg_coeff > 0 and self.reg_form == "running"
         return EPropState(
             t=0, n_steps=n_steps, z_prev=torch.zeros(B, N, **kw),
+            pre_syn=torch.zeros(B, Np, **kw) if k.alpha_syn is not None else None,
             eps_v=torch.zeros((B, Np) if k.presyn else big, **kw),
             eps_a=torch.zeros(n_a, B, Np, **kw) if k.adaptive else None,
             e_bar=torch.zeros(big, **kw), acc=torch.zeros(N, Np, **kw),
@@ -457,6 +473,9 @@ class EProp:
         A = k.sl_a
         kap, omk = k.kappa, k.c_kappa
         pre = torch.cat([s.z_prev, x], dim=1)  # (B, N_pre)
+        if s.pre_syn is not None:  # current-based synapses: P^t = α_s P^{t-1} + pre^t (α_s shared, see init)
+            assert k.alpha_syn is not None
+            pre = s.pre_syn.mul_(float(k.alpha_syn[0])).add_(pre)
         psiT = psi.T[:, :, None]  # (N, B, 1)
         if k.presyn:
             eps_v = s.eps_v.mul_(float(k.leak[0])).add_(pre)  # ε̂^t
@@ -596,6 +615,8 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
     dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
     dv = torch.zeros(B, N, **kw)  # dE/dv^{t+1} on the local graph
     da = torch.zeros(B, N, **kw)  # dE/da^{t+1}
+    syn = getattr(k, "alpha_syn", None) is not None
+    di = torch.zeros(B, N, **kw)  # dE/di^{t+1} (current-based synapses)
     t1 = dE_dy.shape[0]
     credits = iter(credits)
     for ci in range(len(recs) - 1, -1, -1):
@@ -604,7 +625,7 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
         Tc = z_c.shape[0]
         if sig.shape[0] != Tc:
             raise ValueError(f"credit chunk has {sig.shape[0]} steps, the recorded chunk {Tc}")
-        D = torch.empty(Tc, B, N, **kw)  # c_in dE/dv^t
+        D = torch.empty(Tc, B, N, **kw)  # c_in dE/dv^t (c_in dE/di^t with current-based synapses)
         for i in range(Tc - 1, -1, -1):
             dz = sig[i]
             if k.adaptive:
@@ -619,7 +640,11 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
             dv = torch.addcmul(pdz, k.leak, dv)
             if k.adaptive:
                 da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
-            torch.mul(dv, k.c_in, out=D[i])
+            if syn:  # dE/di^t = dE/dv^t + α_s dE/di^{t+1}
+                di = torch.addcmul(dv, k.alpha_syn, di)
+                torch.mul(di, k.c_in, out=D[i])
+            else:
+                torch.mul(dv, k.c_in, out=D[i])
         # presynaptic GEMMs of the chunk: pre = z^{t-1} (W_rec), x^t (W_in)
         dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, z_c[:-1].reshape(-1, N))
         if ci > 0:

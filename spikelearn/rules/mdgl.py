@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn
+from spikelearn.rules.base import Grads, LossFn, refuse_synaptic
 from spikelearn.rules.eprop import (EProp, EPropState, _detached, local_adjoint_scan, readout_credit_chunks,
                                    record_and_output_error, recs_chunk, run_online)
 
@@ -47,6 +47,10 @@ VARIANTS = ("mdgl", "exact", "nonlocal", "online")
 
 
 # ----------------------------------------------------------------------------------------------- cell types
+_SYN_WHY = ("its modulatory term is derived for drives that reach the membrane in the step they arrive; with a "
+            "synaptic current the one-hop term would need the neighbours' synaptic filters (not derived)")
+
+
 def cell_type_index(model: nn.Module, cell_types: Any = "ei") -> tuple[Tensor, list]:
     """Per-neuron type index ``(N,)`` (long, values ``0..C-1``) and the ``C`` type labels.
 
@@ -250,6 +254,7 @@ class MDGL:
         if isinstance(model, RateRNN):
             return self._rate_gradients(model, x, y, mask, loss_fn)
         self._eprop._check_model(model)
+        refuse_synaptic(model, "MDGL", _SYN_WHY)
         if self.mode == "online":
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
             assert grads is not None
@@ -331,6 +336,7 @@ class MDGL:
         """Zero state for ``batch_size`` trials from rest (variant ``"online"`` only)."""
         if self.variant != "online":
             raise ValueError(f"MDGL: the online form exists for variant='online' only, not {self.variant!r}")
+        refuse_synaptic(model, "MDGL", _SYN_WHY)
         ep = self._eprop.init(model, batch_size, n_steps=n_steps)
         return MDGLState(ep=ep, e_bar_prev=torch.zeros_like(ep.e_bar),
                          psi_bar=torch.zeros(int(batch_size), model.n, dtype=model.dtype, device=model.device),

@@ -42,7 +42,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn
+from spikelearn.rules.base import Grads, LossFn, refuse_synaptic
 from spikelearn.rules.eprop import (EProp, _check_common, feedback_matrix, local_adjoint_scan, readout_credit_chunks,
                                     record_and_output_error, run_online, weight_grads)
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
@@ -137,6 +137,9 @@ class ModProp:
         from spikelearn.models import RateRNN, SpikingRNN
 
         if isinstance(model, SpikingRNN):
+            refuse_synaptic(model, "ModProp", "its filter taps are derived for drives that reach the membrane in "
+                            "the step they arrive (ALGORITHMS.md §4.2); a synaptic current adds a second filter per "
+                            "hop (not derived)")
             return True
         if isinstance(model, RateRNN):
             if model.form not in _RATE_FORMS:

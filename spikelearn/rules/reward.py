@@ -18,6 +18,11 @@ with a constant baseline, whatever the network's recurrence. With ``δ = 0`` the
 run, not gated by δ) when ``readout="exact"``; with ``readout="none"`` they are not updated, and then a zero RPE
 means no update at all. Gap junctions are not supported (the injected noise would spread through them).
 
+Current-based synapses (``SpikingRNN`` with ``tau_syn_ms > 0``): the noise still enters ``v``, but ``W`` acts on
+``v^s`` through the synaptic current ``i^t`` (``t ≤ s``), ``∂v^s/∂W_ji = c_in Σ_{t≤s} α_s^{s−t} pre_i^t`` along the
+direct path, so the eligibility is ``Σ_s η^s c_in P^s`` with the filtered ``P``; it is computed as the transposed sum
+``Σ_t w̃^t pre^t`` with ``w̃^t = w^t + α_s w̃^{t+1}`` (per-neuron ``τ_s`` allowed).
+
 Implementation: the noise enters through the carried state (``h`` or ``v`` is raised by ``η^t/leak`` before step
 ``t``, which equals adding ``η^t`` to the drive of step ``t``); this needs a non-zero leak and a model form whose
 state carries ``h`` (``RateRNN`` ``"pre_activation"``/``"relu_lif"``, ``SpikingRNN``). The trial is simulated one
@@ -160,6 +165,11 @@ class RewardModulated:
             R = self.rewards(y_hat, y, mask, loss_fn)
             delta = self.prediction_error(model, R)
             w = -(delta[None, :, None] * eta * c_in) / (B * self.noise_std ** 2)  # (T, B, N)
+            if getattr(model, "synaptic", False):  # W acts through the synaptic current: w̃^t = w^t + α_s w̃^{t+1}
+                a_s = model.constants().alpha_syn
+                w = w.clone()
+                for t in range(T - 2, -1, -1):
+                    w[t].addcmul_(a_s.expand(N), w[t + 1])
             wf = w.reshape(-1, N).T
             dW: dict[str, Tensor] = {"W_rec": wf @ pre.reshape(-1, N),
                                      "W_in": wf @ x.to(w.dtype).reshape(-1, x.shape[-1])}

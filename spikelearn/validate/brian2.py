@@ -5,6 +5,7 @@ The export writes out the model of ALGORITHMS.md §1.1 as Brian2 equations with 
 
     dv/dt = -v/tau_m     dA/dt = -a/tau_a          (method="exact": v ← α v, a ← ρ a)
     v ← v + I_syn + I_ff + I_gap − v_th z           (I_* already scaled by c_in, z = spike of the previous step)
+    I_syn ← 0                                        (current-based synapses: I_syn ← α_s I_syn, I_ff joins I_syn)
     a ← a + c_a z
     spike if (v − (v_th + β a))/v_th > 0 and not refractory;  reset: z = 1, ref = n_block
 
@@ -81,6 +82,7 @@ class ExportSpec:
     c_kappa: float  # readout filter input factor (1 − κ, or 1 without readout normalisation)
     adaptive: bool
     gamma_pd: float | None  # e-prop surrogate's γ_pd (None for other surrogates)
+    alpha_syn: np.ndarray | None = None  # (N,) synaptic-current decay (current-based synapses), else None
 
 
 def _np(t: Any) -> np.ndarray:
@@ -121,6 +123,7 @@ def export_spec(model: Any) -> ExportSpec:
         beta=per(c.beta), n_block=per(c.n_block), kappa=float(model.kappa),
         c_kappa=float(model.c_kappa), adaptive=bool(c.adaptive),
         gamma_pd=(float(model.surrogate.params["gamma_pd"]) if model.surrogate.name == "eprop" else None),
+        alpha_syn=per(c.alpha_syn) if c.synaptic else None,
     )
     for name in ("W_in", "W_rec", "W_out", "b_out", "tau_mem_ms", "tau_adapt_ms", "v_th", "beta"):
         a = getattr(spec, name)
@@ -226,16 +229,23 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
     zbar : 1
     """
     drive = "I_syn"
+    syn = spec.alpha_syn is not None
+    pre_update = ""
     if not spikes_in:
         eqs += "I_ff : 1\n"
-        drive += " + I_ff"
+        if syn:  # the analog input joins the synaptic current (it is filtered too)
+            pre_update = "I_syn = I_syn + I_ff\n"
+        else:
+            drive += " + I_ff"
     if spec.gap is not None:
         eqs += "I_gap : 1\n"
         drive += " + I_gap"
-    update = f"""
+    if syn:
+        eqs += "alpha_s : 1 (constant)\n"
+    update = pre_update + f"""
     v = v + {drive} - v_th*z
     a = a + c_a*z
-    I_syn = 0
+    I_syn = {"alpha_s*I_syn" if syn else "0"}
     blocked = ref > 0
     ref = clip(ref - 1, 0, inf)
     zpre = z
@@ -262,6 +272,8 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
     net.beta = tile(spec.beta)
     net.c_a = tile(spec.c_a if spec.adaptive else np.zeros(N))  # spikelearn leaves a untouched without adaptation
     net.n_block = tile(spec.n_block)
+    if syn:
+        net.alpha_s = tile(spec.alpha_syn)
     if learning is not None:
         net.alpha, net.rho, net.c_in = tile(spec.alpha), tile(spec.rho), tile(spec.c_in)
     objs: dict[str, Any] = {"net": net}
@@ -274,15 +286,15 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
         inp = b2.SpikeGeneratorGroup(B * n_in, (bb * n_in + kk).astype(np.int64), tt * dt, name="spikelearn_input")
         on_pre = "I_syn_post += w" + ("\nxs = 1" if trace else "")
         syn_in = _synapses(b2, inp, net, "xs : 1\n" if trace else "", on_pre, spec.mask_in, B, N, n_in, W_in_s,
-                           "xs" if trace else None, "spikelearn_syn_in")
+                           "xs" if trace else None, "spikelearn_syn_in", syn)
     else:
         ns["x_ta"] = b2.TimedArray(x.reshape(T, B * n_in), dt=dt)
         inp = b2.NeuronGroup(B * n_in, "x = x_ta(t, i) : 1", name="spikelearn_input")
         syn_in = _synapses(b2, inp, net, "I_ff_post = w*x_pre : 1 (summed)\n", None, spec.mask_in, B, N, n_in,
-                           W_in_s, "x_pre" if trace else None, "spikelearn_syn_in")
+                           W_in_s, "x_pre" if trace else None, "spikelearn_syn_in", syn)
     W_rec_s = spec.c_in[:, None] * spec.W_rec
     syn_rec = _synapses(b2, net, net, "", "I_syn_post += w", spec.mask_rec, B, N, N, W_rec_s,
-                        "zpre_pre" if trace else None, "spikelearn_syn_rec")
+                        "zpre_pre" if trace else None, "spikelearn_syn_rec", syn)
     objs.update(input=inp, syn_in=syn_in, syn_rec=syn_rec)
 
     if spec.gap is not None:
@@ -333,20 +345,22 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
     return objs, ns
 
 
-def _synapses(b2, source, target, extra_eqs, on_pre, mask, B, N, n_pre, W_s, pre_sig, name):
+def _synapses(b2, source, target, extra_eqs, on_pre, mask, B, N, n_pre, W_s, pre_sig, name, filtered=False):
     """Synapses ``w`` for ``B`` copies of ``mask``; with ``pre_sig`` also the e-prop traces (§2.2, §2.4):
-    ε^v, ε^a (ALIF), e, the κ-filtered ē and the gradient ``g = Σ_t L_post ē``."""
+    ε^v, ε^a (ALIF), e, the κ-filtered ē and the gradient ``g = Σ_t L_post ē``; with current-based synapses
+    (``filtered``) ``pre`` is first filtered by the postsynaptic synaptic decay, ``P = α_s P + pre``."""
     eqs = "w : 1 (constant)\n" + extra_eqs
     if pre_sig is not None:
-        eqs += "eps_v : 1\neps_a : 1\ne_prev : 1\nebar : 1\ng : 1\n"
+        eqs += "eps_v : 1\neps_a : 1\ne_prev : 1\nebar : 1\ng : 1\n" + ("P : 1\n" if filtered else "")
     kw = {"on_pre": on_pre} if on_pre else {}
     syn = b2.Synapses(source, target, eqs, name=name, **kw)
     i, j, post, pre = _replicate(mask, B, N, n_pre)
     syn.connect(i=i, j=j)
     syn.w = W_s[post, pre]
     if pre_sig is not None:
-        code = f"""
-        eps_v = alpha_post*eps_v + c_in_post*{pre_sig}
+        code = ("P = alpha_s_post*P + " + pre_sig + "\n") if filtered else ""
+        code += f"""
+        eps_v = alpha_post*eps_v + c_in_post*{"P" if filtered else pre_sig}
         eps_a = rho_post*eps_a + c_a_post*e_prev
         e_prev = psi_post*(eps_v - beta_post*eps_a)
         ebar = kappa*ebar + omk*e_prev

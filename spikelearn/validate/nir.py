@@ -90,10 +90,17 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
             not for continuous-time toolchains; :func:`from_nir` and :func:`simulate_nir` refuse it.
 
     Raises:
-        UnsupportedFeatureError: ALIF neurons (adaptive threshold), gap junctions, a model Brian2 export refuses, or
+        UnsupportedFeatureError: ALIF neurons (adaptive threshold), gap junctions, current-based synapses
+            (``tau_syn_ms > 0``), a model Brian2 export refuses, or
             (``for_snntorch``) thresholds that differ between neurons (snnTorch's importer takes one ``v_threshold``).
     """
     nir = _import_nir()
+    if getattr(model, "synaptic", False):
+        raise UnsupportedFeatureError(
+            "current-based synapses (tau_syn_ms > 0): NIR's CubaLIF integrates the synaptic current into v in "
+            "continuous time (v feels the current during the step it arrives and decays with both τ), which is not "
+            "spikelearn's discrete map v^t = α v^{t-1} + i^t; export a model with tau_syn_ms = 0, or validate "
+            "against Brian2 (spikelearn.validate.compare_with_brian2), which reproduces it exactly")
     if for_snntorch and explicit_delay:
         raise ValueError("for_snntorch=True writes its own recurrent loop (snnTorch cannot import nir.Delay); "
                          "leave explicit_delay unset")

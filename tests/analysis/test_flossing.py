@@ -62,7 +62,9 @@ def _assert_rel(g, ref, rel):
     lambda: _rate(),
     lambda: _rate(form="murray", tau_ms=30.0),
     lambda: SpikingRNN(gaussian(6, 1.5, seed=1), 2, 2, n_adaptive=3, tau_adapt_ms=40.0, v_th=0.3, dtype=F64),
-], ids=["rate_R1", "rate_murray", "spiking_rate_approximation"])
+    lambda: SpikingRNN(gaussian(6, 1.5, seed=1), 2, 2, n_adaptive=3, tau_adapt_ms=40.0, v_th=0.3, dtype=F64,
+                       tau_syn_ms=4.0),
+], ids=["rate_R1", "rate_murray", "spiking_rate_approximation", "spiking_cuba_rate_approximation"])
 def test_flossing_gradient_matches_finite_differences(make):
     """T7.5: ∇L_floss by autodiff through trajectory, Jacobians and QR = central differences (N = 6, T = 30,
     k = 3, float64, rel. 1e-6)."""
@@ -96,7 +98,9 @@ def _frozen_loss(lin, kept, t0, target, W):
 @pytest.mark.parametrize("make", [
     lambda: _rate(),
     lambda: SpikingRNN(gaussian(6, 2.0, seed=1), 2, 2, n_adaptive=3, tau_adapt_ms=40.0, v_th=0.3, dtype=F64),
-], ids=["rate", "spiking_surrogate"])
+    lambda: SpikingRNN(gaussian(6, 2.0, seed=1), 2, 2, n_adaptive=3, tau_adapt_ms=40.0, v_th=0.3, dtype=F64,
+                       tau_syn_ms=[1.0, 2.0, 3.0, 4.0, 0.0, 6.0]),
+], ids=["rate", "spiking_surrogate", "spiking_cuba_surrogate"])
 def test_local_flossing_rule_matches_frozen_finite_differences(make, k):
     """§7.3: the local update equals finite differences of L with trajectory and tangent frames frozen."""
     model = make()

@@ -185,7 +185,8 @@ RATE_CASES = [
 
 def _flat_state(model, s):
     if isinstance(model, SpikingRNN):
-        return torch.cat([s.v, s.a], -1) if bool((model.beta != 0).any()) else s.v
+        parts = [s.v] + ([s.a] if bool((model.beta != 0).any()) else []) + ([s.i_syn] if model.synaptic else [])
+        return torch.cat(parts, -1)
     if model.form == "murray":
         return torch.cat([s.r, s.h], -1) if model.gap is not None else s.r
     return s.h
@@ -194,9 +195,12 @@ def _flat_state(model, s):
 def _from_flat(model, s0, flat):
     n = model.n
     if isinstance(model, SpikingRNN):
+        s = s0._replace(v=flat[:, :n])
         if bool((model.beta != 0).any()):
-            return s0._replace(v=flat[:, :n], a=flat[:, n:])
-        return s0._replace(v=flat)
+            s = s._replace(a=flat[:, n:2 * n])
+        if model.synaptic:
+            s = s._replace(i_syn=flat[:, -n:])
+        return s
     if model.form == "murray":
         return s0._replace(r=flat[:, :n], h=flat[:, n:]) if model.gap is not None else s0._replace(r=flat)
     from spikelearn.neurons.rate import activation
@@ -244,10 +248,12 @@ SPIKE_CASES = [
     dict(scaling="A", n_adaptive=0, v_th=0.3, n_ref=0),
     dict(scaling="A", n_adaptive=3, v_th=0.3, n_ref=2, tau_adapt_ms=40.0),
     dict(scaling="B", n_adaptive=3, v_th=0.05, n_ref=1, tau_adapt_ms=40.0, detach_reset=True),
+    dict(scaling="A", n_adaptive=0, v_th=0.3, n_ref=0, tau_syn_ms=5.0),
+    dict(scaling="B", n_adaptive=3, v_th=0.05, n_ref=1, tau_adapt_ms=40.0, tau_syn_ms=[0.0, 2.0, 3.0, 5.0, 8.0, 1.0]),
 ]
 
 
-@pytest.mark.parametrize("opts", SPIKE_CASES, ids=["lif", "alif", "alif_B_detached"])
+@pytest.mark.parametrize("opts", SPIKE_CASES, ids=["lif", "alif", "alif_B_detached", "cuba_lif", "cuba_alif_B"])
 @pytest.mark.parametrize("gap", [False, True])
 def test_spiking_surrogate_tangent_map_equals_autograd(opts, gap):
     """Surrogate Jacobian of §7.1 (ψ along the spiking run, reset derivative as the model's BPTT) equals the
@@ -257,7 +263,8 @@ def test_spiking_surrogate_tangent_map_equals_autograd(opts, gap):
     vth = float(model.v_th[0])
     B = 2
     s0 = model.init_state(B)
-    s0 = s0._replace(v=vth * (0.5 + 0.5 * torch.rand(B, 6, dtype=F64)), a=0.2 * torch.rand(B, 6, dtype=F64))
+    s0 = s0._replace(v=vth * (0.5 + 0.5 * torch.rand(B, 6, dtype=F64)), a=0.2 * torch.rand(B, 6, dtype=F64),
+                     i_syn=0.2 * vth * torch.rand(B, 6, dtype=F64))
     g = torch.Generator().manual_seed(0)
     x = vth * 2.0 * torch.rand(8, B, 3, generator=g, dtype=F64)
     lin = linearise(model, x, s0)
@@ -287,23 +294,27 @@ def test_spiking_reset_derivative_option():
         torch.testing.assert_close(diff, torch.diag(0.3 * on.D[t, 0]))
 
 
-def test_spiking_rate_approximation_tangent_map():
-    """jacobian="rate": product of the closed-form Jacobians equals autograd through the mean-field map."""
-    model = SpikingRNN(gaussian(6, 2.0, seed=2), 3, 1, n_adaptive=3, tau_adapt_ms=40.0, v_th=0.3, dtype=F64)
+@pytest.mark.parametrize("tau_syn_ms", [0.0, 4.0])
+def test_spiking_rate_approximation_tangent_map(tau_syn_ms):
+    """jacobian="rate": product of the closed-form Jacobians equals autograd through the mean-field map (with and
+    without current-based synapses)."""
+    model = SpikingRNN(gaussian(6, 2.0, seed=2), 3, 1, n_adaptive=3, tau_adapt_ms=40.0, v_th=0.3, dtype=F64,
+                       tau_syn_ms=tau_syn_ms)
     B, T = 2, 7
     x = 0.5 * torch.rand(T, B, 3, dtype=F64)
-    s0 = model.init_state(B)._replace(v=0.2 * torch.rand(B, 6, dtype=F64))
+    s0 = model.init_state(B)._replace(v=0.2 * torch.rand(B, 6, dtype=F64), i_syn=0.1 * torch.rand(B, 6, dtype=F64))
     lin = linearise(model, x, s0, jacobian="rate", escape_width=0.2)
-    P = torch.eye(12, dtype=F64)[None].expand(B, -1, -1)
+    ns = lin.n_state
+    assert ns == (18 if tau_syn_ms else 12)
+    P = torch.eye(ns, dtype=F64)[None].expand(B, -1, -1)
     for t in range(T):
         P = lin.apply(t, P)
-    flat0 = torch.cat([s0.v, s0.a], -1)
+    flat0 = _flat_state(model, s0)
 
     def fn(f0):
-        s = s0._replace(v=f0[:, :6], a=f0[:, 6:])
-        return linearise(model, x, s, jacobian="rate", escape_width=0.2).states[-1]
+        return linearise(model, x, _from_flat(model, s0, f0), jacobian="rate", escape_width=0.2).states[-1]
 
-    J = torch.autograd.functional.jacobian(fn, flat0)  # (B, 12, B, 12)
+    J = torch.autograd.functional.jacobian(fn, flat0)  # (B, ns, B, ns)
     for b in range(B):
         torch.testing.assert_close(P[b], J[b, :, b], rtol=1e-10, atol=1e-12)
 

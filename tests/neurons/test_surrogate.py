@@ -108,3 +108,20 @@ def test_make_surrogate_forms_and_errors():
         make_surrogate("nope")
     with pytest.raises(TypeError, match="takes"):
         make_surrogate("atan", slope=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sigmoid_derivative_is_finite_far_below_threshold(dtype):
+    """snntorch's sigmoid backward k e/(e+1)² (e = exp(−k u)) gives NaN once e overflows (u = −5 at k = 25 in
+    float32); ours gives the limit k e^{k u} there (the same function), and is never NaN."""
+    s = make_surrogate("sigmoid", slope=25.0)
+    u = torch.tensor([-1e4, -50.0, -5.0, -3.0, 0.0, 3.0, 50.0], dtype=dtype)
+    d = s.derivative(u)
+    assert torch.isfinite(d).all() and (d >= 0).all()
+    e = torch.exp(-25.0 * u.double().abs())  # the symmetric, overflow-free form in float64
+    want = (25.0 * e / (1 + e) ** 2).to(dtype)
+    assert torch.allclose(d, want, rtol=1e-5, atol=1e-30)
+    # and the BPTT gradient through the spike is finite as well
+    ur = u.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(s.spike(ur).sum(), ur)
+    assert torch.isfinite(g).all()

@@ -439,3 +439,67 @@ def test_experiment_configs_build(path, tmp_path):
     cfg = load_config(path)
     _, model, task, rule, _, _ = build(cfg, out_dir=str(tmp_path))
     assert isinstance(rule, EProp) and isinstance(model, SpikingRNN) and model.n_in == task.n_in
+
+
+# ------------------------------------------------------------------------------------------ current-based synapses
+@pytest.mark.parametrize("mode", ["batched", "online"])
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+@pytest.mark.parametrize("reset_in_trace", [False, True])
+@pytest.mark.parametrize("scaling", ["A", "B"])
+def test_eprop_with_synaptic_currents_equals_detached_autograd(mode, neuron, reset_in_trace, scaling):
+    """With tau_syn_ms > 0 the filtered presynaptic signal replaces pre (module docstring): e-prop equals autograd on
+    the detached graph in which the synaptic current is the postsynaptic neuron's own state."""
+    model = _model(neuron, scaling=scaling, tau_syn_ms=5.0)
+    x, y, mask = _data(T=40)
+    assert model(x, record=True).record.z.sum() > 5
+    rule = EProp(reset_in_trace=reset_in_trace, mode=mode, chunk_steps=7, feedback="random")
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    _, want = ref.eprop_autograd(model, x, y, mask, _mse, B=rule.feedback_matrix(model), reset_in_trace=reset_in_trace)
+    _assert_rel(g, want)
+    # and the synaptic filter matters: the gradient without it (same weights) is a different one
+    plain = _model(neuron, scaling=scaling)
+    _, g0 = rule.gradients(plain, x, y, mask, _mse)
+    assert float((g0["theta_in"] - g["theta_in"]).norm() / g["theta_in"].norm()) > 1e-2
+
+
+def test_eprop_with_per_neuron_synaptic_constants_and_gap_junctions():
+    """Per-neuron τ_s (some 0) with gap junctions (unfiltered), batched mode; online refuses mixed τ_s by name."""
+    rng = np.random.default_rng(0)
+    base = gaussian(8, 1.5, seed=2)
+    G = sp.random(8, 8, density=0.4, random_state=1, data_rvs=lambda k: 0.05 * rng.random(k))
+    G = sp.csr_array(G + G.T)
+    circuit = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), gap=G,
+                                 neuron_params={"tau_mem_ms": np.linspace(10.0, 30.0, 8),
+                                                "tau_syn_ms": np.array([0.0, 2.0, 4.0, 0.0, 8.0, 3.0, 5.0, 1.0])})
+    model = _model("alif", circuit=circuit)
+    x, y, mask = _data()
+    with torch.no_grad():
+        assert torch.allclose(ref.spiking_forward(model, x, detach_rec=False, detach_reset=False)[0], model(x).y,
+                              atol=1e-12)
+    for rit in (False, True):
+        _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=rit)
+        _, g = EProp(mode="batched", reset_in_trace=rit, chunk_steps=9).gradients(model, x, y, mask, _mse)
+        _assert_rel(g, want)
+    with pytest.raises(ValueError, match="one synaptic time constant.*tau_syn_ms"):
+        EProp(mode="online").gradients(model, x, y, mask, _mse)
+
+
+def test_eprop_with_synapses_and_no_recurrence_equals_bptt():
+    """T2.3 with synaptic currents: W_rec = 0 and the reset in the trace ⇒ e-prop = BPTT."""
+    x, y, mask = _data(T=40)
+    model = _model("alif", tau_syn_ms=6.0)
+    with torch.no_grad():
+        model.theta_rec.zero_()
+    _, g = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
+    _, want = BPTT().gradients(model, x, y, mask, _mse)
+    _assert_rel(g, want)
+
+
+def test_rules_without_a_synaptic_derivation_refuse_synaptic_models():
+    from spikelearn.rules import MDGL, ModProp
+
+    model = _model("alif", tau_syn_ms=5.0)
+    x, y, mask = _data()
+    for rule in (MDGL(), MDGL(variant="online", mode="online"), ModProp()):
+        with pytest.raises(ValueError, match="current-based synapses.*tau_syn_ms"):
+            rule.gradients(model, x, y, mask, _mse)

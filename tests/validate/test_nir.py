@@ -78,6 +78,8 @@ def test_nir_semantics_match_until_the_first_reset_then_differ():
 def test_unsupported_features_are_named():
     with pytest.raises(UnsupportedFeatureError, match="adaptive threshold"):
         to_nir(_model(n_adaptive=5))
+    with pytest.raises(UnsupportedFeatureError, match="current-based synapses.*tau_syn_ms"):
+        to_nir(_model(tau_syn_ms=5.0))
     from spikelearn.models import RateRNN
 
     with pytest.raises(UnsupportedFeatureError, match="neuron type of RateRNN"):
