@@ -577,6 +577,11 @@ def validate_config(cfg: RunConfig) -> None:
                           f"{cfg.model.type!r}")
     check_options("rule", RULES[cfg.rule.name], cfg.rule.options)
     _check_required("rule", RULES[cfg.rule.name], cfg.rule.options)
+    tau_syn = cfg.model.options.get("tau_syn_ms", 0.0) if cfg.model.type == "spiking" else 0.0
+    if not getattr(RULES[cfg.rule.name], "current_synapses", True) and bool(np.any(np.asarray(tau_syn) != 0)):
+        raise ConfigError(f"[rule] {cfg.rule.name!r} does not support current-based synapses ([model.options] "
+                          f"tau_syn_ms = {tau_syn!r}); use tau_syn_ms = 0, or a rule that does (bptt, tbptt, eprop, "
+                          f"reward)")
     opt = _optimizer_classes()
     if cfg.optimizer.name.lower() not in opt:
         raise ConfigError(f"[optimizer] name {cfg.optimizer.name!r} unknown; torch.optim offers {sorted(opt)}")

@@ -461,3 +461,31 @@ def test_model_warns_when_it_leaves_out_a_circuits_autapses():
     assert float(m.effective_weights().W_rec[1, 1].detach()) == 0.0
     kept = SpikingRNN(c, 1, 1, allow_autapses=True)
     assert float(kept.effective_weights().W_rec[1, 1].detach()) != 0.0
+
+
+def test_current_based_synapses_from_a_run_config(tmp_path):
+    """[model.options] tau_syn_ms trains end to end with e-prop and resumes bit-identically (the synaptic current
+    is re-initialised every trial); rules without a synaptic derivation are refused up front, naming the option."""
+    from spikelearn.config import ConfigError
+
+    def cfg(out, rule="eprop"):
+        return RunConfig(
+            circuit=CircuitConfig(kind="gaussian", n=24, options={"g": 1.0}),
+            model=ModelConfig(type="spiking", options={"n_adaptive": 12, "tau_syn_ms": 5.0, "v_th": 0.6}),
+            task=TaskConfig(name="evidence_accumulation", options={"n_cues": 3, "cue_ms": 50.0, "gap_ms": 25.0,
+                                                                   "delay_ms": 50.0, "recall_ms": 50.0}),
+            rule=RuleConfig(name=rule), optimizer=OptimizerConfig(name="adam", lr=5e-3),
+            train=TrainConfig(iterations=6, batch_size=8, seed=2, eval_every=3, eval_batch_size=16, quiet=True,
+                              checkpoint_every=3, out_dir=str(out)))
+
+    full, m_full = train(cfg(tmp_path / "full"))
+    assert m_full.synaptic and np.isfinite(full["loss"]).all()
+    *_, trainer = build(cfg(tmp_path / "killed"))
+    trainer.run(iterations=4)
+    hist, m_res = train(cfg(tmp_path / "killed"), resume=True)
+    assert hist["loss"].tolist() == full["loss"].tolist()
+    for (n, p), (_, q) in zip(m_full.named_parameters(), m_res.named_parameters()):
+        assert torch.equal(p, q), n
+    for rule in ("mdgl", "modprop"):
+        with pytest.raises(ConfigError, match=f"'{rule}' does not support current-based synapses.*tau_syn_ms"):
+            validate_config(cfg(tmp_path / rule, rule))

@@ -1,7 +1,9 @@
 """Learning rules: one contract (``loss, grads = rule.gradients(model, x, y, mask, loss_fn)``), a plain registry.
 
 ``RULES`` maps a rule's name to its class so tests and configuration files can iterate over all of them.
-Each rule class declares ``model_types`` (a subset of ``("rate", "spiking")``): the models it applies to.
+Each rule class declares ``model_types`` (a subset of ``("rate", "spiking")``): the models it applies to, and may
+declare ``current_synapses = False`` when it has no derivation for spiking models with current-based synapses
+(``tau_syn_ms > 0``; MDGL, ModProp), which configuration validation then refuses up front.
 """
 
 from spikelearn.rules.base import Grads, LearningRule, LossFn, apply_gradients, output_error, zero_grads

@@ -199,6 +199,7 @@ class MDGL:
 
     online = True
     model_types = ("spiking", "rate")
+    current_synapses = False  # no derivation with a synaptic filter (refused, see rules.base.refuse_synaptic)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:

@@ -117,6 +117,7 @@ class ModProp:
 
     online = True
     model_types = ("rate", "spiking")
+    current_synapses = False  # no derivation with a synaptic filter (refused, see rules.base.refuse_synaptic)
 
     def __post_init__(self) -> None:
         _check_common(self)
