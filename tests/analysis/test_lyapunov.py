@@ -391,3 +391,30 @@ def test_plots_write_pngs(tmp_path):
                                             "accuracy": [0.5, 0.9, 0.6, 0.8], "lambda_max": [-1, 0, -1, 0.1]}),
                               tmp_path / "g.png", ys=("accuracy", "lambda_max"))):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_current_based_lif_jacobian_is_engelkens_in_other_coordinates():
+    """Engelken's surrogate-gradient-flossing example (§7.1): current-based LIF, syn' = α_s syn + W_in x + W z,
+    mem' = β mem + (1−β) syn', Jacobian in (mem, syn) [[β + (1−β) W D, (1−β) α_s], [W D, α_s]] with
+    D = diag(1/(5|mem − 1| + 1)²), no reset derivative. spikelearn's scaling-B model with tau_syn_ms carries
+    i = (1−β) syn, so its tangent map is S J S⁻¹ with S = diag(1, 1−β): the same spectrum."""
+    rng = np.random.default_rng(0)
+    n = 8
+    W = rng.standard_normal((n, n)) / np.sqrt(n)
+    model = SpikingRNN(Circuit.from_dense(W, mask=np.ones((n, n), bool)), 5, 1, scaling="B", tau_mem_ms=10.0,
+                       tau_syn_ms=5.0, v_th=1.0, n_ref=0, surrogate={"name": "fast_sigmoid", "slope": 5.0},
+                       allow_autapses=True, sign_constraint="none", dtype=F64)
+    x = 3.0 * (torch.rand(12, 1, 5, generator=torch.Generator().manual_seed(1), dtype=F64) < 0.5)
+    with torch.no_grad():
+        lin = linearise(model, x, reset_derivative=False)
+    v = lin.states[..., :n]
+    beta, a_s = math.exp(-1 / 10), math.exp(-1 / 5)
+    Wt = torch.as_tensor(W, dtype=F64)
+    S = torch.diag(torch.cat([torch.ones(n, dtype=F64), torch.full((n,), 1 - beta, dtype=F64)]))
+    eye = torch.eye(n, dtype=F64)
+    assert float((v - 1).abs().min()) < 1.0  # the surrogate is far from its tails somewhere
+    for t in range(1, 12):
+        D = torch.diag(1.0 / (5.0 * (v[t - 1, 0] - 1.0).abs() + 1.0) ** 2)
+        J_src = torch.cat([torch.cat([beta * eye + (1 - beta) * Wt @ D, (1 - beta) * a_s * eye], 1),
+                           torch.cat([Wt @ D, a_s * eye], 1)], 0)
+        torch.testing.assert_close(lin.jacobian(t), S @ J_src @ torch.linalg.inv(S), rtol=1e-12, atol=1e-14)
