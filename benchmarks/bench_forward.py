@@ -7,10 +7,12 @@ For N in {256, 1024}, B = 32, T = 1000 (n_in = 40, n_out = 2), measured in the s
   layer, stepped in a Python loop, same sizes.
 * ``gemm``        — the same-shape matrix work in plain torch: one (T·B, n_in) @ (n_in, N) input projection and
   T sequential (B, N) @ (N, N) recurrent products: the bound a step-by-step simulator cannot beat.
+* ``spikelearn_cuba`` / ``snntorch_cuba`` (``--cuba``) — current-based synapses: ``SpikingRNN(tau_syn_ms=5)`` and
+  ``snntorch.RSynaptic`` (all-to-all), the same sizes.
 
 Each measurement runs in a fresh subprocess; peak memory is the increase of the process's maximum resident
 set size over its size just before the first (warm-up) call (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA).
-Usage: ``python benchmarks/bench_forward.py [--device cpu|cuda] [--repeats 3] [--sizes 256 1024] [--T 1000]``.
+Usage: ``python benchmarks/bench_forward.py [--device cpu|cuda] [--repeats 3] [--sizes 256 1024] [--T 1000] [--cuba]``.
 """
 
 from __future__ import annotations
@@ -32,15 +34,32 @@ def _measure(impl: str, mode: str, n: int, T: int, device: str, repeats: int) ->
     torch.manual_seed(0)
     dev = torch.device(device)
     x = (torch.rand(T, B, N_IN, device=dev) < 0.02).float()
-    if impl == "spikelearn":
+    if impl in ("spikelearn", "spikelearn_cuba"):
         from spikelearn.circuit import gaussian
         from spikelearn.models import SpikingRNN
 
         model = SpikingRNN(gaussian(n, 1.0, seed=0), N_IN, N_OUT, n_adaptive=0, v_th=0.6, n_ref=0,
-                           scaling="A").to(dev)
+                           scaling="A", tau_syn_ms=5.0 if impl == "spikelearn_cuba" else 0.0).to(dev)
 
         def run():
             return model(x).y
+    elif impl == "snntorch_cuba":
+        import math
+
+        import snntorch as snn
+
+        lin = torch.nn.Linear(N_IN, n).to(dev)
+        rs = snn.RSynaptic(alpha=math.exp(-1 / 5), beta=0.95, linear_features=n, all_to_all=True).to(dev)
+        ro = torch.nn.Linear(n, N_OUT).to(dev)
+
+        def run():
+            spk, syn, mem = rs.init_rsynaptic()
+            cur = lin(x)
+            ys = []
+            for c in cur.unbind(0):
+                spk, syn, mem = rs(c, spk, syn, mem)
+                ys.append(ro(spk))
+            return torch.stack(ys)
     elif impl == "snntorch":
         import snntorch as snn
 
@@ -90,6 +109,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
     ap.add_argument("--T", type=int, default=1000)
+    ap.add_argument("--cuba", action="store_true", help="also current-based synapses (spikelearn, snnTorch RSynaptic)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -102,7 +122,8 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         for mode in ("forward", "bptt"):
-            for impl in ("spikelearn", "snntorch", "gemm"):
+            impls = ("spikelearn", "snntorch", "gemm") + (("spikelearn_cuba", "snntorch_cuba") if args.cuba else ())
+            for impl in impls:
                 out = subprocess.run([sys.executable, __file__, "--child", f"{impl},{mode},{n}", "--T", str(args.T),
                                       "--device", args.device, "--repeats", str(args.repeats)],
                                      capture_output=True, text=True, check=True)
@@ -115,7 +136,13 @@ def main() -> None:
         "spikelearn_s": t["spikelearn"], "snntorch_s": t["snntorch"], "gemm_s": t["gemm"],
         "gemm/spikelearn": t["gemm"] / t["spikelearn"], "snntorch/spikelearn": t["snntorch"] / t["spikelearn"],
         "spikelearn_MB": m["spikelearn"], "snntorch_MB": m["snntorch"], "gemm_MB": m["gemm"],
-    }).round(3)
+    })
+    if args.cuba:
+        table["cuba_s"] = t["spikelearn_cuba"]
+        table["cuba/lif"] = t["spikelearn_cuba"] / t["spikelearn"]
+        table["snntorch_cuba_s"] = t["snntorch_cuba"]
+        table["snntorch_cuba/cuba"] = t["snntorch_cuba"] / t["spikelearn_cuba"]
+    table = table.round(3)
     fwd = t.xs("forward", level="mode")["spikelearn"]
     bptt = t.xs("bptt", level="mode")["spikelearn"]
     print(f"# machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "

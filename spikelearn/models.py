@@ -694,6 +694,15 @@ class SpikingRNN(_CircuitRNN):
             _check_gap_stability(self.gap.detach().cpu().numpy(), alpha, 1 - alpha if scaling == "B" else 1.0,
                                  gap_scale)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # type: ignore[override]
+        # files written before current-based synapses existed have no tau_syn_ms buffer: they had none (τ_s = 0)
+        key = prefix + "tau_syn_ms"
+        if key not in state_dict and (prefix + "tau_mem_ms") in state_dict:
+            state_dict[key] = torch.zeros_like(self.tau_syn_ms)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     # ------------------------------------------------------------------ pieces
     def constants(self) -> ALIFConstants:
         """Per-neuron step constants ``(N,)`` from the parameter buffers."""

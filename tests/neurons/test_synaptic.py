@@ -182,3 +182,22 @@ def test_tau_syn_is_validated_and_saved(tmp_path):
     assert m2.synaptic and torch.equal(m2.tau_syn_ms, m.tau_syn_ms)
     x = poisson(20, 2, 2, p=0.5)
     assert torch.equal(m(x).y, m2(x).y)
+
+
+def test_state_dicts_written_before_synapses_existed_still_load():
+    """Checkpoints and saved models from before tau_syn_ms have no such buffer: they load as τ_s = 0."""
+    c = generators.erdos_renyi(8, 0.5, seed=0)
+    torch.manual_seed(0)
+    m = SpikingRNN(c, 2, 1, dtype=F64)
+    sd = m.state_dict()
+    del sd["tau_syn_ms"]
+    torch.manual_seed(1)
+    m2 = SpikingRNN(c, 2, 1, dtype=F64)
+    m2.load_state_dict(sd)
+    x = poisson(20, 2, 2, p=0.5)
+    assert not m2.synaptic and torch.equal(m(x).y, m2(x).y)
+    m3 = SpikingRNN(c, 2, 1, dtype=F64, tau_syn_ms=3.0)
+    with pytest.raises(RuntimeError, match="tau_syn_ms"):  # a present key with the wrong shape still fails loudly
+        bad = m3.state_dict()
+        bad["tau_syn_ms"] = torch.zeros(3, dtype=F64)
+        m.load_state_dict(bad)
