@@ -24,7 +24,9 @@ naming neurons of unknown/mixed sign); ``"keep"`` — neurons with a declared si
 (raises if an initial weight contradicts it), neurons with sign 0 keep each edge's initial sign (an edge of
 initial weight 0 takes the neuron's edge sign, else +1); ``"none"`` — unconstrained; ``"auto"`` — ``"keep"``
 if any neuron has a nonzero sign, else ``"none"``. ``circuit.input_sign`` constrains the rows of ``W_in``,
-``circuit.output_sign`` the columns of ``W_out`` (0 = free).
+``circuit.output_sign`` the columns of ``W_out`` (0 = free). ``input_channel_sign`` (model argument, ``(n_in,)``
+of +1/−1/0) constrains the *columns* of ``W_in`` instead — Dale's law on the input channels, e.g. the MDGL
+source's 33 excitatory and 7 inhibitory inputs — and must agree with ``circuit.input_sign`` where both are set.
 
 Speed and exactness: the input currents ``W_in x^t`` of all steps and the readout are computed by one batched
 GEMM each (:func:`time_linear`), the recurrent current by one ``addmm`` per step on dense, pre-masked weights.
@@ -371,7 +373,8 @@ class _CircuitRNN(nn.Module):
 
     def _setup_weights(self, circuit: Circuit, n_in: int, n_out: int, *, sign_constraint: str,
                        allow_autapses: bool, w_in: Any, w_out: Any, w_out_init: str, readout_bias: bool,
-                       gap_scale: float, dtype: torch.dtype, device: torch.device, w_in_init: str = "normal") -> None:
+                       gap_scale: float, dtype: torch.dtype, device: torch.device, w_in_init: str = "normal",
+                       input_channel_sign: Any = None) -> None:
         if not isinstance(circuit, Circuit):
             raise TypeError(f"expected a Circuit, got {type(circuit).__name__}")
         for name, kind in (("w_in_init", w_in_init), ("w_out_init", w_out_init)):
@@ -437,6 +440,19 @@ class _CircuitRNN(nn.Module):
         Sin = np.zeros((n, self.n_in))
         if circuit.input_sign is not None:
             Sin = np.broadcast_to(np.asarray(circuit.input_sign, np.float64)[:, None], (n, self.n_in)).copy()
+        if input_channel_sign is not None:  # Dale's law on the inputs: one sign per input channel (column)
+            cs = np.asarray(input_channel_sign, dtype=np.float64)
+            if cs.shape != (self.n_in,) or not np.isin(cs, (-1.0, 0.0, 1.0)).all():
+                raise ValueError(f"input_channel_sign must be {self.n_in} values in {{+1, -1, 0}} (one per input "
+                                 f"channel), got shape {cs.shape}")
+            C = np.broadcast_to(cs[None, :], (n, self.n_in))
+            clash = np.argwhere((Sin != 0) & (C != 0) & (Sin != C) & Min)
+            if clash.size:
+                j, k = clash[0]
+                raise ValueError(f"input_channel_sign contradicts circuit.input_sign at {len(clash)} synapse(s), "
+                                 f"first neuron {circuit.node_ids[j]!r} (sign {int(Sin[j, k])}) from input channel "
+                                 f"{k} (sign {int(C[j, k])})")
+            Sin = np.where(C != 0, C, Sin)
         Sin = Sin * Min
         w_in, name = (circuit.input_weights, "circuit.input_weights") if w_in is None else (w_in, "w_in")
         if w_in is None:  # drawn from torch's global RNG (torch.manual_seed makes it reproducible)
@@ -611,8 +627,8 @@ class SpikingRNN(_CircuitRNN):
         surrogate: name, config or :class:`~spikelearn.neurons.Surrogate` (default ``"eprop"``, γ_pd = 0.3).
         detach_reset: stop gradients through the reset term.
         dt_ms: step. gap_scale: multiplier of the circuit's gap conductances (0 disables them).
-        sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, readout_bias: see the module
-            docstring.
+        sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, input_channel_sign, readout_bias: see
+            the module docstring.
         dtype: default float32. device: ``None`` (CPU), a device, or ``"auto"`` (CUDA when available).
     """
 
@@ -623,7 +639,7 @@ class SpikingRNN(_CircuitRNN):
                  readout: str = "filtered_spikes", readout_norm: bool = True, surrogate: Any = "eprop",
                  detach_reset: bool = False, dt_ms: float = 1.0, gap_scale: float = 1.0, sign_constraint: str = "auto",
                  allow_autapses: bool = False, w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot",
-                 w_in_init: str = "normal",
+                 w_in_init: str = "normal", input_channel_sign: Any = None,
                  readout_bias: bool = True, dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         self._store_config(n_in=n_in, n_out=n_out, scaling=scaling, tau_mem_ms=tau_mem_ms,
@@ -633,7 +649,8 @@ class SpikingRNN(_CircuitRNN):
                            detach_reset=detach_reset, dt_ms=dt_ms,
                            gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
-                           readout_bias=readout_bias, dtype=dtype, device=device)
+                           input_channel_sign=input_channel_sign, readout_bias=readout_bias, dtype=dtype,
+                           device=device)
         if scaling not in ("A", "B"):
             raise ValueError(f"scaling must be 'A' or 'B', got {scaling!r}")
         if refractory not in ("lsnn", "counter"):
@@ -643,7 +660,8 @@ class SpikingRNN(_CircuitRNN):
         dt, dev = _resolve_dtype(dtype), _resolve_device(device)
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                             w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
-                            readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev)
+                            readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev,
+                            input_channel_sign=input_channel_sign)
         n = circuit.n
         self.scaling, self.refractory, self.readout = scaling, refractory, readout
         if not isinstance(readout_norm, (bool, np.bool_)):
@@ -849,8 +867,8 @@ class RateRNN(_CircuitRNN):
         hidden_bias: add a trainable bias ``b_rec`` to the drive (``b`` of R1).
         readout_from: ``"r"`` (rates, default) or ``"h"`` (pre-activation).
         gap_scale: gap-junction current ``Σ_i G_ji (h_i^{t-1} − h_j^{t-1})`` added to the drive.
-        sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, readout_bias, dtype, device: as
-            :class:`SpikingRNN`.
+        sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, input_channel_sign, readout_bias, dtype,
+            device: as :class:`SpikingRNN`.
     """
 
     def __init__(self, circuit: Circuit, n_in: int, n_out: int, *, form: str = "pre_activation",
@@ -858,7 +876,7 @@ class RateRNN(_CircuitRNN):
                  hidden_bias: bool = False, readout_from: str = "r", readout_bias: bool = True,
                  gap_scale: float = 1.0, sign_constraint: str = "auto", allow_autapses: bool = False,
                  w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", w_in_init: str = "normal",
-                 dtype: Any = None, device: Any = None) -> None:
+                 input_channel_sign: Any = None, dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         if form not in RATE_FORMS:
             raise ValueError(f"form must be one of {RATE_FORMS}, got {form!r}")
@@ -868,12 +886,13 @@ class RateRNN(_CircuitRNN):
         self._store_config(n_in=n_in, n_out=n_out, form=form, activation=activation, tau_ms=tau_ms, dt_ms=dt_ms,
                            thr=thr, hidden_bias=hidden_bias, readout_from=readout_from, readout_bias=readout_bias,
                            gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
-                           w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init, dtype=dtype,
-                           device=device)
+                           w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
+                           input_channel_sign=input_channel_sign, dtype=dtype, device=device)
         dt, dev = _resolve_dtype(dtype), _resolve_device(device)
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                             w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
-                            readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev)
+                            readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev,
+                            input_channel_sign=input_channel_sign)
         self.form, self.activation, self.dt_ms, self.thr = form, activation, float(dt_ms), float(thr)
         self.readout_from = readout_from
         tau = _per_neuron(circuit.neuron_params.get("tau_ms", tau_ms), circuit.n, "tau_ms")

@@ -633,3 +633,28 @@ def test_loading_a_model_leaves_the_global_rng_alone(tmp_path):
     torch.manual_seed(5)
     load(tmp_path / "m.pt")
     assert torch.equal(torch.rand(3), a)
+
+
+@pytest.mark.parametrize("model_cls", [SpikingRNN, RateRNN])
+def test_input_channel_signs_hold_through_training_and_clashes_are_named(model_cls):
+    """input_channel_sign constrains W_in's columns (Dale's law on the inputs): kept after 50 Adam steps pushing
+    every input weight towards the opposite sign; a clash with circuit.input_sign names neuron and channel."""
+    c = generators.erdos_renyi(10, 0.5, g=1.0, seed=1)
+    cs = [1, 1, -1, 0]
+    m = model_cls(c, 4, 2, dtype=F64, input_channel_sign=cs)
+    W0 = m.effective_weights().W_in.detach()
+    assert (W0[:, :2] >= 0).all() and (W0[:, 2] <= 0).all() and (W0[:, 3] < 0).any() and (W0[:, 3] > 0).any()
+    opt = torch.optim.Adam(m.parameters(), lr=0.05)
+    for _ in range(50):
+        opt.zero_grad()
+        (m.effective_weights().W_in * torch.tensor([1.0, 1.0, -1.0, 0.0], dtype=F64)).sum().backward()
+        opt.step()
+    W = m.effective_weights().W_in.detach()
+    assert (W[:, :2] >= 0).all() and (W[:, 2] <= 0).all()
+    assert float(W[:, :3].abs().sum()) < 0.5 * float(W0[:, :3].abs().sum())  # pushed towards 0, not across
+    signed = Circuit.from_dense(c.weights(dense=True), mask=c.mask(dense=True), input_sign=[1] * 5 + [0] * 5,
+                                node_ids=[f"n{k}" for k in range(10)])
+    with pytest.raises(ValueError, match="contradicts circuit.input_sign.*'n0'.*channel 2"):
+        model_cls(signed, 4, 2, input_channel_sign=cs)
+    with pytest.raises(ValueError, match="input_channel_sign must be 4 values"):
+        model_cls(c, 4, 2, input_channel_sign=[1, 2, 0, 0])
