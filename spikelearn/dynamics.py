@@ -13,7 +13,8 @@ out). :func:`linearise` runs the model once and returns a :class:`Linearisation`
 * ``murray`` (state ``r``; ``(r, h)`` with gap junctions): ``J = diag(1−γ) + diag(γ f'(u^t)) W_rec``;
 * spiking (state ``(v, a, i)``, ``a`` only with adaptive neurons, ``i`` only with current-based synapses),
   ``δz = ψ^{t-1} (δv − β δa)``: ``δi' = α_s δi + c W_rec δz``, ``δv' = α δv + δi' + c G̃ δv − r_on v_th δz``
-  (without synapses ``δi' = c W_rec δz`` is not a state), ``δa' = ρ δa + c_a δz``
+  (without synapses ``δi' = c W_rec δz`` is not a state), ``δa' = ρ δa + c_a δz``; with ``reset="zero"`` the leak is
+  ``α (1 − z^{t-1})`` and the reset term ``−r_on α v^{t-1} δz`` (spike ``z`` a constant, as in BPTT)
 
 with ``c`` the model's per-neuron input factor, ``G̃ = G − diag(G 1)`` the gap-junction Laplacian and ``r_on`` the
 reset derivative switch. Every factor is computed from the (differentiable) trajectory and effective weights, so
@@ -141,7 +142,7 @@ class Linearisation:
         if self.synaptic:
             assert self.alpha_syn is not None
             rec = self.alpha_syn[:, None] * Q[:, -n:] + rec  # δi' = α_s δi + c W δz
-        dv = self.leak[:, None] * qv + rec - self.reset[:, None] * pre
+        dv = _per(self.leak, t) * qv + rec - _per(self.reset, t) * pre
         if self.gap is not None:
             dv = dv + P * _wmul(self.gap, qv)
         blocks = [dv]
@@ -167,6 +168,11 @@ class Linearisation:
         eye = torch.eye(self.n_state, dtype=self.W.dtype, device=self.W.device)[None]
         eye = eye.expand(self.batch, -1, -1)
         return self.apply(t, eye)[b]
+
+
+def _per(f: Tensor, t: int) -> Tensor:
+    """A per-neuron factor ``(N,)`` or a per-step one ``(T, B, N)`` as ``(·, N, 1)`` for step ``t``."""
+    return f[:, None] if f.dim() == 1 else f[t][..., None]
 
 
 def _wmul(W: Tensor, X: Tensor) -> Tensor:
@@ -263,14 +269,25 @@ def _linearise_spiking(model: SpikingRNN, x: Tensor, state0: Any, r_on: bool) ->
     psi_prev = _prev(torch.zeros_like(rec.psi[0]), rec.psi)  # ψ of the given initial state := 0 (z^0 is given)
     W = model.effective_weights().W_rec
     states = _spiking_states(k, rec.v, rec.a, rec.i_syn)
-    return Linearisation("spiking", model.n, T, B, model.dt_ms, W, psi_prev, k["c_in"], leak=k["leak"],
-                         gap=k["gap"], rho=k["rho"], c_a=k["c_a"], beta=k["beta"], reset=k["reset"], states=states,
+    leak, reset = k["leak"], k["reset"]
+    if model.reset == "zero":  # v^t = α (1 − z^{t-1}) v^{t-1} + …: per-step leak, reset derivative −α v^{t-1}
+        if state0 is None:
+            state0 = model.init_state(B)
+        z_prev = _prev(state0.z.to(rec.z.dtype), rec.z).detach()
+        v_prev = _prev(state0.v.to(rec.v.dtype), rec.v)
+        leak = k["leak"] * (1.0 - z_prev)
+        reset = k["leak"] * v_prev * float(r_on)
+    return Linearisation("spiking", model.n, T, B, model.dt_ms, W, psi_prev, k["c_in"], leak=leak,
+                         gap=k["gap"], rho=k["rho"], c_a=k["c_a"], beta=k["beta"], reset=reset, states=states,
                          alpha_syn=k["alpha_syn"])
 
 
 def _linearise_spiking_rate(model: SpikingRNN, x: Tensor, state0: Any, r_on: bool, width: float
                             ) -> Linearisation:
     """Escape-noise mean-field map of a spiking network (spikes -> expected spikes; no refractoriness)."""
+    if model.reset == "zero":
+        raise ValueError("jacobian='rate' (escape-noise mean field) is written for the subtractive reset; a model "
+                         "with reset='zero' needs jacobian='surrogate'")
     x = model._prep_x(x)
     T, B, _ = x.shape
     if state0 is None:

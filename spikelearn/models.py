@@ -626,6 +626,9 @@ class SpikingRNN(_CircuitRNN):
             by the constant factor (1−κ) in the readout, and every rule's readout credit uses the same ``c_κ``.
         surrogate: name, config or :class:`~spikelearn.neurons.Surrogate` (default ``"eprop"``, γ_pd = 0.3).
         detach_reset: stop gradients through the reset term.
+        reset: ``"subtract"`` (default: ``v^t = α v^{t-1} + … − v_th z^{t-1}``, §1.1) or ``"zero"`` (snnTorch's
+            ``reset_mechanism="zero"``: ``v^t = α (1 − z^{t-1}) v^{t-1} + …``, the membrane is set to 0 before the
+            leak of the step after a spike; :mod:`spikelearn.neurons.lif`).
         dt_ms: step. gap_scale: multiplier of the circuit's gap conductances (0 disables them).
         sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, input_channel_sign, readout_bias: see
             the module docstring.
@@ -636,7 +639,8 @@ class SpikingRNN(_CircuitRNN):
                  tau_mem_ms: Any = 20.0, tau_adapt_ms: Any = 2000.0, tau_syn_ms: Any = 0.0, v_th: Any = None,
                  beta: Any = None, n_adaptive: int = 0, n_ref: Any = 5, refractory: str = "lsnn",
                  tau_out_ms: float = 20.0, readout: str = "filtered_spikes", readout_norm: bool = True, surrogate: Any = "eprop",
-                 detach_reset: bool = False, dt_ms: float = 1.0, gap_scale: float = 1.0, sign_constraint: str = "auto",
+                 detach_reset: bool = False, reset: str = "subtract", dt_ms: float = 1.0, gap_scale: float = 1.0,
+                 sign_constraint: str = "auto",
                  allow_autapses: bool = False, w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot",
                  w_in_init: str = "normal", input_channel_sign: Any = None,
                  readout_bias: bool = True, dtype: Any = None, device: Any = None) -> None:
@@ -646,7 +650,7 @@ class SpikingRNN(_CircuitRNN):
                            n_adaptive=n_adaptive, n_ref=n_ref,
                            refractory=refractory, tau_out_ms=tau_out_ms, readout=readout,
                            readout_norm=readout_norm, surrogate=make_surrogate(surrogate),
-                           detach_reset=detach_reset, dt_ms=dt_ms,
+                           detach_reset=detach_reset, reset=reset, dt_ms=dt_ms,
                            gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                            input_channel_sign=input_channel_sign, readout_bias=readout_bias, dtype=dtype,
@@ -655,6 +659,9 @@ class SpikingRNN(_CircuitRNN):
             raise ValueError(f"scaling must be 'A' or 'B', got {scaling!r}")
         if refractory not in ("lsnn", "counter"):
             raise ValueError(f"refractory must be 'lsnn' or 'counter', got {refractory!r}")
+        if reset not in ("subtract", "zero"):
+            raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}")
+        self.reset = reset
         if readout not in ("filtered_spikes", "filtered_current"):
             raise ValueError(f"readout must be 'filtered_spikes' or 'filtered_current', got {readout!r}")
         dt, dev = _resolve_dtype(dtype), _resolve_device(device)
@@ -734,7 +741,8 @@ class SpikingRNN(_CircuitRNN):
         return ALIFConstants(alpha=alpha, rho=rho, c_in=c_in, c_a=c_a, v_th=self.v_th, beta=self.beta,
                              n_block=n_block, detach_reset=self.detach_reset,
                              adaptive=bool((self.beta != 0).any()), refractory=bool((n_block > 0).any()),
-                             alpha_syn=synaptic_decay(self.dt_ms, self.tau_syn_ms), synaptic=self.synaptic)
+                             alpha_syn=synaptic_decay(self.dt_ms, self.tau_syn_ms), synaptic=self.synaptic,
+                             reset_zero=self.reset == "zero")
 
     @property
     def synaptic(self) -> bool:

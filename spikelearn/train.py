@@ -582,6 +582,10 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"[rule] {cfg.rule.name!r} does not support current-based synapses ([model.options] "
                           f"tau_syn_ms = {tau_syn!r}); use tau_syn_ms = 0, or a rule that does (bptt, tbptt, eprop, "
                           f"reward)")
+    reset = cfg.model.options.get("reset", "subtract") if cfg.model.type == "spiking" else "subtract"
+    if not getattr(RULES[cfg.rule.name], "zero_reset", True) and reset == "zero":
+        raise ConfigError(f"[rule] {cfg.rule.name!r} does not support [model.options] reset = \"zero\"; use "
+                          f"reset = \"subtract\", or a rule that does (bptt, tbptt, eprop)")
     opt = _optimizer_classes()
     if cfg.optimizer.name.lower() not in opt:
         raise ConfigError(f"[optimizer] name {cfg.optimizer.name!r} unknown; torch.optim offers {sorted(opt)}")

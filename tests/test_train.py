@@ -489,3 +489,8 @@ def test_current_based_synapses_from_a_run_config(tmp_path):
     for rule in ("mdgl", "modprop"):
         with pytest.raises(ConfigError, match=f"'{rule}' does not support current-based synapses.*tau_syn_ms"):
             validate_config(cfg(tmp_path / rule, rule))
+    zero = dataclasses.replace(cfg(tmp_path / "z", "reward"), model=ModelConfig(type="spiking", options={
+        "n_adaptive": 12, "reset": "zero"}))
+    with pytest.raises(ConfigError, match="'reward' does not support \\[model.options\\] reset"):
+        validate_config(zero)
+    validate_config(dataclasses.replace(zero, rule=RuleConfig(name="eprop")))

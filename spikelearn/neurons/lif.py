@@ -11,6 +11,8 @@ One step ``t`` (``dt_ms`` per step), per neuron ``j``, with ``I_j^t`` the synapt
     ψ^t = (γ_pd/v_th) max(0, 1 − |v^t − A^t|/v_th)          (eprop surrogate; 0 while refractory)
 
 Reset is by subtraction of the *baseline* ``v_th`` (not of ``A``). Recurrent spikes act with a one-step delay.
+``reset="zero"`` instead sets the membrane to 0 before the leak of the step after a spike (snnTorch's
+``reset_mechanism="zero"``): ``v^t = α (1 − z^{t-1}) v^{t-1} + c_in I^t`` (the step's input still counts).
 Refractoriness is a counter ``ref`` of blocked steps left: after a spike at ``t`` the neuron is blocked for the
 next ``n_ref`` steps (``"lsnn"``: z forced to 0 if it spiked in any of the previous ``n_ref`` steps) or
 ``n_ref − 1`` steps (``"counter"``, the e-prop ``EligALIF`` convention). The refractory mask is a constant.
@@ -81,6 +83,8 @@ class LIFParams:
         refractory: ``"lsnn"`` (blocks ``n_ref`` steps) or ``"counter"`` (blocks ``n_ref − 1`` steps).
         detach_reset: stop the gradient through the reset term ``−v_th z^{t-1}``.
         tau_syn_ms: synaptic-current time constant τ_s (ms); 0 (default) = no synaptic filter (module docstring).
+        reset: ``"subtract"`` (``−v_th z^{t-1}``, default) or ``"zero"`` (``v^{t-1} ← 0`` after a spike, before the
+            leak; module docstring).
     """
 
     tau_mem_ms: Scalar = 20.0
@@ -93,8 +97,11 @@ class LIFParams:
     refractory: Literal["lsnn", "counter"] = "lsnn"
     detach_reset: bool = False
     tau_syn_ms: Scalar = 0.0
+    reset: Literal["subtract", "zero"] = "subtract"
 
     def __post_init__(self) -> None:
+        if self.reset not in ("subtract", "zero"):
+            raise ValueError(f"reset must be 'subtract' or 'zero', got {self.reset!r}")
         if self.scaling not in ("A", "B"):
             raise ValueError(f"scaling must be 'A' or 'B', got {self.scaling!r}")
         if self.refractory not in ("lsnn", "counter"):
@@ -134,7 +141,8 @@ class LIFParams:
         return ALIFConstants(alpha=alpha, rho=rho, c_in=c_in, c_a=c_a, v_th=t(self.v_th), beta=beta,
                              n_block=n_block, detach_reset=self.detach_reset,
                              adaptive=bool((beta != 0).any()), refractory=bool((n_block > 0).any()),
-                             alpha_syn=synaptic_decay(self.dt_ms, tau_s), synaptic=bool((tau_s > 0).any()))
+                             alpha_syn=synaptic_decay(self.dt_ms, tau_s), synaptic=bool((tau_s > 0).any()),
+                             reset_zero=self.reset == "zero")
 
 
 class ALIFConstants(NamedTuple):
@@ -152,6 +160,7 @@ class ALIFConstants(NamedTuple):
     refractory: bool  # any n_block > 0
     alpha_syn: Tensor | None = None  # synaptic-current decay exp(−dt/τ_s) (0 where τ_s = 0)
     synaptic: bool = False           # any τ_s > 0 (else there is no synaptic current)
+    reset_zero: bool = False         # reset="zero": v ← 0 after a spike (else subtract v_th)
 
 
 class ALIFState(NamedTuple):
@@ -239,7 +248,8 @@ def alif_update(c: ALIFConstants, state: ALIFState, drive: Tensor, surrogate: Su
     """
     # Written with fused float ops (addcmul, sign/relu instead of comparisons): this runs once per step.
     # LIF with a hard threshold, when ψ is needed (training or a record): the fused single-node step.
-    if (need_aux or torch.is_grad_enabled()) and not c.adaptive and not surrogate.smooth and surrogate.name != "custom":
+    if ((need_aux or torch.is_grad_enabled()) and not c.adaptive and not surrogate.smooth
+            and surrogate.name != "custom" and not c.reset_zero):
         free = (1.0 - state.ref).relu_() if c.refractory else None
         v, z, psi = _LIFMembraneSpike.apply(drive, state.v, state.z, c.alpha, c.v_th, free, surrogate,
                                             c.detach_reset)
@@ -250,7 +260,10 @@ def alif_update(c: ALIFConstants, state: ALIFState, drive: Tensor, surrogate: Su
             aux = ALIFAux(thr=c.v_th.expand_as(v), psi=psi, refractory=refractory)
         return ALIFState(v=v, a=state.a, z=z, ref=ref, i_syn=state.i_syn), aux
     z_prev = state.z.detach() if c.detach_reset else state.z
-    v = torch.addcmul(torch.addcmul(drive, c.alpha, state.v), c.v_th, z_prev, value=-1.0)
+    if c.reset_zero:  # v^t = α (1 − z^{t-1}) v^{t-1} + drive
+        v = torch.addcmul(drive, c.alpha, state.v * (1.0 - z_prev))
+    else:
+        v = torch.addcmul(torch.addcmul(drive, c.alpha, state.v), c.v_th, z_prev, value=-1.0)
     if c.adaptive:
         a = torch.addcmul(c.rho * state.a, c.c_a, state.z)
         thr = torch.addcmul(c.v_th, c.beta, a)

@@ -98,7 +98,10 @@ def spiking_forward(model: Any, x: Tensor, *, detach_rec: bool, detach_reset: bo
             vn = v.detach() if detach_rec else v
             drive = drive + c_in * (vn @ G_off.T + v * g_self)
         z_reset = z_out.detach() if detach_reset else z_out
-        v = c.alpha * v + drive - c.v_th * z_reset
+        if c.reset_zero:  # v^t = α (1 − z^{t-1}) v^{t-1} + drive (the gap current above used v^{t-1})
+            v = c.alpha * v * (1.0 - z_reset) + drive
+        else:
+            v = c.alpha * v + drive - c.v_th * z_reset
         a = c.rho * a + c.c_a * z_loc if c.adaptive else a
         thr = c.v_th + c.beta * a
         u = (v - thr) / c.v_th

@@ -33,6 +33,11 @@ Two implementations of the same sums, both explicit (no autograd on ``W_in``/``W
 Gap junctions: the neuron's own term ``(G_jj − Σ_i G_ji) v_j^{t-1}`` belongs to its local leak; the potentials of
 other neurons are treated like recurrent spikes (dropped).
 
+Reset to zero (``reset="zero"``, ``v^t = α (1 − z^{t-1}) v^{t-1} + …``): the local leak becomes ``α (1 − z_j^{t-1})``
+(the neuron's own spike, a constant on the detached graph), so the traces are no longer presynaptic-only, and the
+reset path of ``reset_in_trace`` is ``∂v_j^t/∂z_j^{t-1} = −α v_j^{t-1}``; batched mode also keeps ``v`` of the
+record.
+
 Current-based synapses (``tau_syn_ms > 0``): the synaptic current ``i_j`` is part of neuron ``j``'s local state,
 ``i_j^t = α_s,j i_j^{t-1} + c_in,j Σ_i W_ji pre_i^t``, so ``∂v_j^t/∂W_ji`` through the local dynamics is
 ``c_in,j P_ji^t`` with the synaptically filtered presynaptic signal ``P_ji^t = α_s,j P_ji^{t-1} + pre_i^t``: every
@@ -253,6 +258,7 @@ class _Consts(NamedTuple):
     c_kappa: float     # readout filter input factor (1 − κ, or 1 without readout normalisation)
     dt_ms: float
     alpha_syn: Tensor | None = None  # (N,) synaptic-current decay α_s (current-based synapses), else None
+    reset_zero: bool = False         # reset="zero": local leak α (1 − z^t) + gap term, reset path −α v^t
 
 
 # ----------------------------------------------------------------------------------------------- rule
@@ -333,11 +339,13 @@ class EProp:
             idx = torch.nonzero(beta).flatten().tolist()
             if idx == list(range(idx[0], idx[-1] + 1)):
                 sl_a = slice(idx[0], idx[-1] + 1)
-        presyn = (not self.reset_in_trace) and bool((leak == leak[0]).all())
+        reset_zero = bool(c.reset_zero)
+        presyn = (not self.reset_in_trace) and (not reset_zero) and bool((leak == leak[0]).all())
         alpha_syn = vec(c.alpha_syn) if c.synaptic else None
         return _Consts(N=N, alpha=alpha, leak=leak, rho=vec(c.rho), c_in=c_in, c_a=vec(c.c_a), v_th=vec(c.v_th),
                        beta=beta, adaptive=adaptive, sl_a=sl_a, presyn=presyn, kappa=float(model.kappa),
-                       c_kappa=float(model.c_kappa), dt_ms=float(model.dt_ms), alpha_syn=alpha_syn)
+                       c_kappa=float(model.c_kappa), dt_ms=float(model.dt_ms), alpha_syn=alpha_syn,
+                       reset_zero=reset_zero)
 
     def feedback_matrix(self, model: nn.Module) -> Tensor:
         """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
@@ -354,8 +362,8 @@ class EProp:
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
             assert grads is not None
             return loss, grads
-        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
-                                                    ("x", "z", "psi", "z_filt"))
+        fields = ("x", "z", "psi", "z_filt") + (("v",) if getattr(model, "reset", "subtract") == "zero" else ())
+        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
         with torch.no_grad():
             dW_pre, dW_out, db_out = self._batched(model, recs, dE_dy)
         return loss, self._grads(model, dW_pre, dW_out, db_out)
@@ -464,11 +472,12 @@ class EProp:
             L = torch.matmul(dE_dy, Bfb.T)  # (T_c, B, N)
             s = state
             for t in range(rec.z.shape[0]):
-                s = self._step(k, s, rec.x[t], rec.z[t], rec.psi[t], rec.z_filt[t], L[t], dE_dy[t])
+                s = self._step(k, s, rec.x[t], rec.z[t], rec.psi[t], rec.z_filt[t], L[t], dE_dy[t],
+                               rec.v[t] if k.reset_zero else None)
         return s
 
     def _step(self, k: _Consts, s: EPropState, x: Tensor, z: Tensor, psi: Tensor, zf: Tensor, L: Tensor,
-              dE_dy: Tensor) -> EPropState:
+              dE_dy: Tensor, v: Tensor | None = None) -> EPropState:
         col = lambda v: v[:, None, None]  # noqa: E731  (N,) -> (N, 1, 1)
         A = k.sl_a
         kap, omk = k.kappa, k.c_kappa
@@ -522,10 +531,17 @@ class EProp:
                 eps_a.mul_(col(k.rho[A]) - psiT[A] * col(k.c_a[A] * k.beta[A]))
                 eps_a.addcmul_(psiT[A] * col(k.c_a[A] * k.c_in[A]), ev)
         if not k.presyn:
-            eps_v.mul_(col(k.leak))
-            if self.reset_in_trace:
-                assert e is not None
-                eps_v.addcmul_(col(k.v_th), e, value=-1.0)
+            if k.reset_zero:  # ∂v^{t+1}/∂v^t = α (1 − z^t) + gap term; reset path ∂v^{t+1}/∂z^t = −α v^t
+                assert v is not None
+                eps_v.mul_((k.leak[:, None] - k.alpha[:, None] * z.T)[:, :, None])
+                if self.reset_in_trace:
+                    assert e is not None
+                    eps_v.addcmul_((k.alpha[:, None] * v.T)[:, :, None], e, value=-1.0)
+            else:
+                eps_v.mul_(col(k.leak))
+                if self.reset_in_trace:
+                    assert e is not None
+                    eps_v.addcmul_(col(k.v_th), e, value=-1.0)
         return s._replace(t=t, z_prev=z, eps_v=eps_v, eps_a=eps_a, e_bar=e_bar, acc=acc, acc_out=acc_out,
                           acc_bout=acc_bout, spikes=spikes)
 
@@ -616,11 +632,13 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
     dv = torch.zeros(B, N, **kw)  # dE/dv^{t+1} on the local graph
     da = torch.zeros(B, N, **kw)  # dE/da^{t+1}
     syn = getattr(k, "alpha_syn", None) is not None
+    zero = bool(getattr(k, "reset_zero", False))  # reset="zero": recs carry v as a fifth field
     di = torch.zeros(B, N, **kw)  # dE/di^{t+1} (current-based synapses)
     t1 = dE_dy.shape[0]
     credits = iter(credits)
     for ci in range(len(recs) - 1, -1, -1):
-        x_c, z_c, psi_c, zf_c = recs[ci]
+        x_c, z_c, psi_c, zf_c = recs[ci][:4]
+        v_c = recs[ci][4] if zero else None
         sig = next(credits)
         Tc = z_c.shape[0]
         if sig.shape[0] != Tc:
@@ -630,14 +648,14 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
             dz = sig[i]
             if k.adaptive:
                 dz = torch.addcmul(dz, k.c_a, da)
-            if reset_in_trace:
-                dz = torch.addcmul(dz, k.v_th, dv, value=-1.0)
+            if reset_in_trace:  # dv is dE/dv^{t+1} here
+                dz = torch.addcmul(dz, k.alpha * v_c[i] if zero else k.v_th, dv, value=-1.0)
             pdz = psi_c[i] * dz
             if nonlocal_credit is not None:
                 nl = nonlocal_credit(dv, t1 - Tc + i)
                 if nl is not None:
                     pdz = pdz + nl
-            dv = torch.addcmul(pdz, k.leak, dv)
+            dv = torch.addcmul(pdz, k.leak - k.alpha * z_c[i] if zero else k.leak, dv)
             if k.adaptive:
                 da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
             if syn:  # dE/di^t = dE/dv^t + α_s dE/di^{t+1}

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, refuse_synaptic
+from spikelearn.rules.base import Grads, LossFn, refuse_reset_zero, refuse_synaptic
 from spikelearn.rules.eprop import (EProp, EPropState, _detached, local_adjoint_scan, readout_credit_chunks,
                                    record_and_output_error, recs_chunk, run_online)
 
@@ -49,6 +49,9 @@ VARIANTS = ("mdgl", "exact", "nonlocal", "online")
 # ----------------------------------------------------------------------------------------------- cell types
 _SYN_WHY = ("its modulatory term is derived for drives that reach the membrane in the step they arrive; with a "
             "synaptic current the one-hop term would need the neighbours' synaptic filters (not derived)")
+
+
+_RESET_WHY = "its modulatory term and traces follow the source's subtractive reset (not derived for a reset to zero)"
 
 
 def cell_type_index(model: nn.Module, cell_types: Any = "ei") -> tuple[Tensor, list]:
@@ -199,6 +202,7 @@ class MDGL:
 
     online = True
     model_types = ("spiking", "rate")
+    zero_reset = False        # reset="zero" not derived (refused, see rules.base.refuse_reset_zero)
     current_synapses = False  # no derivation with a synaptic filter (refused, see rules.base.refuse_synaptic)
 
     def __post_init__(self) -> None:
@@ -256,6 +260,7 @@ class MDGL:
             return self._rate_gradients(model, x, y, mask, loss_fn)
         self._eprop._check_model(model)
         refuse_synaptic(model, "MDGL", _SYN_WHY)
+        refuse_reset_zero(model, "MDGL", _RESET_WHY)
         if self.mode == "online":
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
             assert grads is not None
@@ -338,6 +343,7 @@ class MDGL:
         if self.variant != "online":
             raise ValueError(f"MDGL: the online form exists for variant='online' only, not {self.variant!r}")
         refuse_synaptic(model, "MDGL", _SYN_WHY)
+        refuse_reset_zero(model, "MDGL", _RESET_WHY)
         ep = self._eprop.init(model, batch_size, n_steps=n_steps)
         return MDGLState(ep=ep, e_bar_prev=torch.zeros_like(ep.e_bar),
                          psi_bar=torch.zeros(int(batch_size), model.n, dtype=model.dtype, device=model.device),

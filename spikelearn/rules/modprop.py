@@ -42,7 +42,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, refuse_synaptic
+from spikelearn.rules.base import Grads, LossFn, refuse_reset_zero, refuse_synaptic
 from spikelearn.rules.eprop import (EProp, _check_common, feedback_matrix, local_adjoint_scan, readout_credit_chunks,
                                     record_and_output_error, run_online, weight_grads)
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
@@ -117,6 +117,7 @@ class ModProp:
 
     online = True
     model_types = ("rate", "spiking")
+    zero_reset = False        # reset="zero" not derived (refused, see rules.base.refuse_reset_zero)
     current_synapses = False  # no derivation with a synaptic filter (refused, see rules.base.refuse_synaptic)
 
     def __post_init__(self) -> None:
@@ -141,6 +142,8 @@ class ModProp:
             refuse_synaptic(model, "ModProp", "its filter taps are derived for drives that reach the membrane in "
                             "the step they arrive (ALGORITHMS.md §4.2); a synaptic current adds a second filter per "
                             "hop (not derived)")
+            refuse_reset_zero(model, "ModProp", "its spiking credit follows the subtractive reset (not derived for a "
+                              "reset to zero)")
             return True
         if isinstance(model, RateRNN):
             if model.form not in _RATE_FORMS:

@@ -38,7 +38,7 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, output_error
+from spikelearn.rules.base import Grads, LossFn, output_error, refuse_reset_zero
 
 __all__ = ["RewardModulated"]
 
@@ -71,6 +71,7 @@ class RewardModulated:
 
     online = False
     model_types = ("rate", "spiking")
+    zero_reset = False        # reset="zero" not derived (refused, see rules.base.refuse_reset_zero)
 
     def __post_init__(self) -> None:
         if not self.noise_std > 0:
@@ -83,6 +84,8 @@ class RewardModulated:
             raise ValueError(f"RewardModulated: readout must be 'exact' or 'none', got {self.readout!r}")
 
     def _setup(self, model: nn.Module) -> tuple[str, Tensor, Tensor]:
+        refuse_reset_zero(model, "RewardModulated", "the exploration noise enters through v^{t-1}, which a reset to "
+                          "zero discards after a spike, so the eligibility would credit noise that had no effect")
         from spikelearn.models import RateRNN, SpikingRNN
 
         if getattr(model, "gap", None) is not None:

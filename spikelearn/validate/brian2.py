@@ -4,7 +4,8 @@ The export writes out the model of ALGORITHMS.md §1.1 as Brian2 equations with 
 :mod:`spikelearn.neurons.lif` (one Brian2 step = one spikelearn step, float64)::
 
     dv/dt = -v/tau_m     dA/dt = -a/tau_a          (method="exact": v ← α v, a ← ρ a)
-    v ← v + I_syn + I_ff + I_gap − v_th z           (I_* already scaled by c_in, z = spike of the previous step)
+    v ← v + I_syn + I_ff + I_gap − v_th z           (I_* already scaled by c_in, z = spike of the previous step;
+                                                     reset="zero": v ← v (1 − z) + I_syn + I_ff + I_gap)
     I_syn ← 0                                        (current-based synapses: I_syn ← α_s I_syn, I_ff joins I_syn)
     a ← a + c_a z
     spike if (v − (v_th + β a))/v_th > 0 and not refractory;  reset: z = 1, ref = n_block
@@ -83,6 +84,7 @@ class ExportSpec:
     adaptive: bool
     gamma_pd: float | None  # e-prop surrogate's γ_pd (None for other surrogates)
     alpha_syn: np.ndarray | None = None  # (N,) synaptic-current decay (current-based synapses), else None
+    reset_zero: bool = False  # reset="zero": v ← 0 after a spike, before the leak (else subtract v_th)
 
 
 def _np(t: Any) -> np.ndarray:
@@ -123,7 +125,7 @@ def export_spec(model: Any) -> ExportSpec:
         beta=per(c.beta), n_block=per(c.n_block), kappa=float(model.kappa),
         c_kappa=float(model.c_kappa), adaptive=bool(c.adaptive),
         gamma_pd=(float(model.surrogate.params["gamma_pd"]) if model.surrogate.name == "eprop" else None),
-        alpha_syn=per(c.alpha_syn) if c.synaptic else None,
+        alpha_syn=per(c.alpha_syn) if c.synaptic else None, reset_zero=bool(c.reset_zero),
     )
     for name in ("W_in", "W_rec", "W_out", "b_out", "tau_mem_ms", "tau_adapt_ms", "v_th", "beta"):
         a = getattr(spec, name)
@@ -242,8 +244,9 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
         drive += " + I_gap"
     if syn:
         eqs += "alpha_s : 1 (constant)\n"
+    v_new = f"v*(1 - z) + {drive}" if spec.reset_zero else f"v + {drive} - v_th*z"  # v: leaked already
     update = pre_update + f"""
-    v = v + {drive} - v_th*z
+    v = {v_new}
     a = a + c_a*z
     I_syn = {"alpha_s*I_syn" if syn else "0"}
     blocked = ref > 0
@@ -605,6 +608,9 @@ def eprop_brian2(model: Any, x: Any, y_target: Any, mask: Any = None, *, feedbac
                                       "(triangular) pseudo-derivative only")
     if model.readout != "filtered_spikes":
         raise UnsupportedFeatureError(f"readout {model.readout!r}: Brian2 e-prop needs readout='filtered_spikes'")
+    if spec.reset_zero:
+        raise UnsupportedFeatureError("reset='zero': the Brian2 e-prop traces are written for the subtractive reset "
+                                      "(with reset to zero the local leak depends on the neuron's own last spike)")
     if getattr(model, "gap", None) is not None:
         raise UnsupportedFeatureError("gap junctions: the Brian2 e-prop traces use the membrane leak alone, while "
                                       "e-prop with gap junctions uses the local leak α + c_in(G_jj − Σ_i G_ji)")

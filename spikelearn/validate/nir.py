@@ -101,6 +101,10 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
             "continuous time (v feels the current during the step it arrives and decays with both τ), which is not "
             "spikelearn's discrete map v^t = α v^{t-1} + i^t; export a model with tau_syn_ms = 0, or validate "
             "against Brian2 (spikelearn.validate.compare_with_brian2), which reproduces it exactly")
+    if getattr(model, "reset", "subtract") != "subtract":
+        raise UnsupportedFeatureError(
+            f"reset={model.reset!r}: the export writes spikelearn's subtractive reset into the graph's metadata; "
+            f"NIR's own reset (v ← v_reset at the spike) is neither")
     if for_snntorch and explicit_delay:
         raise ValueError("for_snntorch=True writes its own recurrent loop (snnTorch cannot import nir.Delay); "
                          "leave explicit_delay unset")

@@ -250,10 +250,13 @@ SPIKE_CASES = [
     dict(scaling="B", n_adaptive=3, v_th=0.05, n_ref=1, tau_adapt_ms=40.0, detach_reset=True),
     dict(scaling="A", n_adaptive=0, v_th=0.3, n_ref=0, tau_syn_ms=5.0),
     dict(scaling="B", n_adaptive=3, v_th=0.05, n_ref=1, tau_adapt_ms=40.0, tau_syn_ms=[0.0, 2.0, 3.0, 5.0, 8.0, 1.0]),
+    dict(scaling="A", n_adaptive=3, v_th=0.3, n_ref=2, tau_adapt_ms=40.0, reset="zero"),
+    dict(scaling="B", n_adaptive=0, v_th=0.05, n_ref=0, tau_syn_ms=3.0, reset="zero", detach_reset=True),
 ]
 
 
-@pytest.mark.parametrize("opts", SPIKE_CASES, ids=["lif", "alif", "alif_B_detached", "cuba_lif", "cuba_alif_B"])
+@pytest.mark.parametrize("opts", SPIKE_CASES, ids=["lif", "alif", "alif_B_detached", "cuba_lif", "cuba_alif_B",
+                                                   "alif_reset_zero", "cuba_lif_B_reset_zero_detached"])
 @pytest.mark.parametrize("gap", [False, True])
 def test_spiking_surrogate_tangent_map_equals_autograd(opts, gap):
     """Surrogate Jacobian of §7.1 (ψ along the spiking run, reset derivative as the model's BPTT) equals the
@@ -418,3 +421,9 @@ def test_current_based_lif_jacobian_is_engelkens_in_other_coordinates():
         J_src = torch.cat([torch.cat([beta * eye + (1 - beta) * Wt @ D, (1 - beta) * a_s * eye], 1),
                            torch.cat([Wt @ D, a_s * eye], 1)], 0)
         torch.testing.assert_close(lin.jacobian(t), S @ J_src @ torch.linalg.inv(S), rtol=1e-12, atol=1e-14)
+
+
+def test_rate_approximation_refuses_reset_zero():
+    model = SpikingRNN(gaussian(6, 1.0, seed=2), 2, 1, v_th=0.3, dtype=F64, reset="zero")
+    with pytest.raises(ValueError, match="reset='zero' needs jacobian='surrogate'"):
+        linearise(model, torch.rand(5, 1, 2, dtype=F64), jacobian="rate")

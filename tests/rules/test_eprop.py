@@ -503,3 +503,59 @@ def test_rules_without_a_synaptic_derivation_refuse_synaptic_models():
     for rule in (MDGL(), MDGL(variant="online", mode="online"), ModProp()):
         with pytest.raises(ValueError, match="current-based synapses.*tau_syn_ms"):
             rule.gradients(model, x, y, mask, _mse)
+
+
+# ------------------------------------------------------------------------------------------ reset to zero
+@pytest.mark.parametrize("mode", ["batched", "online"])
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+@pytest.mark.parametrize("reset_in_trace", [False, True])
+def test_eprop_with_reset_zero_equals_detached_autograd(mode, neuron, reset_in_trace):
+    """reset="zero": local leak α (1 − z_j^{t-1}) (the neuron's own spike, constant on the detached graph) and, in
+    the trace, the reset path −α v_j^{t-1}; e-prop equals autograd on the §2.7 graph, also with synapses."""
+    x, y, mask = _data(T=40)
+    for tau_syn in (0.0, 4.0):
+        model = _model(neuron, reset="zero", tau_syn_ms=tau_syn)
+        assert model(x, record=True).record.z.sum() > 10
+        rule = EProp(reset_in_trace=reset_in_trace, mode=mode, chunk_steps=7)
+        _, g = rule.gradients(model, x, y, mask, _mse)
+        _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=reset_in_trace)
+        _assert_rel(g, want)
+
+
+def test_eprop_with_reset_zero_per_neuron_constants_and_gap_junctions():
+    rng = np.random.default_rng(0)
+    base = gaussian(8, 1.5, seed=2)
+    G = sp.random(8, 8, density=0.4, random_state=1, data_rvs=lambda k: 0.05 * rng.random(k))
+    G = sp.csr_array(G + G.T)
+    circuit = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), gap=G,
+                                 neuron_params={"tau_mem_ms": np.linspace(10.0, 30.0, 8)})
+    model = _model("alif", circuit=circuit, reset="zero")
+    x, y, mask = _data()
+    with torch.no_grad():
+        assert torch.allclose(ref.spiking_forward(model, x, detach_rec=False, detach_reset=False)[0], model(x).y,
+                              atol=1e-12)
+    for rit in (False, True):
+        _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=rit)
+        for mode in ("batched", "online"):
+            _, g = EProp(mode=mode, reset_in_trace=rit, chunk_steps=9).gradients(model, x, y, mask, _mse)
+            _assert_rel(g, want)
+
+
+def test_eprop_with_reset_zero_and_no_recurrence_equals_bptt():
+    x, y, mask = _data(T=40)
+    model = _model("alif", reset="zero")
+    with torch.no_grad():
+        model.theta_rec.zero_()
+    _, g = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
+    _, want = BPTT().gradients(model, x, y, mask, _mse)
+    _assert_rel(g, want)
+
+
+def test_rules_without_a_zero_reset_derivation_refuse_it():
+    from spikelearn.rules import MDGL, ModProp, RewardModulated
+
+    model = _model("alif", reset="zero")
+    x, y, mask = _data()
+    for rule in (MDGL(), ModProp(), RewardModulated(seed=0)):
+        with pytest.raises(ValueError, match="does not support reset='zero'"):
+            rule.gradients(model, x, y, mask, _mse)

@@ -377,3 +377,18 @@ def test_eprop_in_brian2_with_current_based_synapses_matches_the_rule(n_adaptive
         a, g, w = mine[name].detach().numpy(), grads[name].detach().numpy(), want[name].detach().numpy()
         assert np.linalg.norm(w) > 1e-3, name
         assert _rel(a, g) < 1e-6 and _rel(g, w) < 1e-10, (name, _rel(a, g), _rel(g, w))
+
+
+def test_reset_zero_matches_brian2(same_as_brian2):
+    """reset="zero" (v ← v (1 − z) after the leak, then the drive), LIF + ALIF, refractory, synapses on half the
+    neurons and gap junctions (the C. elegans connectome): identical spikes and membranes."""
+    circ = connectomes.load("celegans_varshney2011", signs="gaba_inhibitory", io=None, weight_per_synapse=0.02,
+                            gap_weight_per_junction=0.005)
+    torch.manual_seed(0)
+    tau_s = np.where(np.arange(circ.n) % 2 == 0, 0.0, 4.0)
+    model = SpikingRNN(circ, 20, 2, scaling="A", n_adaptive=140, n_ref=3, tau_adapt_ms=300.0, reset="zero",
+                       tau_syn_ms=tau_s, dtype="float64")
+    rep = same_as_brian2(model, _poisson(400, 1, 20, 0.05, seed=1))
+    assert rep.summary["spikes_spikelearn"] > 100
+    with pytest.raises(UnsupportedFeatureError, match="reset='zero'"):
+        eprop_brian2(model, torch.zeros(5, 1, 20, dtype=torch.float64), torch.zeros(5, 1, 2, dtype=torch.float64))

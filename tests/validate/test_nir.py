@@ -80,6 +80,8 @@ def test_unsupported_features_are_named():
         to_nir(_model(n_adaptive=5))
     with pytest.raises(UnsupportedFeatureError, match="current-based synapses.*tau_syn_ms"):
         to_nir(_model(tau_syn_ms=5.0))
+    with pytest.raises(UnsupportedFeatureError, match="reset='zero'"):
+        to_nir(_model(reset="zero"))
     from spikelearn.models import RateRNN
 
     with pytest.raises(UnsupportedFeatureError, match="neuron type of RateRNN"):
