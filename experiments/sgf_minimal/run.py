@@ -6,7 +6,8 @@ no refractoriness), 100 Bernoulli inputs firing with probability 0.1 per step, W
 W_rec ~ N(0, 1/64) with each row's mean subtracted, the surrogate Jacobian with the fast-sigmoid derivative
 1/(5|v − 1| + 1)² and no reset derivative, k = 50 exponents, 1000-step inputs (exponents from the second half),
 Adam-type optimiser at lr 1e-3 on mean(λ²), 100 steps, each on a fresh input. Differences (stated in the README):
-spikelearn's reset subtracts the threshold one step later instead of setting v to 0 at the spike; the
+spikelearn's reset subtracts the threshold one step later instead of zeroing the whole next update (the source's
+v ← (β v + (1 − β) syn)(1 − z), input included; spikelearn's reset="zero" keeps the input); the
 exponents are averaged over the counted steps (the source sums them); ψ is held fixed in the flossing gradient (as
 in surrogate BPTT; the source also differentiates the surrogate derivative along the trajectory); the first half
 of the input is the transient of one continuous run (the source restarts from rest on the second half).
