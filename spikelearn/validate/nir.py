@@ -1,4 +1,5 @@
-r"""NIR export/import of a LIF :class:`~spikelearn.models.SpikingRNN` (optional extra ``[nir]``; needs ``nir``).
+r"""NIR export/import of a LIF :class:`~spikelearn.models.SpikingRNN` (optional extra ``[nir]``; needs ``nir``); LIF or,
+with current-based synapses, CubaLIF populations.
 
 Graph written by :func:`to_nir` (``(post, pre)`` weights, time in seconds)::
 
@@ -14,6 +15,13 @@ leak integrated exactly over ``dt`` this is spikelearn's map **except for two th
 * **reset**: NIR sets ``v ← v_reset`` at the spike; spikelearn subtracts ``v_th`` one step later, after the leak
   (``v^{t+1} = α v^t − v_th + …``). The exported ``v_reset`` is 0 (NIR's usual choice).
 * **refractoriness**: NIR's LIF has none (spikelearn blocks ``n_ref`` steps).
+
+**Current-based synapses** (``tau_syn_ms > 0`` for every neuron) export as one ``nir.CubaLIF`` with ``w_in = 1``,
+``tau_syn = τ_s``, ``tau_mem = τ_m`` and ``r = c_in (τ_m − τ_s)/(α − α_s)`` (``c_in τ_m²/(α dt)`` where τ_s = τ_m):
+NIR's continuous-time CubaLIF, driven by a pulse at the *start* of a step and read at its *end*, then gives
+spikelearn's ``v^t = c_in w (α^{t+1} − α_s^{t+1})/(α − α_s)`` exactly (the current jumps by ``w/τ_s``; ``v`` is
+continuous, so it answers within the step, as spikelearn's ``v^t = α v^{t-1} + i^t`` does); :func:`simulate_nir`
+integrates it that way. A population mixing τ_s = 0 and τ_s > 0 is refused, as is the snnTorch dialect.
 
 Both are kept in ``graph.metadata["spikelearn"]`` (with ``dt``, scaling, masks), so :func:`from_nir` restores the
 model exactly and a spikelearn → NIR → spikelearn round trip reproduces every spike. :func:`simulate_nir` runs the
@@ -95,12 +103,15 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
             (``for_snntorch``) thresholds that differ between neurons (snnTorch's importer takes one ``v_threshold``).
     """
     nir = _import_nir()
-    if getattr(model, "synaptic", False):
-        raise UnsupportedFeatureError(
-            "current-based synapses (tau_syn_ms > 0): NIR's CubaLIF integrates the synaptic current into v in "
-            "continuous time (v feels the current during the step it arrives and decays with both τ), which is not "
-            "spikelearn's discrete map v^t = α v^{t-1} + i^t; export a model with tau_syn_ms = 0, or validate "
-            "against Brian2 (spikelearn.validate.compare_with_brian2), which reproduces it exactly")
+    cuba = bool(getattr(model, "synaptic", False))
+    if cuba:
+        tau_s_ms = model.tau_syn_ms.detach().cpu().double().numpy()
+        if (np.broadcast_to(tau_s_ms, (model.n,)) <= 0).any():
+            raise UnsupportedFeatureError(
+                "tau_syn_ms = 0 for some neurons and > 0 for others: one NIR population is either LIF or CubaLIF")
+        if for_snntorch:
+            raise UnsupportedFeatureError("current-based synapses with for_snntorch=True: the snnTorch dialect is "
+                                          "written for LIF populations only")
     if getattr(model, "reset", "subtract") != "subtract":
         raise UnsupportedFeatureError(
             f"reset={model.reset!r}: the export writes spikelearn's subtractive reset into the graph's metadata; "
@@ -124,6 +135,8 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
     tau_o = model.tau_out_ms * 1e-3
     meta = {
         "format": "spikelearn.nir/1",
+        "synapses": ("current-based: an input pulse at the start of step t, v read at its end (spikelearn's v^t)"
+                     if cuba else "instantaneous"),
         "dt": dt_s,
         "scaling": model.scaling,
         "reset": "subtract v_threshold one step after the spike, after the leak",
@@ -155,8 +168,9 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
     nodes = {
         "input": nir.Input(input_type={"input": np.array([n_in])}),
         "w_in": nir.Linear(weight=spec.W_in.copy()),
-        "lif": nir.LIF(tau=tau.copy(), r=spec.c_in * tau, v_leak=np.zeros(N), v_threshold=spec.v_th.copy(),
-                       v_reset=np.zeros(N)),
+        "lif": (_cuba_node(nir, spec, tau) if cuba else
+                nir.LIF(tau=tau.copy(), r=spec.c_in * tau, v_leak=np.zeros(N), v_threshold=spec.v_th.copy(),
+                        v_reset=np.zeros(N))),
         "w_rec": nir.Linear(weight=spec.W_rec.copy()),
         "w_out": nir.Linear(weight=spec.W_out.copy()),
         "readout": nir.LI(tau=np.full(n_out, tau_o), r=np.full(n_out, spec.c_kappa * tau_o),
@@ -174,6 +188,33 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"spikelearn": meta})
 
 
+def _cuba_resistance(c_in: np.ndarray, tau_m: np.ndarray, tau_s: np.ndarray, dt: float) -> np.ndarray:
+    """``R`` of a NIR CubaLIF (``w_in = 1``, times in s) whose response to a pulse at the start of a step, read at the
+    end of each step, is spikelearn's ``v^t = c_in w (α^{t+1} − α_s^{t+1})/(α − α_s)``:
+    ``R = c_in (τ_m − τ_s)/(α − α_s)`` (``c_in τ_m²/(α dt)`` in the limit ``τ_s = τ_m``)."""
+    a, a_s = np.exp(-dt / tau_m), np.exp(-dt / tau_s)
+    close = np.isclose(tau_m, tau_s, rtol=1e-9, atol=0)
+    safe = np.where(close, 1.0, a - a_s)
+    return np.where(close, c_in * tau_m**2 / (a * dt), c_in * (tau_m - tau_s) / safe)
+
+
+def _cuba_node(nir: Any, spec: Any, tau_m: np.ndarray) -> Any:
+    """The LIF population as a NIR CubaLIF (module docstring)."""
+    dt = spec.dt_ms * 1e-3
+    tau_s = -dt / np.log(spec.alpha_syn)
+    return nir.CubaLIF(tau_syn=tau_s, tau_mem=tau_m.copy(), r=_cuba_resistance(spec.c_in, tau_m, tau_s, dt),
+                       v_leak=np.zeros(spec.n), v_threshold=spec.v_th.copy(), v_reset=np.zeros(spec.n),
+                       w_in=np.ones(spec.n))
+
+
+def _cuba_c_in(lif: Any, dt: float) -> np.ndarray:
+    """Inverse of :func:`_cuba_resistance` for a CubaLIF node (``w_in`` folded in)."""
+    tau_m = np.asarray(lif.tau_mem, dtype=np.float64)
+    tau_s = np.asarray(lif.tau_syn, dtype=np.float64)
+    R = np.asarray(lif.r, dtype=np.float64) * np.broadcast_to(np.asarray(lif.w_in, dtype=np.float64), tau_m.shape)
+    return R / _cuba_resistance(np.ones_like(tau_m), tau_m, tau_s, dt)
+
+
 def _np_nref(model: Any) -> np.ndarray:
     return np.broadcast_to(model.n_ref.detach().cpu().double().numpy(), (model.n,)).copy()
 
@@ -189,9 +230,9 @@ def _parse(graph: Any) -> dict[str, Any]:
     succ: dict[str, list[str]] = {}
     for a, b in edges:
         succ.setdefault(a, []).append(b)
-    lifs = [k for k, n in nodes.items() if isinstance(n, nir.LIF)]
+    lifs = [k for k, n in nodes.items() if isinstance(n, (nir.LIF, nir.CubaLIF))]
     if len(lifs) != 1:
-        raise UnsupportedFeatureError(f"expected one LIF population, found {len(lifs)} LIF node(s) "
+        raise UnsupportedFeatureError(f"expected one LIF or CubaLIF population, found {len(lifs)} "
                                       f"({', '.join(type(n).__name__ for n in nodes.values())})")
     lif = lifs[0]
     inps = [k for k, n in nodes.items() if isinstance(n, nir.Input)]
@@ -272,18 +313,23 @@ def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float
         dt_ms = float(np.asarray(meta["dt"])) * 1e3
     _check_foreign(p, dt_ms)
     lif = p["lif"]
-    tau = np.asarray(lif.tau, dtype=np.float64)
+    nir = _import_nir()
+    cuba = isinstance(lif, nir.CubaLIF)
+    tau = np.asarray(lif.tau_mem if cuba else lif.tau, dtype=np.float64)
     N = tau.size
     if not np.allclose(np.asarray(lif.v_leak), 0.0):
         raise UnsupportedFeatureError("LIF v_leak != 0 is not representable in spikelearn")
     alpha = np.exp(-dt_ms * 1e-3 / tau)
-    c_in = np.asarray(lif.r, dtype=np.float64) / tau
+    c_in = _cuba_c_in(lif, dt_ms * 1e-3) if cuba else np.asarray(lif.r, dtype=np.float64) / tau
+    tau_syn_ms = np.asarray(lif.tau_syn, dtype=np.float64) * 1e3 if cuba else 0.0
     if np.allclose(c_in, 1.0):
         scaling = "A"
     elif np.allclose(c_in, 1.0 - alpha):
         scaling = "B"
     else:
-        raise UnsupportedFeatureError("LIF r/tau must be 1 (scaling A) or 1 - exp(-dt/tau) (scaling B)")
+        raise UnsupportedFeatureError("LIF r/tau must be 1 (scaling A) or 1 - exp(-dt/tau) (scaling B)"
+                                      + (" (for a CubaLIF: r·w_in = c_in (τ_m − τ_s)/(α − α_s) with c_in one of "
+                                         "those)" if cuba else ""))
     W_in = np.asarray(p["w_in"].weight, dtype=np.float64)
     W_rec = np.zeros((N, N)) if p["w_rec"] is None else np.asarray(p["w_rec"].weight, dtype=np.float64)
     W_out = np.asarray(p["w_out"].weight, dtype=np.float64)
@@ -297,7 +343,7 @@ def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float
     # the checks above allow r/τ = 1 − κ (the normalised filter) or 1 (the paper form): keep which it is
     readout_norm = bool(np.isclose(r_over_tau, 1.0 - np.exp(-dt_ms / tau_o_ms), rtol=1e-9))
     bias = p["bias"]
-    model = SpikingRNN(circuit, W_in.shape[1], n_out, scaling=scaling, tau_mem_ms=tau * 1e3,
+    model = SpikingRNN(circuit, W_in.shape[1], n_out, scaling=scaling, tau_mem_ms=tau * 1e3, tau_syn_ms=tau_syn_ms,
                        v_th=np.asarray(lif.v_threshold, dtype=np.float64), beta=np.zeros(N),
                        n_ref=np.asarray(meta.get("n_ref", np.zeros(N)), dtype=np.float64),
                        refractory=str(meta.get("refractory", "lsnn")), tau_out_ms=tau_o_ms, dt_ms=dt_ms,
@@ -314,6 +360,9 @@ def simulate_nir(graph: Any, x: Any, *, dt_ms: float | None = None) -> dict[str,
 
     Per step: ``v ← e^{−dt/τ} v + (r/τ) I`` with ``I = W_in x^t + W_rec z^{t−1}`` (pulses; the recurrent delay is
     one step), ``z = v > v_threshold``, then ``v ← v_reset`` where ``z``; no refractoriness; readout LI with pulses.
+    A CubaLIF population is integrated exactly over each step with the pulses at the step's start:
+    ``I ← e^{−dt/τ_s} I + (w_in/τ_s) S``, ``v ← e^{−dt/τ_m} v + R τ_s (e^{−dt/τ_m} − e^{−dt/τ_s})/(τ_m − τ_s) I``
+    (the v-contribution of the current ``I`` held over the step).
     Returns ``{"z": (T, B, N), "v": (T, B, N) before the reset, "y": (T, B, n_out)}``.
     """
     p = _parse(graph)
@@ -323,8 +372,21 @@ def simulate_nir(graph: Any, x: Any, *, dt_ms: float | None = None) -> dict[str,
     xa = np.asarray(x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
     T, B, _ = xa.shape
     lif = p["lif"]
-    tau = np.asarray(lif.tau, np.float64)
-    dec, gain = np.exp(-dt_ms * 1e-3 / tau), np.asarray(lif.r, np.float64) / tau
+    nir = _import_nir()
+    cuba = isinstance(lif, nir.CubaLIF)
+    dt = dt_ms * 1e-3
+    if cuba:  # exact over a step, pulses at its start: I ← α_s I + (w_in/τ_s) S; v ← α v + R τ_s (α − α_s)/(τ_m − τ_s) I
+        tau = np.asarray(lif.tau_mem, np.float64)
+        tau_s = np.asarray(lif.tau_syn, np.float64)
+        dec, dec_s = np.exp(-dt / tau), np.exp(-dt / tau_s)
+        w_in_c = np.broadcast_to(np.asarray(lif.w_in, np.float64), tau.shape) / tau_s
+        close = np.isclose(tau, tau_s, rtol=1e-9, atol=0)
+        kernel = np.where(close, dt * dec / tau, tau_s * (dec - dec_s) / np.where(close, 1.0, tau - tau_s))
+        gain = np.asarray(lif.r, np.float64) * kernel  # v gain per unit of I at the step's start
+        cur = np.zeros((xa.shape[1], tau.size))
+    else:
+        tau = np.asarray(lif.tau, np.float64)
+        dec, gain = np.exp(-dt / tau), np.asarray(lif.r, np.float64) / tau
     vth = np.asarray(lif.v_threshold, np.float64)
     vreset = np.zeros_like(tau) if lif.v_reset is None else np.asarray(lif.v_reset, np.float64)
     W_in = np.asarray(p["w_in"].weight, np.float64)
@@ -339,7 +401,11 @@ def simulate_nir(graph: Any, x: Any, *, dt_ms: float | None = None) -> dict[str,
     yc = np.zeros((B, W_out.shape[0]))
     Z, V, Y = (np.zeros((T, B, tau.size)), np.zeros((T, B, tau.size)), np.zeros((T, B, W_out.shape[0])))
     for t in range(T):
-        v = dec * v + gain * (xa[t] @ W_in.T + z @ W_rec.T)
+        if cuba:
+            cur = dec_s * cur + w_in_c * (xa[t] @ W_in.T + z @ W_rec.T)
+            v = dec * v + gain * cur
+        else:
+            v = dec * v + gain * (xa[t] @ W_in.T + z @ W_rec.T)
         V[t] = v
         z = (v > vth).astype(np.float64)
         v = np.where(z > 0, vreset, v)

@@ -78,8 +78,6 @@ def test_nir_semantics_match_until_the_first_reset_then_differ():
 def test_unsupported_features_are_named():
     with pytest.raises(UnsupportedFeatureError, match="adaptive threshold"):
         to_nir(_model(n_adaptive=5))
-    with pytest.raises(UnsupportedFeatureError, match="current-based synapses.*tau_syn_ms"):
-        to_nir(_model(tau_syn_ms=5.0))
     with pytest.raises(UnsupportedFeatureError, match="reset='zero'"):
         to_nir(_model(reset="zero"))
     from spikelearn.models import RateRNN
@@ -251,3 +249,42 @@ def test_foreign_parameters_that_cannot_be_represented_are_errors():
         with pytest.raises(UnsupportedFeatureError, match=match):
             from_nir(g)
     assert from_nir(base) is not None
+
+
+# ------------------------------------------------------------------------------------------------- CubaLIF
+@pytest.mark.parametrize("scaling", ["A", "B"])
+def test_current_based_synapses_export_as_cubalif_and_round_trip(scaling, tmp_path):
+    """tau_syn_ms > 0 exports as one nir.CubaLIF (w_in = 1, R = c_in (τ_m − τ_s)/(α − α_s), including a neuron with
+    τ_s = τ_m through the limit); the round trip through a file reproduces every spike; NIR's own continuous-time
+    CubaLIF, integrated exactly with each pulse at the start of its step, is spikelearn's map until the first
+    spike (then the reset conventions part, as for LIF)."""
+    tau_s = np.linspace(2.0, 12.0, 60)
+    model = _model(scaling=scaling, tau_syn_ms=tau_s)
+    with torch.no_grad():
+        model.tau_syn_ms[7] = model.tau_mem_ms[7]
+    g = to_nir(model)
+    assert isinstance(g.nodes["lif"], nir.CubaLIF)
+    np.testing.assert_allclose(g.nodes["lif"].tau_syn, model.tau_syn_ms.numpy() * 1e-3, rtol=1e-12)
+    path = tmp_path / "cuba.nir"
+    nir.write(path, g)
+    back = from_nir(nir.read(path))
+    x = _x()
+    with torch.no_grad():
+        a, b = model(x, record=True), back(x, record=True)
+    assert back.synaptic and torch.allclose(back.tau_syn_ms, model.tau_syn_ms, rtol=1e-12)
+    assert a.record.z.sum() > 50 and torch.equal(a.record.z, b.record.z)
+    assert torch.allclose(a.record.v, b.record.v, atol=1e-12, rtol=0)
+    # NIR semantics, no refractoriness in either
+    model0 = _model(scaling=scaling, tau_syn_ms=tau_s, n_ref=0)
+    with torch.no_grad():
+        rec = model0(x, record=True).record
+    sim = simulate_nir(to_nir(model0), x)
+    z = rec.z.numpy()
+    for bb in range(z.shape[1]):
+        t0 = int(np.argmax(z[:, bb].any(1)))
+        assert t0 > 0 and np.array_equal(z[: t0 + 1, bb], sim["z"][: t0 + 1, bb])
+        np.testing.assert_allclose(sim["v"][: t0 + 1, bb], rec.v.numpy()[: t0 + 1, bb], atol=1e-12, rtol=1e-10)
+    with pytest.raises(UnsupportedFeatureError, match="one NIR population is either LIF or CubaLIF"):
+        to_nir(_model(tau_syn_ms=np.r_[np.zeros(30), np.ones(30)]))
+    with pytest.raises(UnsupportedFeatureError, match="for_snntorch"):
+        to_nir(model, for_snntorch=True)
