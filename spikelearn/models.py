@@ -728,6 +728,15 @@ class SpikingRNN(_CircuitRNN):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
+    def extra_repr(self) -> str:
+        extra = f", scaling={self.scaling!r}, n_adaptive={int((self.beta != 0).sum())}"
+        if self.synaptic:
+            lo, hi = float(self.tau_syn_ms.min()), float(self.tau_syn_ms.max())
+            extra += f", tau_syn_ms={lo:g}" if lo == hi else f", tau_syn_ms=[{lo:g}, {hi:g}]"
+        if self.reset != "subtract":
+            extra += f", reset={self.reset!r}"
+        return super().extra_repr() + extra
+
     # ------------------------------------------------------------------ pieces
     def constants(self) -> ALIFConstants:
         """Per-neuron step constants ``(N,)`` from the parameter buffers."""
