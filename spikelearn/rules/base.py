@@ -39,7 +39,7 @@ def refuse_synaptic(model: nn.Module, rule: str, why: str) -> None:
     """Raise if ``model`` has current-based synapses (``tau_syn_ms > 0``), which ``rule`` does not handle."""
     if getattr(model, "synaptic", False):
         raise ValueError(f"{rule} does not support current-based synapses (the model has tau_syn_ms > 0): {why}. "
-                         f"Use tau_syn_ms=0, or EProp / BPTT, which handle them")
+                         f"Use tau_syn_ms=0, or EProp / MDGL / BPTT, which handle them")
 
 
 @runtime_checkable

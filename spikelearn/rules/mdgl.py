@@ -25,6 +25,14 @@ Implementation (explicit, no autograd on ``W_in``/``W_rec``). ``mode="batched"``
 transposed form of ``Σ_t L e`` (as :class:`~spikelearn.rules.EProp`'s batched mode). ``mode="online"`` (variant
 ``"online"`` only; the other variants need the non-causal ``∂E/∂z`` of a filtered readout): e-prop's online traces
 plus one buffered ``ē^{t-1}`` to wait for ``m̄^t`` (ALGORITHMS.md §3.4).
+
+Current-based synapses (``tau_syn_ms > 0``; this package's extension, [D]): ``z_p^t`` reaches ``v_j`` through ``j``'s
+synaptic current, ``dE/dz_p^t = ∂E/∂z_p^t + Σ_j dE/di_j^{t+1} c_in W_jp`` with
+``dE/di_j^{t+1} = dE/dv_j^{t+1} + α_s dE/di_j^{t+2}``. MDGL's truncation drops ``j``'s own future, which now
+includes the persistence of its current: ``dE/di_j^{t+1} ≈ ψ_j^{t+1} ∂E/∂z_j^{t+1}`` — so the modulatory term is
+unchanged, and the traces are e-prop's with the synaptically filtered presynaptic signal. The T3.1 construction
+(autograd of ``E + S`` on the e-prop graph) holds as before and is tested; whether the truncation is as good with
+long τ_s is an empirical question.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, refuse_reset_zero, refuse_synaptic
+from spikelearn.rules.base import Grads, LossFn, refuse_reset_zero
 from spikelearn.rules.eprop import (EProp, EPropState, _detached, local_adjoint_scan, readout_credit_chunks,
                                    record_and_output_error, recs_chunk, run_online)
 
@@ -47,10 +55,6 @@ VARIANTS = ("mdgl", "exact", "nonlocal", "online")
 
 
 # ----------------------------------------------------------------------------------------------- cell types
-_SYN_WHY = ("its modulatory term is derived for drives that reach the membrane in the step they arrive; with a "
-            "synaptic current the one-hop term would need the neighbours' synaptic filters (not derived)")
-
-
 _RESET_WHY = "its modulatory term and traces follow the source's subtractive reset (not derived for a reset to zero)"
 
 
@@ -203,7 +207,6 @@ class MDGL:
     online = True
     model_types = ("spiking", "rate")
     zero_reset = False        # reset="zero" not derived (refused, see rules.base.refuse_reset_zero)
-    current_synapses = False  # no derivation with a synaptic filter (refused, see rules.base.refuse_synaptic)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -259,7 +262,6 @@ class MDGL:
         if isinstance(model, RateRNN):
             return self._rate_gradients(model, x, y, mask, loss_fn)
         self._eprop._check_model(model)
-        refuse_synaptic(model, "MDGL", _SYN_WHY)
         refuse_reset_zero(model, "MDGL", _RESET_WHY)
         if self.mode == "online":
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
@@ -342,7 +344,6 @@ class MDGL:
         """Zero state for ``batch_size`` trials from rest (variant ``"online"`` only)."""
         if self.variant != "online":
             raise ValueError(f"MDGL: the online form exists for variant='online' only, not {self.variant!r}")
-        refuse_synaptic(model, "MDGL", _SYN_WHY)
         refuse_reset_zero(model, "MDGL", _RESET_WHY)
         ep = self._eprop.init(model, batch_size, n_steps=n_steps)
         return MDGLState(ep=ep, e_bar_prev=torch.zeros_like(ep.e_bar),

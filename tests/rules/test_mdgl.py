@@ -347,3 +347,30 @@ def test_rate_mdgl_refuses_online():
     x, y, mask = _rate_data()
     with pytest.raises(ValueError, match="RateRNN"):
         MDGL(variant="online").gradients(model, x, y, mask, _mse)
+
+
+@pytest.mark.parametrize("variant", ["exact", "mdgl", "nonlocal"])
+@pytest.mark.parametrize("scaling", ["A", "B"])
+def test_t31_with_current_based_synapses(variant, scaling):
+    """MDGL on a network with synaptic currents (module docstring): the T3.1 construction, whose e-prop graph now
+    contains each neuron's own synaptic current, equals the hard-coded rule (per-neuron τ_s, some 0)."""
+    tau_s = np.array([0.0, 2.0, 5.0, 3.0, 0.0, 8.0, 4.0, 6.0, 1.0, 2.5])
+    model = _model(scaling=scaling, tau_syn_ms=tau_s)
+    x, y, mask = _data()
+    rule = MDGL(variant=variant, chunk_steps=7)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    want = _mdgl_autograd(model, x, y, mask, rule.substituted_weights(model))
+    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
+    plain = _model(scaling=scaling)
+    _, g0 = rule.gradients(plain, x, y, mask, _mse)
+    assert float((g0["theta_in"] - g["theta_in"]).norm()) > 1e-2 * float(g["theta_in"].norm())
+
+
+def test_online_equals_batched_with_current_based_synapses():
+    model = _model(tau_syn_ms=4.0)
+    x, y, mask = _data()
+    _, gb = MDGL(variant="online", mode="batched").gradients(model, x, y, mask, _mse)
+    _, go = MDGL(variant="online", mode="online", chunk_steps=4).gradients(model, x, y, mask, _mse)
+    errs = _rel(go, gb, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
