@@ -577,11 +577,6 @@ def validate_config(cfg: RunConfig) -> None:
                           f"{cfg.model.type!r}")
     check_options("rule", RULES[cfg.rule.name], cfg.rule.options)
     _check_required("rule", RULES[cfg.rule.name], cfg.rule.options)
-    tau_syn = cfg.model.options.get("tau_syn_ms", 0.0) if cfg.model.type == "spiking" else 0.0
-    if not getattr(RULES[cfg.rule.name], "current_synapses", True) and bool(np.any(np.asarray(tau_syn) != 0)):
-        raise ConfigError(f"[rule] {cfg.rule.name!r} does not support current-based synapses ([model.options] "
-                          f"tau_syn_ms = {tau_syn!r}); use tau_syn_ms = 0, or a rule that does (bptt, tbptt, eprop, "
-                          f"mdgl, reward)")
     reset = cfg.model.options.get("reset", "subtract") if cfg.model.type == "spiking" else "subtract"
     if not getattr(RULES[cfg.rule.name], "zero_reset", True) and reset == "zero":
         raise ConfigError(f"[rule] {cfg.rule.name!r} does not support [model.options] reset = \"zero\"; use "

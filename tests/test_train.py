@@ -465,7 +465,7 @@ def test_model_warns_when_it_leaves_out_a_circuits_autapses():
 
 def test_current_based_synapses_from_a_run_config(tmp_path):
     """[model.options] tau_syn_ms trains end to end with e-prop and resumes bit-identically (the synaptic current
-    is re-initialised every trial); rules without a synaptic derivation are refused up front, naming the option."""
+    is re-initialised every trial); reset = "zero" is refused up front for rules without its derivation."""
     from spikelearn.config import ConfigError
 
     def cfg(out, rule="eprop"):
@@ -486,9 +486,8 @@ def test_current_based_synapses_from_a_run_config(tmp_path):
     assert hist["loss"].tolist() == full["loss"].tolist()
     for (n, p), (_, q) in zip(m_full.named_parameters(), m_res.named_parameters()):
         assert torch.equal(p, q), n
-    with pytest.raises(ConfigError, match="'modprop' does not support current-based synapses.*tau_syn_ms"):
-        validate_config(cfg(tmp_path / "modprop", "modprop"))
-    validate_config(cfg(tmp_path / "mdgl", "mdgl"))
+    for rule in ("mdgl", "modprop", "reward"):
+        validate_config(cfg(tmp_path / rule, rule))
     zero = dataclasses.replace(cfg(tmp_path / "z", "reward"), model=ModelConfig(type="spiking", options={
         "n_adaptive": 12, "reset": "zero"}))
     with pytest.raises(ConfigError, match="'reward' does not support \\[model.options\\] reset"):

@@ -2,9 +2,9 @@
 
 ``RULES`` maps a rule's name to its class so tests and configuration files can iterate over all of them.
 Each rule class declares ``model_types`` (a subset of ``("rate", "spiking")``): the models it applies to, and may
-declare ``current_synapses = False`` when it has no derivation for spiking models with current-based synapses
-(``tau_syn_ms > 0``; ModProp), and ``zero_reset = False`` when it has none for ``reset="zero"`` (MDGL,
-ModProp, RewardModulated); configuration validation then refuses those up front.
+declare ``zero_reset = False`` when it has no derivation for spiking models with ``reset="zero"`` (MDGL, ModProp,
+RewardModulated); configuration validation then refuses those up front. Every rule handles current-based synapses
+(``tau_syn_ms > 0``).
 """
 
 from spikelearn.rules.base import Grads, LearningRule, LossFn, apply_gradients, output_error, zero_grads

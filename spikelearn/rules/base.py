@@ -25,7 +25,7 @@ Grads = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 __all__ = ["Grads", "LossFn", "LearningRule", "apply_gradients", "output_error", "zero_grads", "rule_state_dict",
-           "load_rule_state_dict", "refuse_synaptic", "refuse_reset_zero"]
+           "load_rule_state_dict", "refuse_reset_zero"]
 
 
 def refuse_reset_zero(model: nn.Module, rule: str, why: str) -> None:
@@ -33,13 +33,6 @@ def refuse_reset_zero(model: nn.Module, rule: str, why: str) -> None:
     if getattr(model, "reset", "subtract") == "zero":
         raise ValueError(f"{rule} does not support reset='zero': {why}. Use reset='subtract', or EProp / BPTT, "
                          f"which handle it")
-
-
-def refuse_synaptic(model: nn.Module, rule: str, why: str) -> None:
-    """Raise if ``model`` has current-based synapses (``tau_syn_ms > 0``), which ``rule`` does not handle."""
-    if getattr(model, "synaptic", False):
-        raise ValueError(f"{rule} does not support current-based synapses (the model has tau_syn_ms > 0): {why}. "
-                         f"Use tau_syn_ms=0, or EProp / MDGL / BPTT, which handle them")
 
 
 @runtime_checkable

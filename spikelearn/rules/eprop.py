@@ -622,7 +622,8 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
         credits: for each chunk, last to first, the credit ``(T_c, B, N)`` on the outgoing spikes (a generator may
             compute it lazily, so only one chunk of it is ever in memory).
         nonlocal_credit: ``(dE/dv^{t+1}, t) ↦`` an extra credit on ``v^t`` ``(B, N)``, or ``None`` for none at that
-            step (ModProp's type-averaged propagation through the network; ``None`` for e-prop and MDGL).
+            step (ModProp's type-averaged propagation through the network; ``None`` for e-prop and MDGL). With
+            current-based synapses it receives ``dE/di^{t+1}`` instead: a recurrent spike enters the current.
     """
     B, N = recs[0][1].shape[1], k.N
     n_in = recs[0][0].shape[-1]
@@ -651,8 +652,8 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
             if reset_in_trace:  # dv is dE/dv^{t+1} here
                 dz = torch.addcmul(dz, k.alpha * v_c[i] if zero else k.v_th, dv, value=-1.0)
             pdz = psi_c[i] * dz
-            if nonlocal_credit is not None:
-                nl = nonlocal_credit(dv, t1 - Tc + i)
+            if nonlocal_credit is not None:  # given dE/dv^{t+1}, or dE/di^{t+1} with synaptic currents
+                nl = nonlocal_credit(di if syn else dv, t1 - Tc + i)
                 if nl is not None:
                     pdz = pdz + nl
             dv = torch.addcmul(pdz, k.leak - k.alpha * z_c[i] if zero else k.leak, dv)

@@ -30,6 +30,9 @@ Spiking networks (:class:`~spikelearn.models.SpikingRNN`, ``mode="batched"``): t
 through ``ψ_p^t`` (``∂z/∂v → μ``, ``∂z/∂a → −βμ``); leak, adaptation, the optional reset path and the readout filter are
 exact, as in e-prop. μ should be chosen on ψ's scale (``γ_pd/v_th`` at its peak). The causal filter form would need
 ``(N, N + n_in, C, C)`` traces for ALIF neurons and a non-causal readout credit (§4.3), so it is not offered.
+With current-based synapses (``tau_syn_ms > 0``) a recurrent spike enters the target's synaptic current, so the
+non-local credit is ``μ Σ_j W_ab[j,p] c_in,j δ̃i_j^{t+1}`` with ``δ̃i^{t+1} = δ̃v^{t+1} + α_s δ̃i^{t+2}`` (the exact
+local adjoint of the current); tested against the custom-backward construction.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, refuse_reset_zero, refuse_synaptic
+from spikelearn.rules.base import Grads, LossFn, refuse_reset_zero
 from spikelearn.rules.eprop import (EProp, _check_common, feedback_matrix, local_adjoint_scan, readout_credit_chunks,
                                     record_and_output_error, run_online, weight_grads)
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
@@ -118,7 +121,6 @@ class ModProp:
     online = True
     model_types = ("rate", "spiking")
     zero_reset = False        # reset="zero" not derived (refused, see rules.base.refuse_reset_zero)
-    current_synapses = False  # no derivation with a synaptic filter (refused, see rules.base.refuse_synaptic)
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -139,9 +141,6 @@ class ModProp:
         from spikelearn.models import RateRNN, SpikingRNN
 
         if isinstance(model, SpikingRNN):
-            refuse_synaptic(model, "ModProp", "its filter taps are derived for drives that reach the membrane in "
-                            "the step they arrive (ALGORITHMS.md §4.2); a synaptic current adds a second filter per "
-                            "hop (not derived)")
             refuse_reset_zero(model, "ModProp", "its spiking credit follows the subtractive reset (not derived for a "
                               "reset to zero)")
             return True

@@ -495,16 +495,6 @@ def test_eprop_with_synapses_and_no_recurrence_equals_bptt():
     _assert_rel(g, want)
 
 
-def test_modprop_refuses_synaptic_models():
-    from spikelearn.rules import MDGL, ModProp
-
-    model = _model("alif", tau_syn_ms=5.0)
-    x, y, mask = _data()
-    with pytest.raises(ValueError, match="current-based synapses.*tau_syn_ms"):
-        ModProp().gradients(model, x, y, mask, _mse)
-    MDGL().gradients(model, x, y, mask, _mse)  # MDGL has its (one-hop truncated) synaptic form: test_mdgl.py
-
-
 # ------------------------------------------------------------------------------------------ reset to zero
 @pytest.mark.parametrize("mode", ["batched", "online"])
 @pytest.mark.parametrize("neuron", ["lif", "alif"])

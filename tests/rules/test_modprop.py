@@ -247,11 +247,14 @@ def _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace, first=0):
     T, Bn, _ = x.shape
     N = model.n
     v = torch.zeros(Bn, N, dtype=torch.float64)
-    a, z, refr, zf = (torch.zeros_like(v) for _ in range(4))
+    a, z, refr, zf, cur = (torch.zeros_like(v) for _ in range(5))
     ys = []
     for t in range(T):
         sub = _SubstitutedRec.apply(v - c.beta * a, W_ab, rule.mu) if t >= first else 0.0
         drive = c.c_in * (x[t] @ W.W_in.T + z.detach() @ W.W_rec.T + sub)
+        if c.synaptic:  # the recurrent spike (and its substituted credit) enters the synaptic current
+            cur = c.alpha_syn * cur + drive
+            drive = cur
         zr = z if reset_in_trace else z.detach()
         v = c.alpha * v + drive - c.v_th * zr
         a = c.rho * a + c.c_a * z
@@ -338,3 +341,18 @@ def test_buflen_values():
             ModProp(buflen=bad)
     with pytest.raises(ValueError, match="buflen .* needs mode='batched'"):
         ModProp(buflen=5, mode="online")
+
+
+@pytest.mark.parametrize("reset_in_trace", [False, True])
+def test_t42_spiking_with_current_based_synapses_equals_custom_backward(reset_in_trace):
+    """Synaptic currents: the substituted credit μ W_abᵀ enters through the target's current, dE/di^{t+1}
+    (the scan's hook receives it); = autograd of the custom-backward construction, per-neuron τ_s (some 0)."""
+    model = _spiking(tau_syn_ms=[0.0, 2.0, 5.0, 3.0, 0.0, 8.0, 4.0, 6.0])
+    x, y, mask = _spike_data()
+    rule = ModProp(mu=5.0, reset_in_trace=reset_in_trace, chunk_steps=7)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    want = _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace)
+    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
+    _, ge = EProp(reset_in_trace=reset_in_trace).gradients(model, x, y, mask, _mse)
+    assert float((g["theta_rec"] - ge["theta_rec"]).norm()) > 1e-6 * float(ge["theta_rec"].norm())
