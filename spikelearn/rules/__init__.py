@@ -2,8 +2,8 @@
 
 ``RULES`` maps a rule's name to its class so tests and configuration files can iterate over all of them.
 Each rule class declares ``model_types`` (a subset of ``("rate", "spiking")``): the models it applies to, and may
-declare ``zero_reset = False`` when it has no derivation for spiking models with ``reset="zero"`` (MDGL, ModProp,
-RewardModulated); configuration validation then refuses those up front. Every rule handles current-based synapses
+declare ``zero_reset = False`` when it has no derivation for spiking models with ``reset="zero"``
+(RewardModulated); configuration validation then refuses those up front. Every rule handles current-based synapses
 (``tau_syn_ms > 0``).
 """
 

@@ -192,6 +192,11 @@ def rate_regularizer(z: Tensor, dt_ms: float, coeff: float, target_hz: float,
 
 
 # ----------------------------------------------------------------------------------------------- state
+def spiking_scan_fields(model: nn.Module) -> tuple[str, ...]:
+    """Record fields :func:`local_adjoint_scan` needs: ``x, z, ψ, z̄``, and ``v`` with ``reset="zero"``."""
+    return ("x", "z", "psi", "z_filt") + (("v",) if getattr(model, "reset", "subtract") == "zero" else ())
+
+
 def record_and_output_error(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                             chunk_steps: int, fields: tuple[str, ...]) -> tuple[Tensor, Tensor, list]:
     """The shared first half of every batched local rule: run the trial without a graph, keeping only
@@ -362,8 +367,8 @@ class EProp:
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
             assert grads is not None
             return loss, grads
-        fields = ("x", "z", "psi", "z_filt") + (("v",) if getattr(model, "reset", "subtract") == "zero" else ())
-        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
+        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
+                                                    spiking_scan_fields(model))
         with torch.no_grad():
             dW_pre, dW_out, db_out = self._batched(model, recs, dE_dy)
         return loss, self._grads(model, dW_pre, dW_out, db_out)

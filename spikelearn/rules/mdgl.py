@@ -32,7 +32,8 @@ synaptic current, ``dE/dz_p^t = ∂E/∂z_p^t + Σ_j dE/di_j^{t+1} c_in W_jp`` w
 includes the persistence of its current: ``dE/di_j^{t+1} ≈ ψ_j^{t+1} ∂E/∂z_j^{t+1}`` — so the modulatory term is
 unchanged, and the traces are e-prop's with the synaptically filtered presynaptic signal. The T3.1 construction
 (autograd of ``E + S`` on the e-prop graph) holds as before and is tested; whether the truncation is as good with
-long τ_s is an empirical question.
+long τ_s is an empirical question. With ``reset="zero"`` the input of the step after a spike still counts, so
+``∂v_j^{t+1}/∂z_p^t = c_in W_jp`` and the modulatory term is unchanged; the traces are e-prop's for that reset.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, refuse_reset_zero
+from spikelearn.rules.base import Grads, LossFn
 from spikelearn.rules.eprop import (EProp, EPropState, _detached, local_adjoint_scan, readout_credit_chunks,
-                                   record_and_output_error, recs_chunk, run_online)
+                                   record_and_output_error, recs_chunk, run_online, spiking_scan_fields)
 
 __all__ = ["MDGL", "MDGLState", "ModulationOperator", "cell_type_index", "type_indicator", "type_average",
            "substituted_weights"]
@@ -55,9 +56,6 @@ VARIANTS = ("mdgl", "exact", "nonlocal", "online")
 
 
 # ----------------------------------------------------------------------------------------------- cell types
-_RESET_WHY = "its modulatory term and traces follow the source's subtractive reset (not derived for a reset to zero)"
-
-
 def cell_type_index(model: nn.Module, cell_types: Any = "ei") -> tuple[Tensor, list]:
     """Per-neuron type index ``(N,)`` (long, values ``0..C-1``) and the ``C`` type labels.
 
@@ -206,7 +204,6 @@ class MDGL:
 
     online = True
     model_types = ("spiking", "rate")
-    zero_reset = False        # reset="zero" not derived (refused, see rules.base.refuse_reset_zero)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -262,13 +259,12 @@ class MDGL:
         if isinstance(model, RateRNN):
             return self._rate_gradients(model, x, y, mask, loss_fn)
         self._eprop._check_model(model)
-        refuse_reset_zero(model, "MDGL", _RESET_WHY)
         if self.mode == "online":
             loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
             assert grads is not None
             return loss, grads
         loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
-                                                    ("x", "z", "psi", "z_filt"))
+                                                    spiking_scan_fields(model))
         with torch.no_grad():
             dW_pre, dW_out = self._batched(model, recs, dE_dy)
         return loss, self._eprop._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
@@ -344,7 +340,6 @@ class MDGL:
         """Zero state for ``batch_size`` trials from rest (variant ``"online"`` only)."""
         if self.variant != "online":
             raise ValueError(f"MDGL: the online form exists for variant='online' only, not {self.variant!r}")
-        refuse_reset_zero(model, "MDGL", _RESET_WHY)
         ep = self._eprop.init(model, batch_size, n_steps=n_steps)
         return MDGLState(ep=ep, e_bar_prev=torch.zeros_like(ep.e_bar),
                          psi_bar=torch.zeros(int(batch_size), model.n, dtype=model.dtype, device=model.device),

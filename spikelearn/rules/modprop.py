@@ -32,7 +32,8 @@ exact, as in e-prop. μ should be chosen on ψ's scale (``γ_pd/v_th`` at its pe
 ``(N, N + n_in, C, C)`` traces for ALIF neurons and a non-causal readout credit (§4.3), so it is not offered.
 With current-based synapses (``tau_syn_ms > 0``) a recurrent spike enters the target's synaptic current, so the
 non-local credit is ``μ Σ_j W_ab[j,p] c_in,j δ̃i_j^{t+1}`` with ``δ̃i^{t+1} = δ̃v^{t+1} + α_s δ̃i^{t+2}`` (the exact
-local adjoint of the current); tested against the custom-backward construction.
+local adjoint of the current); tested against the custom-backward construction. ``reset="zero"``: the local
+adjoint is e-prop's for that reset (leak α(1 − z), reset path −α v); the substituted credit is unchanged.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, refuse_reset_zero
+from spikelearn.rules.base import Grads, LossFn
 from spikelearn.rules.eprop import (EProp, _check_common, feedback_matrix, local_adjoint_scan, readout_credit_chunks,
-                                    record_and_output_error, run_online, weight_grads)
+                                    record_and_output_error, run_online, spiking_scan_fields, weight_grads)
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
 
 __all__ = ["ModProp", "ModPropState", "filter_taps"]
@@ -120,7 +121,6 @@ class ModProp:
 
     online = True
     model_types = ("rate", "spiking")
-    zero_reset = False        # reset="zero" not derived (refused, see rules.base.refuse_reset_zero)
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -141,8 +141,6 @@ class ModProp:
         from spikelearn.models import RateRNN, SpikingRNN
 
         if isinstance(model, SpikingRNN):
-            refuse_reset_zero(model, "ModProp", "its spiking credit follows the subtractive reset (not derived for a "
-                              "reset to zero)")
             return True
         if isinstance(model, RateRNN):
             if model.form not in _RATE_FORMS:
@@ -211,7 +209,7 @@ class ModProp:
             assert grads is not None
             return loss, grads
         if spiking:
-            fields: tuple[str, ...] = ("x", "z", "psi", "z_filt")
+            fields: tuple[str, ...] = spiking_scan_fields(model)
         else:
             fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
         loss, dE_dy, chunks = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)

@@ -374,3 +374,17 @@ def test_online_equals_batched_with_current_based_synapses():
     _, go = MDGL(variant="online", mode="online", chunk_steps=4).gradients(model, x, y, mask, _mse)
     errs = _rel(go, gb, ["theta_rec", "theta_in", "theta_out", "b_out"])
     assert max(errs.values()) < 1e-10, errs
+
+
+@pytest.mark.parametrize("variant", ["exact", "mdgl"])
+def test_t31_with_reset_zero(variant):
+    model = _model(reset="zero", tau_syn_ms=2.0)
+    x, y, mask = _data()
+    rule = MDGL(variant=variant, chunk_steps=7)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    want = _mdgl_autograd(model, x, y, mask, rule.substituted_weights(model))
+    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
+    _, gb = MDGL(variant="online", mode="batched").gradients(model, x, y, mask, _mse)
+    _, go = MDGL(variant="online", mode="online", chunk_steps=4).gradients(model, x, y, mask, _mse)
+    assert max(_rel(go, gb, ["theta_rec", "theta_in"]).values()) < 1e-10

@@ -256,7 +256,7 @@ def _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace, first=0):
             cur = c.alpha_syn * cur + drive
             drive = cur
         zr = z if reset_in_trace else z.detach()
-        v = c.alpha * v + drive - c.v_th * zr
+        v = c.alpha * v * (1.0 - zr) + drive if c.reset_zero else c.alpha * v + drive - c.v_th * zr
         a = c.rho * a + c.c_a * z
         u = (v - (c.v_th + c.beta * a)) / c.v_th
         d = model.surrogate.derivative(u)
@@ -356,3 +356,14 @@ def test_t42_spiking_with_current_based_synapses_equals_custom_backward(reset_in
     assert max(errs.values()) < 1e-10, errs
     _, ge = EProp(reset_in_trace=reset_in_trace).gradients(model, x, y, mask, _mse)
     assert float((g["theta_rec"] - ge["theta_rec"]).norm()) > 1e-6 * float(ge["theta_rec"].norm())
+
+
+@pytest.mark.parametrize("reset_in_trace", [False, True])
+def test_t42_spiking_with_reset_zero_equals_custom_backward(reset_in_trace):
+    model = _spiking(reset="zero", tau_syn_ms=3.0)
+    x, y, mask = _spike_data()
+    rule = ModProp(mu=5.0, reset_in_trace=reset_in_trace, chunk_steps=7)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    want = _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace)
+    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
