@@ -289,15 +289,15 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
         inp = b2.SpikeGeneratorGroup(B * n_in, (bb * n_in + kk).astype(np.int64), tt * dt, name="spikelearn_input")
         on_pre = "I_syn_post += w" + ("\nxs = 1" if trace else "")
         syn_in = _synapses(b2, inp, net, "xs : 1\n" if trace else "", on_pre, spec.mask_in, B, N, n_in, W_in_s,
-                           "xs" if trace else None, "spikelearn_syn_in", syn)
+                           "xs" if trace else None, "spikelearn_syn_in", syn, spec.reset_zero)
     else:
         ns["x_ta"] = b2.TimedArray(x.reshape(T, B * n_in), dt=dt)
         inp = b2.NeuronGroup(B * n_in, "x = x_ta(t, i) : 1", name="spikelearn_input")
         syn_in = _synapses(b2, inp, net, "I_ff_post = w*x_pre : 1 (summed)\n", None, spec.mask_in, B, N, n_in,
-                           W_in_s, "x_pre" if trace else None, "spikelearn_syn_in", syn)
+                           W_in_s, "x_pre" if trace else None, "spikelearn_syn_in", syn, spec.reset_zero)
     W_rec_s = spec.c_in[:, None] * spec.W_rec
     syn_rec = _synapses(b2, net, net, "", "I_syn_post += w", spec.mask_rec, B, N, N, W_rec_s,
-                        "zpre_pre" if trace else None, "spikelearn_syn_rec", syn)
+                        "zpre_pre" if trace else None, "spikelearn_syn_rec", syn, spec.reset_zero)
     objs.update(input=inp, syn_in=syn_in, syn_rec=syn_rec)
 
     if spec.gap is not None:
@@ -348,10 +348,12 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
     return objs, ns
 
 
-def _synapses(b2, source, target, extra_eqs, on_pre, mask, B, N, n_pre, W_s, pre_sig, name, filtered=False):
+def _synapses(b2, source, target, extra_eqs, on_pre, mask, B, N, n_pre, W_s, pre_sig, name, filtered=False,
+              reset_zero=False):
     """Synapses ``w`` for ``B`` copies of ``mask``; with ``pre_sig`` also the e-prop traces (§2.2, §2.4):
     ε^v, ε^a (ALIF), e, the κ-filtered ē and the gradient ``g = Σ_t L_post ē``; with current-based synapses
-    (``filtered``) ``pre`` is first filtered by the postsynaptic synaptic decay, ``P = α_s P + pre``."""
+    (``filtered``) ``pre`` is first filtered by the postsynaptic synaptic decay, ``P = α_s P + pre``; with
+    ``reset_zero`` the trace's leak is ``α (1 − z_post^{t-1})``."""
     eqs = "w : 1 (constant)\n" + extra_eqs
     if pre_sig is not None:
         eqs += "eps_v : 1\neps_a : 1\ne_prev : 1\nebar : 1\ng : 1\n" + ("P : 1\n" if filtered else "")
@@ -363,7 +365,7 @@ def _synapses(b2, source, target, extra_eqs, on_pre, mask, B, N, n_pre, W_s, pre
     if pre_sig is not None:
         code = ("P = alpha_s_post*P + " + pre_sig + "\n") if filtered else ""
         code += f"""
-        eps_v = alpha_post*eps_v + c_in_post*{"P" if filtered else pre_sig}
+        eps_v = alpha_post*{"(1 - zpre_post)*" if reset_zero else ""}eps_v + c_in_post*{"P" if filtered else pre_sig}
         eps_a = rho_post*eps_a + c_a_post*e_prev
         e_prev = psi_post*(eps_v - beta_post*eps_a)
         ebar = kappa*ebar + omk*e_prev
@@ -608,9 +610,6 @@ def eprop_brian2(model: Any, x: Any, y_target: Any, mask: Any = None, *, feedbac
                                       "(triangular) pseudo-derivative only")
     if model.readout != "filtered_spikes":
         raise UnsupportedFeatureError(f"readout {model.readout!r}: Brian2 e-prop needs readout='filtered_spikes'")
-    if spec.reset_zero:
-        raise UnsupportedFeatureError("reset='zero': the Brian2 e-prop traces are written for the subtractive reset "
-                                      "(with reset to zero the local leak depends on the neuron's own last spike)")
     if getattr(model, "gap", None) is not None:
         raise UnsupportedFeatureError("gap junctions: the Brian2 e-prop traces use the membrane leak alone, while "
                                       "e-prop with gap junctions uses the local leak α + c_in(G_jj − Σ_i G_ji)")

@@ -390,5 +390,18 @@ def test_reset_zero_matches_brian2(same_as_brian2):
                        tau_syn_ms=tau_s, dtype="float64")
     rep = same_as_brian2(model, _poisson(400, 1, 20, 0.05, seed=1))
     assert rep.summary["spikes_spikelearn"] > 100
-    with pytest.raises(UnsupportedFeatureError, match="reset='zero'"):
-        eprop_brian2(model, torch.zeros(5, 1, 20, dtype=torch.float64), torch.zeros(5, 1, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("n_adaptive", [0, 15], ids=["LIF", "ALIF"])
+def test_eprop_in_brian2_with_reset_zero_matches_the_rule(n_adaptive):
+    """reset="zero": the Brian2 trace leaks by α (1 − z_post^{t-1}); = spikelearn's EProp (and synapses on)."""
+    from spikelearn.rules import EProp
+    from spikelearn.tasks import regression_loss
+
+    model, x, y_star, mask = _eprop_setup(n_adaptive, reset="zero", tau_syn_ms=3.0)
+    assert model(x, record=True).record.z.sum() > 50
+    _, grads = EProp().gradients(model, x, y_star, mask, regression_loss)
+    mine = eprop_brian2(model, x, y_star, mask).param_grads(model)
+    for name in ("theta_rec", "theta_in", "theta_out", "b_out"):
+        a, g = mine[name].detach().numpy(), grads[name].detach().numpy()
+        assert np.linalg.norm(g) > 1e-3 and _rel(a, g) < 1e-6, (name, _rel(a, g))
