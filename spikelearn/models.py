@@ -776,18 +776,30 @@ class SpikingRNN(_CircuitRNN):
                             i_syn=z)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor, state: SpikingState | None = None, record: bool = False) -> ModelOutput:
+    def forward(self, x: Tensor, state: SpikingState | None = None, record: bool = False,
+                i_ext: Tensor | None = None) -> ModelOutput:
         """Run ``T`` steps.
 
         Args:
             x: ``(T, B, n_in)`` input. state: initial :class:`SpikingState` (default zeros).
             record: also return a :class:`SpikingRecord`.
+            i_ext: optional ``(T, B, N)`` (or broadcastable) current injected straight into the membrane, in units
+                of ``v`` per step: ``v^t = … + i_ext^t`` (not scaled by ``c_in``, not filtered by synapses, also
+                after a reset to zero) — an electrode, a stimulation protocol, exploration noise; differentiable.
 
         Returns:
             :class:`ModelOutput` ``(y (T, B, n_out), final SpikingState, SpikingRecord | None)``.
         """
         x = self._prep_x(x)
         T, B, _ = x.shape
+        ext = None
+        if i_ext is not None:
+            ext = torch.as_tensor(i_ext, dtype=self.dtype, device=self.device)
+            try:
+                ext = ext.expand(T, B, self.n)
+            except RuntimeError:
+                raise ValueError(f"i_ext must broadcast to (T, B, N) = ({T}, {B}, {self.n}), got shape "
+                                 f"{tuple(ext.shape)}") from None
         if state is None:
             state = self.init_state(B)
         W = self.effective_weights()
@@ -820,7 +832,7 @@ class SpikingRNN(_CircuitRNN):
         psis: list[Tensor] = []
         refs: list[Tensor] = []
         isyns: list[Tensor] = []
-        for ff_t in ff.unbind(0):
+        for t, ff_t in enumerate(ff.unbind(0)):
             drive = torch.addmm(ff_t, s.z, W_recT)  # c_in (W_in x^t + W_rec z^{t-1})
             if syn:
                 i_syn = drive = torch.addcmul(drive, a_syn, i_syn)  # i^t = α_s i^{t-1} + c_in (…)
@@ -828,6 +840,8 @@ class SpikingRNN(_CircuitRNN):
                     isyns.append(i_syn)
             if gap is not None:
                 drive = drive + (s.v @ GT - s.v * gsum)
+            if ext is not None:
+                drive = drive + ext[t]
             s, aux = alif_update(c, s, drive, surr, need_aux=record)
             zf = torch.lerp(s.z, zf, kappa) if norm else torch.add(s.z, zf, alpha=kappa)  # κ z̄ + c_κ z, one node
             if keep_zf:

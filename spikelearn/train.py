@@ -577,10 +577,6 @@ def validate_config(cfg: RunConfig) -> None:
                           f"{cfg.model.type!r}")
     check_options("rule", RULES[cfg.rule.name], cfg.rule.options)
     _check_required("rule", RULES[cfg.rule.name], cfg.rule.options)
-    reset = cfg.model.options.get("reset", "subtract") if cfg.model.type == "spiking" else "subtract"
-    if not getattr(RULES[cfg.rule.name], "zero_reset", True) and reset == "zero":
-        raise ConfigError(f"[rule] {cfg.rule.name!r} does not support [model.options] reset = \"zero\"; use "
-                          f"reset = \"subtract\", or a rule that does (bptt, tbptt, eprop, mdgl, modprop)")
     opt = _optimizer_classes()
     if cfg.optimizer.name.lower() not in opt:
         raise ConfigError(f"[optimizer] name {cfg.optimizer.name!r} unknown; torch.optim offers {sorted(opt)}")

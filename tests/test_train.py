@@ -465,9 +465,7 @@ def test_model_warns_when_it_leaves_out_a_circuits_autapses():
 
 def test_current_based_synapses_from_a_run_config(tmp_path):
     """[model.options] tau_syn_ms trains end to end with e-prop and resumes bit-identically (the synaptic current
-    is re-initialised every trial); reset = "zero" is refused up front for rules without its derivation."""
-    from spikelearn.config import ConfigError
-
+    is re-initialised every trial); every rule accepts synapses and reset = "zero"."""
     def cfg(out, rule="eprop"):
         return RunConfig(
             circuit=CircuitConfig(kind="gaussian", n=24, options={"g": 1.0}),
@@ -490,6 +488,4 @@ def test_current_based_synapses_from_a_run_config(tmp_path):
         validate_config(cfg(tmp_path / rule, rule))
     zero = dataclasses.replace(cfg(tmp_path / "z", "reward"), model=ModelConfig(type="spiking", options={
         "n_adaptive": 12, "reset": "zero"}))
-    with pytest.raises(ConfigError, match="'reward' does not support \\[model.options\\] reset"):
-        validate_config(zero)
-    validate_config(dataclasses.replace(zero, rule=RuleConfig(name="eprop")))
+    validate_config(zero)

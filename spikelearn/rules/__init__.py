@@ -1,10 +1,8 @@
 """Learning rules: one contract (``loss, grads = rule.gradients(model, x, y, mask, loss_fn)``), a plain registry.
 
 ``RULES`` maps a rule's name to its class so tests and configuration files can iterate over all of them.
-Each rule class declares ``model_types`` (a subset of ``("rate", "spiking")``): the models it applies to, and may
-declare ``zero_reset = False`` when it has no derivation for spiking models with ``reset="zero"``
-(RewardModulated); configuration validation then refuses those up front. Every rule handles current-based synapses
-(``tau_syn_ms > 0``).
+Each rule class declares ``model_types`` (a subset of ``("rate", "spiking")``): the models it applies to. Every rule
+that applies to spiking models handles current-based synapses (``tau_syn_ms > 0``) and ``reset="zero"``.
 """
 
 from spikelearn.rules.base import Grads, LearningRule, LossFn, apply_gradients, output_error, zero_grads

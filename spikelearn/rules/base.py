@@ -25,14 +25,7 @@ Grads = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 __all__ = ["Grads", "LossFn", "LearningRule", "apply_gradients", "output_error", "zero_grads", "rule_state_dict",
-           "load_rule_state_dict", "refuse_reset_zero"]
-
-
-def refuse_reset_zero(model: nn.Module, rule: str, why: str) -> None:
-    """Raise if ``model`` resets its membrane to zero (``reset="zero"``), which ``rule`` does not handle."""
-    if getattr(model, "reset", "subtract") == "zero":
-        raise ValueError(f"{rule} does not support reset='zero': {why}. Use reset='subtract', or EProp / BPTT, "
-                         f"which handle it")
+           "load_rule_state_dict"]
 
 
 @runtime_checkable

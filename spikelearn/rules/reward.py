@@ -16,17 +16,19 @@ effect), the expected update is the gradient of the Gaussian-smoothed batch-mean
 with a constant baseline, whatever the network's recurrence. With ``δ = 0`` the reward-modulated update (``W_rec``,
 ``W_in``, biases) is exactly zero. ``W_out``/``b_out`` get their exact local gradient (the delta rule on the noisy
 run, not gated by δ) when ``readout="exact"``; with ``readout="none"`` they are not updated, and then a zero RPE
-means no update at all. Gap junctions are not supported (the injected noise would spread through them).
+means no update at all.
 
 Current-based synapses (``SpikingRNN`` with ``tau_syn_ms > 0``): the noise still enters ``v``, but ``W`` acts on
 ``v^s`` through the synaptic current ``i^t`` (``t ≤ s``), ``∂v^s/∂W_ji = c_in Σ_{t≤s} α_s^{s−t} pre_i^t`` along the
 direct path, so the eligibility is ``Σ_s η^s c_in P^s`` with the filtered ``P``; it is computed as the transposed sum
 ``Σ_t w̃^t pre^t`` with ``w̃^t = w^t + α_s w̃^{t+1}`` (per-neuron ``τ_s`` allowed).
 
-Implementation: the noise enters through the carried state (``h`` or ``v`` is raised by ``η^t/leak`` before step
-``t``, which equals adding ``η^t`` to the drive of step ``t``); this needs a non-zero leak and a model form whose
-state carries ``h`` (``RateRNN`` ``"pre_activation"``/``"relu_lif"``, ``SpikingRNN``). The trial is simulated one
-step at a time (slow for long trials; memory ``O(T B N)``).
+Implementation: in a ``SpikingRNN`` the noise is an injected current, ``model(x, i_ext=η)`` (``v^t`` gains ``η^t``,
+also right after a reset to zero and with gap junctions, whose next-step current then carries the perturbation on
+as part of its effect); one forward pass per batch. In a ``RateRNN`` it enters through the carried state (``h`` is
+raised by ``η^t/leak`` before step ``t``, which equals adding ``η^t`` to the drive of step ``t``); this needs a
+non-zero leak, a form whose state carries ``h`` (``"pre_activation"``/``"relu_lif"``) and no gap junctions, and
+the trial is simulated one step at a time (memory ``O(T B N)``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, output_error, refuse_reset_zero
+from spikelearn.rules.base import Grads, LossFn, output_error
 
 __all__ = ["RewardModulated"]
 
@@ -71,7 +73,6 @@ class RewardModulated:
 
     online = False
     model_types = ("rate", "spiking")
-    zero_reset = False        # reset="zero" not derived (refused, see rules.base.refuse_reset_zero)
 
     def __post_init__(self) -> None:
         if not self.noise_std > 0:
@@ -84,28 +85,24 @@ class RewardModulated:
             raise ValueError(f"RewardModulated: readout must be 'exact' or 'none', got {self.readout!r}")
 
     def _setup(self, model: nn.Module) -> tuple[str, Tensor, Tensor]:
-        refuse_reset_zero(model, "RewardModulated", "the exploration noise enters through v^{t-1}, which a reset to "
-                          "zero discards after a spike, so the eligibility would credit noise that had no effect")
         from spikelearn.models import RateRNN, SpikingRNN
 
-        if getattr(model, "gap", None) is not None:
-            raise ValueError("RewardModulated does not support gap junctions: its noise is injected into the carried "
-                             "state, which the next step's gap current would spread to the neighbours (the update "
-                             "would then follow another perturbation than the one it credits)")
         c = model.constants()
         kw = dict(dtype=model.dtype, device=model.device)
-        if isinstance(model, SpikingRNN):
-            field_, leak = "v", c.alpha
-        elif isinstance(model, RateRNN):
-            if model.form not in ("pre_activation", "relu_lif"):
-                raise ValueError(f"RewardModulated needs a RateRNN form whose state carries h, got {model.form!r}")
-            field_, leak = "h", c.leak
-        else:
+        if isinstance(model, SpikingRNN):  # the noise enters v^t as an injected current (model(..., i_ext=η))
+            return "v", torch.ones(model.n, **kw), torch.as_tensor(c.c_in, **kw).expand(model.n).clone()
+        if not isinstance(model, RateRNN):
             raise TypeError(f"RewardModulated applies to RateRNN or SpikingRNN, got {type(model).__name__}")
-        leak = torch.as_tensor(leak, **kw).expand(model.n).clone()
+        if getattr(model, "gap", None) is not None:
+            raise ValueError("RewardModulated does not support gap junctions in a RateRNN: its noise is injected into "
+                             "the carried state, which the next step's gap current would spread to the neighbours "
+                             "(the update would then follow another perturbation than the one it credits)")
+        if model.form not in ("pre_activation", "relu_lif"):
+            raise ValueError(f"RewardModulated needs a RateRNN form whose state carries h, got {model.form!r}")
+        leak = torch.as_tensor(c.leak, **kw).expand(model.n).clone()
         if bool((leak == 0).any()):
             raise ValueError("RewardModulated injects noise through the carried state and needs a non-zero leak")
-        return field_, leak, torch.as_tensor(c.c_in, **kw).expand(model.n).clone()
+        return "h", leak, torch.as_tensor(c.c_in, **kw).expand(model.n).clone()
 
     def _noise(self, model: nn.Module, shape: tuple) -> Tensor:
         gen = None
@@ -148,21 +145,30 @@ class RewardModulated:
         T, B = x.shape[0], x.shape[1]
         N = model.n
         eta = self._noise(model, (T, B, N))
+        exact = self.readout == "exact"
         with torch.no_grad():
-            state = model.init_state(B)
-            exact = self.readout == "exact"
-            pres, ys, reads = [], [], []
-            for t in range(T):
-                pres.append(state.r if field_ == "h" else state.z)  # presynaptic activity of step t
-                state = state._replace(**{field_: getattr(state, field_) + eta[t] / leak})
-                out = model(x[t:t + 1], state=state, record=exact)
-                ys.append(out.y)
-                state = out.state
-                if exact:  # what W_out multiplies
-                    r = out.record
-                    reads.append(r.z_filt[0] if field_ == "v" else (r.h[0] if model.readout_from == "h" else r.r[0]))
-            y_hat = torch.cat(ys)
-            pre = torch.stack(pres)
+            if field_ == "v":  # spiking: one run with the noise as an injected current
+                state = model.init_state(B)
+                out = model(x, record=True, i_ext=eta)
+                y_hat = out.y
+                z = out.record.z
+                pre = torch.cat([state.z[None], z[:-1]])  # presynaptic activity z^{t-1} of step t
+                read = out.record.z_filt
+            else:
+                state = model.init_state(B)
+                pres, ys, reads = [], [], []
+                for t in range(T):
+                    pres.append(state.r)  # presynaptic activity of step t
+                    state = state._replace(h=state.h + eta[t] / leak)
+                    out = model(x[t:t + 1], state=state, record=exact)
+                    ys.append(out.y)
+                    state = out.state
+                    if exact:  # what W_out multiplies
+                        r = out.record
+                        reads.append(r.h[0] if model.readout_from == "h" else r.r[0])
+                y_hat = torch.cat(ys)
+                pre = torch.stack(pres)
+                read = torch.stack(reads) if exact else None
         loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
         with torch.no_grad():
             R = self.rewards(y_hat, y, mask, loss_fn)
@@ -179,7 +185,7 @@ class RewardModulated:
             if model.b_rec is not None:
                 dW["b_rec"] = w.sum((0, 1))
             if exact:
-                read = torch.stack(reads)
+                assert read is not None
                 dW["W_out"] = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ read.reshape(-1, N)
                 if model.b_out is not None:
                     dW["b_out"] = dE_dy.sum((0, 1))

@@ -113,3 +113,30 @@ def test_bptt_with_reset_zero_matches_finite_differences(directional_fd):
     # 1.4e-6 (it falls 100× per 10× smaller h: 1.4e-2, 1.4e-4, 1.4e-6, 1.4e-8), so h = 1e-6 here
     an, fd = directional_fd(m, loss_fn, h=1e-6)
     assert abs(an) > 1e-6 and abs(fd - an) / abs(an) < 1e-6, (fd, an)
+
+
+def test_injected_current_enters_the_membrane_directly():
+    """model(x, i_ext=I): v^t = α v^{t-1} + I^t below threshold, unscaled by c_in, not synaptically filtered, also
+    right after a reset to zero; differentiable; a bad shape names the expected one."""
+    n = 4
+    W = np.zeros((n, n))
+    m = SpikingRNN(Circuit.from_dense(W, mask=np.zeros((n, n), bool)), 2, 1, dtype=F64, scaling="B", v_th=1.0,
+                   tau_syn_ms=5.0, n_ref=0, reset="zero")
+    T = 30
+    I = torch.full((T, 1, n), 0.02, dtype=F64)
+    rec = m(torch.zeros(T, 1, 2, dtype=F64), record=True, i_ext=I).record
+    alpha = math.exp(-1 / 20)
+    t = torch.arange(1, T + 1, dtype=F64)[:, None, None]
+    assert torch.allclose(rec.v, 0.02 * (1 - alpha**t) / (1 - alpha), rtol=1e-12, atol=0)
+    assert not rec.i_syn.any()
+    # a spike at step 0 (strong pulse), then reset to zero: v^1 = I^1 exactly
+    I2 = torch.zeros(3, 1, n, dtype=F64)
+    I2[0] = 2.0
+    I2[1] = 0.3
+    rec2 = m(torch.zeros(3, 1, 2, dtype=F64), record=True, i_ext=I2).record
+    assert rec2.z[0].all() and torch.allclose(rec2.v[1], torch.full((1, n), 0.3, dtype=F64))
+    Ig = I.clone().requires_grad_(True)
+    m(torch.zeros(T, 1, 2, dtype=F64), i_ext=Ig).y.sum().backward()
+    assert Ig.grad is not None and torch.isfinite(Ig.grad).all()
+    with pytest.raises(ValueError, match=r"i_ext must broadcast to \(T, B, N\) = \(30, 1, 4\)"):
+        m(torch.zeros(T, 1, 2, dtype=F64), i_ext=torch.zeros(T, 1, 3, dtype=F64))

@@ -539,12 +539,3 @@ def test_eprop_with_reset_zero_and_no_recurrence_equals_bptt():
     _, g = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
     _, want = BPTT().gradients(model, x, y, mask, _mse)
     _assert_rel(g, want)
-
-
-def test_reward_rule_refuses_reset_zero():
-    from spikelearn.rules import RewardModulated
-
-    model = _model("alif", reset="zero")
-    x, y, mask = _data()
-    with pytest.raises(ValueError, match="does not support reset='zero'"):
-        RewardModulated(seed=0).gradients(model, x, y, mask, _mse)
