@@ -9,6 +9,10 @@
 #   experiments/full_runs.sh status                  status of every live sweep
 #   experiments/full_runs.sh stop                    stop every live sweep (runs resume from their checkpoints)
 #
+#   experiments/full_runs.sh freeze                  install the committed HEAD (not the working tree) into $LIVE/env,
+#                                                    a non-editable environment that resume/start then use: editing
+#                                                    the package while a sweep runs cannot reach its workers
+#
 # NAME is an experiment folder (mdgl_evidence_accumulation, curvature, rank_rich_lazy, gain_lyapunov).
 # STORE (default store_full) names the committed store inside it, for experiments with several full sweeps
 # (e.g. STORE=store_full_aligned); the live copy is then $LIVE/NAME.STORE.
@@ -16,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIVE=${LIVE:-/tmp/live}
-SL=${SPIKELEARN:-.venv/bin/spikelearn}
+if [ -z "${SPIKELEARN:-}" ] && [ -x "$LIVE/env/bin/spikelearn" ]; then SL="$LIVE/env/bin/spikelearn"; else SL=${SPIKELEARN:-.venv/bin/spikelearn}; fi
 STORE=${STORE:-store_full}
 mkdir -p "$LIVE"
 live() { if [ "$STORE" = store_full ]; then echo "$1"; else echo "$1.$STORE"; fi; }
@@ -41,10 +45,17 @@ case "${1:-}" in
     mv "experiments/$name/$STORE.new" "experiments/$name/$STORE";;
   status)
     for d in "$LIVE"/*/; do [ -f "$d/store.sqlite" ] && "$SL" sweep status "$d"; done;;
+  freeze)
+    rm -rf "$LIVE/env" "$LIVE/src" && mkdir -p "$LIVE/src"
+    git archive HEAD | tar -x -C "$LIVE/src"
+    python3 -m venv "$LIVE/env"
+    "$LIVE/env/bin/pip" install --quiet -c constraints-cpu.txt "$LIVE/src"
+    git rev-parse HEAD > "$LIVE/env/COMMIT"
+    echo "frozen $(cat "$LIVE/env/COMMIT") into $LIVE/env";;
   stop)  # each driver leads its own process group (setsid): stop it together with its pool workers
     for pid in $(pgrep -f "spikelearn sweep (run|resume) .*$LIVE" || true); do
       kill -- "-$(ps -o pgid= -p "$pid" | tr -d ' ')" 2>/dev/null || true
     done;;
   *)
-    sed -n 2,15p "$0"; exit 2;;
+    sed -n 2,19p "$0"; exit 2;;
 esac
