@@ -44,7 +44,7 @@ case "${1:-}" in
     rm -rf "experiments/$name/$STORE"
     mv "experiments/$name/$STORE.new" "experiments/$name/$STORE";;
   status)
-    for d in "$LIVE"/*/; do [ -f "$d/store.sqlite" ] && "$SL" sweep status "$d"; done;;
+    for d in "$LIVE"/*/; do if [ -f "$d/store.sqlite" ]; then "$SL" sweep status "$d"; fi; done;;
   freeze)
     rm -rf "$LIVE/env" "$LIVE/src" && mkdir -p "$LIVE/src"
     git archive HEAD | tar -x -C "$LIVE/src"
