@@ -43,7 +43,8 @@ Current-based synapses (``tau_syn_ms > 0``): the synaptic current ``i_j`` is par
 ``c_in,j P_ji^t`` with the synaptically filtered presynaptic signal ``P_ji^t = α_s,j P_ji^{t-1} + pre_i^t``: every
 equation above holds with ``pre`` replaced by ``P`` (a derivation, exact on the detached graph of §2.7; tested
 against autograd). Batched mode runs it as one more adjoint, ``dE/di^t = dE/dv^t + α_s dE/di^{t+1}`` (any
-per-neuron ``τ_s``); online mode keeps ``P`` as one more presynaptic trace (needs one ``τ_s`` for all neurons).
+per-neuron ``τ_s``); online mode keeps ``P`` as one more presynaptic trace (``(N, B, N + n_in)`` per postsynaptic
+neuron when ``τ_s`` differs between neurons).
 """
 
 from __future__ import annotations
@@ -232,7 +233,8 @@ class EPropState(NamedTuple):
     t: int                     # steps advanced in this trial
     n_steps: int | None        # trial length (regulariser normalisation); None = steps seen so far
     z_prev: Tensor             # (B, N) spikes of the previous step (presynaptic for W_rec)
-    pre_syn: Tensor | None     # (B, N_pre) synaptically filtered presynaptic signals P (current-based synapses)
+    pre_syn: Tensor | None     # synaptically filtered presynaptic signals P: (B, N_pre) with one τ_s, (N, B, N_pre)
+    #                            with per-neuron τ_s (current-based synapses; None without)
     eps_v: Tensor              # (B, N_pre) presynaptic trace ε̂ (ε^v_ji = c_in,j ε̂_i), or (N, B, N_pre): the part
     #                            α ε^v − v_th e of the next step's ε^v that does not depend on the next input
     eps_a: Tensor | None       # (N_a, B, N_pre) ε^a of the adaptive neurons for the next step
@@ -264,6 +266,7 @@ class _Consts(NamedTuple):
     dt_ms: float
     alpha_syn: Tensor | None = None  # (N,) synaptic-current decay α_s (current-based synapses), else None
     reset_zero: bool = False         # reset="zero": local leak α (1 − z^t) + gap term, reset path −α v^t
+    syn_shared: bool = True          # one synaptic decay for all neurons (P is then a presynaptic trace)
 
 
 # ----------------------------------------------------------------------------------------------- rule
@@ -345,12 +348,13 @@ class EProp:
             if idx == list(range(idx[0], idx[-1] + 1)):
                 sl_a = slice(idx[0], idx[-1] + 1)
         reset_zero = bool(c.reset_zero)
-        presyn = (not self.reset_in_trace) and (not reset_zero) and bool((leak == leak[0]).all())
         alpha_syn = vec(c.alpha_syn) if c.synaptic else None
+        syn_shared = alpha_syn is None or bool((alpha_syn == alpha_syn[0]).all())
+        presyn = (not self.reset_in_trace) and (not reset_zero) and syn_shared and bool((leak == leak[0]).all())
         return _Consts(N=N, alpha=alpha, leak=leak, rho=vec(c.rho), c_in=c_in, c_a=vec(c.c_a), v_th=vec(c.v_th),
                        beta=beta, adaptive=adaptive, sl_a=sl_a, presyn=presyn, kappa=float(model.kappa),
                        c_kappa=float(model.c_kappa), dt_ms=float(model.dt_ms), alpha_syn=alpha_syn,
-                       reset_zero=reset_zero)
+                       reset_zero=reset_zero, syn_shared=syn_shared)
 
     def feedback_matrix(self, model: nn.Module) -> Tensor:
         """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
@@ -440,11 +444,6 @@ class EProp:
         """
         self._check_model(model)
         k = self._consts(model)
-        if k.alpha_syn is not None and not bool((k.alpha_syn == k.alpha_syn[0]).all()):
-            raise ValueError(f"{type(self).__name__}: online mode needs one synaptic time constant for all neurons "
-                             f"(the filtered presynaptic trace is then shared); the model's tau_syn_ms ranges over "
-                             f"[{float(model.tau_syn_ms.min())}, {float(model.tau_syn_ms.max())}] ms. Use "
-                             f"mode='batched', which handles per-neuron tau_syn_ms")
         N, B = k.N, int(batch_size)
         Np = N + model.n_in
         kw = dict(dtype=model.dtype, device=model.device)
@@ -454,7 +453,8 @@ class EProp:
         reg_run = self.reg_coeff > 0 and self.reg_form == "running"
         return EPropState(
             t=0, n_steps=n_steps, z_prev=torch.zeros(B, N, **kw),
-            pre_syn=torch.zeros(B, Np, **kw) if k.alpha_syn is not None else None,
+            pre_syn=(None if k.alpha_syn is None else
+                     torch.zeros((B, Np) if k.syn_shared else (N, B, Np), **kw)),
             eps_v=torch.zeros((B, Np) if k.presyn else big, **kw),
             eps_a=torch.zeros(n_a, B, Np, **kw) if k.adaptive else None,
             e_bar=torch.zeros(big, **kw), acc=torch.zeros(N, Np, **kw),
@@ -487,16 +487,19 @@ class EProp:
         A = k.sl_a
         kap, omk = k.kappa, k.c_kappa
         pre = torch.cat([s.z_prev, x], dim=1)  # (B, N_pre)
-        if s.pre_syn is not None:  # current-based synapses: P^t = α_s P^{t-1} + pre^t (α_s shared, see init)
+        if s.pre_syn is not None:  # current-based synapses: P^t = α_s P^{t-1} + pre^t
             assert k.alpha_syn is not None
-            pre = s.pre_syn.mul_(float(k.alpha_syn[0])).add_(pre)
+            if k.syn_shared:  # one τ_s: one presynaptic trace (B, N_pre)
+                pre = s.pre_syn.mul_(float(k.alpha_syn[0])).add_(pre)
+            else:  # per-neuron τ_s: P_ji depends on the postsynaptic j, (N, B, N_pre) (presyn is off then)
+                pre = s.pre_syn.mul_(k.alpha_syn[:, None, None]).add_(pre[None])
         psiT = psi.T[:, :, None]  # (N, B, 1)
         if k.presyn:
             eps_v = s.eps_v.mul_(float(k.leak[0])).add_(pre)  # ε̂^t
             ev = eps_v[None]  # ε^v_ji = c_in,j ε̂_i (the c_in factor is applied below)
             cpsi = psiT * col(k.c_in)
         else:
-            eps_v = s.eps_v.addcmul_(col(k.c_in), pre[None])  # ε^v^t
+            eps_v = s.eps_v.addcmul_(col(k.c_in), pre if pre.dim() == 3 else pre[None])  # ε^v^t
             ev = eps_v
             cpsi = psiT
         eps_a = s.eps_a
