@@ -339,6 +339,18 @@ def circuit_from_dict(d: Mapping[str, Any]) -> Circuit:
                    metadata=_unsanitize(d["metadata"]))
 
 
+def _check_i_ext(i_ext: Any, T: int, B: int, model: nn.Module) -> Tensor | None:
+    """``i_ext`` as a ``(T, B, N)`` tensor of the model's dtype and device (a view when it broadcasts), or None."""
+    if i_ext is None:
+        return None
+    ext = torch.as_tensor(i_ext, dtype=model.dtype, device=model.device)
+    try:
+        return ext.expand(T, B, model.n)
+    except RuntimeError:
+        raise ValueError(f"i_ext must broadcast to (T, B, N) = ({T}, {B}, {model.n}), got shape "
+                         f"{tuple(ext.shape)}") from None
+
+
 # ---------------------------------------------------------------------------------------------- base
 def _check_gap_stability(G: np.ndarray, decay: np.ndarray, c_in: Any, gap_scale: float) -> None:
     """Refuse gap-junction coupling that makes the explicit sub-threshold update unstable.
@@ -792,14 +804,7 @@ class SpikingRNN(_CircuitRNN):
         """
         x = self._prep_x(x)
         T, B, _ = x.shape
-        ext = None
-        if i_ext is not None:
-            ext = torch.as_tensor(i_ext, dtype=self.dtype, device=self.device)
-            try:
-                ext = ext.expand(T, B, self.n)
-            except RuntimeError:
-                raise ValueError(f"i_ext must broadcast to (T, B, N) = ({T}, {B}, {self.n}), got shape "
-                                 f"{tuple(ext.shape)}") from None
+        ext = _check_i_ext(i_ext, T, B, self)
         if state is None:
             state = self.init_state(B)
         W = self.effective_weights()
@@ -944,18 +949,22 @@ class RateRNN(_CircuitRNN):
         """Zero pre-activation, ``r = f(0 − thr)`` (0 for the default activations)."""
         return init_rate_state(batch_size, self.n, dtype=self.dtype, device=self.device, params=self.params())
 
-    def forward(self, x: Tensor, state: RateState | None = None, record: bool = False) -> ModelOutput:
+    def forward(self, x: Tensor, state: RateState | None = None, record: bool = False,
+                i_ext: Tensor | None = None) -> ModelOutput:
         """Run ``T`` steps.
 
         Args:
             x: ``(T, B, n_in)``. state: initial :class:`~spikelearn.neurons.RateState` (default
                 :meth:`init_state`). record: also return a :class:`RateRecord`.
+            i_ext: optional ``(T, B, N)`` (or broadcastable) input added straight to the pre-activation ``h^t``
+                (not scaled by ``c_in``) — a stimulation protocol or exploration noise; differentiable.
 
         Returns:
             :class:`ModelOutput` ``(y (T, B, n_out), final RateState, RateRecord | None)``.
         """
         x = self._prep_x(x)
         T, B, _ = x.shape
+        ext = _check_i_ext(i_ext, T, B, self)
         if state is None:
             state = self.init_state(B)
         W = self.effective_weights()
@@ -975,10 +984,12 @@ class RateRNN(_CircuitRNN):
         rs: list[Tensor] = []
         hs: list[Tensor] = []
         fps: list[Tensor] = []
-        for ff_t in ff.unbind(0):
+        for t, ff_t in enumerate(ff.unbind(0)):
             drive = torch.addmm(ff_t, s.r, W_recT)  # c_in (W_in x^t + b + W_rec r^{t-1})
             if gap is not None:
                 drive = drive + (s.h @ GT - s.h * gsum)
+            if ext is not None:
+                drive = drive + ext[t]
             s, aux = rate_update(c, s, drive, need_aux=record)
             if keep_r:
                 rs.append(s.r)

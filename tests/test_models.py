@@ -658,3 +658,19 @@ def test_input_channel_signs_hold_through_training_and_clashes_are_named(model_c
         model_cls(signed, 4, 2, input_channel_sign=cs)
     with pytest.raises(ValueError, match="input_channel_sign must be 4 values"):
         model_cls(c, 4, 2, input_channel_sign=[1, 2, 0, 0])
+
+
+@pytest.mark.parametrize("form", ["pre_activation", "murray", "relu_lif", "richlazy"])
+def test_rate_injected_input_equals_a_bias_of_the_same_size(form):
+    """RateRNN(x, i_ext=I) adds I to h^t; a constant I is a recurrent bias b = I / c_in (every form)."""
+    c = generators.erdos_renyi(8, 0.5, g=1.2, seed=3)
+    m = RateRNN(c, 3, 2, form=form, dtype=F64, hidden_bias=True)
+    x = torch.randn(40, 2, 3, dtype=F64)
+    I = 0.1 * torch.randn(8, dtype=F64)
+    a = m(x, record=True, i_ext=I).record
+    plain = m(x, record=True).record
+    assert not torch.allclose(a.h, plain.h, atol=1e-3)  # the injected input matters
+    with torch.no_grad():
+        m.b_rec.copy_(I / m.constants().c_in)
+    b = m(x, record=True).record
+    assert torch.allclose(a.h, b.h, atol=1e-12) and torch.allclose(a.r, b.r, atol=1e-12)

@@ -23,12 +23,10 @@ Current-based synapses (``SpikingRNN`` with ``tau_syn_ms > 0``): the noise still
 direct path, so the eligibility is ``Σ_s η^s c_in P^s`` with the filtered ``P``; it is computed as the transposed sum
 ``Σ_t w̃^t pre^t`` with ``w̃^t = w^t + α_s w̃^{t+1}`` (per-neuron ``τ_s`` allowed).
 
-Implementation: in a ``SpikingRNN`` the noise is an injected current, ``model(x, i_ext=η)`` (``v^t`` gains ``η^t``,
-also right after a reset to zero and with gap junctions, whose next-step current then carries the perturbation on
-as part of its effect); one forward pass per batch. In a ``RateRNN`` it enters through the carried state (``h`` is
-raised by ``η^t/leak`` before step ``t``, which equals adding ``η^t`` to the drive of step ``t``); this needs a
-non-zero leak, a form whose state carries ``h`` (``"pre_activation"``/``"relu_lif"``) and no gap junctions, and
-the trial is simulated one step at a time (memory ``O(T B N)``).
+Implementation: the noise is injected by the model itself, ``model(x, i_ext=η)`` — into ``v^t`` of a ``SpikingRNN``
+(also right after a reset to zero), into the pre-activation ``h^t`` of a ``RateRNN`` (every form); with gap
+junctions the next step's gap current then carries the perturbation on as part of its effect. One forward pass
+per batch (memory ``O(T B N)``).
 """
 
 from __future__ import annotations
@@ -84,25 +82,14 @@ class RewardModulated:
         if self.readout not in ("exact", "none"):
             raise ValueError(f"RewardModulated: readout must be 'exact' or 'none', got {self.readout!r}")
 
-    def _setup(self, model: nn.Module) -> tuple[str, Tensor, Tensor]:
+    def _setup(self, model: nn.Module) -> tuple[str, Tensor]:
         from spikelearn.models import RateRNN, SpikingRNN
 
-        c = model.constants()
-        kw = dict(dtype=model.dtype, device=model.device)
-        if isinstance(model, SpikingRNN):  # the noise enters v^t as an injected current (model(..., i_ext=η))
-            return "v", torch.ones(model.n, **kw), torch.as_tensor(c.c_in, **kw).expand(model.n).clone()
-        if not isinstance(model, RateRNN):
+        if not isinstance(model, (RateRNN, SpikingRNN)):
             raise TypeError(f"RewardModulated applies to RateRNN or SpikingRNN, got {type(model).__name__}")
-        if getattr(model, "gap", None) is not None:
-            raise ValueError("RewardModulated does not support gap junctions in a RateRNN: its noise is injected into "
-                             "the carried state, which the next step's gap current would spread to the neighbours "
-                             "(the update would then follow another perturbation than the one it credits)")
-        if model.form not in ("pre_activation", "relu_lif"):
-            raise ValueError(f"RewardModulated needs a RateRNN form whose state carries h, got {model.form!r}")
-        leak = torch.as_tensor(c.leak, **kw).expand(model.n).clone()
-        if bool((leak == 0).any()):
-            raise ValueError("RewardModulated injects noise through the carried state and needs a non-zero leak")
-        return "h", leak, torch.as_tensor(c.c_in, **kw).expand(model.n).clone()
+        kw = dict(dtype=model.dtype, device=model.device)
+        c_in = torch.as_tensor(model.constants().c_in, **kw).expand(model.n).clone()
+        return ("v" if isinstance(model, SpikingRNN) else "h"), c_in
 
     def _noise(self, model: nn.Module, shape: tuple) -> Tensor:
         gen = None
@@ -141,34 +128,19 @@ class RewardModulated:
     def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
         """``(loss, grads)`` of one batch of noisy trials; ``loss`` is the loss of the noisy run."""
-        field_, leak, c_in = self._setup(model)
+        field_, c_in = self._setup(model)
         T, B = x.shape[0], x.shape[1]
         N = model.n
         eta = self._noise(model, (T, B, N))
         exact = self.readout == "exact"
-        with torch.no_grad():
-            if field_ == "v":  # spiking: one run with the noise as an injected current
-                state = model.init_state(B)
-                out = model(x, record=True, i_ext=eta)
-                y_hat = out.y
-                z = out.record.z
-                pre = torch.cat([state.z[None], z[:-1]])  # presynaptic activity z^{t-1} of step t
-                read = out.record.z_filt
-            else:
-                state = model.init_state(B)
-                pres, ys, reads = [], [], []
-                for t in range(T):
-                    pres.append(state.r)  # presynaptic activity of step t
-                    state = state._replace(h=state.h + eta[t] / leak)
-                    out = model(x[t:t + 1], state=state, record=exact)
-                    ys.append(out.y)
-                    state = out.state
-                    if exact:  # what W_out multiplies
-                        r = out.record
-                        reads.append(r.h[0] if model.readout_from == "h" else r.r[0])
-                y_hat = torch.cat(ys)
-                pre = torch.stack(pres)
-                read = torch.stack(reads) if exact else None
+        with torch.no_grad():  # one run with the noise injected into v^t (spiking) or h^t (rate)
+            state = model.init_state(B)
+            out = model(x, record=True, i_ext=eta)
+            y_hat = out.y
+            rec = out.record
+            act, first = (rec.z, state.z) if field_ == "v" else (rec.r, state.r)
+            pre = torch.cat([first[None], act[:-1]])  # presynaptic activity of step t: z^{t-1} or r^{t-1}
+            read = rec.z_filt if field_ == "v" else (rec.h if model.readout_from == "h" else rec.r)
         loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
         with torch.no_grad():
             R = self.rewards(y_hat, y, mask, loss_fn)
@@ -185,7 +157,6 @@ class RewardModulated:
             if model.b_rec is not None:
                 dW["b_rec"] = w.sum((0, 1))
             if exact:
-                assert read is not None
                 dW["W_out"] = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ read.reshape(-1, N)
                 if model.b_out is not None:
                     dW["b_out"] = dE_dy.sum((0, 1))

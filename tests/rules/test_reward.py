@@ -70,9 +70,9 @@ def test_spiking_runs_and_masks():
 def test_validation():
     with pytest.raises(ValueError):
         RewardModulated(noise_std=0.0)
-    with pytest.raises(ValueError):
-        RewardModulated().gradients(RateRNN(dale(4, 0.5, seed=0), 1, 1, form="murray").double(),
-                                    torch.zeros(3, 2, 1), torch.zeros(3, 2, 1), torch.ones(3, 2), _mse)
+    with pytest.raises(TypeError, match="RateRNN or SpikingRNN"):
+        RewardModulated().gradients(torch.nn.Linear(2, 2), torch.zeros(3, 2, 1), torch.zeros(3, 2, 1),
+                                    torch.ones(3, 2), _mse)
 
 
 def test_reward_rule_bad_input():
@@ -95,8 +95,7 @@ def test_reward_rule_bad_input():
     y = torch.zeros(5, 3, 1, dtype=torch.float64)
     mask = torch.ones(5, 3, dtype=torch.float64)
     mse = lambda a, b, k: ((a - b) ** 2).mean()  # noqa: E731
-    with pytest.raises(ValueError, match="gap junctions"):
-        RewardModulated(seed=0).gradients(m, x, y, mask, mse)
+    RewardModulated(seed=0).gradients(m, x, y, mask, mse)  # gap junctions: supported (the noise is an input)
     m2 = RateRNN(Circuit.from_dense(W), 2, 1, form="pre_activation", tau_ms=50.0, dt_ms=10.0, dtype=torch.float64)
     with pytest.raises(ValueError, match="one reward per trial"):
         RewardModulated(seed=0, reward_fn=lambda a, b, k: torch.tensor(1.0)).gradients(m2, x, y, mask, mse)
@@ -164,4 +163,32 @@ def test_expected_update_aligns_with_gradient_with_reset_zero_and_gap_junctions(
         acc = gr if acc is None else {k: acc[k] + gr[k] for k in gr}
     _, gt = BPTT().gradients(model, x[:, :1], y[:, :1], mask[:, :1], _mse)
     for k in ("theta_rec", "theta_in"):
+        assert _cos(acc[k], gt[k]) > 0.9, (k, _cos(acc[k], gt[k]))
+
+
+@pytest.mark.parametrize("form,gap", [("murray", False), ("richlazy", False), ("pre_activation", True)])
+def test_expected_update_aligns_with_gradient_for_every_rate_form(form, gap):
+    """The noise enters h^t through model(..., i_ext=η), so every rate form and gap junctions are handled."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from spikelearn.circuit import Circuit
+
+    base = dale(6, 0.67, p=0.8, g=1.0, seed=1)
+    G = None
+    if gap:
+        rng = np.random.default_rng(0)
+        G = np.triu(rng.random((6, 6)) * 0.1 * (rng.random((6, 6)) < 0.5), 1)
+        G = sp.csr_array(G + G.T)
+    circ = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), signs=base.signs, gap=G)
+    torch.manual_seed(0)
+    model = RateRNN(circ, 2, 1, form=form, tau_ms=20.0, dt_ms=10.0, hidden_bias=True).double()
+    x, y, mask = _task(1000)
+    rule = RewardModulated(noise_std=0.005, baseline="batch", seed=0)
+    acc = None
+    for _ in range(4):
+        _, g = rule.gradients(model, x, y, mask, _mse)
+        acc = g if acc is None else {k: acc[k] + g[k] for k in g}
+    _, gt = BPTT().gradients(model, x[:, :1], y[:, :1], mask[:, :1], _mse)
+    for k in ("theta_rec", "theta_in", "b_rec"):
         assert _cos(acc[k], gt[k]) > 0.9, (k, _cos(acc[k], gt[k]))
