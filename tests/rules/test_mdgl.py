@@ -367,8 +367,9 @@ def test_t31_with_current_based_synapses(variant, scaling):
     assert float((g0["theta_in"] - g["theta_in"]).norm()) > 1e-2 * float(g["theta_in"].norm())
 
 
-def test_online_equals_batched_with_current_based_synapses():
-    model = _model(tau_syn_ms=4.0)
+@pytest.mark.parametrize("tau_syn_ms", [4.0, [0.0, 2.0, 5.0, 3.0, 0.0, 8.0, 4.0, 6.0, 1.0, 2.5]])
+def test_online_equals_batched_with_current_based_synapses(tau_syn_ms):
+    model = _model(tau_syn_ms=tau_syn_ms)
     x, y, mask = _data()
     _, gb = MDGL(variant="online", mode="batched").gradients(model, x, y, mask, _mse)
     _, go = MDGL(variant="online", mode="online", chunk_steps=4).gradients(model, x, y, mask, _mse)
