@@ -84,19 +84,24 @@ def test_scalings_readouts_and_mean_loss(scaling, readout, readout_norm):
         _assert_rel(g, want)
 
 
-def test_per_neuron_constants_and_gap_junctions():
-    """Heterogeneous τ_m (non-presynaptic traces) and gap junctions: own term local, others' potentials dropped."""
+@pytest.mark.parametrize("variant", ["plain", "synaptic", "reset_zero"])
+def test_per_neuron_constants_and_gap_junctions(variant):
+    """Heterogeneous τ_m (non-presynaptic traces) and gap junctions: own term local, others' potentials dropped;
+    also with per-neuron synaptic time constants (some 0; gap junctions unfiltered) and with the reset to zero.
+    Batched and online."""
     rng = np.random.default_rng(0)
     base = gaussian(8, 1.5, seed=2)
     G = sp.random(8, 8, density=0.4, random_state=1, data_rvs=lambda k: 0.05 * rng.random(k))
     G = sp.csr_array(G + G.T)
-    circuit = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), gap=G,
-                                 neuron_params={"tau_mem_ms": np.linspace(10.0, 30.0, 8)})
-    model = _model("alif", circuit=circuit)
-    with torch.no_grad():
-        assert torch.allclose(ref.spiking_forward(model, _data()[0], detach_rec=False, detach_reset=False)[0],
-                              model(_data()[0]).y, atol=1e-12)
+    params = {"tau_mem_ms": np.linspace(10.0, 30.0, 8)}
+    if variant == "synaptic":
+        params["tau_syn_ms"] = np.array([0.0, 2.0, 4.0, 0.0, 8.0, 3.0, 5.0, 1.0])
+    circuit = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), gap=G, neuron_params=params)
+    model = _model("alif", circuit=circuit, reset="zero" if variant == "reset_zero" else "subtract")
     x, y, mask = _data()
+    with torch.no_grad():
+        assert torch.allclose(ref.spiking_forward(model, x, detach_rec=False, detach_reset=False)[0], model(x).y,
+                              atol=1e-12)
     for rit in (False, True):
         _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=rit)
         for mode in ("batched", "online"):
@@ -462,27 +467,6 @@ def test_eprop_with_synaptic_currents_equals_detached_autograd(mode, neuron, res
     assert float((g0["theta_in"] - g["theta_in"]).norm() / g["theta_in"].norm()) > 1e-2
 
 
-def test_eprop_with_per_neuron_synaptic_constants_and_gap_junctions():
-    """Per-neuron τ_s (some 0) with gap junctions (unfiltered), batched and online (per-postsynaptic P traces)."""
-    rng = np.random.default_rng(0)
-    base = gaussian(8, 1.5, seed=2)
-    G = sp.random(8, 8, density=0.4, random_state=1, data_rvs=lambda k: 0.05 * rng.random(k))
-    G = sp.csr_array(G + G.T)
-    circuit = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), gap=G,
-                                 neuron_params={"tau_mem_ms": np.linspace(10.0, 30.0, 8),
-                                                "tau_syn_ms": np.array([0.0, 2.0, 4.0, 0.0, 8.0, 3.0, 5.0, 1.0])})
-    model = _model("alif", circuit=circuit)
-    x, y, mask = _data()
-    with torch.no_grad():
-        assert torch.allclose(ref.spiking_forward(model, x, detach_rec=False, detach_reset=False)[0], model(x).y,
-                              atol=1e-12)
-    for rit in (False, True):
-        _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=rit)
-        for mode in ("batched", "online"):
-            _, g = EProp(mode=mode, reset_in_trace=rit, chunk_steps=9).gradients(model, x, y, mask, _mse)
-            _assert_rel(g, want)
-
-
 def test_eprop_with_synapses_and_no_recurrence_equals_bptt():
     """T2.3 with synaptic currents: W_rec = 0 and the reset in the trace ⇒ e-prop = BPTT."""
     x, y, mask = _data(T=40)
@@ -509,25 +493,6 @@ def test_eprop_with_reset_zero_equals_detached_autograd(mode, neuron, reset_in_t
         _, g = rule.gradients(model, x, y, mask, _mse)
         _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=reset_in_trace)
         _assert_rel(g, want)
-
-
-def test_eprop_with_reset_zero_per_neuron_constants_and_gap_junctions():
-    rng = np.random.default_rng(0)
-    base = gaussian(8, 1.5, seed=2)
-    G = sp.random(8, 8, density=0.4, random_state=1, data_rvs=lambda k: 0.05 * rng.random(k))
-    G = sp.csr_array(G + G.T)
-    circuit = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), gap=G,
-                                 neuron_params={"tau_mem_ms": np.linspace(10.0, 30.0, 8)})
-    model = _model("alif", circuit=circuit, reset="zero")
-    x, y, mask = _data()
-    with torch.no_grad():
-        assert torch.allclose(ref.spiking_forward(model, x, detach_rec=False, detach_reset=False)[0], model(x).y,
-                              atol=1e-12)
-    for rit in (False, True):
-        _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=rit)
-        for mode in ("batched", "online"):
-            _, g = EProp(mode=mode, reset_in_trace=rit, chunk_steps=9).gradients(model, x, y, mask, _mse)
-            _assert_rel(g, want)
 
 
 def test_eprop_with_reset_zero_and_no_recurrence_equals_bptt():
