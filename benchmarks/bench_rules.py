@@ -2,7 +2,7 @@
 
 Grid (defaults): N in {256, 1024}, B = 32, T in {500, 2000}, n_in = 40, n_out = 2, 2 % input spike probability,
 all-to-all Gaussian circuit (g = 1), scaling A, v_th = 0.6, no refractoriness, MSE loss on random targets. ALIF:
-half the neurons adapt (tau_a = 2000 ms). Rules: ``BPTT()``, ``EProp()`` (mode "batched"), ``EProp(mode="online")``
+half the neurons adapt (tau_a = 2000 ms); ``cuba_lif``/``cuba_alif``: the same with current-based synapses (τ_s = 5 ms). Rules: ``BPTT()``, ``EProp()`` (mode "batched"), ``EProp(mode="online")``
 (chunks of 100 steps, traces read once at the end of the trial).
 
 Each measurement runs in a fresh subprocess: a warm-up call on the first 10 steps, then the best of ``--repeats``
@@ -10,7 +10,7 @@ full-size calls; peak memory is the increase of the process's maximum resident s
 over its size just before them (CPU; a full-size warm-up would hide the peak, as freed heap memory stays mapped), or
 ``torch.cuda.max_memory_allocated`` (CUDA). Usage::
 
-    python benchmarks/bench_rules.py [--sizes 256 1024] [--T 500 2000] [--neurons lif alif]
+    python benchmarks/bench_rules.py [--sizes 256 1024] [--T 500 2000] [--neurons lif alif cuba_lif cuba_alif]
                                      [--rules bptt eprop eprop_online] [--repeats 1] [--threads 1] [--device cpu]
 
 Targets (issue #4): batched e-prop ≤ 1.5 × BPTT time; online e-prop peak memory grows < 10 % when T quadruples.
@@ -59,8 +59,9 @@ def _measure(rule_name: str, neuron: str, n: int, T: int, device: str, repeats: 
     x = (torch.rand(T, B, N_IN, generator=g) < 0.02).float().to(dev)
     y = torch.randn(T, B, N_OUT, generator=g).to(dev)
     mask = torch.ones(T, B, device=dev)
-    model = SpikingRNN(gaussian(n, 1.0, seed=0), N_IN, N_OUT, n_adaptive=n // 2 if neuron == "alif" else 0,
-                       tau_adapt_ms=2000.0, v_th=0.6, n_ref=0, scaling="A").to(dev)
+    cuba = neuron.startswith("cuba_")  # current-based synapses, tau_syn = 5 ms
+    model = SpikingRNN(gaussian(n, 1.0, seed=0), N_IN, N_OUT, n_adaptive=n // 2 if neuron.endswith("alif") else 0,
+                       tau_adapt_ms=2000.0, v_th=0.6, n_ref=0, scaling="A", tau_syn_ms=5.0 if cuba else 0.0).to(dev)
     rule = {"bptt": BPTT(), "eprop": EProp(), "eprop_online": EProp(mode="online")}[rule_name]
 
     def loss_fn(y_hat, y, mask):
