@@ -903,6 +903,12 @@ class RateRNN(_CircuitRNN):
         hidden_bias: add a trainable bias ``b_rec`` to the drive (``b`` of R1).
         readout_from: ``"r"`` (rates, default) or ``"h"`` (pre-activation).
         gap_scale: gap-junction current ``Σ_i G_ji (h_i^{t-1} − h_j^{t-1})`` added to the drive.
+        init_state_std, init_relax_steps, init_seed: the initial state of every trial (:meth:`init_state`). Default
+            (0, 0): at rest, ``h = 0``. Otherwise ``h ~ init_state_std · N(0, 1)`` (a fixed draw: the generator is
+            seeded with ``init_seed`` at every call), then ``init_relax_steps`` autonomous steps (no input) with the
+            current weights — the "initial state relaxed for 100 autonomous steps" of the gradient-flossing code
+            (ALGORITHMS.md §7.2). The state is a constant for every rule (no gradient flows into the relaxation),
+            and every rule starts from it, as do the Lyapunov tools.
         sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, input_channel_sign, readout_bias, dtype,
             device: as :class:`SpikingRNN`.
     """
@@ -912,7 +918,8 @@ class RateRNN(_CircuitRNN):
                  hidden_bias: bool = False, readout_from: str = "r", readout_bias: bool = True,
                  gap_scale: float = 1.0, sign_constraint: str = "auto", allow_autapses: bool = False,
                  w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", w_in_init: str = "normal",
-                 input_channel_sign: Any = None, dtype: Any = None, device: Any = None) -> None:
+                 input_channel_sign: Any = None, init_state_std: float = 0.0, init_relax_steps: int = 0,
+                 init_seed: int = 0, dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         if form not in RATE_FORMS:
             raise ValueError(f"form must be one of {RATE_FORMS}, got {form!r}")
@@ -923,7 +930,15 @@ class RateRNN(_CircuitRNN):
                            thr=thr, hidden_bias=hidden_bias, readout_from=readout_from, readout_bias=readout_bias,
                            gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
-                           input_channel_sign=input_channel_sign, dtype=dtype, device=device)
+                           input_channel_sign=input_channel_sign, init_state_std=init_state_std,
+                           init_relax_steps=init_relax_steps, init_seed=init_seed, dtype=dtype, device=device)
+        if not (math.isfinite(init_state_std) and init_state_std >= 0):
+            raise ValueError(f"init_state_std must be finite and >= 0, got {init_state_std!r}")
+        if isinstance(init_relax_steps, bool) or not isinstance(init_relax_steps, (int, np.integer)) \
+                or init_relax_steps < 0:
+            raise ValueError(f"init_relax_steps must be a non-negative integer, got {init_relax_steps!r}")
+        self.init_state_std, self.init_relax_steps, self.init_seed = (float(init_state_std), int(init_relax_steps),
+                                                                     int(init_seed))
         dt, dev = _resolve_dtype(dtype), _resolve_device(device)
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                             w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
@@ -946,8 +961,24 @@ class RateRNN(_CircuitRNN):
         return self.params().constants(dtype=self.dtype, device=self.device)
 
     def init_state(self, batch_size: int) -> RateState:
-        """Zero pre-activation, ``r = f(0 − thr)`` (0 for the default activations)."""
-        return init_rate_state(batch_size, self.n, dtype=self.dtype, device=self.device, params=self.params())
+        """The state every trial starts from: at rest (``h = 0``, ``r = f(0 − thr)``) by default; with
+        ``init_state_std``/``init_relax_steps`` a fixed random draw relaxed autonomously with the current weights
+        (class docstring; detached)."""
+        rest = init_rate_state(batch_size, self.n, dtype=self.dtype, device=self.device, params=self.params())
+        if self.init_state_std == 0.0 and self.init_relax_steps == 0:
+            return rest
+        from spikelearn.neurons.rate import activation
+
+        g = torch.Generator().manual_seed(self.init_seed)
+        h = (self.init_state_std * torch.randn(batch_size, self.n, generator=g, dtype=torch.float64)).to(
+            dtype=self.dtype, device=self.device)
+        f = activation(self.activation)
+        s = RateState(h=h, r=f(h - self.thr) if self.form == "relu_lif" else f(h))
+        if self.init_relax_steps:
+            with torch.no_grad():
+                x0 = torch.zeros(self.init_relax_steps, batch_size, self.n_in, dtype=self.dtype, device=self.device)
+                s = self(x0, state=s).state
+        return RateState(h=s.h.detach(), r=s.r.detach())
 
     def forward(self, x: Tensor, state: RateState | None = None, record: bool = False,
                 i_ext: Tensor | None = None) -> ModelOutput:

@@ -674,3 +674,62 @@ def test_rate_injected_input_equals_a_bias_of_the_same_size(form):
         m.b_rec.copy_(I / m.constants().c_in)
     b = m(x, record=True).record
     assert torch.allclose(a.h, b.h, atol=1e-12) and torch.allclose(a.r, b.r, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", ["pre_activation", "murray", "relu_lif", "richlazy"])
+def test_relaxed_initial_state(form):
+    """init_state_std / init_relax_steps: a fixed draw h ~ std N(0,1) (seeded, the same at every call) run for the
+    given autonomous steps with the current weights; the default stays at rest; forward from None starts there."""
+    c = generators.gaussian(10, 1.5, seed=3)
+    rest = RateRNN(c, 3, 2, form=form, dtype=F64)
+    z = rest.init_state(4)
+    assert not z.h.any()
+    m = RateRNN(c, 3, 2, form=form, dtype=F64, init_state_std=1.0, init_relax_steps=25, init_seed=7)
+    s1, s2 = m.init_state(4), m.init_state(4)
+    assert torch.equal(s1.h, s2.h) and s1.h.abs().sum() > 0 and not s1.h.requires_grad
+    g = torch.Generator().manual_seed(7)
+    h0 = torch.randn(4, 10, generator=g, dtype=F64)
+    from spikelearn.neurons.rate import activation
+
+    f = activation(m.activation)
+    start = RateState(h=h0, r=f(h0 - m.thr) if form == "relu_lif" else f(h0))
+    manual = m(torch.zeros(25, 4, 3, dtype=F64), state=start).state
+    assert torch.allclose(s1.h, manual.h, atol=1e-14) and torch.allclose(s1.r, manual.r, atol=1e-14)
+    x = torch.randn(12, 4, 3, dtype=F64)
+    assert torch.equal(m(x).y, m(x, state=s1).y)
+    with torch.no_grad():
+        m.theta_rec.mul_(0.5)  # relaxed with the current weights
+    assert not torch.allclose(m.init_state(4).h, s1.h)
+    for bad in ({"init_state_std": -1.0}, {"init_relax_steps": 2.5}, {"init_relax_steps": -1}):
+        with pytest.raises(ValueError, match=list(bad)[0]):
+            RateRNN(c, 3, 2, form=form, **bad)
+
+
+def test_local_rules_start_from_the_relaxed_state():
+    """RFLO (batched = online = its autograd reference) and BPTT all start from init_state."""
+    from spikelearn.rules import BPTT, RFLO
+    from spikelearn.rules import _reference as ref
+
+    c = generators.gaussian(8, 1.5, seed=4)
+    m = RateRNN(c, 3, 2, form="murray", tau_ms=30.0, dt_ms=10.0, dtype=F64, init_state_std=1.0,
+                init_relax_steps=10)
+    x = torch.randn(20, 3, 3, dtype=F64)
+    y = torch.randn(20, 3, 2, dtype=F64)
+    mask = torch.ones(20, 3, dtype=F64)
+
+    def mse(a, b, k):
+        return 0.5 * (((a - b) ** 2).sum(-1) * k).sum() / b.shape[1]
+
+    _, gb = RFLO(feedback="symmetric").gradients(m, x, y, mask, mse)
+    _, go = RFLO(feedback="symmetric", mode="online", chunk_steps=6).gradients(m, x, y, mask, mse)
+    _, want = ref.rflo_autograd(m, x, y, mask, mse)
+    for k in ("theta_rec", "theta_in"):
+        assert float((gb[k] - want[k]).norm() / want[k].norm()) < 1e-10, k
+        assert float((go[k] - want[k]).norm() / want[k].norm()) < 1e-10, k
+    rest = RateRNN(c, 3, 2, form="murray", tau_ms=30.0, dt_ms=10.0, dtype=F64)
+    with torch.no_grad():
+        rest.load_state_dict(m.state_dict())
+    _, g_rest = RFLO(feedback="symmetric").gradients(rest, x, y, mask, mse)
+    assert float((g_rest["theta_rec"] - gb["theta_rec"]).norm()) > 1e-6 * float(gb["theta_rec"].norm())
+    _, gt = BPTT().gradients(m, x, y, mask, mse)
+    assert torch.isfinite(gt["theta_rec"]).all()
