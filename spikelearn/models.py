@@ -578,6 +578,26 @@ class _CircuitRNN(nn.Module):
         return x.to(device=self.device, dtype=self.dtype)
 
     # --------------------------------------------------------------------------------- save / load
+    def _set_initial_state_options(self, std: float, steps: int, seed: int) -> None:
+        if not (math.isfinite(std) and std >= 0):
+            raise ValueError(f"init_state_std must be finite and >= 0, got {std!r}")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise ValueError(f"init_relax_steps must be a non-negative integer, got {steps!r}")
+        self.init_state_std, self.init_relax_steps, self.init_seed = float(std), int(steps), int(seed)
+
+    def _relaxed(self, state: Any, batch_size: int) -> Any:
+        """``state`` run for ``init_relax_steps`` steps without input (no gradient), detached."""
+        if self.init_relax_steps:
+            with torch.no_grad():
+                x0 = torch.zeros(self.init_relax_steps, batch_size, self.n_in, dtype=self.dtype, device=self.device)
+                state = self(x0, state=state).state
+        return type(state)(*(None if t is None else t.detach() for t in state))
+
+    def _initial_draw(self, batch_size: int, scale: Any) -> Tensor:
+        g = torch.Generator().manual_seed(self.init_seed)
+        draw = torch.randn(batch_size, self.n, generator=g, dtype=torch.float64)
+        return (self.init_state_std * draw).to(dtype=self.dtype, device=self.device) * scale
+
     def _store_config(self, **config: Any) -> None:
         self._config = config
 
@@ -633,6 +653,11 @@ class SpikingRNN(_CircuitRNN):
         tau_out_ms: readout filter κ = exp(−dt/τ_out).
         readout: ``"filtered_spikes"`` (``y = W_out z̄ + b``, ``z̄ = κ z̄ + c_κ z``) or ``"filtered_current"``
             (``y_c = κ y_c + c_κ W_out z``, ``y = y_c + b``).
+        init_state_std, init_relax_steps, init_seed: the state every trial starts from (:meth:`init_state`).
+            Default (0, 0): at rest. Otherwise ``v ~ init_state_std · v_th · N(0, 1)`` (a fixed draw: the generator
+            is seeded with ``init_seed`` at every call), then ``init_relax_steps`` steps without input with the
+            current weights — ongoing activity before the trial (spikes, adaptation, refractoriness, synaptic
+            currents and readout filters included). A constant for every rule (no gradient into the relaxation).
         readout_norm: ``c_κ = 1−κ`` (default; the released code's normalised filter) or, with ``False``,
             ``c_κ = 1`` (the paper form ``y = κ y + W_out z + b``; ALGORITHMS.md §1.1, §11 item 3). The two differ
             by the constant factor (1−κ) in the readout, and every rule's readout credit uses the same ``c_κ``.
@@ -654,7 +679,8 @@ class SpikingRNN(_CircuitRNN):
                  detach_reset: bool = False, reset: str = "subtract", dt_ms: float = 1.0, gap_scale: float = 1.0,
                  sign_constraint: str = "auto",
                  allow_autapses: bool = False, w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot",
-                 w_in_init: str = "normal", input_channel_sign: Any = None,
+                 w_in_init: str = "normal", input_channel_sign: Any = None, init_state_std: float = 0.0,
+                 init_relax_steps: int = 0, init_seed: int = 0,
                  readout_bias: bool = True, dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         self._store_config(n_in=n_in, n_out=n_out, scaling=scaling, tau_mem_ms=tau_mem_ms,
@@ -665,8 +691,10 @@ class SpikingRNN(_CircuitRNN):
                            detach_reset=detach_reset, reset=reset, dt_ms=dt_ms,
                            gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
-                           input_channel_sign=input_channel_sign, readout_bias=readout_bias, dtype=dtype,
-                           device=device)
+                           input_channel_sign=input_channel_sign, init_state_std=init_state_std,
+                           init_relax_steps=init_relax_steps, init_seed=init_seed, readout_bias=readout_bias,
+                           dtype=dtype, device=device)
+        self._set_initial_state_options(init_state_std, init_relax_steps, init_seed)
         if scaling not in ("A", "B"):
             raise ValueError(f"scaling must be 'A' or 'B', got {scaling!r}")
         if refractory not in ("lsnn", "counter"):
@@ -781,11 +809,16 @@ class SpikingRNN(_CircuitRNN):
         return 1.0 - self.kappa if self.readout_norm else 1.0
 
     def init_state(self, batch_size: int) -> SpikingState:
-        """All-zero state (rest, no spikes, not refractory, empty filters and synaptic currents)."""
+        """The state every trial starts from: at rest (no spikes, not refractory, empty filters and synaptic
+        currents) by default; with ``init_state_std``/``init_relax_steps`` a fixed random draw of ``v`` relaxed
+        without input with the current weights (class docstring; detached)."""
         z = torch.zeros(batch_size, self.n, dtype=self.dtype, device=self.device)
-        return SpikingState(v=z, a=z, z=z, ref=z, z_filt=z,
+        rest = SpikingState(v=z, a=z, z=z, ref=z, z_filt=z,
                             y_filt=torch.zeros(batch_size, self.n_out, dtype=self.dtype, device=self.device),
                             i_syn=z)
+        if self.init_state_std == 0.0 and self.init_relax_steps == 0:
+            return rest
+        return self._relaxed(rest._replace(v=self._initial_draw(batch_size, self.v_th)), batch_size)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, state: SpikingState | None = None, record: bool = False,
@@ -932,13 +965,7 @@ class RateRNN(_CircuitRNN):
                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                            input_channel_sign=input_channel_sign, init_state_std=init_state_std,
                            init_relax_steps=init_relax_steps, init_seed=init_seed, dtype=dtype, device=device)
-        if not (math.isfinite(init_state_std) and init_state_std >= 0):
-            raise ValueError(f"init_state_std must be finite and >= 0, got {init_state_std!r}")
-        if isinstance(init_relax_steps, bool) or not isinstance(init_relax_steps, (int, np.integer)) \
-                or init_relax_steps < 0:
-            raise ValueError(f"init_relax_steps must be a non-negative integer, got {init_relax_steps!r}")
-        self.init_state_std, self.init_relax_steps, self.init_seed = (float(init_state_std), int(init_relax_steps),
-                                                                     int(init_seed))
+        self._set_initial_state_options(init_state_std, init_relax_steps, init_seed)
         dt, dev = _resolve_dtype(dtype), _resolve_device(device)
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                             w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
@@ -969,16 +996,9 @@ class RateRNN(_CircuitRNN):
             return rest
         from spikelearn.neurons.rate import activation
 
-        g = torch.Generator().manual_seed(self.init_seed)
-        h = (self.init_state_std * torch.randn(batch_size, self.n, generator=g, dtype=torch.float64)).to(
-            dtype=self.dtype, device=self.device)
+        h = self._initial_draw(batch_size, 1.0)
         f = activation(self.activation)
-        s = RateState(h=h, r=f(h - self.thr) if self.form == "relu_lif" else f(h))
-        if self.init_relax_steps:
-            with torch.no_grad():
-                x0 = torch.zeros(self.init_relax_steps, batch_size, self.n_in, dtype=self.dtype, device=self.device)
-                s = self(x0, state=s).state
-        return RateState(h=s.h.detach(), r=s.r.detach())
+        return self._relaxed(RateState(h=h, r=f(h - self.thr) if self.form == "relu_lif" else f(h)), batch_size)
 
     def forward(self, x: Tensor, state: RateState | None = None, record: bool = False,
                 i_ext: Tensor | None = None) -> ModelOutput:

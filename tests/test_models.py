@@ -733,3 +733,25 @@ def test_local_rules_start_from_the_relaxed_state():
     assert float((g_rest["theta_rec"] - gb["theta_rec"]).norm()) > 1e-6 * float(gb["theta_rec"].norm())
     _, gt = BPTT().gradients(m, x, y, mask, mse)
     assert torch.isfinite(gt["theta_rec"]).all()
+
+
+def test_spiking_relaxed_initial_state():
+    """SpikingRNN init_state_std / init_relax_steps: v ~ std · v_th · N(0,1) (fixed draw) run without input with the
+    current weights; spikes, adaptation, refractoriness, synaptic currents and readout filters carry into the trial."""
+    c = generators.gaussian(12, 2.0, seed=1)
+    m = spiking(c, n_adaptive=6, n_ref=2, tau_syn_ms=3.0, init_state_std=2.0, init_relax_steps=4, init_seed=2)
+    s1, s2 = m.init_state(3), m.init_state(3)
+    for a, b in zip(s1, s2):
+        assert torch.equal(a, b)
+    assert s1.z.any() and s1.z_filt.any() and s1.i_syn.any() and not s1.v.requires_grad
+    g = torch.Generator().manual_seed(2)
+    v0 = 2.0 * torch.randn(3, 12, generator=g, dtype=F64) * m.v_th
+    z = torch.zeros(3, 12, dtype=F64)
+    from spikelearn.models import SpikingState
+
+    start = SpikingState(v=v0, a=z, z=z, ref=z, z_filt=z, y_filt=torch.zeros(3, 2, dtype=F64), i_syn=z)
+    manual = m(torch.zeros(4, 3, 4, dtype=F64), state=start).state
+    for a, b in zip(s1, manual):
+        assert torch.allclose(a, b, atol=1e-14)
+    x = poisson(20, 3, 4)
+    assert torch.equal(m(x).y, m(x, state=s1).y)

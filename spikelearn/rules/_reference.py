@@ -52,7 +52,7 @@ def named_grads(model: torch.nn.Module, loss: Tensor) -> dict[str, Tensor]:
 def spiking_forward(model: Any, x: Tensor, *, detach_rec: bool, detach_reset: bool, B: Tensor | None = None,
                     weights: EffectiveWeights | None = None, zeta: list[Tensor] | None = None
                     ) -> tuple[Tensor, Tensor]:
-    """Re-implementation of ``SpikingRNN.forward`` (state from rest) with e-prop's detaches as options.
+    """Re-implementation of ``SpikingRNN.forward`` (from ``model.init_state``) with e-prop's detaches as options.
 
     Args:
         detach_rec: recurrent input ``W_rec sg(z^{t-1})`` (and gap current from other neurons' ``sg(v)``).
@@ -79,14 +79,10 @@ def spiking_forward(model: Any, x: Tensor, *, detach_rec: bool, detach_reset: bo
     kappa = model.kappa
     c_kappa = model.c_kappa
     surr = model.surrogate
-    v = torch.zeros(Bn, N, dtype=model.dtype)
-    i_syn = torch.zeros_like(v)
-    a = torch.zeros_like(v)
-    z_loc = torch.zeros_like(v)
-    z_out = torch.zeros_like(v)
-    ref = torch.zeros_like(v)
-    zf = torch.zeros_like(v)
-    yc = torch.zeros(Bn, model.n_out, dtype=model.dtype)
+    s0 = model.init_state(Bn)  # at rest, or the model's relaxed initial state (a constant)
+    v, a, ref, zf, yc = s0.v, s0.a, s0.ref, s0.z_filt, s0.y_filt
+    i_syn = s0.i_syn if s0.i_syn is not None else torch.zeros_like(v)
+    z_loc = z_out = s0.z
     ys, zs = [], []
     for t in range(T):
         zr = z_out.detach() if detach_rec else z_out

@@ -193,6 +193,12 @@ def rate_regularizer(z: Tensor, dt_ms: float, coeff: float, target_hz: float,
 
 
 # ----------------------------------------------------------------------------------------------- state
+def _initial_spikes(model: nn.Module, recs: list) -> Tensor | None:
+    """Spikes of the model's initial state for the batch of ``recs`` (``None`` when it starts at rest)."""
+    z0 = model.init_state(recs[0][1].shape[1]).z
+    return z0 if bool(z0.any()) else None
+
+
 def spiking_scan_fields(model: nn.Module) -> tuple[str, ...]:
     """Record fields :func:`local_adjoint_scan` needs: ``x, z, ψ, z̄``, and ``v`` with ``reset="zero"``."""
     return ("x", "z", "psi", "z_filt") + (("v",) if getattr(model, "reset", "subtract") == "zero" else ())
@@ -382,7 +388,8 @@ class EProp:
         k = self._consts(model)
         W = _detached(model.effective_weights())
         Bfb = feedback_matrix(self, model, W.W_out, 1.0 / math.sqrt(k.N))
-        dW_pre, dW_out = local_adjoint_scan(k, recs, dE_dy, self._credits(k, recs, dE_dy, Bfb), self.reset_in_trace)
+        dW_pre, dW_out = local_adjoint_scan(k, recs, dE_dy, self._credits(k, recs, dE_dy, Bfb), self.reset_in_trace,
+                                            z0=_initial_spikes(model, recs))
         return dW_pre, dW_out, dE_dy.sum((0, 1))
 
     def _credits(self, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor) -> Iterator[Tensor]:
@@ -452,7 +459,7 @@ class EProp:
         reg_batch = self.reg_coeff > 0 and self.reg_form == "batch"
         reg_run = self.reg_coeff > 0 and self.reg_form == "running"
         return EPropState(
-            t=0, n_steps=n_steps, z_prev=torch.zeros(B, N, **kw),
+            t=0, n_steps=n_steps, z_prev=model.init_state(B).z.detach().clone(),
             pre_syn=(None if k.alpha_syn is None else
                      torch.zeros((B, Np) if k.syn_shared else (N, B, Np), **kw)),
             eps_v=torch.zeros((B, Np) if k.presyn else big, **kw),
@@ -617,8 +624,8 @@ def readout_credit_chunks(recs: list, dE_dy: Tensor, Bfb: Tensor, kap: float, om
 
 
 def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tensor], reset_in_trace: bool,
-                       nonlocal_credit: Callable[[Tensor, int], Tensor | None] | None = None
-                       ) -> tuple[Tensor, Tensor]:
+                       nonlocal_credit: Callable[[Tensor, int], Tensor | None] | None = None,
+                       z0: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``Σ_{b,t} credit_p^t e_pq^t`` for ``W_rec``/``W_in`` (as ``dW_pre`` ``(N, N + n_in)``) and the readout gradient,
     in the transposed form: the adjoint of each neuron's *local* dynamics (leak, adaptation, and the reset when
     ``reset_in_trace``) scanned backwards over ``(B, N)`` values, closed by one GEMM per chunk and matrix — never a
@@ -629,6 +636,7 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
         recs: per forward chunk ``(x, z, psi, z_filt)``, first to last.
         credits: for each chunk, last to first, the credit ``(T_c, B, N)`` on the outgoing spikes (a generator may
             compute it lazily, so only one chunk of it is ever in memory).
+        z0: the spikes of the initial state ``(B, N)`` (presynaptic at the first step); ``None`` = none (at rest).
         nonlocal_credit: ``(dE/dv^{t+1}, t) ↦`` an extra credit on ``v^t`` ``(B, N)``, or ``None`` for none at that
             step (ModProp's type-averaged propagation through the network; ``None`` for e-prop and MDGL). With
             current-based synapses it receives ``dE/di^{t+1}`` instead: a recurrent spike enters the current.
@@ -676,6 +684,8 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
         dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, z_c[:-1].reshape(-1, N))
         if ci > 0:
             dW_pre[:, :N].addmm_(D[0].T, recs[ci - 1][1][-1])
+        elif z0 is not None:
+            dW_pre[:, :N].addmm_(D[0].T, z0)
         dW_pre[:, N:].addmm_(D.reshape(-1, N).T, x_c.reshape(-1, n_in))
         dE_c = dE_dy[t1 - Tc:t1]
         dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, zf_c.reshape(-1, N))

@@ -46,7 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import (EProp, EPropState, _detached, local_adjoint_scan, readout_credit_chunks,
+from spikelearn.rules.eprop import (EProp, EPropState, _detached, _initial_spikes, local_adjoint_scan,
+                                   readout_credit_chunks,
                                    record_and_output_error, recs_chunk, run_online, spiking_scan_fields)
 
 __all__ = ["MDGL", "MDGLState", "ModulationOperator", "cell_type_index", "type_indicator", "type_average",
@@ -333,7 +334,7 @@ class MDGL:
         dynamics (:func:`~spikelearn.rules.eprop.local_adjoint_scan`); ``recs``: per chunk ``(x, z, psi, z_filt)``."""
         k = self._eprop._consts(model)
         credits = self._credits(k, recs, dE_dy, self.feedback_matrix(model), self.modulation(model))
-        return local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace)
+        return local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace, z0=_initial_spikes(model, recs))
 
     # ------------------------------------------------------------------ online (variant "online")
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> MDGLState:

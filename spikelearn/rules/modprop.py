@@ -47,7 +47,8 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import (EProp, _check_common, feedback_matrix, local_adjoint_scan, readout_credit_chunks,
+from spikelearn.rules.eprop import (EProp, _check_common, _initial_spikes, feedback_matrix, local_adjoint_scan,
+                                    readout_credit_chunks,
                                     record_and_output_error, run_online, spiking_scan_fields, weight_grads)
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
 
@@ -282,7 +283,8 @@ class ModProp:
                                                               k.c_kappa))
         first = self._first_nonlocal_step(dE_dy.shape[0])
         return local_adjoint_scan(k, chunks, dE_dy, credits, self.reset_in_trace,
-                                  nonlocal_credit=lambda dv, t: ((k.c_in * dv) @ PO) @ PT if t + 1 >= first else None)
+                                  nonlocal_credit=lambda dv, t: ((k.c_in * dv) @ PO) @ PT if t + 1 >= first else None,
+                                  z0=_initial_spikes(model, chunks))
 
     def _first_nonlocal_step(self, T: int) -> int:
         """The first step whose recurrent drive carries non-local credit back: 0, or ``T − buflen``."""

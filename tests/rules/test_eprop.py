@@ -503,3 +503,20 @@ def test_eprop_with_reset_zero_and_no_recurrence_equals_bptt():
     _, g = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
     _, want = BPTT().gradients(model, x, y, mask, _mse)
     _assert_rel(g, want)
+
+
+@pytest.mark.parametrize("mode", ["batched", "online"])
+def test_eprop_from_a_relaxed_initial_state(mode):
+    """A model whose trials start from ongoing activity (init_state_std / init_relax_steps: spikes, adaptation and
+    refractoriness in the initial state) — the initial spikes are presynaptic at the first step; = autograd."""
+    x, y, mask = _data(T=30)
+    model = _model("alif", init_state_std=2.0, init_relax_steps=3, init_seed=5, tau_syn_ms=3.0)
+    s0 = model.init_state(3)
+    assert s0.z.any() and s0.v.abs().sum() > 0
+    rule = EProp(mode=mode, chunk_steps=7, reset_in_trace=True)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=True)
+    _assert_rel(g, want)
+    rest = _model("alif", tau_syn_ms=3.0)
+    _, g0 = rule.gradients(rest, x, y, mask, _mse)
+    assert float((g0["theta_rec"] - g["theta_rec"]).norm()) > 1e-3 * float(g["theta_rec"].norm())

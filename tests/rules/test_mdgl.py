@@ -54,7 +54,7 @@ def _mdgl_autograd(model, x, y, mask, Wt):
     zl = rec.z.detach().clone().requires_grad_(True)
     W = model.effective_weights()
     kap = model.kappa
-    zf, ys = torch.zeros_like(zl[0]), []
+    zf, ys = model.init_state(zl.shape[1]).z_filt, []  # the initial readout filter (0 at rest)
     for t in range(zl.shape[0]):
         zf = kap * zf + model.c_kappa * zl[t]
         ys.append(zf @ W.W_out.detach().T + W.b_out.detach())
@@ -389,3 +389,14 @@ def test_t31_with_reset_zero(variant):
     _, gb = MDGL(variant="online", mode="batched").gradients(model, x, y, mask, _mse)
     _, go = MDGL(variant="online", mode="online", chunk_steps=4).gradients(model, x, y, mask, _mse)
     assert max(_rel(go, gb, ["theta_rec", "theta_in"]).values()) < 1e-10
+
+
+def test_t31_from_a_relaxed_initial_state():
+    model = _model(init_state_std=2.0, init_relax_steps=3, init_seed=5)
+    assert model.init_state(3).z.any()
+    x, y, mask = _data()
+    rule = MDGL(variant="mdgl", chunk_steps=7)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    want = _mdgl_autograd(model, x, y, mask, rule.substituted_weights(model))
+    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
