@@ -246,8 +246,8 @@ def _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace, first=0):
     W_ab = (P @ Om @ P.T).detach()
     T, Bn, _ = x.shape
     N = model.n
-    v = torch.zeros(Bn, N, dtype=torch.float64)
-    a, z, refr, zf, cur = (torch.zeros_like(v) for _ in range(5))
+    s0 = model.init_state(Bn)  # rest, or the model's relaxed initial state
+    v, a, z, refr, zf, cur = s0.v, s0.a, s0.z, s0.ref, s0.z_filt, s0.i_syn
     ys = []
     for t in range(T):
         sub = _SubstitutedRec.apply(v - c.beta * a, W_ab, rule.mu) if t >= first else 0.0
@@ -365,5 +365,16 @@ def test_t42_spiking_with_reset_zero_equals_custom_backward(reset_in_trace):
     rule = ModProp(mu=5.0, reset_in_trace=reset_in_trace, chunk_steps=7)
     _, g = rule.gradients(model, x, y, mask, _mse)
     want = _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace)
+    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
+
+
+def test_t42_spiking_from_a_relaxed_initial_state():
+    model = _spiking(init_state_std=2.0, init_relax_steps=3, init_seed=5)
+    assert model.init_state(3).z.any()
+    x, y, mask = _spike_data()
+    rule = ModProp(mu=5.0, reset_in_trace=True, chunk_steps=7)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    want = _spiking_modprop_autograd(model, x, y, mask, rule, True)
     errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
     assert max(errs.values()) < 1e-10, errs
