@@ -445,7 +445,7 @@ class EProp:
 
     # ------------------------------------------------------------------ online
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> EPropState:
-        """Zero traces and accumulators for ``batch_size`` trials starting from rest.
+        """Zero traces and accumulators for ``batch_size`` trials starting from ``model.init_state``.
 
         ``n_steps`` (trial length) normalises the regulariser when gradients are read before the trial ends.
         """

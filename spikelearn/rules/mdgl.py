@@ -338,7 +338,7 @@ class MDGL:
 
     # ------------------------------------------------------------------ online (variant "online")
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> MDGLState:
-        """Zero state for ``batch_size`` trials from rest (variant ``"online"`` only)."""
+        """Zero state for ``batch_size`` trials from ``model.init_state`` (variant ``"online"`` only)."""
         if self.variant != "online":
             raise ValueError(f"MDGL: the online form exists for variant='online' only, not {self.variant!r}")
         ep = self._eprop.init(model, batch_size, n_steps=n_steps)
