@@ -87,6 +87,13 @@ class ExportSpec:
     reset_zero: bool = False  # reset="zero": v ← 0 after a spike, before the leak (else subtract v_th)
 
 
+def _f64(model: Any) -> Any:
+    """``model`` in float64 on the CPU (a copy when it is not already)."""
+    if model.dtype == torch.float64 and model.device.type == "cpu":
+        return model
+    return copy.deepcopy(model).to(device="cpu", dtype=torch.float64)
+
+
 def _np(t: Any) -> np.ndarray:
     return np.asarray(t.detach().cpu().to(torch.float64).numpy() if isinstance(t, torch.Tensor) else t,
                       dtype=np.float64).copy()
@@ -391,12 +398,32 @@ class Brian2Result:
     extra: dict = field(default_factory=dict)
 
 
+def _initial_state(model: Any, B: int) -> dict[str, np.ndarray] | None:
+    """The model's initial state for ``B`` trials as Brian2 variables ``(B·N,)`` (``None`` at rest)."""
+    with torch.no_grad():
+        s0 = model.init_state(B)
+    if not any(bool(t.any()) for t in s0 if t is not None):
+        return None
+    c = model.constants()
+    i0 = s0.i_syn if s0.i_syn is not None else torch.zeros_like(s0.v)
+    # Brian2's I_syn holds α_s i at the end of a step (decayed for the next one), and the initial spikes z⁰ never
+    # fired in Brian2: their recurrent input c_in W_rec z⁰ (delivered at the first step) is added by hand
+    with torch.no_grad():
+        rec0 = s0.z @ (c.c_in[:, None] * model.effective_weights().W_rec).T
+    out = {"v": s0.v, "a": s0.a, "z": s0.z, "ref": s0.ref, "zbar": s0.z_filt,
+           "I_syn": (c.alpha_syn * i0 if c.synaptic else torch.zeros_like(i0)) + rec0}
+    return {k: _np(t).reshape(-1) for k, t in out.items()}
+
+
 def _sim(spec: ExportSpec, x: np.ndarray, *, target: str, build_dir: Any, record_state: bool,
-         learning: _Learning | None = None) -> Brian2Result:
+         learning: _Learning | None = None, state0: dict[str, np.ndarray] | None = None) -> Brian2Result:
     T, B, _ = x.shape
     N = spec.n
     with brian2_session(spec.dt_ms, target, build_dir) as b2:
         objs, ns = _build(b2, spec, x, record_state=record_state, learning=learning)
+        if state0 is not None:  # the model's (relaxed) initial state; at rest every variable starts at 0
+            for name, val in state0.items():
+                setattr(objs["net"], name, val)
         netw = b2.Network(*objs.values())
         t0 = time.perf_counter()
         netw.run(T * spec.dt_ms * b2.ms, namespace=ns)
@@ -447,7 +474,9 @@ def run_brian2(model: Any, x: Any, *, target: str = "numpy", build_dir: str | Pa
     or ``"cpp_standalone"``; ``build_dir``: where compiled code goes.
     """
     spec = export_spec(model)
-    return _sim(spec, _x_numpy(model, x), target=target, build_dir=build_dir, record_state=record_state)
+    xa = _x_numpy(model, x)
+    return _sim(spec, xa, target=target, build_dir=build_dir, record_state=record_state,
+                state0=_initial_state(_f64(model), xa.shape[1]))
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -498,7 +527,8 @@ def compare_with_brian2(model: Any, x: Any, *, task: Any = None, y: Any = None, 
         t_sl = time.perf_counter() - t0
     rec = out.record
     z1, v1, a1, y1 = (_np(rec.z), _np(rec.v), _np(rec.a), _np(out.y))
-    res = _sim(spec, xa, target=target, build_dir=build_dir, record_state=True)
+    res = _sim(spec, xa, target=target, build_dir=build_dir, record_state=True,
+               state0=_initial_state(m64, xa.shape[1]))
     T, B, N = z1.shape
     dt = spec.dt_ms
     diff = z1 != res.z                                    # (T, B, N)
@@ -628,6 +658,7 @@ def eprop_brian2(model: Any, x: Any, y_target: Any, mask: Any = None, *, feedbac
         if B_fb.shape != (spec.n, spec.n_out):
             raise ValueError(f"feedback must have shape {(spec.n, spec.n_out)}, got {B_fb.shape}")
     learn = _Learning(y_target=yt, mask=mk, B_fb=B_fb, inv_batch=1.0 / B)
-    res = _sim(spec, xa, target=target, build_dir=build_dir, record_state=True, learning=learn)
+    res = _sim(spec, xa, target=target, build_dir=build_dir, record_state=True, learning=learn,
+               state0=_initial_state(_f64(model), B))
     loss = float((mk[..., None] * 0.5 * (res.y - yt) ** 2).sum() / B)
     return EPropBrian2Result(grads=dict(res.extra), loss=loss, run=res)

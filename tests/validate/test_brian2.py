@@ -405,3 +405,29 @@ def test_eprop_in_brian2_with_reset_zero_matches_the_rule(n_adaptive):
     for name in ("theta_rec", "theta_in", "theta_out", "b_out"):
         a, g = mine[name].detach().numpy(), grads[name].detach().numpy()
         assert np.linalg.norm(g) > 1e-3 and _rel(a, g) < 1e-6, (name, _rel(a, g))
+
+
+def test_relaxed_initial_state_matches_brian2(same_as_brian2):
+    """A model whose trials start from ongoing activity: its initial state (v, adaptation, last spikes,
+    refractory counters, synaptic currents, readout filter) is written into the Brian2 network first."""
+    torch.manual_seed(0)
+    model = SpikingRNN(erdos_renyi(60, 0.2, g=1.5, seed=3), 10, 2, scaling="A", n_adaptive=30, n_ref=3,
+                       tau_adapt_ms=300.0, tau_syn_ms=4.0, init_state_std=2.0, init_relax_steps=20, init_seed=1,
+                       dtype="float64")
+    s0 = model.init_state(2)
+    assert s0.z.any() and s0.ref.any() and s0.a.any()
+    rep = same_as_brian2(model, _poisson(200, 2, 10, 0.05, seed=2))
+    assert rep.summary["spikes_spikelearn"] > 50
+
+
+def test_eprop_in_brian2_from_a_relaxed_initial_state_matches_the_rule():
+    from spikelearn.rules import EProp
+    from spikelearn.tasks import regression_loss
+
+    model, x, y_star, mask = _eprop_setup(15, init_state_std=2.0, init_relax_steps=5, init_seed=2)
+    assert model.init_state(x.shape[1]).z.any()
+    _, grads = EProp().gradients(model, x, y_star, mask, regression_loss)
+    mine = eprop_brian2(model, x, y_star, mask).param_grads(model)
+    for name in ("theta_rec", "theta_in", "theta_out", "b_out"):
+        a, g = mine[name].detach().numpy(), grads[name].detach().numpy()
+        assert np.linalg.norm(g) > 1e-3 and _rel(a, g) < 1e-6, (name, _rel(a, g))
