@@ -145,6 +145,8 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
         "mask_rec": spec.mask_rec.astype(np.int8),
         "mask_in": spec.mask_in.astype(np.int8),
         "recurrent_delay_steps": 1,
+        # the trials' initial state (spikelearn option; NIR graphs start at rest)
+        "init_state": {"std": model.init_state_std, "relax_steps": model.init_relax_steps, "seed": model.init_seed},
     }
     if for_snntorch:
         tau_s = SNNTORCH_DT_S / (1.0 - spec.alpha)  # snnTorch: beta = 1 - dt/tau' = alpha
@@ -296,6 +298,14 @@ def _check_foreign(p: dict[str, Any], dt_ms: float) -> None:
         raise UnsupportedFeatureError("the readout bias Affine must have identity weights")
 
 
+def _initial_state_options(meta: dict) -> dict:
+    init = meta.get("init_state")
+    if not init:
+        return {}
+    return {"init_state_std": float(np.asarray(init["std"])), "init_relax_steps": int(np.asarray(init["relax_steps"])),
+            "init_seed": int(np.asarray(init["seed"]))}
+
+
 def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float64) -> Any:
     """Build a :class:`~spikelearn.models.SpikingRNN` from a graph of the :func:`to_nir` layout.
 
@@ -348,7 +358,8 @@ def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float
                        n_ref=np.asarray(meta.get("n_ref", np.zeros(N)), dtype=np.float64),
                        refractory=str(meta.get("refractory", "lsnn")), tau_out_ms=tau_o_ms, dt_ms=dt_ms,
                        sign_constraint="none", w_in=W_in, w_out=W_out, readout_bias=bias is not None,
-                       readout_norm=readout_norm, allow_autapses=bool(np.diag(mask).any()), dtype=dtype)
+                       readout_norm=readout_norm, allow_autapses=bool(np.diag(mask).any()), dtype=dtype,
+                       **_initial_state_options(meta))
     if bias is not None:
         with torch.no_grad():
             model.b_out.copy_(torch.as_tensor(np.asarray(bias.bias, dtype=np.float64)))

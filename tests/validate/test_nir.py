@@ -288,3 +288,14 @@ def test_current_based_synapses_export_as_cubalif_and_round_trip(scaling, tmp_pa
         to_nir(_model(tau_syn_ms=np.r_[np.zeros(30), np.ones(30)]))
     with pytest.raises(UnsupportedFeatureError, match="for_snntorch"):
         to_nir(model, for_snntorch=True)
+
+
+def test_relaxed_initial_state_survives_the_round_trip(tmp_path):
+    model = _model(init_state_std=2.0, init_relax_steps=10, init_seed=4)
+    path = tmp_path / "relaxed.nir"
+    nir.write(path, to_nir(model))
+    back = from_nir(nir.read(path))
+    assert (back.init_state_std, back.init_relax_steps, back.init_seed) == (2.0, 10, 4)
+    x = _x()
+    with torch.no_grad():
+        assert torch.equal(model(x, record=True).record.z, back(x, record=True).record.z)
