@@ -675,13 +675,12 @@ class SpikingRNN(_CircuitRNN):
     def __init__(self, circuit: Circuit, n_in: int, n_out: int, *, scaling: str = "A",
                  tau_mem_ms: Any = 20.0, tau_adapt_ms: Any = 2000.0, tau_syn_ms: Any = 0.0, v_th: Any = None,
                  beta: Any = None, n_adaptive: int = 0, n_ref: Any = 5, refractory: str = "lsnn",
-                 tau_out_ms: float = 20.0, readout: str = "filtered_spikes", readout_norm: bool = True, surrogate: Any = "eprop",
-                 detach_reset: bool = False, reset: str = "subtract", dt_ms: float = 1.0, gap_scale: float = 1.0,
-                 sign_constraint: str = "auto",
-                 allow_autapses: bool = False, w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot",
-                 w_in_init: str = "normal", input_channel_sign: Any = None, init_state_std: float = 0.0,
-                 init_relax_steps: int = 0, init_seed: int = 0,
-                 readout_bias: bool = True, dtype: Any = None, device: Any = None) -> None:
+                 tau_out_ms: float = 20.0, readout: str = "filtered_spikes", readout_norm: bool = True,
+                 surrogate: Any = "eprop", detach_reset: bool = False, reset: str = "subtract", dt_ms: float = 1.0,
+                 gap_scale: float = 1.0, sign_constraint: str = "auto", allow_autapses: bool = False,
+                 w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", w_in_init: str = "normal",
+                 input_channel_sign: Any = None, init_state_std: float = 0.0, init_relax_steps: int = 0,
+                 init_seed: int = 0, readout_bias: bool = True, dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         self._store_config(n_in=n_in, n_out=n_out, scaling=scaling, tau_mem_ms=tau_mem_ms,
                            tau_adapt_ms=tau_adapt_ms, tau_syn_ms=tau_syn_ms, v_th=v_th, beta=beta,
