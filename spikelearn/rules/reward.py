@@ -47,8 +47,8 @@ __all__ = ["RewardModulated"]
 class RewardModulated:
     """Node-perturbation eligibility × global reward-prediction error (module docstring).
 
-    Reads: the model state after every step (``r``/``z`` presynaptic activity), the inputs, the trial's reward;
-    from the model: leak and ``c_in``. Updates: ``theta_rec``, ``theta_in``, ``b_rec`` (reward-modulated) and
+    Reads: the trajectory record of one noisy run (``r``/``z`` presynaptic activity, the readout input), the inputs,
+    the trial's reward; from the model: ``c_in`` (and ``α_s`` with synaptic currents). Updates: ``theta_rec``, ``theta_in``, ``b_rec`` (reward-modulated) and
     ``theta_out``, ``b_out`` (exact, when ``readout="exact"``), through ``model.param_grads``.
 
     Attributes:
