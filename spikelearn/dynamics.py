@@ -262,6 +262,8 @@ def _spiking_states(k: dict, v: Tensor, a: Tensor, i: Tensor | None) -> Tensor:
 
 
 def _linearise_spiking(model: SpikingRNN, x: Tensor, state0: Any, r_on: bool) -> Linearisation:
+    if state0 is None:  # resolved once: a relaxed initial state runs the network
+        state0 = model.init_state(x.shape[1])
     out = model(x, state=state0, record=True)
     rec = out.record
     T, B = rec.v.shape[:2]
@@ -271,8 +273,6 @@ def _linearise_spiking(model: SpikingRNN, x: Tensor, state0: Any, r_on: bool) ->
     states = _spiking_states(k, rec.v, rec.a, rec.i_syn)
     leak, reset = k["leak"], k["reset"]
     if model.reset == "zero":  # v^t = α (1 − z^{t-1}) v^{t-1} + …: per-step leak, reset derivative −α v^{t-1}
-        if state0 is None:
-            state0 = model.init_state(B)
         z_prev = _prev(state0.z.to(rec.z.dtype), rec.z).detach()
         v_prev = _prev(state0.v.to(rec.v.dtype), rec.v)
         leak = k["leak"] * (1.0 - z_prev)

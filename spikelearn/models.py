@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from spikelearn.circuit.core import Circuit
 from spikelearn.neurons.lif import ALIFConstants, ALIFState, alif_update, synaptic_decay
 from spikelearn.neurons.rate import RATE_FORMS, RateConstants, RateParams, RateState, init_rate_state, rate_update
-from spikelearn.neurons.surrogate import Surrogate, make_surrogate
+from spikelearn.neurons.surrogate import Surrogate, describe_bad, make_surrogate
 
 __all__ = ["SpikingRNN", "RateRNN", "ModelOutput", "SpikingState", "SpikingRecord", "RateRecord",
            "EffectiveWeights", "load", "time_linear", "circuit_to_dict", "circuit_from_dict"]
@@ -745,10 +745,10 @@ class SpikingRNN(_CircuitRNN):
         if (tau_m <= 0).any() or (tau_a <= 0).any() or (vth <= 0).any():
             raise ValueError("tau_mem_ms, tau_adapt_ms and v_th must be positive")
         tau_s = _per_neuron(npar.get("tau_syn_ms", tau_syn_ms), n, "tau_syn_ms")
-        if not (np.isfinite(tau_s) & (tau_s >= 0)).all():
-            bad = np.flatnonzero(~(np.isfinite(tau_s) & (tau_s >= 0)))
-            raise ValueError(f"tau_syn_ms must be finite and >= 0 (0 = no synaptic filter); {bad.size} neuron(s) "
-                             f"are not, first at index {bad[0]}: {tau_s[bad[0]]!r}")
+        ok = np.isfinite(tau_s) & (tau_s >= 0)
+        if not ok.all():
+            raise ValueError(f"tau_syn_ms must be finite and >= 0 (0 = no synaptic filter), got "
+                             f"{describe_bad(tau_s, torch.as_tensor(ok))}")
         kw = dict(dtype=dt, device=dev)
         for name, val in (("tau_mem_ms", tau_m), ("tau_adapt_ms", tau_a), ("v_th", vth), ("beta", b),
                           ("n_ref", nref), ("tau_syn_ms", tau_s)):

@@ -170,7 +170,7 @@ class ALIFState(NamedTuple):
     a: Tensor    # adaptation a^t (threshold A^t = v_th + β a^t)
     z: Tensor    # spikes z^t in {0, 1}
     ref: Tensor  # refractory steps left after step t (float, integer valued)
-    i_syn: Tensor | None = None  # synaptic current i^t (units of v; current-based synapses only, else None)
+    i_syn: Tensor | None = None  # synaptic current i^t (units of v; None or zeros without current-based synapses)
 
 
 class ALIFAux(NamedTuple):

@@ -139,10 +139,11 @@ def eprop_autograd(model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: Any,
 def eprop_traces(model: Any, rec: Any, *, reset_in_trace: bool = False) -> Tensor:
     """Eligibility traces ``e^t`` of §2.2, dense ``(T, B, N, N + n_in)`` (post ``j``, pre ``i``: ``[z^{t-1}, x^t]``).
 
-    Gap junctions and current-based synapses are not supported here.
+    Gap junctions, current-based synapses and the reset to zero are not supported here.
     """
-    if getattr(model, "synaptic", False):
-        raise ValueError("eprop_traces: current-based synapses (tau_syn_ms > 0) are not supported by this reference")
+    if getattr(model, "synaptic", False) or getattr(model, "reset", "subtract") != "subtract":
+        raise ValueError("eprop_traces: current-based synapses (tau_syn_ms > 0) and reset='zero' are not supported "
+                         "by this reference")
     c = model.constants()
     T, Bn, N = rec.z.shape
     Np = N + rec.x.shape[-1]
@@ -151,7 +152,7 @@ def eprop_traces(model: Any, rec: Any, *, reset_in_trace: bool = False) -> Tenso
     ev = torch.zeros(Bn, N, Np, dtype=model.dtype)
     ea = torch.zeros_like(ev)
     e_prev = torch.zeros_like(ev)
-    z_prev = torch.zeros(Bn, N, dtype=model.dtype)
+    z_prev = model.init_state(Bn).z  # spikes of the initial state (0 at rest)
     out = []
     for t in range(T):
         pre = torch.cat([z_prev, rec.x[t]], dim=1)[:, None, :]

@@ -648,8 +648,8 @@ def local_adjoint_scan(k: Any, recs: list, dE_dy: Tensor, credits: Iterable[Tens
     dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
     dv = torch.zeros(B, N, **kw)  # dE/dv^{t+1} on the local graph
     da = torch.zeros(B, N, **kw)  # dE/da^{t+1}
-    syn = getattr(k, "alpha_syn", None) is not None
-    zero = bool(getattr(k, "reset_zero", False))  # reset="zero": recs carry v as a fifth field
+    syn = k.alpha_syn is not None
+    zero = k.reset_zero  # reset="zero": recs carry v as a fifth field
     di = torch.zeros(B, N, **kw)  # dE/di^{t+1} (current-based synapses)
     t1 = dE_dy.shape[0]
     credits = iter(credits)

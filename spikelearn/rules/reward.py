@@ -48,7 +48,8 @@ class RewardModulated:
     """Node-perturbation eligibility × global reward-prediction error (module docstring).
 
     Reads: the trajectory record of one noisy run (``r``/``z`` presynaptic activity, the readout input), the inputs,
-    the trial's reward; from the model: ``c_in`` (and ``α_s`` with synaptic currents). Updates: ``theta_rec``, ``theta_in``, ``b_rec`` (reward-modulated) and
+    the trial's reward; from the model: ``c_in`` (and ``α_s`` with synaptic currents). Updates: ``theta_rec``,
+    ``theta_in``, ``b_rec`` (reward-modulated) and
     ``theta_out``, ``b_out`` (exact, when ``readout="exact"``), through ``model.param_grads``.
 
     Attributes:
@@ -134,8 +135,8 @@ class RewardModulated:
         eta = self._noise(model, (T, B, N))
         exact = self.readout == "exact"
         with torch.no_grad():  # one run with the noise injected into v^t (spiking) or h^t (rate)
-            state = model.init_state(B)
-            out = model(x, record=True, i_ext=eta)
+            state = model.init_state(B)  # computed once (a relaxed initial state runs the network)
+            out = model(x, state=state, record=True, i_ext=eta)
             y_hat = out.y
             rec = out.record
             act, first = (rec.z, state.z) if field_ == "v" else (rec.r, state.r)
@@ -148,7 +149,6 @@ class RewardModulated:
             w = -(delta[None, :, None] * eta * c_in) / (B * self.noise_std ** 2)  # (T, B, N)
             if getattr(model, "synaptic", False):  # W acts through the synaptic current: w̃^t = w^t + α_s w̃^{t+1}
                 a_s = model.constants().alpha_syn
-                w = w.clone()
                 for t in range(T - 2, -1, -1):
                     w[t].addcmul_(a_s.expand(N), w[t + 1])
             wf = w.reshape(-1, N).T

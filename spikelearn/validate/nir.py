@@ -98,8 +98,8 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
             not for continuous-time toolchains; :func:`from_nir` and :func:`simulate_nir` refuse it.
 
     Raises:
-        UnsupportedFeatureError: ALIF neurons (adaptive threshold), gap junctions, current-based synapses
-            (``tau_syn_ms > 0``), a model Brian2 export refuses, or
+        UnsupportedFeatureError: ALIF neurons (adaptive threshold), gap junctions, a population mixing τ_s = 0 and
+            τ_s > 0, ``reset="zero"``, a model Brian2 export refuses, or
             (``for_snntorch``) thresholds that differ between neurons (snnTorch's importer takes one ``v_threshold``).
     """
     nir = _import_nir()
@@ -170,7 +170,7 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
     nodes = {
         "input": nir.Input(input_type={"input": np.array([n_in])}),
         "w_in": nir.Linear(weight=spec.W_in.copy()),
-        "lif": (_cuba_node(nir, spec, tau) if cuba else
+        "lif": (_cuba_node(nir, spec, tau, np.broadcast_to(tau_s_ms, (N,)) * 1e-3) if cuba else
                 nir.LIF(tau=tau.copy(), r=spec.c_in * tau, v_leak=np.zeros(N), v_threshold=spec.v_th.copy(),
                         v_reset=np.zeros(N))),
         "w_rec": nir.Linear(weight=spec.W_rec.copy()),
@@ -190,31 +190,30 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"spikelearn": meta})
 
 
-def _cuba_resistance(c_in: np.ndarray, tau_m: np.ndarray, tau_s: np.ndarray, dt: float) -> np.ndarray:
-    """``R`` of a NIR CubaLIF (``w_in = 1``, times in s) whose response to a pulse at the start of a step, read at the
-    end of each step, is spikelearn's ``v^t = c_in w (α^{t+1} − α_s^{t+1})/(α − α_s)``:
-    ``R = c_in (τ_m − τ_s)/(α − α_s)`` (``c_in τ_m²/(α dt)`` in the limit ``τ_s = τ_m``)."""
+def _cuba_kernel(tau_m: np.ndarray, tau_s: np.ndarray, dt: float) -> np.ndarray:
+    """``v`` at the end of a step per unit of NIR CubaLIF current ``I`` at its start, per unit of ``R`` (times in s):
+    ``τ_s (α − α_s)/(τ_m − τ_s)``, ``dt α/τ_m`` in the limit ``τ_s = τ_m``. Export (``R = c_in τ_s / kernel`` with
+    ``w_in = 1``), import (its inverse) and :func:`simulate_nir` all use it."""
     a, a_s = np.exp(-dt / tau_m), np.exp(-dt / tau_s)
     close = np.isclose(tau_m, tau_s, rtol=1e-9, atol=0)
-    safe = np.where(close, 1.0, a - a_s)
-    return np.where(close, c_in * tau_m**2 / (a * dt), c_in * (tau_m - tau_s) / safe)
+    return np.where(close, dt * a / tau_m, tau_s * (a - a_s) / np.where(close, 1.0, tau_m - tau_s))
 
 
-def _cuba_node(nir: Any, spec: Any, tau_m: np.ndarray) -> Any:
-    """The LIF population as a NIR CubaLIF (module docstring)."""
+def _cuba_node(nir: Any, spec: Any, tau_m: np.ndarray, tau_s: np.ndarray) -> Any:
+    """The LIF population as a NIR CubaLIF (module docstring): ``R = c_in τ_s / kernel`` = ``c_in (τ_m − τ_s)/(α −
+    α_s)`` makes NIR's response to a pulse at the start of a step, read at its end, spikelearn's ``v^t``."""
     dt = spec.dt_ms * 1e-3
-    tau_s = -dt / np.log(spec.alpha_syn)
-    return nir.CubaLIF(tau_syn=tau_s, tau_mem=tau_m.copy(), r=_cuba_resistance(spec.c_in, tau_m, tau_s, dt),
+    return nir.CubaLIF(tau_syn=tau_s, tau_mem=tau_m.copy(), r=spec.c_in * tau_s / _cuba_kernel(tau_m, tau_s, dt),
                        v_leak=np.zeros(spec.n), v_threshold=spec.v_th.copy(), v_reset=np.zeros(spec.n),
                        w_in=np.ones(spec.n))
 
 
 def _cuba_c_in(lif: Any, dt: float) -> np.ndarray:
-    """Inverse of :func:`_cuba_resistance` for a CubaLIF node (``w_in`` folded in)."""
+    """Inverse of the export's ``R`` for a CubaLIF node (``w_in`` folded in): ``c_in = R w_in kernel / τ_s``."""
     tau_m = np.asarray(lif.tau_mem, dtype=np.float64)
     tau_s = np.asarray(lif.tau_syn, dtype=np.float64)
     R = np.asarray(lif.r, dtype=np.float64) * np.broadcast_to(np.asarray(lif.w_in, dtype=np.float64), tau_m.shape)
-    return R / _cuba_resistance(np.ones_like(tau_m), tau_m, tau_s, dt)
+    return R * _cuba_kernel(tau_m, tau_s, dt) / tau_s
 
 
 def _np_nref(model: Any) -> np.ndarray:
@@ -391,9 +390,7 @@ def simulate_nir(graph: Any, x: Any, *, dt_ms: float | None = None) -> dict[str,
         tau_s = np.asarray(lif.tau_syn, np.float64)
         dec, dec_s = np.exp(-dt / tau), np.exp(-dt / tau_s)
         w_in_c = np.broadcast_to(np.asarray(lif.w_in, np.float64), tau.shape) / tau_s
-        close = np.isclose(tau, tau_s, rtol=1e-9, atol=0)
-        kernel = np.where(close, dt * dec / tau, tau_s * (dec - dec_s) / np.where(close, 1.0, tau - tau_s))
-        gain = np.asarray(lif.r, np.float64) * kernel  # v gain per unit of I at the step's start
+        gain = np.asarray(lif.r, np.float64) * _cuba_kernel(tau, tau_s, dt)  # v per unit of I at the step's start
         cur = np.zeros((xa.shape[1], tau.size))
     else:
         tau = np.asarray(lif.tau, np.float64)

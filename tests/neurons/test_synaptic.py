@@ -153,7 +153,7 @@ def test_spiking_bptt_with_synaptic_currents_matches_finite_differences(scaling,
 
 def test_tau_syn_is_validated_and_saved(tmp_path):
     c = generators.erdos_renyi(8, 0.5, seed=0)
-    with pytest.raises(ValueError, match="tau_syn_ms.*index 3"):
+    with pytest.raises(ValueError, match=r"tau_syn_ms.*1 of 8 entries, e.g. \[3\] = -1.0"):
         SpikingRNN(c, 2, 1, tau_syn_ms=[1.0, 2.0, 0.0, -1.0, 1, 1, 1, 1])
     with pytest.raises(ValueError, match="tau_syn_ms"):
         LIFParams(tau_syn_ms=float("nan"))
