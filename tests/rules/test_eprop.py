@@ -467,10 +467,11 @@ def test_eprop_with_synaptic_currents_equals_detached_autograd(mode, neuron, res
     assert float((g0["theta_in"] - g["theta_in"]).norm() / g["theta_in"].norm()) > 1e-2
 
 
-def test_eprop_with_synapses_and_no_recurrence_equals_bptt():
-    """T2.3 with synaptic currents: W_rec = 0 and the reset in the trace ⇒ e-prop = BPTT."""
+@pytest.mark.parametrize("options", [{"tau_syn_ms": 6.0}, {"reset": "zero"}], ids=["synaptic", "reset_zero"])
+def test_eprop_with_synapses_or_reset_zero_and_no_recurrence_equals_bptt(options):
+    """T2.3 with synaptic currents or the reset to zero: W_rec = 0 and the reset in the trace ⇒ e-prop = BPTT."""
     x, y, mask = _data(T=40)
-    model = _model("alif", tau_syn_ms=6.0)
+    model = _model("alif", **options)
     with torch.no_grad():
         model.theta_rec.zero_()
     _, g = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
@@ -493,16 +494,6 @@ def test_eprop_with_reset_zero_equals_detached_autograd(mode, neuron, reset_in_t
         _, g = rule.gradients(model, x, y, mask, _mse)
         _, want = ref.eprop_autograd(model, x, y, mask, _mse, reset_in_trace=reset_in_trace)
         _assert_rel(g, want)
-
-
-def test_eprop_with_reset_zero_and_no_recurrence_equals_bptt():
-    x, y, mask = _data(T=40)
-    model = _model("alif", reset="zero")
-    with torch.no_grad():
-        model.theta_rec.zero_()
-    _, g = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
-    _, want = BPTT().gradients(model, x, y, mask, _mse)
-    _assert_rel(g, want)
 
 
 @pytest.mark.parametrize("mode", ["batched", "online"])

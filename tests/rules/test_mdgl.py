@@ -65,6 +65,16 @@ def _mdgl_autograd(model, x, y, mask, Wt):
     return ref.named_grads(model, _mse(y_hat, y, mask) + S)
 
 
+def _assert_t31(model, variant, x, y, mask):
+    """The hard-coded MDGL gradient of ``variant`` equals the T3.1 construction (< 1e-10); returns it."""
+    rule = MDGL(variant=variant, chunk_steps=7)
+    _, g = rule.gradients(model, x, y, mask, _mse)
+    want = _mdgl_autograd(model, x, y, mask, rule.substituted_weights(model))
+    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
+    assert max(errs.values()) < 1e-10, errs
+    return g
+
+
 _CIRCUITS = {  # sparse: dense W̃ GEMM; complete (with or without autapses): the factored type-gain product
     "sparse": lambda: (dale(10, 0.7, p=0.5, g=1.5, seed=3), {}),
     "complete": lambda: (dale(10, 0.7, p=1.0, g=1.5, seed=3), {}),
@@ -82,11 +92,7 @@ def test_t31_autograd_construction(variant, scaling, circuit, readout_norm):
     circ, kw = _CIRCUITS[circuit]()
     model = _model(scaling=scaling, circuit=circ, readout_norm=readout_norm, **kw)
     x, y, mask = _data()
-    rule = MDGL(variant=variant, chunk_steps=7)
-    loss, g = rule.gradients(model, x, y, mask, _mse)
-    want = _mdgl_autograd(model, x, y, mask, rule.substituted_weights(model))
-    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
-    assert max(errs.values()) < 1e-10, errs
+    g = _assert_t31(model, variant, x, y, mask)
     # the modulatory term is not vacuous: MDGL differs from reset-inclusive e-prop
     _, ge = EProp(reset_in_trace=True).gradients(model, x, y, mask, _mse)
     assert float((g["theta_rec"] - ge["theta_rec"]).norm()) > 1e-6 * float(ge["theta_rec"].norm())
@@ -357,13 +363,8 @@ def test_t31_with_current_based_synapses(variant, scaling):
     tau_s = np.array([0.0, 2.0, 5.0, 3.0, 0.0, 8.0, 4.0, 6.0, 1.0, 2.5])
     model = _model(scaling=scaling, tau_syn_ms=tau_s)
     x, y, mask = _data()
-    rule = MDGL(variant=variant, chunk_steps=7)
-    _, g = rule.gradients(model, x, y, mask, _mse)
-    want = _mdgl_autograd(model, x, y, mask, rule.substituted_weights(model))
-    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
-    assert max(errs.values()) < 1e-10, errs
-    plain = _model(scaling=scaling)
-    _, g0 = rule.gradients(plain, x, y, mask, _mse)
+    g = _assert_t31(model, variant, x, y, mask)
+    _, g0 = MDGL(variant=variant, chunk_steps=7).gradients(_model(scaling=scaling), x, y, mask, _mse)
     assert float((g0["theta_in"] - g["theta_in"]).norm()) > 1e-2 * float(g["theta_in"].norm())
 
 
@@ -381,11 +382,7 @@ def test_online_equals_batched_with_current_based_synapses(tau_syn_ms):
 def test_t31_with_reset_zero(variant):
     model = _model(reset="zero", tau_syn_ms=2.0)
     x, y, mask = _data()
-    rule = MDGL(variant=variant, chunk_steps=7)
-    _, g = rule.gradients(model, x, y, mask, _mse)
-    want = _mdgl_autograd(model, x, y, mask, rule.substituted_weights(model))
-    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
-    assert max(errs.values()) < 1e-10, errs
+    _assert_t31(model, variant, x, y, mask)
     _, gb = MDGL(variant="online", mode="batched").gradients(model, x, y, mask, _mse)
     _, go = MDGL(variant="online", mode="online", chunk_steps=4).gradients(model, x, y, mask, _mse)
     assert max(_rel(go, gb, ["theta_rec", "theta_in"]).values()) < 1e-10
@@ -394,9 +391,4 @@ def test_t31_with_reset_zero(variant):
 def test_t31_from_a_relaxed_initial_state():
     model = _model(init_state_std=2.0, init_relax_steps=3, init_seed=5)
     assert model.init_state(3).z.any()
-    x, y, mask = _data()
-    rule = MDGL(variant="mdgl", chunk_steps=7)
-    _, g = rule.gradients(model, x, y, mask, _mse)
-    want = _mdgl_autograd(model, x, y, mask, rule.substituted_weights(model))
-    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
-    assert max(errs.values()) < 1e-10, errs
+    _assert_t31(model, "mdgl", *_data())

@@ -267,17 +267,22 @@ def _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace, first=0):
     return ref.named_grads(model, _mse(torch.stack(ys), y, mask))
 
 
-@pytest.mark.parametrize("readout_norm", [True, False])
-@pytest.mark.parametrize("reset_in_trace", [False, True])
-@pytest.mark.parametrize("scaling", ["A", "B"])
-def test_t42_spiking_equals_custom_backward(reset_in_trace, scaling, readout_norm):
-    model = _spiking(scaling=scaling, readout_norm=readout_norm)
+def _assert_t42_spiking(model, reset_in_trace):
+    """Spiking ModProp (μ = 5) equals the custom-backward construction (< 1e-10); returns ``(gradient, data)``."""
     x, y, mask = _spike_data()
     rule = ModProp(mu=5.0, reset_in_trace=reset_in_trace, chunk_steps=7)
     _, g = rule.gradients(model, x, y, mask, _mse)
     want = _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace)
     errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
     assert max(errs.values()) < 1e-10, errs
+    return g, (x, y, mask)
+
+
+@pytest.mark.parametrize("readout_norm", [True, False])
+@pytest.mark.parametrize("reset_in_trace", [False, True])
+@pytest.mark.parametrize("scaling", ["A", "B"])
+def test_t42_spiking_equals_custom_backward(reset_in_trace, scaling, readout_norm):
+    _assert_t42_spiking(_spiking(scaling=scaling, readout_norm=readout_norm), reset_in_trace)
 
 
 @pytest.mark.parametrize("reset_in_trace", [False, True])
@@ -348,33 +353,17 @@ def test_t42_spiking_with_current_based_synapses_equals_custom_backward(reset_in
     """Synaptic currents: the substituted credit μ W_abᵀ enters through the target's current, dE/di^{t+1}
     (the scan's hook receives it); = autograd of the custom-backward construction, per-neuron τ_s (some 0)."""
     model = _spiking(tau_syn_ms=[0.0, 2.0, 5.0, 3.0, 0.0, 8.0, 4.0, 6.0])
-    x, y, mask = _spike_data()
-    rule = ModProp(mu=5.0, reset_in_trace=reset_in_trace, chunk_steps=7)
-    _, g = rule.gradients(model, x, y, mask, _mse)
-    want = _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace)
-    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
-    assert max(errs.values()) < 1e-10, errs
+    g, (x, y, mask) = _assert_t42_spiking(model, reset_in_trace)
     _, ge = EProp(reset_in_trace=reset_in_trace).gradients(model, x, y, mask, _mse)
     assert float((g["theta_rec"] - ge["theta_rec"]).norm()) > 1e-6 * float(ge["theta_rec"].norm())
 
 
 @pytest.mark.parametrize("reset_in_trace", [False, True])
 def test_t42_spiking_with_reset_zero_equals_custom_backward(reset_in_trace):
-    model = _spiking(reset="zero", tau_syn_ms=3.0)
-    x, y, mask = _spike_data()
-    rule = ModProp(mu=5.0, reset_in_trace=reset_in_trace, chunk_steps=7)
-    _, g = rule.gradients(model, x, y, mask, _mse)
-    want = _spiking_modprop_autograd(model, x, y, mask, rule, reset_in_trace)
-    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
-    assert max(errs.values()) < 1e-10, errs
+    _assert_t42_spiking(_spiking(reset="zero", tau_syn_ms=3.0), reset_in_trace)
 
 
 def test_t42_spiking_from_a_relaxed_initial_state():
     model = _spiking(init_state_std=2.0, init_relax_steps=3, init_seed=5)
     assert model.init_state(3).z.any()
-    x, y, mask = _spike_data()
-    rule = ModProp(mu=5.0, reset_in_trace=True, chunk_steps=7)
-    _, g = rule.gradients(model, x, y, mask, _mse)
-    want = _spiking_modprop_autograd(model, x, y, mask, rule, True)
-    errs = _rel(g, want, ["theta_rec", "theta_in", "theta_out", "b_out"])
-    assert max(errs.values()) < 1e-10, errs
+    _assert_t42_spiking(model, True)
