@@ -94,7 +94,9 @@ def erdos_renyi(n: int, p: float, g: float = 1.0, *, seed: int = 0, self_loops: 
 
 def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balance: Literal[None, "mean", "per_neuron"] = "mean",
          seed: int = 0, self_loops: bool = False,
-         procedure: Literal["sparse", "dense_then_sparsify"] = "sparse") -> Circuit:
+         procedure: Literal["sparse", "dense_then_sparsify"] = "sparse",
+         n_in: int | None = None, n_out: int | None = None, p_in: float = 1.0, p_out: float = 1.0,
+         input_frac_exc: float | None = None) -> Circuit:
     """Dale E/I circuit: the first ``round(frac_exc·N)`` neurons are excitatory (+1), the rest inhibitory (−1).
 
     ``procedure="sparse"`` (default): magnitudes ``|N(0,1)|·g/√(pN)`` on edges drawn with probability ``p``; column
@@ -107,6 +109,17 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
     ``"mean"``: inhibitory magnitudes × N_E/N_I), scaled to spectral radius ``g``, then ``int(p·N²)`` positions drawn
     uniformly *with replacement* keep their dense weight (so slightly fewer than ``p·N²`` distinct edges, and the
     sparse matrix is neither balanced nor of spectral radius ``g``); autapses are dropped unless ``self_loops``.
+
+    Sparse input and readout (the MDGL source's 10 % ``W_in``/``W_out``, §3.5): ``p_in < 1`` (with ``n_in``) gives
+    the circuit a 2-D ``input_mask`` ``(N, n_in)``, ``p_out < 1`` (with ``n_out``) a 2-D ``output_mask``
+    ``(n_out, N)``, drawn like the recurrent mask (``int(p·rows·cols)`` positions with replacement under
+    ``"dense_then_sparsify"``, independent Bernoulli(``p``) under ``"sparse"``), after the recurrent weights (so
+    these do not change). The circuit then also carries the initial weights on those masks, drawn with the e-prop
+    scale on the *expected* fan-in (the source's scale is not specified; this is the package's choice):
+    ``W_in ~ N(0, 1/(p_in·n_in))``, ``W_out ~ N(0, 1/(p_out·N))``. ``input_frac_exc`` makes the first
+    ``round(input_frac_exc·n_in)`` input channels excitatory and the rest inhibitory (the source: 33 of 40):
+    ``W_in`` magnitudes ``|N(0,1)|/√(p_in·n_in)`` with the channel's sign (give the model the same signs as
+    ``input_channel_sign`` to keep them during training). A run/sweep file gets ``n_in``/``n_out`` from its task.
     """
     n = _check_n(n)
     if not (isinstance(g, (int, float, np.floating)) and np.isfinite(g) and g > 0):
@@ -118,6 +131,18 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
     n_e = int(round(frac_exc * n))
     if n_e in (0, n):
         raise CircuitError(f"frac_exc={frac_exc} with n={n} leaves one population empty")
+    for nm, v in (("p_in", p_in), ("p_out", p_out)):
+        if not (isinstance(v, (int, float, np.floating)) and 0 < v <= 1):
+            raise CircuitError(f"{nm} must be in (0, 1], got {v!r}")
+    if input_frac_exc is not None and not 0 <= input_frac_exc <= 1:
+        raise CircuitError(f"input_frac_exc must be in [0, 1], got {input_frac_exc}")
+    for nm, v, need in (("n_in", n_in, p_in < 1 or input_frac_exc is not None), ("n_out", n_out, p_out < 1)):
+        if need and v is None:
+            raise CircuitError(f"{nm} is needed with {'p_in/input_frac_exc' if nm == 'n_in' else 'p_out'} "
+                               f"(a run/sweep file takes it from the task)")
+        if v is not None:
+            _check_n(v, nm)
+    io = {"n_in": n_in, "n_out": n_out, "p_in": p_in, "p_out": p_out, "input_frac_exc": input_frac_exc}
     rng = np.random.default_rng(seed)
     signs = np.r_[np.ones(n_e), -np.ones(n - n_e)].astype(np.int8)
     meta = {"generator": "dale", "frac_exc": frac_exc, "p": p, "g": g, "balance": balance, "seed": seed}
@@ -139,7 +164,7 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
         meta.update(procedure=procedure, n_edges=int(mask.sum()),
                     spectral_radius_sparse=float(np.abs(np.linalg.eigvals(W)).max()))
         return Circuit.from_dense(W, mask=mask, cell_types=["E"] * n_e + ["I"] * (n - n_e), signs=signs,
-                                  metadata=meta)
+                                  metadata=meta, **_dale_io(rng, n, io, procedure, meta))
     if procedure != "sparse":
         raise CircuitError(f"procedure must be 'sparse' or 'dense_then_sparsify', got {procedure!r}")
     mask = rng.random((n, n)) < p
@@ -160,7 +185,40 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
         raise CircuitError(f"balance must be None, 'mean' or 'per_neuron', got {balance!r}")
     W = mag * signs[None, :].astype(float)
     return Circuit.from_dense(W, mask=mask, cell_types=["E"] * n_e + ["I"] * (n - n_e), signs=signs,
-                              metadata=meta)
+                              metadata=meta, **_dale_io(rng, n, io, procedure, meta))
+
+
+def _dale_io(rng: np.random.Generator, n: int, io: dict, procedure: str, meta: dict) -> dict:
+    """:func:`dale`'s sparse input/readout masks and initial weights (its docstring), as Circuit fields."""
+    out: dict = {}
+
+    def draw_mask(rows: int, cols: int, p: float) -> np.ndarray:
+        if procedure == "dense_then_sparsify":
+            m = np.zeros((rows, cols), dtype=bool)
+            m.flat[rng.integers(0, rows * cols, size=int(p * rows * cols))] = True
+            return m
+        return rng.random((rows, cols)) < p
+
+    n_in, p_in, fe = io["n_in"], io["p_in"], io["input_frac_exc"]
+    if p_in < 1 or fe is not None:
+        m = draw_mask(n, n_in, p_in) if p_in < 1 else np.ones((n, n_in), dtype=bool)
+        scale = 1.0 / np.sqrt(p_in * n_in)
+        if fe is None:
+            w = rng.standard_normal((n, n_in)) * scale
+        else:
+            n_e_in = int(round(fe * n_in))
+            chan = np.r_[np.ones(n_e_in), -np.ones(n_in - n_e_in)]
+            w = np.abs(rng.standard_normal((n, n_in))) * scale * chan[None, :]
+            meta.update(input_frac_exc=fe, n_exc_inputs=n_e_in)
+        out.update(input_mask=m, input_weights=np.where(m, w, 0.0))
+        meta.update(p_in=p_in, n_input_edges=int(m.sum()))
+    n_out, p_out = io["n_out"], io["p_out"]
+    if p_out < 1:
+        m = draw_mask(n_out, n, p_out)
+        w = rng.standard_normal((n_out, n)) / np.sqrt(p_out * n)
+        out.update(output_mask=m, output_weights=np.where(m, w, 0.0))
+        meta.update(p_out=p_out, n_output_edges=int(m.sum()))
+    return out
 
 
 def truncate_rank(W0: np.ndarray, rank: int, norm: NormMatch = "frobenius") -> np.ndarray:

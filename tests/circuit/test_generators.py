@@ -264,6 +264,78 @@ def test_dale_dense_then_sparsify_is_the_mdgl_source_procedure():
         dale(n, seed=0, procedure="magic")
 
 
+@pytest.mark.parametrize("procedure", ["dense_then_sparsify", "sparse"])
+def test_dale_sparse_input_and_readout(procedure):
+    """p_in / p_out give 2-D masks drawn after the recurrent weights (which stay bit-identical), the counts of the
+    procedure's sampling, N(0, 1/(p·fan_in)) weights on the masks, and channel signs from input_frac_exc."""
+    from spikelearn.circuit.generators import dale
+
+    n, n_in, n_out, p_io = 200, 40, 20, 0.1
+    kw = dict(frac_exc=0.81, p=0.1, balance="per_neuron" if procedure == "dense_then_sparsify" else "mean",
+              procedure=procedure, seed=5)
+    plain = dale(n, **kw)
+    c = dale(n, n_in=n_in, n_out=n_out, p_in=p_io, p_out=p_io, **kw)
+    np.testing.assert_array_equal(c.weights(dense=True), plain.weights(dense=True))
+    assert plain.input_mask is None and plain.output_weights is None
+    assert dale(n, n_in=n_in, n_out=n_out, **kw).input_mask is None  # p = 1 and no signs: the model's defaults
+    for m, w, rows, cols in ((c.input_mask, c.input_weights, n, n_in), (c.output_mask, c.output_weights, n_out, n)):
+        assert m.shape == w.shape == (rows, cols) and not w[~m].any() and (w[m] != 0).all()
+        if procedure == "dense_then_sparsify":  # int(p·rows·cols) draws with replacement
+            q = 1 - (1 - 1 / (rows * cols)) ** int(p_io * rows * cols)
+        else:
+            q = p_io
+        mean, sd = rows * cols * q, np.sqrt(rows * cols * q * (1 - q))
+        assert abs(m.sum() - mean) < 4 * sd, (m.sum(), mean, sd)
+        fan_in = cols * p_io
+        assert abs(w[m].var() * fan_in - 1) < 0.2, w[m].var() * fan_in  # ~800 and ~400 draws
+    signed = dale(n, n_in=n_in, n_out=n_out, p_in=p_io, input_frac_exc=0.825, **kw)
+    W_in = signed.input_weights
+    assert (W_in[:, :33] >= 0).all() and (W_in[:, 33:] <= 0).all() and (W_in[:, :33] > 0).any()
+    assert signed.output_mask is None and signed.metadata["n_exc_inputs"] == 33
+    with pytest.raises(CircuitError, match="n_in is needed"):
+        dale(n, p_in=0.1, **kw)
+    with pytest.raises(CircuitError, match="n_out is needed"):
+        dale(n, p_out=0.1, **kw)
+    with pytest.raises(CircuitError, match="p_in must be in"):
+        dale(n, n_in=3, p_in=0.0, **kw)
+    with pytest.raises(CircuitError, match="input_frac_exc"):
+        dale(n, n_in=3, input_frac_exc=1.5, **kw)
+
+
+def test_dale_sparse_io_from_a_run_config_keeps_its_connections_under_rewiring(tmp_path):
+    """A run file's dale circuit takes n_in/n_out from the task; the model starts from the circuit's sparse W_in /
+    W_out with the declared channel signs, and DEEP R keeps each matrix's connection count and every sign."""
+    import torch
+
+    from spikelearn.config import config_from_dict
+    from spikelearn.train import build
+
+    signs = [1] * 33 + [-1] * 7
+    cfg = config_from_dict({
+        "circuit": {"kind": "dale", "n": 30, "options": {"frac_exc": 0.8, "p": 0.2, "procedure": "dense_then_sparsify",
+                                                          "p_in": 0.1, "p_out": 0.2, "input_frac_exc": 0.825}},
+        "model": {"type": "spiking", "options": {"sign_constraint": "dale", "input_channel_sign": signs,
+                                                 "v_th": 0.01, "n_ref": 5, "scaling": "B"}},
+        "task": {"name": "evidence_accumulation_mdgl", "options": {}},
+        "rule": {"name": "eprop", "options": {}},
+        "optimizer": {"name": "adam", "lr": 5e-2},
+        "train": {"iterations": 4, "batch_size": 4, "eval_every": 100, "seed": 2, "rewiring": True}})
+    circuit, model, _task, _rule, _opt, trainer = build(cfg, out_dir=str(tmp_path))
+    assert circuit.input_mask.shape == (30, 40) and circuit.output_mask.shape == (2, 30)
+    W0 = model.effective_weights()
+    # the run's model is float32: equal up to its rounding, and zero exactly where the circuit is
+    np.testing.assert_allclose(W0.W_in.detach().numpy(), circuit.input_weights, rtol=1e-7, atol=0)
+    np.testing.assert_allclose(W0.W_out.detach().numpy(), circuit.output_weights, rtol=1e-7, atol=0)
+    trainer.run()
+    W1 = model.effective_weights()
+    for a, b, mask in ((W0.W_in, W1.W_in, circuit.input_mask), (W0.W_out, W1.W_out, circuit.output_mask)):
+        a, b = a.detach().numpy(), b.detach().numpy()
+        assert (b != 0).sum() <= (a != 0).sum() and not b[~mask].any()
+        assert (a * b >= 0).all()
+    assert not torch.equal(W0.W_in, W1.W_in)  # it did learn
+    assert (W1.W_in.detach().numpy()[:, 33:] <= 0).all() and (W1.W_in.detach().numpy()[:, :33] >= 0).all()
+
+
 @pytest.mark.parametrize("io_init", ["normal", "uniform"])
 def test_task_aligned_low_rank_spans_its_own_input_and_readout_weights(io_init):
     n, n_in, n_out = 90, 3, 2
