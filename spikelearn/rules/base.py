@@ -10,8 +10,11 @@ A rule is a small frozen object holding hyperparameters only. Its one required m
   (descent direction is ``-grads``, as with ``.grad``). Parameters a rule does not train are absent.
 
 Local rules obtain ``∂E/∂ŷ`` by autograd on ``ŷ`` alone (:func:`output_error`) and never back-propagate
-through the network. Online rules additionally offer ``init(model, batch_size) -> state`` and
-``step(model, rec_t, dE_dy_t, state) -> (grads, state)``; the trainer's ``update_every_steps`` is reserved for them.
+through the network. Online rules (``online = True``) additionally offer
+``init(model, batch_size, n_steps=None, *, initial_state=None) -> state`` (``initial_state``: the model state the
+trials start from, when the caller already has it; optional in a user's rule), ``advance(model, record_chunk,
+dE_dy_chunk, state) -> state`` and ``read(model, state) -> (grads, state)``; :func:`spikelearn.rules.eprop.run_online`
+drives them, and the trainer's ``update_every_steps`` is reserved for them.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ neuron when ``τ_s`` differs between neurons).
 
 from __future__ import annotations
 
+import inspect
 import math
 import weakref
 from dataclasses import dataclass, field
@@ -128,9 +129,11 @@ def run_online(rule: Any, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, 
         ``(loss, grads)``: the loss of the simulated trial and the trial's gradient (``None`` with ``on_update``).
     """
     T, B = x.shape[0], x.shape[1]
-    st = rule.init(model, B, n_steps=T)
+    with torch.no_grad():
+        mstate = model.init_state(B)  # once: the rule's traces and the simulation start from it
+    takes_state = "initial_state" in inspect.signature(rule.init).parameters  # optional in a user's online rule
+    st = rule.init(model, B, n_steps=T, **({"initial_state": mstate} if takes_state else {}))
     y_hat: Tensor | None = None
-    mstate = None
     for a in range(0, T, chunk_steps):
         b = min(T, a + chunk_steps)
         with torch.no_grad():
@@ -153,13 +156,20 @@ def run_online(rule: Any, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, 
     return loss, grads
 
 
-def _record_chunks(model: nn.Module, x: Tensor, chunk_steps: int, fields: tuple[str, ...]) -> list:
+class Chunks(list):
+    """Per-chunk record fields of one batch of trials (a list), with ``state0``: the state the trials started from
+    (:meth:`init_state`, computed once: a relaxed initial state runs the network to get it)."""
+
+    state0: Any = None
+
+
+def _record_chunks(model: nn.Module, x: Tensor, chunk_steps: int, fields: tuple[str, ...]) -> Chunks:
     """Simulate ``x`` chunk by chunk (state carried, no graph); per chunk ``(y, (record fields...))``.
 
     Only the named record fields are kept, so the memory is that of those fields, not of the whole record.
     """
-    out_chunks = []
-    state = None
+    out_chunks = Chunks()
+    state = out_chunks.state0 = model.init_state(x.shape[1])
     for a in range(0, x.shape[0], chunk_steps):
         out = model(x[a:a + chunk_steps], state=state, record=True)
         state = out.state
@@ -193,9 +203,16 @@ def rate_regularizer(z: Tensor, dt_ms: float, coeff: float, target_hz: float,
 
 
 # ----------------------------------------------------------------------------------------------- state
+def initial_state(model: nn.Module, recs: list) -> Any:
+    """The state the trials of ``recs`` started from: the one recorded with them (:class:`Chunks`), else
+    ``model.init_state`` for their batch size (that of ``recs[0][1]``, a ``(T, B, ...)`` field of the first chunk)."""
+    s = getattr(recs, "state0", None)
+    return s if s is not None else model.init_state(recs[0][1].shape[1])
+
+
 def _initial_spikes(model: nn.Module, recs: list) -> Tensor | None:
-    """Spikes of the model's initial state for the batch of ``recs`` (``None`` when it starts at rest)."""
-    z0 = model.init_state(recs[0][1].shape[1]).z
+    """Spikes of the initial state of the trials of ``recs`` (``None`` when it starts at rest)."""
+    z0 = initial_state(model, recs).z
     return z0 if bool(z0.any()) else None
 
 
@@ -209,13 +226,16 @@ def record_and_output_error(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor
     """The shared first half of every batched local rule: run the trial without a graph, keeping only
     ``fields`` of the record chunk by chunk, then ``(loss, ∂E/∂ŷ)`` by autograd on the output alone.
 
-    Returns ``(loss, dE_dy (T, B, n_out), [per-chunk tuple of the fields]).``
+    Returns ``(loss, dE_dy (T, B, n_out), Chunks[per-chunk tuple of the fields])``; the chunks carry the initial
+    state (``state0``) so that the rule need not compute it again.
     """
     with torch.no_grad():
         chunks = _record_chunks(model, x, chunk_steps, fields)
         y_hat = torch.cat([c[0] for c in chunks])
     loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
-    return loss, dE_dy, [c[1] for c in chunks]
+    recs = Chunks(c[1] for c in chunks)
+    recs.state0 = chunks.state0
+    return loss, dE_dy, recs
 
 
 def weight_grads(model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
@@ -444,7 +464,8 @@ class EProp:
         return tot
 
     # ------------------------------------------------------------------ online
-    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> EPropState:
+    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
+             initial_state: Any = None) -> EPropState:
         """Zero traces and accumulators for ``batch_size`` trials starting from ``model.init_state``.
 
         ``n_steps`` (trial length) normalises the regulariser when gradients are read before the trial ends.
@@ -459,7 +480,7 @@ class EProp:
         reg_batch = self.reg_coeff > 0 and self.reg_form == "batch"
         reg_run = self.reg_coeff > 0 and self.reg_form == "running"
         return EPropState(
-            t=0, n_steps=n_steps, z_prev=model.init_state(B).z.detach().clone(),
+            t=0, n_steps=n_steps, z_prev=(model.init_state(B) if initial_state is None else initial_state).z.detach().clone(),
             pre_syn=(None if k.alpha_syn is None else
                      torch.zeros((B, Np) if k.syn_shared else (N, B, Np), **kw)),
             eps_v=torch.zeros((B, Np) if k.presyn else big, **kw),

@@ -337,11 +337,12 @@ class MDGL:
         return local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace, z0=_initial_spikes(model, recs))
 
     # ------------------------------------------------------------------ online (variant "online")
-    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> MDGLState:
+    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
+             initial_state: Any = None) -> MDGLState:
         """Zero state for ``batch_size`` trials from ``model.init_state`` (variant ``"online"`` only)."""
         if self.variant != "online":
             raise ValueError(f"MDGL: the online form exists for variant='online' only, not {self.variant!r}")
-        ep = self._eprop.init(model, batch_size, n_steps=n_steps)
+        ep = self._eprop.init(model, batch_size, n_steps=n_steps, initial_state=initial_state)
         return MDGLState(ep=ep, e_bar_prev=torch.zeros_like(ep.e_bar),
                          psi_bar=torch.zeros(int(batch_size), model.n, dtype=model.dtype, device=model.device),
                          acc_mod=torch.zeros_like(ep.acc))

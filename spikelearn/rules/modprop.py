@@ -47,9 +47,9 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import (EProp, _check_common, _initial_spikes, feedback_matrix, local_adjoint_scan,
-                                    readout_credit_chunks,
-                                    record_and_output_error, run_online, spiking_scan_fields, weight_grads)
+from spikelearn.rules.eprop import (EProp, _check_common, _initial_spikes, feedback_matrix, initial_state,
+                                    local_adjoint_scan, readout_credit_chunks, record_and_output_error, run_online,
+                                    spiking_scan_fields, weight_grads)
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
 
 __all__ = ["ModProp", "ModPropState", "filter_taps"]
@@ -219,7 +219,7 @@ class ModProp:
                 dW_pre, dW_out = self._batched_spiking(model, chunks, dE_dy)
             else:
                 recs = [torch.cat([c[i] for c in chunks]) for i in range(4)]
-                dW_pre, dW_out = self._batched_rate(model, *recs, dE_dy)
+                dW_pre, dW_out = self._batched_rate(model, *recs, dE_dy, r0=initial_state(model, chunks).r)
         if not bool(torch.isfinite(dW_pre).all()):
             self._warn_unstable(model)
         return loss, self._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
@@ -244,7 +244,8 @@ class ModProp:
                       RuntimeWarning, stacklevel=3)
 
     def _batched_rate(self, model: Any, x: Tensor, r: Tensor, fp: Tensor, read: Tensor,
-                      dE_dy: Tensor) -> tuple[Tensor, Tensor]:
+                      dE_dy: Tensor, r0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``r0``: the rates of the initial state (default: ``model.init_state``'s)."""
         leak, c_in = self._rate_consts(model)
         _, P, Om = self.type_structure(model)
         L = torch.matmul(dE_dy, self.feedback_matrix(model).T)
@@ -261,7 +262,8 @@ class ModProp:
             if nl is not None:
                 d = d + nl
             torch.mul(d, c_in, out=D[t])
-        r0 = model.init_state(B).r
+        if r0 is None:
+            r0 = model.init_state(B).r
         n_in = x.shape[-1]
         bias = model.b_rec is not None
         dW_pre = m.new_zeros(N, N + n_in + int(bias))
@@ -300,14 +302,15 @@ class ModProp:
         idx, P, Om = self.type_structure(model)
         return float(leak[0]), float(c_in[0]), idx, P, Om
 
-    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None) -> ModPropState:
+    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
+             initial_state: Any = None) -> ModPropState:
         """Zero traces for ``batch_size`` trials starting from ``model.init_state``."""
         del n_steps
         _, _, _, P, _ = self._online_consts(model)
         B, N, C = int(batch_size), model.n, P.shape[1]
         Np = N + model.n_in + int(model.b_rec is not None)
         kw = dict(dtype=model.dtype, device=model.device)
-        return ModPropState(t=0, r_prev=model.init_state(B).r.detach().clone(), eps=torch.zeros(B, Np, **kw),
+        return ModPropState(t=0, r_prev=(model.init_state(B) if initial_state is None else initial_state).r.detach().clone(), eps=torch.zeros(B, Np, **kw),
                             Y=torch.zeros(B, Np, C, C, **kw), acc=torch.zeros(N, Np, **kw),
                             acc_type=torch.zeros(C, Np, **kw), acc_out=torch.zeros(model.n_out, N, **kw),
                             acc_bout=torch.zeros(model.n_out, **kw))
