@@ -120,7 +120,7 @@ def paired(df: pd.DataFrame, curves: pd.DataFrame, iterations: int) -> pd.DataFr
     for a, b in PAIRS:
         if a not in per.index.get_level_values(0) or b not in per.index.get_level_values(0):
             continue
-        both = per.loc[a].join(per.loc[b], lsuffix="_a", rsuffix="_b", how="inner")
+        both = per.loc[a].add_suffix("_a").join(per.loc[b].add_suffix("_b"), how="inner")
         for m in ("accuracy", "accuracy_last5", "auc", "it_to_0.9"):
             d = (both[f"{m}_a"] - both[f"{m}_b"]).dropna()
             if len(d) < 2:
