@@ -2,11 +2,13 @@
 
 For every rule (and cell-type choice) over seeds: final evaluation accuracy (the last evaluation, at iteration
 2000 in the full set-up, on the fixed batch of 64 trials), the mean of the last five evaluations (iterations
-1960–2000), and the published value beside it; and the learning speed: the accuracy averaged over the evaluations
-in (i − 50, i] for i = 50, 100, 200, 500, 1000, and the first iteration at which the mean of five consecutive
-evaluations reaches 0.9 (runs count once they have passed i, so unfinished runs contribute too). Unfinished runs are listed with the iteration and accuracy of their
-last checkpoint, so a store snapshot taken mid-sweep can be read too. Paired comparisons between rules over the
-seeds both finished (:func:`paired`). Writes ``final.csv``, ``speed.csv``, ``paired.csv``, ``progress.csv`` and
+1960–2000), the mean of the last twenty (iterations 1810–2000: the published metric, ALGORITHMS.md §3.6, which
+averages the source's last 20 validations, ≈ its last 200 iterations) and the published value beside it; and the
+learning speed: the accuracy averaged over the evaluations in (i − 50, i] for i = 50, 100, 200, 500, 1000, and the
+first iteration at which the mean of five consecutive evaluations reaches 0.9 (runs count once they have passed i,
+so unfinished runs contribute too). Unfinished runs are listed with the iteration and accuracy of their last
+checkpoint, so a store snapshot taken mid-sweep can be read too. Paired comparisons between rules over the seeds
+both finished (:func:`paired`). Writes ``final.csv``, ``speed.csv``, ``paired.csv``, ``progress.csv`` and
 ``learning_curves.png`` into ``--out`` (default ``DIR/report``).
 
 Usage::
@@ -57,6 +59,7 @@ def load(folder: pathlib.Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         rows.append({**base, "iteration": int(acc["iteration"].iloc[-1]), "accuracy": float(acc["value"].iloc[-1]),
                      "accuracy_last5": float(acc["value"].iloc[-5:].mean()),
+                     "accuracy_last20": float(acc["value"].iloc[-20:].mean()),
                      "train_time_s": r.get("train_time_s", np.nan)})
         curves.append(acc.assign(**base))
     return pd.DataFrame(rows), (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
@@ -66,6 +69,7 @@ def summarise(df: pd.DataFrame, iterations: int) -> pd.DataFrame:
     done = df[(df["status"] == "done") & (df["iteration"] == iterations)]
     out = done.groupby("rule").agg(n=("seed", "size"), mean=("accuracy", "mean"), sd=("accuracy", "std"),
                                    mean_last5=("accuracy_last5", "mean"), sd_last5=("accuracy_last5", "std"),
+                                   mean_last20=("accuracy_last20", "mean"), sd_last20=("accuracy_last20", "std"),
                                    seeds=("seed", lambda s: ",".join(map(str, sorted(s)))))
     out["published"] = [PUBLISHED.get(k, "") for k in out.index]
     return out.reset_index()
@@ -103,8 +107,9 @@ def paired(df: pd.DataFrame, curves: pd.DataFrame, iterations: int) -> pd.DataFr
     """Paired comparisons of finished runs with the same seed (the same circuit, task draws and initial weights
     within a sweep): per measure the mean and sd of the per-seed difference a − b, how many seeds have a > b, a < b,
     and the two-sided paired t-test and Wilcoxon signed-rank p-values (exact; with 5 seeds Wilcoxon cannot go below
-    0.0625). Measures: final accuracy, mean of the last five evaluations, mean accuracy over all evaluations (area
-    under the learning curve) and iterations until five consecutive evaluations average ≥ 0.9."""
+    0.0625). Measures: final accuracy, mean of the last five and of the last twenty evaluations, mean accuracy
+    over all evaluations (area under the learning curve) and iterations until five consecutive evaluations
+    average ≥ 0.9."""
     from scipy import stats
 
     done = df[(df["status"] == "done") & (df["iteration"] == iterations)]
@@ -114,14 +119,14 @@ def paired(df: pd.DataFrame, curves: pd.DataFrame, iterations: int) -> pd.DataFr
         g = g.sort_values("iteration")
         hit = g.loc[g["value"].rolling(5).mean() >= 0.9, "iteration"]
         sp.append({"rule": rule, "seed": seed, "it_to_0.9": float(hit.iloc[0]) if len(hit) else np.nan})
-    per = done.set_index(["rule", "seed"])[["accuracy", "accuracy_last5"]].join(auc).join(
+    per = done.set_index(["rule", "seed"])[["accuracy", "accuracy_last5", "accuracy_last20"]].join(auc).join(
         pd.DataFrame(sp).set_index(["rule", "seed"]))
     rows = []
     for a, b in PAIRS:
         if a not in per.index.get_level_values(0) or b not in per.index.get_level_values(0):
             continue
         both = per.loc[a].add_suffix("_a").join(per.loc[b].add_suffix("_b"), how="inner")
-        for m in ("accuracy", "accuracy_last5", "auc", "it_to_0.9"):
+        for m in ("accuracy", "accuracy_last5", "accuracy_last20", "auc", "it_to_0.9"):
             d = (both[f"{m}_a"] - both[f"{m}_b"]).dropna()
             if len(d) < 2:
                 continue
