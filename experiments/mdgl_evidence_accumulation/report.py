@@ -32,10 +32,14 @@ PUBLISHED = {"bptt": "0.979 ± 0.001", "mdgl (ei)": "0.899 ± 0.013", "eprop": "
 
 
 def rule_label(cfg: dict) -> str:
+    """The rule (MDGL with its cell types), tagged with the input/readout condition where a run sets one (the
+    ablation store mixes them): ``[sparse io]`` for p_in or p_out < 1, ``[signed in]`` for signed input channels."""
     r = cfg["rule"]
-    if r["name"] == "mdgl":
-        return f"mdgl ({r['options'].get('cell_types', 'ei')})"
-    return r["name"]
+    label = f"mdgl ({r['options'].get('cell_types', 'ei')})" if r["name"] == "mdgl" else r["name"]
+    copt, mopt = cfg.get("circuit", {}).get("options", {}), cfg.get("model", {}).get("options", {})
+    tags = (["sparse io"] if min(copt.get("p_in", 1.0), copt.get("p_out", 1.0)) < 1 else []) + \
+        (["signed in"] if any(mopt.get("input_channel_sign") or ()) else [])
+    return f"{label} [{', '.join(tags)}]" if tags else label
 
 
 def load(folder: pathlib.Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -71,7 +75,7 @@ def summarise(df: pd.DataFrame, iterations: int) -> pd.DataFrame:
                                    mean_last5=("accuracy_last5", "mean"), sd_last5=("accuracy_last5", "std"),
                                    mean_last20=("accuracy_last20", "mean"), sd_last20=("accuracy_last20", "std"),
                                    seeds=("seed", lambda s: ",".join(map(str, sorted(s)))))
-    out["published"] = [PUBLISHED.get(k, "") for k in out.index]
+    out["published"] = [PUBLISHED.get(k.split(" [")[0], "") for k in out.index]
     return out.reset_index()
 
 
@@ -122,8 +126,10 @@ def paired(df: pd.DataFrame, curves: pd.DataFrame, iterations: int) -> pd.DataFr
     per = done.set_index(["rule", "seed"])[["accuracy", "accuracy_last5", "accuracy_last20"]].join(auc).join(
         pd.DataFrame(sp).set_index(["rule", "seed"]))
     rows = []
-    for a, b in PAIRS:
-        if a not in per.index.get_level_values(0) or b not in per.index.get_level_values(0):
+    labels = set(per.index.get_level_values(0))
+    suffixes = sorted({"" if " [" not in lab else " [" + lab.split(" [", 1)[1] for lab in labels})
+    for a, b in ((a + sfx, b + sfx) for sfx in suffixes for a, b in PAIRS):  # pairs within one I/O condition
+        if a not in labels or b not in labels:
             continue
         both = per.loc[a].add_suffix("_a").join(per.loc[b].add_suffix("_b"), how="inner")
         for m in ("accuracy", "accuracy_last5", "accuracy_last20", "auc", "it_to_0.9"):
