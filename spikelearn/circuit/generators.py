@@ -156,18 +156,17 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
             raise CircuitError(f"balance must be None, 'mean' or 'per_neuron', got {balance!r}")
         W = mag * signs[None, :].astype(float)
         W *= g / np.abs(np.linalg.eigvals(W)).max()
-        mask = np.zeros((n, n), dtype=bool)
-        mask.flat[rng.integers(0, n * n, size=int(p * n * n))] = True
+        mask = _draw_mask(rng, n, n, p, procedure)
         if not self_loops:
             np.fill_diagonal(mask, False)
         W = np.where(mask, W, 0.0)
         meta.update(procedure=procedure, n_edges=int(mask.sum()),
                     spectral_radius_sparse=float(np.abs(np.linalg.eigvals(W)).max()))
         return Circuit.from_dense(W, mask=mask, cell_types=["E"] * n_e + ["I"] * (n - n_e), signs=signs,
-                                  metadata=meta, **_dale_io(rng, n, io, procedure, meta))
+                                  metadata=meta, **_dale_io(rng, n, procedure, meta, **io))
     if procedure != "sparse":
         raise CircuitError(f"procedure must be 'sparse' or 'dense_then_sparsify', got {procedure!r}")
-    mask = rng.random((n, n)) < p
+    mask = _draw_mask(rng, n, n, p, procedure)
     if not self_loops:
         np.fill_diagonal(mask, False)
     mag = np.abs(rng.standard_normal((n, n))) * g / np.sqrt(p * n) * mask
@@ -185,23 +184,26 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
         raise CircuitError(f"balance must be None, 'mean' or 'per_neuron', got {balance!r}")
     W = mag * signs[None, :].astype(float)
     return Circuit.from_dense(W, mask=mask, cell_types=["E"] * n_e + ["I"] * (n - n_e), signs=signs,
-                              metadata=meta, **_dale_io(rng, n, io, procedure, meta))
+                              metadata=meta, **_dale_io(rng, n, procedure, meta, **io))
 
 
-def _dale_io(rng: np.random.Generator, n: int, io: dict, procedure: str, meta: dict) -> dict:
+def _draw_mask(rng: np.random.Generator, rows: int, cols: int, p: float, procedure: str) -> np.ndarray:
+    """:func:`dale`'s connectivity draw: ``int(p·rows·cols)`` positions with replacement (``"dense_then_sparsify"``,
+    the MDGL source's) or independent Bernoulli(``p``) (``"sparse"``)."""
+    if procedure == "dense_then_sparsify":
+        m = np.zeros((rows, cols), dtype=bool)
+        m.flat[rng.integers(0, rows * cols, size=int(p * rows * cols))] = True
+        return m
+    return rng.random((rows, cols)) < p
+
+
+def _dale_io(rng: np.random.Generator, n: int, procedure: str, meta: dict, *, n_in: int | None, n_out: int | None,
+             p_in: float, p_out: float, input_frac_exc: float | None) -> dict:
     """:func:`dale`'s sparse input/readout masks and initial weights (its docstring), as Circuit fields."""
     out: dict = {}
-
-    def draw_mask(rows: int, cols: int, p: float) -> np.ndarray:
-        if procedure == "dense_then_sparsify":
-            m = np.zeros((rows, cols), dtype=bool)
-            m.flat[rng.integers(0, rows * cols, size=int(p * rows * cols))] = True
-            return m
-        return rng.random((rows, cols)) < p
-
-    n_in, p_in, fe = io["n_in"], io["p_in"], io["input_frac_exc"]
+    fe = input_frac_exc
     if p_in < 1 or fe is not None:
-        m = draw_mask(n, n_in, p_in) if p_in < 1 else np.ones((n, n_in), dtype=bool)
+        m = _draw_mask(rng, n, n_in, p_in, procedure) if p_in < 1 else np.ones((n, n_in), dtype=bool)
         scale = 1.0 / np.sqrt(p_in * n_in)
         if fe is None:
             w = rng.standard_normal((n, n_in)) * scale
@@ -212,9 +214,8 @@ def _dale_io(rng: np.random.Generator, n: int, io: dict, procedure: str, meta: d
             meta.update(input_frac_exc=fe, n_exc_inputs=n_e_in)
         out.update(input_mask=m, input_weights=np.where(m, w, 0.0))
         meta.update(p_in=p_in, n_input_edges=int(m.sum()))
-    n_out, p_out = io["n_out"], io["p_out"]
     if p_out < 1:
-        m = draw_mask(n_out, n, p_out)
+        m = _draw_mask(rng, n_out, n, p_out, procedure)
         w = rng.standard_normal((n_out, n)) / np.sqrt(p_out * n)
         out.update(output_mask=m, output_weights=np.where(m, w, 0.0))
         meta.update(p_out=p_out, n_output_edges=int(m.sum()))

@@ -160,7 +160,9 @@ class Chunks(list):
     """Per-chunk record fields of one batch of trials (a list), with ``state0``: the state the trials started from
     (:meth:`init_state`, computed once: a relaxed initial state runs the network to get it)."""
 
-    state0: Any = None
+    def __init__(self, items: Iterable = (), state0: Any = None):
+        super().__init__(items)
+        self.state0 = state0
 
 
 def _record_chunks(model: nn.Module, x: Tensor, chunk_steps: int, fields: tuple[str, ...]) -> Chunks:
@@ -168,8 +170,8 @@ def _record_chunks(model: nn.Module, x: Tensor, chunk_steps: int, fields: tuple[
 
     Only the named record fields are kept, so the memory is that of those fields, not of the whole record.
     """
-    out_chunks = Chunks()
-    state = out_chunks.state0 = model.init_state(x.shape[1])
+    state = model.init_state(x.shape[1])
+    out_chunks = Chunks(state0=state)
     for a in range(0, x.shape[0], chunk_steps):
         out = model(x[a:a + chunk_steps], state=state, record=True)
         state = out.state
@@ -203,16 +205,15 @@ def rate_regularizer(z: Tensor, dt_ms: float, coeff: float, target_hz: float,
 
 
 # ----------------------------------------------------------------------------------------------- state
-def initial_state(model: nn.Module, recs: list) -> Any:
-    """The state the trials of ``recs`` started from: the one recorded with them (:class:`Chunks`), else
-    ``model.init_state`` for their batch size (that of ``recs[0][1]``, a ``(T, B, ...)`` field of the first chunk)."""
-    s = getattr(recs, "state0", None)
-    return s if s is not None else model.init_state(recs[0][1].shape[1])
+def start_state(model: nn.Module, batch_size: int, given: Any = None) -> Any:
+    """The state an online rule's trials start from: ``given`` (the caller's, already computed), else
+    ``model.init_state(batch_size)``."""
+    return model.init_state(batch_size) if given is None else given
 
 
-def _initial_spikes(model: nn.Module, recs: list) -> Tensor | None:
+def _initial_spikes(recs: Chunks) -> Tensor | None:
     """Spikes of the initial state of the trials of ``recs`` (``None`` when it starts at rest)."""
-    z0 = initial_state(model, recs).z
+    z0 = recs.state0.z
     return z0 if bool(z0.any()) else None
 
 
@@ -233,9 +234,7 @@ def record_and_output_error(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor
         chunks = _record_chunks(model, x, chunk_steps, fields)
         y_hat = torch.cat([c[0] for c in chunks])
     loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
-    recs = Chunks(c[1] for c in chunks)
-    recs.state0 = chunks.state0
-    return loss, dE_dy, recs
+    return loss, dE_dy, Chunks((c[1] for c in chunks), chunks.state0)
 
 
 def weight_grads(model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
@@ -409,7 +408,7 @@ class EProp:
         W = _detached(model.effective_weights())
         Bfb = feedback_matrix(self, model, W.W_out, 1.0 / math.sqrt(k.N))
         dW_pre, dW_out = local_adjoint_scan(k, recs, dE_dy, self._credits(k, recs, dE_dy, Bfb), self.reset_in_trace,
-                                            z0=_initial_spikes(model, recs))
+                                            z0=_initial_spikes(recs))
         return dW_pre, dW_out, dE_dy.sum((0, 1))
 
     def _credits(self, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor) -> Iterator[Tensor]:
@@ -480,7 +479,7 @@ class EProp:
         reg_batch = self.reg_coeff > 0 and self.reg_form == "batch"
         reg_run = self.reg_coeff > 0 and self.reg_form == "running"
         return EPropState(
-            t=0, n_steps=n_steps, z_prev=(model.init_state(B) if initial_state is None else initial_state).z.detach().clone(),
+            t=0, n_steps=n_steps, z_prev=start_state(model, B, initial_state).z.detach().clone(),
             pre_syn=(None if k.alpha_syn is None else
                      torch.zeros((B, Np) if k.syn_shared else (N, B, Np), **kw)),
             eps_v=torch.zeros((B, Np) if k.presyn else big, **kw),

@@ -334,7 +334,7 @@ class MDGL:
         dynamics (:func:`~spikelearn.rules.eprop.local_adjoint_scan`); ``recs``: per chunk ``(x, z, psi, z_filt)``."""
         k = self._eprop._consts(model)
         credits = self._credits(k, recs, dE_dy, self.feedback_matrix(model), self.modulation(model))
-        return local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace, z0=_initial_spikes(model, recs))
+        return local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace, z0=_initial_spikes(recs))
 
     # ------------------------------------------------------------------ online (variant "online")
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,

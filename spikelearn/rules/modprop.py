@@ -47,9 +47,9 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import (EProp, _check_common, _initial_spikes, feedback_matrix, initial_state,
-                                    local_adjoint_scan, readout_credit_chunks, record_and_output_error, run_online,
-                                    spiking_scan_fields, weight_grads)
+from spikelearn.rules.eprop import (EProp, _check_common, _initial_spikes, feedback_matrix, local_adjoint_scan,
+                                    readout_credit_chunks, record_and_output_error, run_online, spiking_scan_fields,
+                                    start_state, weight_grads)
 from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
 
 __all__ = ["ModProp", "ModPropState", "filter_taps"]
@@ -219,7 +219,7 @@ class ModProp:
                 dW_pre, dW_out = self._batched_spiking(model, chunks, dE_dy)
             else:
                 recs = [torch.cat([c[i] for c in chunks]) for i in range(4)]
-                dW_pre, dW_out = self._batched_rate(model, *recs, dE_dy, r0=initial_state(model, chunks).r)
+                dW_pre, dW_out = self._batched_rate(model, *recs, dE_dy, chunks.state0.r)
         if not bool(torch.isfinite(dW_pre).all()):
             self._warn_unstable(model)
         return loss, self._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
@@ -244,8 +244,8 @@ class ModProp:
                       RuntimeWarning, stacklevel=3)
 
     def _batched_rate(self, model: Any, x: Tensor, r: Tensor, fp: Tensor, read: Tensor,
-                      dE_dy: Tensor, r0: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``r0``: the rates of the initial state (default: ``model.init_state``'s)."""
+                      dE_dy: Tensor, r0: Tensor) -> tuple[Tensor, Tensor]:
+        """``r0``: the rates of the initial state."""
         leak, c_in = self._rate_consts(model)
         _, P, Om = self.type_structure(model)
         L = torch.matmul(dE_dy, self.feedback_matrix(model).T)
@@ -262,8 +262,6 @@ class ModProp:
             if nl is not None:
                 d = d + nl
             torch.mul(d, c_in, out=D[t])
-        if r0 is None:
-            r0 = model.init_state(B).r
         n_in = x.shape[-1]
         bias = model.b_rec is not None
         dW_pre = m.new_zeros(N, N + n_in + int(bias))
@@ -286,7 +284,7 @@ class ModProp:
         first = self._first_nonlocal_step(dE_dy.shape[0])
         return local_adjoint_scan(k, chunks, dE_dy, credits, self.reset_in_trace,
                                   nonlocal_credit=lambda dv, t: ((k.c_in * dv) @ PO) @ PT if t + 1 >= first else None,
-                                  z0=_initial_spikes(model, chunks))
+                                  z0=_initial_spikes(chunks))
 
     def _first_nonlocal_step(self, T: int) -> int:
         """The first step whose recurrent drive carries non-local credit back: 0, or ``T − buflen``."""
@@ -310,8 +308,8 @@ class ModProp:
         B, N, C = int(batch_size), model.n, P.shape[1]
         Np = N + model.n_in + int(model.b_rec is not None)
         kw = dict(dtype=model.dtype, device=model.device)
-        return ModPropState(t=0, r_prev=(model.init_state(B) if initial_state is None else initial_state).r.detach().clone(), eps=torch.zeros(B, Np, **kw),
-                            Y=torch.zeros(B, Np, C, C, **kw), acc=torch.zeros(N, Np, **kw),
+        return ModPropState(t=0, r_prev=start_state(model, B, initial_state).r.detach().clone(),
+                            eps=torch.zeros(B, Np, **kw), Y=torch.zeros(B, Np, C, C, **kw), acc=torch.zeros(N, Np, **kw),
                             acc_type=torch.zeros(C, Np, **kw), acc_out=torch.zeros(model.n_out, N, **kw),
                             acc_bout=torch.zeros(model.n_out, **kw))
 

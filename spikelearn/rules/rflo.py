@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import (_check_common, _detached, feedback_matrix, initial_state,
-                                    record_and_output_error, run_online, weight_grads)
+from spikelearn.rules.eprop import (_check_common, _detached, feedback_matrix, record_and_output_error, run_online,
+                                    start_state, weight_grads)
 
 __all__ = ["RFLO", "RFLOState"]
 
@@ -197,7 +197,7 @@ class RFLO:
                 lh = torch.addcmul(lh_t, k.c_f * fp_c[i], lr_t)
                 lr = lr_t
                 torch.mul(lh, k.c_in, out=D[i])
-            r_first = recs[ci - 1][1][-1] if ci > 0 else initial_state(model, recs).r  # r^{t0-1}
+            r_first = recs[ci - 1][1][-1] if ci > 0 else recs.state0.r  # r^{t0-1}
             dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, r_c[:-1].reshape(-1, N)).addmm_(D[0].T, r_first)
             dW_pre[:, N:N + n_in].addmm_(D.reshape(-1, N).T, x_c.reshape(-1, n_in))
             if k.bias:
@@ -215,7 +215,7 @@ class RFLO:
         N, B = k.N, int(batch_size)
         Np = N + model.n_in + int(k.bias)
         kw = dict(dtype=model.dtype, device=model.device)
-        return RFLOState(t=0, n_steps=n_steps, r_prev=(model.init_state(B) if initial_state is None else initial_state).r.detach().clone(),
+        return RFLOState(t=0, n_steps=n_steps, r_prev=start_state(model, B, initial_state).r.detach().clone(),
                          eps_h=None if k.no_h else torch.zeros((B, Np) if k.presyn else (N, B, Np), **kw),
                          eps_r=None if k.presyn else torch.zeros(N, B, Np, **kw),
                          acc=torch.zeros(N, Np, **kw), acc_out=torch.zeros(model.n_out, N, **kw),
