@@ -60,6 +60,7 @@ from spikelearn.circuit.core import Circuit
 from spikelearn.neurons.lif import ALIFConstants, ALIFState, alif_update, synaptic_decay
 from spikelearn.neurons.rate import RATE_FORMS, RateConstants, RateParams, RateState, init_rate_state, rate_update
 from spikelearn.neurons.surrogate import Surrogate, describe_bad, make_surrogate
+from spikelearn.weights import DENSE, time_linear
 
 __all__ = ["SpikingRNN", "RateRNN", "ModelOutput", "SpikingState", "SpikingRecord", "RateRecord",
            "EffectiveWeights", "load", "time_linear", "circuit_to_dict", "circuit_from_dict"]
@@ -125,52 +126,6 @@ class EffectiveWeights(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-class _TimeLinear(torch.autograd.Function):
-    """``x @ W.T`` for a time series ``x (T, B, K)``, ``W (N, K)`` -> ``(T, B, N)``.
-
-    Forward is a batched GEMM over time (one call); each time slice is computed by the same ``(B, K) x (K, N)``
-    product whatever ``T`` is, so a run split into chunks gives bit-identical results (a single folded
-    ``(T·B, K)`` GEMM does not: BLAS blocking depends on ``T·B``). Backward uses two flat GEMMs (no ``(T, K, N)``
-    temporary), written with differentiable ops so double backward works; ``jvp`` supports forward-mode AD.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, W: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.bmm(x, W.t().expand(x.shape[0], -1, -1))
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
-        x, W = inputs
-        ctx.save_for_backward(x, W)
-        ctx.save_for_forward(x, W)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        x, W = ctx.saved_tensors
-        gx = torch.matmul(g, W) if ctx.needs_input_grad[0] else None
-        gW = g.reshape(-1, g.shape[-1]).t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
-        return gx, gW
-
-    @staticmethod
-    def jvp(ctx, dx: Tensor | None, dW: Tensor | None) -> Tensor:  # type: ignore[override]
-        x, W = ctx.saved_tensors
-        out = 0
-        if dx is not None:
-            out = out + torch.matmul(dx, W.t())
-        if dW is not None:
-            out = out + torch.matmul(x, dW.t())
-        return out
-
-
-def time_linear(x: Tensor, W: Tensor) -> Tensor:
-    """``(T, B, K) @ W.T`` with ``W (N, K)``, computed per time slice (chunking-invariant); see :class:`_TimeLinear`."""
-    if x.shape[0] == 0:
-        return x.new_zeros(0, x.shape[1], W.shape[0])
-    return _TimeLinear.apply(x, W)
-
-
 def _abs_grow(theta: Tensor) -> Tensor:
     """``|θ|`` whose derivative is ``sign(θ)`` with +1 at θ = 0."""
     s = torch.where(theta >= 0, 1.0, -1.0).to(theta.dtype)
@@ -382,6 +337,9 @@ def _check_gap_stability(G: np.ndarray, decay: np.ndarray, c_in: Any, gap_scale:
 
 class _CircuitRNN(nn.Module):
     """Weights, masks, signs, save/load shared by both models."""
+
+    #: The weight operations (products, edge outer sums, type blocks, row sums) of this model's storage: dense.
+    weight_ops = DENSE
 
     def _setup_weights(self, circuit: Circuit, n_in: int, n_out: int, *, sign_constraint: str,
                        allow_autapses: bool, w_in: Any, w_out: Any, w_out_init: str, readout_bias: bool,

@@ -1,0 +1,157 @@
+r"""The weight-operations interface: everything the package does with a weight matrix, in one place.
+
+A projection ``W`` is stored ``(post, pre)``. Every model, rule and analysis reaches it through these operations
+(ALGORITHMS-2 §12.2), so that the storage — dense ``(post, pre)`` tensors today, per-edge values with CSR/CSC
+indices for connectome-scale circuits — can change at one place:
+
+1. **product** ``I = W z``: ``(..., N_pre) -> (..., N_post)`` (:meth:`WeightOps.product`, and its time-series form
+   :meth:`WeightOps.time_product`);
+2. **transposed product** ``Wᵀ δ``: ``(..., N_post) -> (..., N_pre)`` (:meth:`WeightOps.t_product`);
+3. **edge outer sum** ``g_e = Σ_r post[r, post_e] pre[r, pre_e]`` over rows ``r`` (time × batch): the gradient of every
+   rule on the stored weights (:meth:`WeightOps.edge_outer`, :meth:`WeightOps.edge_outer_add_`);
+4. **type blocks**: sums (and edge counts) of the stored values per (post type, pre type) block, and the expansion
+   of block values back onto the existing edges (:meth:`WeightOps.block_sums`, :meth:`WeightOps.block_counts`,
+   :meth:`WeightOps.expand_blocks`);
+5. **row sums** (the gap-junction leak, fan-in statistics) and the diagonal (:meth:`WeightOps.row_sums`,
+   :meth:`WeightOps.diagonal`);
+6. **the autograd contract**: :meth:`WeightOps.time_product` is twice differentiable (double backward for
+   Hessian-vector products), has a forward-mode ``jvp`` (Lyapunov and flossing tangents), and gives bit-identical
+   results however a trial is split into chunks (each time slice is the same ``(B, K) x (K, N)`` product).
+
+:class:`DenseWeightOps` implements them for dense storage, in which an absent edge is a stored zero: its edge outer
+sum is the full ``(N_post, N_pre)`` matrix (the model's ``param_grads`` masks it onto the edges). A sparse storage
+implements the same methods on its per-edge values. :func:`weight_ops` returns the operations of a model
+(``model.weight_ops`` where the model defines it, else the dense ones).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["WeightOps", "DenseWeightOps", "DENSE", "weight_ops", "time_linear"]
+
+
+class _TimeLinear(torch.autograd.Function):
+    """``x @ W.T`` for a time series ``x (T, B, K)``, ``W (N, K)`` -> ``(T, B, N)``.
+
+    Forward is a batched GEMM over time (one call); each time slice is computed by the same ``(B, K) x (K, N)``
+    product whatever ``T`` is, so a run split into chunks gives bit-identical results (a single folded
+    ``(T·B, K)`` GEMM does not: BLAS blocking depends on ``T·B``). Backward uses two flat GEMMs (no ``(T, K, N)``
+    temporary), written with differentiable ops so double backward works; ``jvp`` supports forward-mode AD.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, W: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.bmm(x, W.t().expand(x.shape[0], -1, -1))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:  # type: ignore[override]
+        x, W = inputs
+        ctx.save_for_backward(x, W)
+        ctx.save_for_forward(x, W)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Any:  # type: ignore[override]
+        x, W = ctx.saved_tensors
+        gx = torch.matmul(g, W) if ctx.needs_input_grad[0] else None
+        gW = g.reshape(-1, g.shape[-1]).t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        return gx, gW
+
+    @staticmethod
+    def jvp(ctx: Any, dx: Tensor | None, dW: Tensor | None) -> Any:  # type: ignore[override]
+        x, W = ctx.saved_tensors
+        out: Any = 0
+        if dx is not None:
+            out = out + torch.matmul(dx, W.t())
+        if dW is not None:
+            out = out + torch.matmul(x, dW.t())
+        return out
+
+
+def time_linear(x: Tensor, W: Tensor) -> Tensor:
+    """``(T, B, K) @ W.T`` with ``W (N, K)``, computed per time slice (chunking-invariant); see :class:`_TimeLinear`."""
+    if x.shape[0] == 0:
+        return x.new_zeros(0, x.shape[1], W.shape[0])
+    return _TimeLinear.apply(x, W)  # type: ignore[no-any-return]
+
+
+@runtime_checkable
+class WeightOps(Protocol):
+    """The operations on a stored projection ``W`` (module docstring). ``W`` is whatever the storage keeps (a dense
+    ``(post, pre)`` tensor here); gradients and outer sums come back in the same layout."""
+
+    def product(self, W: Any, z: Tensor) -> Tensor: ...
+    def time_product(self, W: Any, x: Tensor) -> Tensor: ...
+    def t_product(self, W: Any, d: Tensor) -> Tensor: ...
+    def edge_outer(self, post: Tensor, pre: Tensor, like: Any = None) -> Any: ...
+    def edge_outer_add_(self, acc: Any, post: Tensor, pre: Tensor) -> Any: ...
+    def block_sums(self, W: Any, post_type: Tensor, pre_type: Tensor, n_post: int, n_pre: int) -> Tensor: ...
+    def block_counts(self, W: Any, post_type: Tensor, pre_type: Tensor, n_post: int, n_pre: int) -> Tensor: ...
+    def expand_blocks(self, w: Tensor, post_type: Tensor, pre_type: Tensor, like: Any = None) -> Any: ...
+    def row_sums(self, W: Any) -> Tensor: ...
+    def diagonal(self, W: Any) -> Tensor: ...
+
+
+def _one_hot(idx: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+    return torch.nn.functional.one_hot(idx, n).to(dtype)
+
+
+class DenseWeightOps:
+    """:class:`WeightOps` for dense ``(post, pre)`` tensors (an absent edge is a stored zero)."""
+
+    def product(self, W: Tensor, z: Tensor) -> Tensor:
+        """``W z`` for ``z (..., N_pre)``."""
+        return torch.matmul(z, W.t())
+
+    def time_product(self, W: Tensor, x: Tensor) -> Tensor:
+        """``W x^t`` for every step of ``x (T, B, N_pre)``: chunking-invariant, twice differentiable, with a jvp."""
+        return time_linear(x, W)
+
+    def t_product(self, W: Tensor, d: Tensor) -> Tensor:
+        """``Wᵀ d`` for ``d (..., N_post)``."""
+        return torch.matmul(d, W)
+
+    def edge_outer(self, post: Tensor, pre: Tensor, like: Any = None) -> Tensor:
+        """``Σ_r post[r, :, None] pre[r, None, :]`` ``(N_post, N_pre)`` over the rows of ``post (R, N_post)`` and
+        ``pre (R, N_pre)`` (leading dimensions are flattened into ``R``). ``like`` is unused (dense storage)."""
+        del like
+        return post.reshape(-1, post.shape[-1]).t() @ pre.reshape(-1, pre.shape[-1])
+
+    def edge_outer_add_(self, acc: Tensor, post: Tensor, pre: Tensor) -> Tensor:
+        """``acc += edge_outer(post, pre)`` in place (one GEMM); returns ``acc``."""
+        return acc.addmm_(post.reshape(-1, post.shape[-1]).t(), pre.reshape(-1, pre.shape[-1]))
+
+    def block_sums(self, W: Tensor, post_type: Tensor, pre_type: Tensor, n_post: int, n_pre: int) -> Tensor:
+        """``S[α, β] = Σ_{j: τ(j)=α, i: τ(i)=β} W[j, i]`` ``(n_post, n_pre)``."""
+        return _one_hot(post_type, n_post, W.dtype).t() @ W @ _one_hot(pre_type, n_pre, W.dtype)
+
+    def block_counts(self, W: Tensor, post_type: Tensor, pre_type: Tensor, n_post: int, n_pre: int) -> Tensor:
+        """The number of existing (non-zero) edges per block ``(n_post, n_pre)``."""
+        return self.block_sums((W != 0).to(W.dtype), post_type, pre_type, n_post, n_pre)
+
+    def expand_blocks(self, w: Tensor, post_type: Tensor, pre_type: Tensor, like: Tensor | None = None) -> Tensor:
+        """Block values ``w (C_post, C_pre)`` on the edges: ``w[τ(j), τ(i)]`` where ``like[j, i] ≠ 0`` (every pair
+        when ``like`` is ``None``)."""
+        out = w[post_type][:, pre_type]
+        return out if like is None else out * (like != 0).to(out.dtype)
+
+    def row_sums(self, W: Tensor) -> Tensor:
+        """``Σ_i W[j, i]`` ``(N_post,)``."""
+        return W.sum(1)
+
+    def diagonal(self, W: Tensor) -> Tensor:
+        """``W[j, j]`` (square projections)."""
+        return torch.diagonal(W)
+
+
+DENSE = DenseWeightOps()
+
+
+def weight_ops(model: Any) -> WeightOps:
+    """The weight operations of ``model``: ``model.weight_ops`` where defined, else :data:`DENSE`."""
+    return getattr(model, "weight_ops", DENSE)
