@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import nir  # [dev] installs nir and nirtorch: imported plainly, so a missing one fails instead of skipping the file
 import numpy as np
 import pytest
+import snntorch
 import torch
+from snntorch.import_nir import import_from_nir
 
 from spikelearn.circuit import erdos_renyi
 from spikelearn.models import SpikingRNN
 from spikelearn.validate import UnsupportedFeatureError, from_nir, simulate_nir, to_nir
 from spikelearn.validate.nir import SNNTORCH_DT_S
-
-nir = pytest.importorskip("nir")
 
 
 def _model(n=60, scaling="B", n_ref=3, **kw):
@@ -88,11 +89,8 @@ def test_unsupported_features_are_named():
 
 # ------------------------------------------------------------------------------------------------- snnTorch
 def _snntorch():
-    import snntorch
-
     assert not hasattr(snntorch, "import_from_nir")  # snnTorch 1.0: only snntorch.import_nir.import_from_nir
-    mod = pytest.importorskip("snntorch.import_nir", reason="snntorch.import_nir needs nirtorch (not installed)")
-    return snntorch, mod.import_from_nir
+    return snntorch, import_from_nir
 
 
 def _run_snntorch(graph, x, *, spikelearn_reset=False):
