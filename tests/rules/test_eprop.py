@@ -1,5 +1,6 @@
 """e-prop (ALGORITHMS.md §2.8): detach-recipe equivalence, exact factorisation, limiting cases, regulariser,
-online = batched, feedback variants, trainer ``update_every_steps`` and the rule contract."""
+online = batched, feedback variants, trainer ``update_every_steps`` (the rule contract:
+tests/rules/test_contract.py)."""
 
 import math
 
@@ -8,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from spikelearn.circuit import Circuit, dale, gaussian
+from spikelearn.circuit import Circuit, gaussian
 from spikelearn.config import TrainConfig
 from spikelearn.models import SpikingRNN
-from spikelearn.rules import BPTT, RULES, EProp, apply_gradients, output_error
+from spikelearn.rules import BPTT, EProp, output_error
 from spikelearn.rules import _reference as ref
 from spikelearn.rules.eprop import rate_regularizer, run_online
 from spikelearn.train import Trainer
@@ -306,69 +307,30 @@ def test_random_feedback_is_seeded_and_adaptive_follows_w_out():
     assert torch.allclose(r1.feedback_matrix(model).std(), torch.tensor(1 / math.sqrt(8.0), dtype=torch.float64),
                           rtol=0.5)
     ad = EProp(feedback="adaptive", feedback_seed=3, feedback_decay=0.1)
-    B0 = ad.feedback_matrix(model).clone()
+    st = ad.init_state(model)  # the adaptive B lives in the rule state, not in the rule
+    B0 = ad.feedback_matrix(model, st).clone()
     torch.testing.assert_close(B0, r1.feedback_matrix(model))
-    torch.testing.assert_close(ad.feedback_matrix(model), B0)  # unchanged W_out: no update, no decay
+    torch.testing.assert_close(ad.feedback_matrix(model, st), B0)  # unchanged W_out: no update, no decay
     W0 = model.effective_weights().W_out.detach().clone()
     with torch.no_grad():
         model.theta_out.add_(0.5)
     dW = model.effective_weights().W_out.detach() - W0
-    torch.testing.assert_close(ad.feedback_matrix(model), 0.9 * B0 + dW.T)
+    torch.testing.assert_close(ad.feedback_matrix(model, st), 0.9 * B0 + dW.T)
     x, y, mask = _data()
-    _, g = ad.gradients(model, x, y, mask, _mse)
-    _, want = ref.eprop_autograd(model, x, y, mask, _mse, B=ad.feedback_matrix(model))
+    B1 = ad.feedback_matrix(model, st)
+    _, g, st2 = ad.update(model, x, y, mask, _mse, st)
+    _, want = ref.eprop_autograd(model, x, y, mask, _mse, B=B1)
     _assert_rel(g, want)
+    torch.testing.assert_close(st2["feedback_B"], B1)  # the returned state holds the updated B ...
+    torch.testing.assert_close(st["feedback_B"], B0)   # ... and the state passed in is unchanged
+    assert ad == EProp(feedback="adaptive", feedback_seed=3, feedback_decay=0.1)  # the rule keeps nothing
 
 
-def test_bad_options_and_wrong_model():
-    from spikelearn.models import RateRNN
-
-    for kw in (dict(feedback="nope"), dict(mode="x"), dict(reg_form="x"), dict(chunk_steps=0),
-               dict(reg_coeff=-1.0), dict(feedback_decay=1.0)):
+def test_bad_numeric_options():
+    """(Bogus string options, the wrong model type and the registry entry: tests/rules/test_contract.py.)"""
+    for kw in (dict(chunk_steps=0), dict(reg_coeff=-1.0), dict(feedback_decay=1.0)):
         with pytest.raises(ValueError):
             EProp(**kw)
-    rate = RateRNN(gaussian(5, 1.0), 3, 2).double()
-    x, y, mask = _data()
-    with pytest.raises(TypeError, match="SpikingRNN"):
-        EProp().gradients(rate, x, y, mask, _mse)
-    assert RULES["eprop"] is EProp
-
-
-# ------------------------------------------------------------------------------------------ contract
-def _contract(rule, model, x, y, mask):
-    loss, grads = rule.gradients(model, x, y, mask, _mse)
-    params = dict(model.named_parameters())
-    assert loss.dim() == 0 and torch.isfinite(loss)
-    assert set(grads) == set(params)
-    for n, g in grads.items():
-        assert g.shape == params[n].shape and g.dtype == params[n].dtype
-    _, again = rule.gradients(model, x, y, mask, _mse)
-    for n in grads:
-        assert torch.equal(grads[n], again[n])
-    W0 = model.effective_weights().W_rec.detach().clone()
-    gW = rule.gradients(model, x, y, mask, _mse)[1]["theta_rec"]
-    assert torch.all(gW[model.mask_rec == 0] == 0)
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(5):
-        _, grads = rule.gradients(model, x, y, mask, _mse)
-        opt.zero_grad()
-        apply_gradients(model, grads)
-        opt.step()
-    W = model.effective_weights().W_rec.detach()
-    absent = W0 == 0
-    assert torch.all(W[absent] == 0)
-    assert torch.all(W[~absent] * torch.sign(W0[~absent]) >= 0)
-    assert not torch.equal(W, W0)
-
-
-@pytest.mark.parametrize("rule", [EProp(), EProp(feedback="random", mode="online", chunk_steps=9),
-                                  EProp(feedback="adaptive", reset_in_trace=True, reg_coeff=1.0)],
-                         ids=["symmetric", "random-online", "adaptive-reg"])
-def test_rule_contract(rule):
-    model = SpikingRNN(dale(16, frac_exc=0.75, p=0.5, seed=3), 3, 2, sign_constraint="dale", v_th=0.3,
-                       n_adaptive=8).double()
-    x, y, mask = _data(T=25)
-    _contract(rule, model, x, y, mask)
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -429,7 +391,7 @@ def test_run_online_applies_updates_mid_trial():
         with torch.no_grad():
             model.theta_rec.sub_(0.1 * grads["theta_rec"])
 
-    loss, grads = run_online(EProp(), model, x, y, mask, _mse, chunk_steps=5, on_update=on_update)
+    loss, grads, _ = run_online(EProp(), model, x, y, mask, _mse, chunk_steps=5, on_update=on_update)
     assert grads is None and len(seen) == 4 and torch.isfinite(loss)
     assert not torch.equal(seen[0], seen[-1])
 
@@ -439,7 +401,7 @@ def test_run_online_applies_updates_mid_trial():
 def test_experiment_configs_build(path, tmp_path):
     """The experiments' TOML files are valid `spikelearn train` configurations with an e-prop rule."""
     from spikelearn.config import load_config
-    from spikelearn.train import build
+    from spikelearn.build import build
 
     cfg = load_config(path)
     _, model, task, rule, _, _ = build(cfg, out_dir=str(tmp_path))

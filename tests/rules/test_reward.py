@@ -1,4 +1,5 @@
-"""RewardModulated: expected update ∝ true gradient (cosine > 0.9), zero RPE ⇒ zero update, contract."""
+"""RewardModulated: expected update ∝ true gradient (cosine > 0.9), zero RPE ⇒ zero update (the rule contract:
+tests/rules/test_contract.py)."""
 
 import pytest
 import torch
@@ -47,24 +48,10 @@ def test_zero_prediction_error_gives_zero_update():
     assert all(bool((v == 0).all()) for v in g2.values())
 
 
-def test_spiking_runs_and_masks():
-    torch.manual_seed(0)
-    model = SpikingRNN(dale(8, 0.75, p=0.5, seed=0), 2, 1, scaling="B", v_th=0.01).double()
-    x = torch.rand(20, 3, 2, dtype=torch.float64)
-    y = torch.zeros(20, 3, 1, dtype=torch.float64)
-    loss, g = RewardModulated(seed=0).gradients(model, x, y, torch.ones(20, 3, dtype=torch.float64), _mse)
-    assert torch.isfinite(loss)
-    assert (g["theta_rec"][model.mask_rec == 0] == 0).all()
-    p = dict(model.named_parameters())
-    assert all(g[k].shape == p[k].shape for k in g)
-
-
 def test_validation():
+    """(A foreign model, spiking models, masks and shapes: tests/rules/test_contract.py.)"""
     with pytest.raises(ValueError):
         RewardModulated(noise_std=0.0)
-    with pytest.raises(TypeError, match="RateRNN or SpikingRNN"):
-        RewardModulated().gradients(torch.nn.Linear(2, 2), torch.zeros(3, 2, 1), torch.zeros(3, 2, 1),
-                                    torch.ones(3, 2), _mse)
 
 
 def test_reward_rule_bad_input():
@@ -74,7 +61,7 @@ def test_reward_rule_bad_input():
 
     from spikelearn.circuit import Circuit
     from spikelearn.models import RateRNN
-    from spikelearn.rules import MDGL, RewardModulated
+    from spikelearn.rules import RewardModulated
 
     n = 6
     W = 0.3 * np.random.default_rng(0).standard_normal((n, n))
@@ -91,16 +78,15 @@ def test_reward_rule_bad_input():
     m2 = RateRNN(Circuit.from_dense(W), 2, 1, form="pre_activation", tau_ms=50.0, dt_ms=10.0, dtype=torch.float64)
     with pytest.raises(ValueError, match="one reward per trial"):
         RewardModulated(seed=0, reward_fn=lambda a, b, k: torch.tensor(1.0)).gradients(m2, x, y, mask, mse)
-    with pytest.raises(ValueError, match="mode must be"):
-        MDGL(mode="bogus")
 
 
 def _expected_update_cosines(model, x, y, mask, noise_std, keys, batches=4):
     """Cosine between the summed update of ``batches`` noisy batches and the true (BPTT) gradient of one trial."""
     rule = RewardModulated(noise_std=noise_std, baseline="batch", seed=0)
     acc = None
+    state = rule.init_state(model)  # the noise stream continues from batch to batch through the rule state
     for _ in range(batches):
-        _, g = rule.gradients(model, x, y, mask, _mse)
+        _, g, state = rule.update(model, x, y, mask, _mse, state)
         acc = g if acc is None else {k: acc[k] + g[k] for k in g}
     _, gt = BPTT().gradients(model, x[:, :1], y[:, :1], mask[:, :1], _mse)
     return {k: _cos(acc[k], gt[k]) for k in keys}
