@@ -12,28 +12,8 @@ from spikelearn.rules.flossing import Flossed
 from spikelearn.rules.mdgl import MDGL
 from spikelearn.rules.modprop import ModProp
 from spikelearn.rules.reward import RewardModulated
+from spikelearn.rules.registry import RULES, make_rule, register
 from spikelearn.rules.rflo import RFLO
-
-RULES: dict[str, type] = {
-    "bptt": BPTT,
-    "tbptt": TruncatedBPTT,
-    "eprop": EProp,
-    "rflo": RFLO,
-    "mdgl": MDGL,
-    "modprop": ModProp,
-    "reward": RewardModulated,
-    "flossed": Flossed,
-}
-
-
-def make_rule(name: str, **options):
-    """Instantiate a registered rule by name; an unknown name lists the registered ones."""
-    try:
-        cls = RULES[name]
-    except KeyError:
-        raise ValueError(f"unknown learning rule {name!r}; registered rules: {sorted(RULES)}") from None
-    return cls(**options)
-
 
 __all__ = ["RULES", "make_rule", "BPTT", "TruncatedBPTT", "EProp", "RFLO", "MDGL", "ModProp", "RewardModulated", "Flossed", "LearningRule", "Grads", "LossFn",
            "apply_gradients", "output_error", "zero_grads"]

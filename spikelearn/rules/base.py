@@ -1,8 +1,21 @@
 """The learning-rule contract shared by BPTT and the local rules.
 
-A rule is a small frozen object holding hyperparameters only. Its one required method is::
+A rule is a small frozen object holding hyperparameters only (immutable: equal rules behave the same). Its one
+required method is::
 
     loss, grads = rule.gradients(model, x, y, mask, loss_fn)
+
+What a rule carries from one call to the next — the adaptive feedback matrix of the local rules, the reward rule's
+running baseline and noise generator — is an explicit *rule state*, a ``dict`` of tensors, numbers and
+``torch.Generator`` s that the rule creates and returns::
+
+    state = rule.init_state(model)                                       # {} for a stateless rule
+    loss, grads, state = rule.update(model, x, y, mask, loss_fn, state)  # pass it back in at the next call
+
+``gradients`` starts from ``init_state(model)`` at every call (so two calls with the same inputs agree).
+:func:`init_rule_state` and :func:`update_rule` give any rule — a user's rule with ``gradients`` only included — these
+two forms; the trainer checkpoints the state generically (:func:`pack_rule_state`, :func:`unpack_rule_state`).
+Capabilities are asked of rule *instances*: ``model_types`` (a subset of ``("rate", "spiking")``), ``online``.
 
 * ``x``: ``(T, B, n_in)`` inputs; ``y``, ``mask``: targets and loss mask as the task returns them.
 * ``loss_fn(y_hat, y, mask)``: any differentiable scalar (means or sums).
@@ -13,22 +26,23 @@ Local rules obtain ``∂E/∂ŷ`` by autograd on ``ŷ`` alone (:func:`output_err
 through the network. Online rules (``online = True``) additionally offer
 ``init(model, batch_size, n_steps=None, *, initial_state=None) -> state`` (``initial_state``: the model state the
 trials start from, when the caller already has it; optional in a user's rule), ``advance(model, record_chunk,
-dE_dy_chunk, state) -> state`` and ``read(model, state) -> (grads, state)``; :func:`spikelearn.rules.eprop.run_online`
+dE_dy_chunk, state) -> state`` and ``read(model, state) -> (grads, state)``; :func:`spikelearn.rules.local.run_online`
 drives them, and the trainer's ``update_every_steps`` is reserved for them.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 Grads = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+RuleState = dict[str, Any]
 
-__all__ = ["Grads", "LossFn", "LearningRule", "apply_gradients", "output_error", "zero_grads", "rule_state_dict",
-           "load_rule_state_dict"]
+__all__ = ["Grads", "LossFn", "RuleState", "LearningRule", "StatelessRule", "apply_gradients", "output_error",
+           "zero_grads", "init_rule_state", "update_rule", "pack_rule_state", "unpack_rule_state"]
 
 
 @runtime_checkable
@@ -83,48 +97,63 @@ def apply_gradients(model: nn.Module, grads: Grads, *, accumulate: bool = False)
             p.grad = g.clone()
 
 
-def rule_state_dict(rule: object, model: nn.Module) -> dict:
-    """What ``rule`` keeps between calls for ``model`` — the adaptive feedback matrix and its last readout
-    snapshot (e-prop, RFLO, MDGL, ModProp with ``feedback = "adaptive"``), the running reward baseline and noise
-    generator (RewardModulated) — as a dict of tensors and numbers that ``torch.save(weights_only=True)`` accepts
-    (generators as their state). Wrapped rules (``rule.base``) are included. Empty for stateless rules."""
+class StatelessRule:
+    """Mixin for rules that carry nothing between calls: ``init_state`` is ``{}`` and ``update`` is ``gradients``."""
+
+    stateful = False
+
+    def init_state(self, model: nn.Module) -> RuleState:
+        """No state: ``{}``."""
+        del model
+        return {}
+
+    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+               state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
+        """``(loss, grads, state)``: :meth:`gradients` with the (empty) state passed through."""
+        loss, grads = self.gradients(model, x, y, mask, loss_fn)  # type: ignore[attr-defined]
+        return loss, grads, {} if state is None else state
+
+
+def init_rule_state(rule: Any, model: nn.Module) -> RuleState:
+    """``rule.init_state(model)``, or ``{}`` for a rule without state methods."""
+    return rule.init_state(model) if hasattr(rule, "init_state") else {}
+
+
+def update_rule(rule: Any, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+                state: RuleState) -> tuple[Tensor, Grads, RuleState]:
+    """``rule.update(...)``, or ``gradients`` with the state passed through for a rule without it."""
+    if hasattr(rule, "update"):
+        return rule.update(model, x, y, mask, loss_fn, state)
+    loss, grads = rule.gradients(model, x, y, mask, loss_fn)
+    return loss, grads, state
+
+
+def pack_rule_state(state: RuleState) -> dict:
+    """A rule state as something ``torch.save(weights_only=True)`` accepts: generators become their state (nested
+    dicts are packed too)."""
     out: dict = {}
-    mem = getattr(rule, "_memory", None)
-    if mem is not None and model in mem:
-        packed = {}
-        for k, v in mem[model].items():
-            if isinstance(v, torch.Generator):
-                packed[k] = {"generator_state": v.get_state(), "device": str(v.device)}
-            else:
-                packed[k] = v
-        out["memory"] = packed
-    for name in _SUB_RULES:  # wrapped rules, and the e-prop / RFLO engines MDGL keeps its feedback in
-        sub = getattr(rule, name, None)
-        if sub is not None and not isinstance(sub, str):
-            inner = rule_state_dict(sub, model)
-            if inner:
-                out[name] = inner
+    for k, v in state.items():
+        if isinstance(v, torch.Generator):
+            out[k] = {"generator_state": v.get_state(), "device": str(v.device)}
+        elif isinstance(v, dict):
+            out[k] = {"nested": pack_rule_state(v)}
+        else:
+            out[k] = v
     return out
 
 
-_SUB_RULES = ("base", "_eprop", "_rflo")
-
-
-def load_rule_state_dict(rule: object, model: nn.Module, state: dict) -> None:
-    """Restore what :func:`rule_state_dict` saved (tensors moved to the model's device)."""
-    p = next(model.parameters())
-    if "memory" in state:
-        mem = {}
-        for k, v in state["memory"].items():
-            if isinstance(v, dict) and "generator_state" in v:
-                g = torch.Generator(device=v["device"])
-                g.set_state(v["generator_state"].cpu())
-                mem[k] = g
-            elif isinstance(v, Tensor):
-                mem[k] = v.to(p.device)
-            else:
-                mem[k] = v
-        rule._memory[model] = mem  # type: ignore[attr-defined]
-    for name in _SUB_RULES:
-        if name in state:
-            load_rule_state_dict(getattr(rule, name), model, state[name])
+def unpack_rule_state(packed: dict, device: Any = None) -> RuleState:
+    """Inverse of :func:`pack_rule_state`; tensors moved to ``device`` (if given)."""
+    out: RuleState = {}
+    for k, v in packed.items():
+        if isinstance(v, dict) and "generator_state" in v:
+            g = torch.Generator(device=v["device"])
+            g.set_state(v["generator_state"].cpu())
+            out[k] = g
+        elif isinstance(v, dict) and "nested" in v:
+            out[k] = unpack_rule_state(v["nested"], device)
+        elif isinstance(v, Tensor) and device is not None:
+            out[k] = v.to(device)
+        else:
+            out[k] = v
+    return out

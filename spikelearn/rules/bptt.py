@@ -21,7 +21,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, output_error
+from spikelearn.rules.base import Grads, LossFn, StatelessRule, output_error
+from spikelearn.rules.registry import register
 
 __all__ = ["BPTT", "TruncatedBPTT"]
 
@@ -43,8 +44,9 @@ def _detach_state(state):
     return state
 
 
+@register("bptt")
 @dataclass(frozen=True)
-class BPTT:
+class BPTT(StatelessRule):
     """Exact gradient by autograd through the unrolled network (surrogate gradient for spikes).
 
     Reads: ``out.y`` only. Updates: every trainable parameter.
@@ -63,8 +65,9 @@ class BPTT:
         return loss.detach(), {n: torch.zeros_like(p) if gi is None else gi for n, p, gi in zip(names, params, g)}
 
 
+@register("tbptt")
 @dataclass(frozen=True)
-class TruncatedBPTT:
+class TruncatedBPTT(StatelessRule):
     """Truncated BPTT with truncation length ``k`` steps; ``mode`` "chunked" or "sliding" (see module doc)."""
 
     k: int

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.dynamics import FlossingConfig, dynamics_parameters, flossing_grads
-from spikelearn.rules.base import Grads, LossFn
+from spikelearn.rules.base import Grads, LossFn, RuleState, init_rule_state, update_rule
+from spikelearn.rules.registry import make_rule, register
 
 __all__ = ["FlossingConfig", "FlossingSchedule", "Flosser", "Flossed", "flossing_gradients"]
 
@@ -170,6 +171,7 @@ class Flosser:
         self.n_steps = int(state["n_steps"])
 
 
+@register("flossed")
 @dataclass(frozen=True)
 class Flossed:
     """Wrap any rule: ``grads = base.gradients(...) + weight · ∇L_floss`` at every call.
@@ -192,14 +194,12 @@ class Flossed:
     config: Any = field(default_factory=FlossingConfig)
     weight: float = 1.0
     n_trajectories: int = 1
-    base_options: dict = field(default_factory=dict)
+    base_options: dict = field(default_factory=dict, compare=False)  # already part of ``base`` (a built rule)
 
     online = False
 
     def __post_init__(self) -> None:
         if isinstance(self.base, str):
-            from spikelearn.rules import make_rule  # registry lives in the package __init__
-
             object.__setattr__(self, "base", make_rule(self.base, **self.base_options))
         elif self.base_options:
             raise ValueError("Flossed: base_options only apply when base is a rule name")
@@ -212,15 +212,33 @@ class Flossed:
 
     @property
     def model_types(self) -> tuple[str, ...]:
+        """The base rule's model types."""
         return tuple(getattr(self.base, "model_types", ("rate", "spiking")))
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the base rule carries state between calls."""
+        return bool(getattr(self.base, "stateful", False))
+
+    def init_state(self, model: nn.Module) -> RuleState:
+        """The base rule's state (flossing itself carries none)."""
+        return init_rule_state(self.base, model)
 
     def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
-        loss, grads = self.base.gradients(model, x, y, mask, loss_fn)
+        """``(loss, grads)`` from the base rule's initial state (see :meth:`update`)."""
+        loss, grads, _ = self.update(model, x, y, mask, loss_fn)
+        return loss, grads
+
+    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+               state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
+        """The base rule's ``(loss, grads, state)`` with ``weight · ∇L_floss`` added to the gradients."""
+        state = self.init_state(model) if state is None else state
+        loss, grads, state = update_rule(self.base, model, x, y, mask, loss_fn, state)
         if self.weight == 0:
-            return loss, grads
+            return loss, grads, state
         _, fg, _ = flossing_grads(model, x[:, : self.n_trajectories], None, self.config)
         out = dict(grads)
         for n, g in fg.items():
             out[n] = out[n] + self.weight * g if n in out else self.weight * g
-        return loss, out
+        return loss, out, state

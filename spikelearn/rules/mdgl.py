@@ -1,5 +1,5 @@
 r"""MDGL — multidigraph learning (Liu, Smith, Mihalas, Shea-Brown, Sümbül, PNAS 118:e2111821118, 2021,
-doi:10.1073/pnas.2111821118). ALGORITHMS.md §3.
+doi:10.1073/pnas.2111821118).
 
 e-prop's learning signal plus the next term of the total derivative ``dE/dz_p^t``: the effect of ``z_p^t`` on its
 targets ``j`` at ``t+1`` and their immediate effect on the loss, with the non-local weight ``W_jp`` replaced by a
@@ -24,7 +24,7 @@ Implementation (explicit, no autograd on ``W_in``/``W_rec``). ``mode="batched"``
 (leak, adaptation, reset when ``reset_in_trace``) is scanned backwards and closed by one GEMM per weight matrix — the
 transposed form of ``Σ_t L e`` (as :class:`~spikelearn.rules.EProp`'s batched mode). ``mode="online"`` (variant
 ``"online"`` only; the other variants need the non-causal ``∂E/∂z`` of a filtered readout): e-prop's online traces
-plus one buffered ``ē^{t-1}`` to wait for ``m̄^t`` (ALGORITHMS.md §3.4).
+plus one buffered ``ē^{t-1}`` to wait for ``m̄^t``.
 
 Current-based synapses (``tau_syn_ms > 0``; this package's extension, [D]): ``z_p^t`` reaches ``v_j`` through ``j``'s
 synaptic current, ``dE/dz_p^t = ∂E/∂z_p^t + Σ_j dE/di_j^{t+1} c_in W_jp`` with
@@ -38,17 +38,22 @@ long τ_s is an empirical question. With ``reset="zero"`` the input of the step 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Literal, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import (EProp, EPropState, _detached, _initial_spikes, local_adjoint_scan,
-                                   readout_credit_chunks,
-                                   record_and_output_error, recs_chunk, run_online, spiking_scan_fields)
+from spikelearn.models import RateRNN, SpikingRNN
+from spikelearn.rules.base import Grads, LossFn, RuleState
+from spikelearn.rules.registry import register
+from spikelearn.rules.local import (FeedbackMatrix, LocalRule, RegSpec, SpikingTraceState, assemble_grads,
+                                    cell_type_index, check_local_options, type_average, type_indicator, default_std_hidden, default_std_out, initial_spikes,
+                                    local_adjoint_scan, rate_adjoint_scan, rate_constants, rate_scan_fields,
+                                    readout_credit_chunks, record_and_output_error, recs_chunk, spiking_constants,
+                                    spiking_scan_fields, spiking_traces_advance, spiking_traces_init,
+                                    spiking_traces_read)
+from spikelearn.weights import DENSE, weight_ops
 
 __all__ = ["MDGL", "MDGLState", "ModulationOperator", "cell_type_index", "type_indicator", "type_average",
            "substituted_weights"]
@@ -56,63 +61,15 @@ __all__ = ["MDGL", "MDGLState", "ModulationOperator", "cell_type_index", "type_i
 VARIANTS = ("mdgl", "exact", "nonlocal", "online")
 
 
-# ----------------------------------------------------------------------------------------------- cell types
-def cell_type_index(model: nn.Module, cell_types: Any = "ei") -> tuple[Tensor, list]:
-    """Per-neuron type index ``(N,)`` (long, values ``0..C-1``) and the ``C`` type labels.
-
-    Args:
-        cell_types: ``"ei"`` — the neuron's sign (``circuit.signs``; where 0, the sign constraint of its column of
-            ``W_rec``; neurons with neither form their own "0" type); ``"circuit"`` — ``circuit.cell_types``;
-            or a sequence of ``N`` labels (any hashable values).
-    """
-    N = model.n
-    if isinstance(cell_types, str):
-        if cell_types == "ei":
-            s = np.asarray(model.circuit.signs, dtype=np.int64).copy()
-            col = model.sign_rec.detach().cpu().numpy()
-            colsign = np.where((col > 0).any(0), 1, np.where((col < 0).any(0), -1, 0))
-            labels = np.where(s != 0, s, colsign)
-        elif cell_types == "circuit":
-            labels = np.asarray([str(c) for c in model.circuit.cell_types], dtype=object)
-        else:
-            raise ValueError(f"cell_types must be 'ei', 'circuit' or a sequence of {N} labels, got {cell_types!r}")
-    else:
-        labels = np.asarray(list(cell_types), dtype=object)
-        if labels.shape != (N,):
-            raise ValueError(f"cell_types has {labels.shape[0] if labels.ndim else 0} labels, expected {N}")
-    names, inv = np.unique(labels.astype(str), return_inverse=True)
-    return torch.as_tensor(inv, dtype=torch.long, device=model.device), names.tolist()
-
-
-def type_indicator(idx: Tensor, C: int, dtype: torch.dtype) -> Tensor:
-    """One-hot ``P`` ``(N, C)`` with ``P[j, τ(j)] = 1``."""
-    return torch.nn.functional.one_hot(idx, C).to(dtype)
-
-
-def type_average(W: Tensor, P: Tensor, nonzero_only: bool) -> Tensor:
-    """Block means ``(C, C)`` of ``W`` ``(post, pre)``: ``[α, β]`` averages ``W[α ← β]``.
-
-    ``nonzero_only``: mean over the non-zero entries (existing connections; an empty block gives 0); otherwise over
-    the whole block including zeros.
-    """
-    S = P.T @ W @ P
-    if nonzero_only:
-        cnt = P.T @ (W != 0).to(W.dtype) @ P
-    else:
-        n = P.sum(0)
-        cnt = n[:, None] * n[None, :]
-    return torch.where(cnt > 0, S / cnt.clamp(min=1), torch.zeros_like(S))
-
-
-def substituted_weights(W_rec: Tensor, P: Tensor, variant: str) -> Tensor:
+def substituted_weights(W_rec: Tensor, P: Tensor, variant: str, ops: Any = DENSE) -> Tensor:
     """The weights ``W̃`` ``(post, pre)`` through which the emissions reach presynaptic neurons (module docstring)."""
+    idx = P.argmax(1)
     if variant == "exact":
         return W_rec
     if variant in ("mdgl", "online"):
-        w = type_average(W_rec, P, nonzero_only=True)
-        return (P @ w @ P.T) * (W_rec != 0).to(W_rec.dtype)
+        return ops.expand_blocks(type_average(W_rec, P, nonzero_only=True, ops=ops), idx, idx, like=W_rec)
     if variant == "nonlocal":
-        return P @ type_average(W_rec, P, nonzero_only=False) @ P.T
+        return ops.expand_blocks(type_average(W_rec, P, nonzero_only=False, ops=ops), idx, idx)
     raise ValueError(f"MDGL: variant must be one of {VARIANTS}, got {variant!r}")
 
 
@@ -146,7 +103,7 @@ class ModulationOperator:
             self.w = w
             self.diag = w[idx, idx]  # the missing autapses W̃[p, p] = w_τ(p)τ(p)
         else:
-            self.dense = (P @ w @ P.T) * A.to(W_rec.dtype)
+            self.dense = DENSE.expand_blocks(w, idx, idx, like=W_rec)
 
     def __call__(self, v: Tensor) -> Tensor:
         if self.dense is not None:
@@ -158,18 +115,24 @@ class ModulationOperator:
 
 
 class MDGLState(NamedTuple):
-    """Online MDGL state (variant ``"online"``): e-prop's state plus the modulatory buffers."""
+    """Online MDGL state (variant ``"online"``): the engine's spiking traces plus the modulatory buffers."""
 
-    ep: EPropState       # e-prop traces (reset-inclusive by default) and the Σ L ē accumulators
-    e_bar_prev: Tensor   # (N, B, N_pre) ē^{t-1}, waiting for the emissions of step t
-    psi_bar: Tensor      # (B, N) κ-filtered ψ
-    acc_mod: Tensor      # (N, N_pre) Σ_t Σ_b M̄_p^{t-1} ē_pq^{t-1} since the last read
+    ep: SpikingTraceState  # e-prop traces (reset-inclusive by default), the Σ L ē accumulators, the rule state
+    e_bar_prev: Tensor     # (N, B, N_pre) ē^{t-1}, waiting for the emissions of step t
+    psi_bar: Tensor        # (B, N) κ-filtered ψ
+    acc_mod: Tensor        # (N, N_pre) Σ_t Σ_b M̄_p^{t-1} ē_pq^{t-1} since the last read
+
+    @property
+    def rule_state(self) -> RuleState:
+        """The rule state (adaptive feedback) as of this step."""
+        return self.ep.rule_state
 
 
 # ----------------------------------------------------------------------------------------------- rule
+@register("mdgl")
 @dataclass(frozen=True)
-class MDGL:
-    """MDGL (ALGORITHMS.md §3) for :class:`~spikelearn.models.SpikingRNN`, and its rate form for
+class MDGL(LocalRule):
+    """MDGL (module docstring) for :class:`~spikelearn.models.SpikingRNN`, and its rate form for
     :class:`~spikelearn.models.RateRNN` (this package's extension: RFLO's local traces — e-prop for rate networks —
     with the credit on ``r_p^t`` extended by ``Σ_j W̃[j,p] m_j^{t+1}``, ``m_j = c_in,j ∂E/∂h_j|immediate``; with
     ``τ = dt`` and ``variant="exact"`` it equals sliding-window TBPTT with K = 2, T6.3; batched only).
@@ -193,15 +156,13 @@ class MDGL:
 
     variant: Literal["mdgl", "exact", "nonlocal", "online"] = "mdgl"
     cell_types: Any = "ei"
-    feedback: Literal["symmetric", "random", "adaptive"] = "symmetric"
+    feedback: Literal["symmetric", "random", "adaptive"] | FeedbackMatrix | Any = "symmetric"
     reset_in_trace: bool = True
     mode: Literal["batched", "online"] = "batched"
     feedback_seed: int = 0
     feedback_std: float | None = None
     feedback_decay: float = 0.0
     chunk_steps: int = 100
-    _eprop: Any = field(default=None, init=False, repr=False, compare=False)
-    _rflo: Any = field(default=None, init=False, repr=False, compare=False)
 
     online = True
     model_types = ("spiking", "rate")
@@ -214,30 +175,22 @@ class MDGL:
         if self.mode == "online" and self.variant != "online":
             raise ValueError(f"MDGL: mode='online' needs variant='online' (variant {self.variant!r} uses ∂E/∂z^{{t+1}}"
                              " through the filtered readout, which depends on future errors); use mode='batched'")
-        ep = EProp(feedback=self.feedback, reset_in_trace=self.reset_in_trace, mode="online",
-                   feedback_seed=self.feedback_seed, feedback_std=self.feedback_std,
-                   feedback_decay=self.feedback_decay, chunk_steps=self.chunk_steps)
-        object.__setattr__(self, "_eprop", ep)  # shares B (and the adaptive B's memory) between both modes
-        from spikelearn.rules.rflo import RFLO
-
-        object.__setattr__(self, "_rflo", RFLO(feedback=self.feedback, feedback_seed=self.feedback_seed,
-                                               feedback_std=self.feedback_std, feedback_decay=self.feedback_decay,
-                                               chunk_steps=self.chunk_steps))
+        check_local_options(self)
 
     # ------------------------------------------------------------------ helpers
-    def feedback_matrix(self, model: nn.Module) -> Tensor:
-        """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now (a rate model: RFLO's, ``std = 1/√K``)."""
-        from spikelearn.models import RateRNN
+    def _check_model(self, model: nn.Module) -> None:
+        if not isinstance(model, (SpikingRNN, RateRNN)):
+            raise TypeError(f"MDGL applies to SpikingRNN or RateRNN models, got {type(model).__name__}")
 
-        if isinstance(model, RateRNN):
-            return self._rflo.feedback_matrix(model)
-        return self._eprop.feedback_matrix(model)
+    def _default_feedback_std(self, model: nn.Module) -> float:
+        """A rate model: RFLO's ``1/√K``; a spiking model: e-prop's ``1/√N``."""
+        return default_std_out(model) if isinstance(model, RateRNN) else default_std_hidden(model)
 
     def substituted_weights(self, model: nn.Module) -> Tensor:
         """``W̃`` ``(post, pre)`` of this variant for ``model``'s current weights (detached)."""
         idx, names = cell_type_index(model, self.cell_types)
         W = model.effective_weights().W_rec.detach()
-        return substituted_weights(W, type_indicator(idx, len(names), W.dtype), self.variant)
+        return substituted_weights(W, type_indicator(idx, len(names), W.dtype), self.variant, weight_ops(model))
 
     def modulation(self, model: nn.Module) -> ModulationOperator:
         """The operator ``v ↦ v @ W̃`` for ``model``'s current weights (:class:`ModulationOperator`)."""
@@ -249,43 +202,44 @@ class MDGL:
         idx, names = cell_type_index(model, self.cell_types)
         W = model.effective_weights().W_rec.detach()
         P = type_indicator(idx, len(names), W.dtype)
-        return type_average(W, P, nonzero_only=self.variant != "nonlocal"), names
+        return type_average(W, P, nonzero_only=self.variant != "nonlocal", ops=weight_ops(model)), names
 
     # ------------------------------------------------------------------ whole trials
-    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
-                  loss_fn: LossFn) -> tuple[Tensor, Grads]:
-        """``(loss, grads)`` for whole trials (module docstring)."""
-        from spikelearn.models import RateRNN
+    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+               state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
+        """``(loss, grads, new_state)`` for whole trials (module docstring; rule state as in
+        :class:`~spikelearn.rules.local.LocalRule`)."""
+        if isinstance(model, RateRNN) and (self.variant == "online" or self.mode == "online"):
+            raise ValueError("MDGL on a RateRNN: only variants 'mdgl', 'exact', 'nonlocal' in mode 'batched' (the "
+                             "'online' variant's filtered ψ̄ is defined for spiking networks)")
+        return super().update(model, x, y, mask, loss_fn, state)
 
+    def _batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+                 state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         if isinstance(model, RateRNN):
-            return self._rate_gradients(model, x, y, mask, loss_fn)
-        self._eprop._check_model(model)
-        if self.mode == "online":
-            loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
-            assert grads is not None
-            return loss, grads
+            return self._rate_batched(model, x, y, mask, loss_fn, state)
         loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
                                                     spiking_scan_fields(model))
         with torch.no_grad():
-            dW_pre, dW_out = self._batched(model, recs, dE_dy)
-        return loss, self._eprop._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
+            k = spiking_constants(model, self.reset_in_trace)
+            Bfb, state = self._feedback(model, state)
+            credits = self._credits(k, recs, dE_dy, Bfb, self.modulation(model))
+            dW_pre, dW_out = local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace,
+                                                z0=initial_spikes(recs), ops=weight_ops(model))
+        return loss, assemble_grads(model, dW_pre, dW_out, dE_dy.sum((0, 1))), state
 
-    def _rate_gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
-                        loss_fn: LossFn) -> tuple[Tensor, Grads]:
-        """MDGL for rate networks: RFLO's local traces (the rate form of e-prop, ALGORITHMS.md §5) with the credit on
-        ``r_p^t`` extended by the one-hop modulatory term ``Σ_j W̃[j,p] m_j^{t+1}`` (``RFLO._batched``)."""
-        from spikelearn.rules.rflo import RFLO
-
-        if self.variant == "online" or self.mode == "online":
-            raise ValueError("MDGL on a RateRNN: only variants 'mdgl', 'exact', 'nonlocal' in mode 'batched' (the "
-                             "'online' variant's filtered ψ̄ is defined for spiking networks)")
-        rflo = self._rflo
-        rflo._check_model(model)
-        fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
-        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
+    def _rate_batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+                      state: RuleState) -> tuple[Tensor, Grads, RuleState]:
+        """MDGL for rate networks: RFLO's local traces (the rate form of e-prop) with the credit on ``r_p^t``
+        extended by the one-hop modulatory term ``Σ_j W̃[j,p] m_j^{t+1}``
+        (:func:`~spikelearn.rules.local.rate_adjoint_scan`)."""
+        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
+                                                    rate_scan_fields(model))
         with torch.no_grad():
-            dW_pre, dW_out, db_out = rflo._batched(model, recs, dE_dy, modulation=self.modulation(model))
-        return loss, rflo._grads(model, dW_pre, dW_out, db_out)
+            Bfb, state = self._feedback(model, state)
+            dW_pre, dW_out, db_out = rate_adjoint_scan(rate_constants(model), recs, dE_dy, Bfb,
+                                                       modulation=self.modulation(model), ops=weight_ops(model))
+        return loss, assemble_grads(model, dW_pre, dW_out, db_out), state
 
     def _credits(self, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor, op: ModulationOperator) -> Iterator[Tensor]:
         """Per chunk, last to first, the credit ``(T_c, B, N)`` on the outgoing spikes (module docstring), computed
@@ -329,28 +283,26 @@ class MDGL:
             yield sig.mul_(omk)
             t1 -= Tc
 
-    def _batched(self, model: Any, recs: list, dE_dy: Tensor) -> tuple[Tensor, Tensor]:
-        """The credit on the outgoing spikes (``∂E/∂z + M``), chunk by chunk, into e-prop's adjoint scan of the local
-        dynamics (:func:`~spikelearn.rules.eprop.local_adjoint_scan`); ``recs``: per chunk ``(x, z, psi, z_filt)``."""
-        k = self._eprop._consts(model)
-        credits = self._credits(k, recs, dE_dy, self.feedback_matrix(model), self.modulation(model))
-        return local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace, z0=_initial_spikes(recs))
-
     # ------------------------------------------------------------------ online (variant "online")
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
-             initial_state: Any = None) -> MDGLState:
-        """Zero state for ``batch_size`` trials from ``model.init_state`` (variant ``"online"`` only)."""
+             initial_state: Any = None, rule_state: RuleState | None = None) -> MDGLState:
+        """Zero state for ``batch_size`` trials from ``initial_state`` (else ``model.init_state``), carrying
+        ``rule_state`` (else ``init_state(model)``); variant ``"online"`` only."""
         if self.variant != "online":
             raise ValueError(f"MDGL: the online form exists for variant='online' only, not {self.variant!r}")
-        ep = self._eprop.init(model, batch_size, n_steps=n_steps, initial_state=initial_state)
+        if not isinstance(model, SpikingRNN):
+            raise TypeError(f"MDGL's online form applies to SpikingRNN models, got {type(model).__name__}")
+        rs = self.init_state(model) if rule_state is None else rule_state
+        ep = spiking_traces_init(model, spiking_constants(model, self.reset_in_trace), batch_size, n_steps,
+                                 RegSpec(), initial_state, rs)
         return MDGLState(ep=ep, e_bar_prev=torch.zeros_like(ep.e_bar),
                          psi_bar=torch.zeros(int(batch_size), model.n, dtype=model.dtype, device=model.device),
                          acc_mod=torch.zeros_like(ep.acc))
 
     def advance(self, model: nn.Module, rec: Any, dE_dy: Tensor, state: MDGLState) -> MDGLState:
         """Advance through a chunk (``rec`` fields ``(T_c, B, ·)``, ``dE_dy`` ``(T_c, B, K)``)."""
-        k = self._eprop._consts(model)
-        Bfb = self.feedback_matrix(model)
+        k = spiking_constants(model, self.reset_in_trace)
+        Bfb, rs = self._feedback(model, state.ep.rule_state)
         op = self.modulation(model)
         kap, omk = k.kappa, k.c_kappa
         s = state
@@ -358,21 +310,20 @@ class MDGL:
             L = torch.matmul(dE_dy, Bfb.T)
             for t in range(rec.z.shape[0]):
                 s.e_bar_prev.copy_(s.ep.e_bar)  # ē^{t-1}
-                ep = self._eprop.advance(model, type(rec)(*(f[t:t + 1] for f in rec)), dE_dy[t:t + 1], s.ep)
+                ep = spiking_traces_advance(k, s.ep, type(rec)(*(f[t:t + 1] for f in rec)), L[t:t + 1],
+                                            dE_dy[t:t + 1], self.reset_in_trace, RegSpec())
                 psi_bar = s.psi_bar.mul_(kap).add_(rec.psi[t], alpha=omk)
                 if s.ep.t > 0:
                     M = op(k.c_in * psi_bar * L[t])  # (B, N) M̄^{t-1}
                     s.acc_mod.add_(torch.bmm(M.T[:, None, :], s.e_bar_prev).squeeze(1))
                 s = s._replace(ep=ep, psi_bar=psi_bar)
-        return s
+        return s._replace(ep=s.ep._replace(rule_state=rs))
 
     def read(self, model: nn.Module, state: MDGLState) -> tuple[Grads, MDGLState]:
         """Gradients accumulated since the last read, and the state with zeroed accumulators."""
-        grads, ep = self._eprop.read(model, state.ep)
-        N = model.n
-        extra = model.param_grads({"W_rec": state.acc_mod[:, :N], "W_in": state.acc_mod[:, N:]})
-        for name, g in extra.items():
-            grads[name] = grads[name] + g
+        k = spiking_constants(model, self.reset_in_trace)
+        dW_pre, dW_out, db_out, ep = spiking_traces_read(model, k, state.ep, RegSpec())
+        grads = assemble_grads(model, dW_pre + state.acc_mod, dW_out, db_out)
         return grads, state._replace(ep=ep, acc_mod=torch.zeros_like(state.acc_mod))
 
     def step(self, model: nn.Module, rec_t: Any, dE_dy_t: Tensor, state: MDGLState) -> tuple[Grads, MDGLState]:

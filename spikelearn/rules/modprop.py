@@ -1,12 +1,12 @@
 r"""ModProp — cell-type-specific modulatory signalling (Liu, Smith, Mihalas, Shea-Brown, Sümbül, NeurIPS 2022,
-arXiv:2206.01338). ALGORITHMS.md §4.
+arXiv:2206.01338).
 
 The exact credit ``δ^t = dE/dh^t`` of a leaky network obeys ``δ^t = m^t + (J^{t+1})ᵀ δ^{t+1}`` with
 ``J^{t+1} = diag(leak) + diag(c_in) W_rec diag(f'(h^t))`` and ``m^t = f'(h^t) ⊙ ∂E/∂r^t``. ModProp keeps the local
 paths (leak, ``m``) exact and, only in the credit that leaves a neuron through recurrent weights, replaces
 ``W_rec → W_ab = P Ω Pᵀ`` (``Ω[α,β]`` the mean of the block ``W_rec[α ← β]`` including zeros) and the activation
 derivative seen by the targets ``f'(h_p^t) → μ``. ``omega="signed_mean"`` (default) is that signed block mean;
-``omega="abs_sign"`` is the source's form (ALGORITHMS.md §4.1): the block mean of ``|W|`` times each presynaptic
+``omega="abs_sign"`` is the source's form: the block mean of ``|W|`` times each presynaptic
 neuron's sign, ``W_ab[p,q] = mean|W|[τ(p), τ(q)] · s_q``. The two are equal whenever every presynaptic type is of
 one sign (E/I types, Dale-consistent circuit types) and differ for a type that mixes signs. The source's form is a
 ``P Ω Pᵀ`` product over the refined types (type, sign) — ``Ω[(α,·),(β,s)] = mean|W|[α,β]·s`` — so every form below
@@ -15,7 +15,7 @@ one sign (E/I types, Dale-consistent circuit types) and differ for a type that m
     δ̃^t = m^t + leak ⊙ δ̃^{t+1} + μ W_abᵀ (c_in ⊙ δ̃^{t+1}),     ∂E/∂W_pq ≈ Σ_{b,t} δ̃_p^t c_in,p pre_q^t
 
 (``pre = r^{t-1}`` for ``W_rec``, ``x^t`` for ``W_in``, 1 for ``b_rec``). Because ``J̃`` is time-invariant with block
-structure, the same sums are computed causally with cell-type-pair filter taps (§4.2)::
+structure, the same sums are computed causally with cell-type-pair filter taps::
 
     ε_q^t = α ε_q^{t-1} + c_in pre_q^t,      M_α^t = Σ_{j∈α} m_j^t,      Y_q^{t+1} = A Y_q^t + c Ω ε_q^t,  Y^1 = 0
     ∂E/∂W_pq ≈ Σ_t m_p^t ε_q^t + Σ_t Σ_α M_α^t Y_q^t[α, τ(p)]           A = α I + c Ω D,  c = μ c_in,  D = diag(n_α)
@@ -29,7 +29,7 @@ Spiking networks (:class:`~spikelearn.models.SpikingRNN`, ``mode="batched"``): t
 ``g_p^t = μ Σ_j W_ab[j,p] c_in,j δ̃v_j^{t+1}`` enters neuron ``p``'s local adjoint where the exact one would enter
 through ``ψ_p^t`` (``∂z/∂v → μ``, ``∂z/∂a → −βμ``); leak, adaptation, the optional reset path and the readout filter are
 exact, as in e-prop. μ should be chosen on ψ's scale (``γ_pd/v_th`` at its peak). The causal filter form would need
-``(N, N + n_in, C, C)`` traces for ALIF neurons and a non-causal readout credit (§4.3), so it is not offered.
+``(N, N + n_in, C, C)`` traces for ALIF neurons and a non-causal readout credit, so it is not offered.
 With current-based synapses (``tau_syn_ms > 0``) a recurrent spike enters the target's synaptic current, so the
 non-local credit is ``μ Σ_j W_ab[j,p] c_in,j δ̃i_j^{t+1}`` with ``δ̃i^{t+1} = δ̃v^{t+1} + α_s δ̃i^{t+2}`` (the exact
 local adjoint of the current); tested against the custom-backward construction. ``reset="zero"``: the local
@@ -39,18 +39,21 @@ adjoint is e-prop's for that reset (leak α(1 − z), reset path −α v); the s
 from __future__ import annotations
 
 import math
-import weakref
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import (EProp, _check_common, _initial_spikes, feedback_matrix, local_adjoint_scan,
-                                    readout_credit_chunks, record_and_output_error, run_online, spiking_scan_fields,
-                                    start_state, weight_grads)
-from spikelearn.rules.mdgl import cell_type_index, type_average, type_indicator
+from spikelearn.models import RateRNN, SpikingRNN
+from spikelearn.rules.base import Grads, LossFn, RuleState
+from spikelearn.rules.registry import register
+from spikelearn.rules.local import (FeedbackMatrix, LocalRule, assemble_grads, cell_type_index, check_local_options,
+                                    default_std_hidden, default_std_out, initial_spikes, local_adjoint_scan,
+                                    rate_scan_fields, readout_credit_chunks, record_and_output_error,
+                                    spiking_constants, spiking_scan_fields, start_state, type_average, type_indicator)
+from spikelearn.weights import weight_ops
 
 __all__ = ["ModProp", "ModPropState", "filter_taps"]
 
@@ -78,11 +81,13 @@ class ModPropState(NamedTuple):
     acc_type: Tensor   # (C, N_pre) Σ_t Σ_α M_α Y[α, β] per postsynaptic type β
     acc_out: Tensor    # (K, N)
     acc_bout: Tensor   # (K,)
+    rule_state: RuleState = {}  # the rule state (adaptive feedback) as of this step
 
 
+@register("modprop")
 @dataclass(frozen=True)
-class ModProp:
-    """ModProp (ALGORITHMS.md §4) for rate and spiking networks.
+class ModProp(LocalRule):
+    """ModProp (module docstring) for rate and spiking networks.
 
     Reads (trajectory record): rate — ``x``, ``r``, ``fprime`` (and ``h`` when ``readout_from="h"``); spiking —
     ``x``, ``z``, ``psi``, ``z_filt``. From the model: the constants (leak, c_in; spiking also ρ, c_a, v_th, β, κ),
@@ -109,7 +114,7 @@ class ModProp:
 
     mu: float = 0.25
     cell_types: Any = "ei"
-    feedback: Literal["symmetric", "random", "adaptive"] = "symmetric"
+    feedback: Literal["symmetric", "random", "adaptive"] | FeedbackMatrix | Any = "symmetric"
     mode: Literal["batched", "online"] = "batched"
     reset_in_trace: bool = False
     feedback_seed: int = 0
@@ -118,13 +123,12 @@ class ModProp:
     chunk_steps: int = 100
     omega: Literal["signed_mean", "abs_sign"] = "signed_mean"
     buflen: int | None = None
-    _memory: Any = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False)
 
     online = True
     model_types = ("rate", "spiking")
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        check_local_options(self)
         if not (isinstance(self.mu, (int, float)) and math.isfinite(self.mu)):
             raise ValueError(f"ModProp: mu must be a finite number, got {self.mu!r}")
         if self.omega not in ("signed_mean", "abs_sign"):
@@ -139,8 +143,6 @@ class ModProp:
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _is_spiking(model: nn.Module) -> bool:
-        from spikelearn.models import RateRNN, SpikingRNN
-
         if isinstance(model, SpikingRNN):
             return True
         if isinstance(model, RateRNN):
@@ -151,10 +153,11 @@ class ModProp:
             return False
         raise TypeError(f"ModProp applies to RateRNN or SpikingRNN, got {type(model).__name__}")
 
-    def feedback_matrix(self, model: nn.Module) -> Tensor:
-        """The feedback matrix ``B`` ``(N, K)``."""
-        std = 1.0 / math.sqrt(model.n if self._is_spiking(model) else model.n_out)
-        return feedback_matrix(self, model, model.effective_weights().W_out, std)
+    def _check_model(self, model: nn.Module) -> None:
+        self._is_spiking(model)
+
+    def _default_feedback_std(self, model: nn.Module) -> float:
+        return default_std_hidden(model) if self._is_spiking(model) else default_std_out(model)
 
     def type_structure(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
         """``(idx (N,), P (N, C), Ω (C, C))`` for ``model``'s current ``W_rec`` (detached), ``W_ab = P Ω Pᵀ``.
@@ -164,10 +167,11 @@ class ModProp:
         cell, names = cell_type_index(model, self.cell_types)
         W = model.effective_weights().W_rec.detach()
         P = type_indicator(cell, len(names), W.dtype)
+        ops = weight_ops(model)
         if self.omega == "signed_mean":
-            return cell, P, type_average(W, P, nonzero_only=False)
+            return cell, P, type_average(W, P, nonzero_only=False, ops=ops)
         idx, base, sign = self._refined_types(cell, W)
-        om_abs = type_average(W.abs(), P, nonzero_only=False)
+        om_abs = type_average(W.abs(), P, nonzero_only=False, ops=ops)
         return idx, type_indicator(idx, len(base), W.dtype), om_abs[base][:, base] * sign.to(W.dtype)[None, :]
 
     def type_index(self, model: nn.Module) -> Tensor:
@@ -196,39 +200,34 @@ class ModProp:
         return (torch.as_tensor(c.leak, **kw).expand(model.n).clone(),
                 torch.as_tensor(c.c_in, **kw).expand(model.n).clone())
 
-    _grads = staticmethod(weight_grads)
-
     # ------------------------------------------------------------------ whole trials
-    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
-                  loss_fn: LossFn) -> tuple[Tensor, Grads]:
-        """``(loss, grads)`` for whole trials (module docstring)."""
+    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+               state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
+        """``(loss, grads, new_state)`` for whole trials (module docstring; rule state as in
+        :class:`~spikelearn.rules.local.LocalRule`)."""
+        if self.mode == "online" and self._is_spiking(model):
+            raise ValueError("ModProp: mode='online' is for RateRNN only (module docstring); use 'batched'")
+        return super().update(model, x, y, mask, loss_fn, state)
+
+    def _batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+                 state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         spiking = self._is_spiking(model)
-        if self.mode == "online":
-            if spiking:
-                raise ValueError("ModProp: mode='online' is for RateRNN only (module docstring); use 'batched'")
-            loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
-            assert grads is not None
-            return loss, grads
-        if spiking:
-            fields: tuple[str, ...] = spiking_scan_fields(model)
-        else:
-            fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
+        fields = spiking_scan_fields(model) if spiking else rate_scan_fields(model)
         loss, dE_dy, chunks = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
         with torch.no_grad():
+            Bfb, state = self._feedback(model, state)
             if spiking:
-                dW_pre, dW_out = self._batched_spiking(model, chunks, dE_dy)
+                dW_pre, dW_out = self._batched_spiking(model, chunks, dE_dy, Bfb)
             else:
                 recs = [torch.cat([c[i] for c in chunks]) for i in range(4)]
-                dW_pre, dW_out = self._batched_rate(model, *recs, dE_dy, chunks.state0.r)
+                dW_pre, dW_out = self._batched_rate(model, *recs, dE_dy, chunks.state0.r, Bfb)
         if not bool(torch.isfinite(dW_pre).all()):
             self._warn_unstable(model)
-        return loss, self._grads(model, dW_pre, dW_out, dE_dy.sum((0, 1)))
+        return loss, assemble_grads(model, dW_pre, dW_out, dE_dy.sum((0, 1))), state
 
     def _warn_unstable(self, model: nn.Module) -> None:
         """A non-finite ModProp credit: name the likely cause, the substituted backward Jacobian
         ``diag(leak) + μ diag(c_in) W_ab`` having a spectral radius > 1 (the scan multiplies by it every step)."""
-        import warnings
-
         _, P, Om = self.type_structure(model)
         c = model.constants()
         kw = dict(dtype=torch.float64, device=P.device)
@@ -244,11 +243,11 @@ class ModProp:
                       RuntimeWarning, stacklevel=3)
 
     def _batched_rate(self, model: Any, x: Tensor, r: Tensor, fp: Tensor, read: Tensor,
-                      dE_dy: Tensor, r0: Tensor) -> tuple[Tensor, Tensor]:
-        """``r0``: the rates of the initial state."""
+                      dE_dy: Tensor, r0: Tensor, Bfb: Tensor) -> tuple[Tensor, Tensor]:
+        """``r0``: the rates of the initial state; ``Bfb``: the feedback matrix."""
         leak, c_in = self._rate_consts(model)
         _, P, Om = self.type_structure(model)
-        L = torch.matmul(dE_dy, self.feedback_matrix(model).T)
+        L = torch.matmul(dE_dy, Bfb.T)
         m = L if model.readout_from == "h" else fp * L  # (T, B, N)
         T, B, N = r.shape
         PO, PT = self.mu * (P @ Om), P.T.contiguous()
@@ -264,27 +263,27 @@ class ModProp:
             torch.mul(d, c_in, out=D[t])
         n_in = x.shape[-1]
         bias = model.b_rec is not None
+        ops = weight_ops(model)
         dW_pre = m.new_zeros(N, N + n_in + int(bias))
-        dW_pre[:, :N] = D[1:].reshape(-1, N).T @ r[:-1].reshape(-1, N) + D[0].T @ r0
-        dW_pre[:, N:N + n_in] = D.reshape(-1, N).T @ x.reshape(-1, n_in)
+        dW_pre[:, :N] = ops.edge_outer(D[1:], r[:-1]) + ops.edge_outer(D[0], r0)
+        dW_pre[:, N:N + n_in] = ops.edge_outer(D, x)
         if bias:
             dW_pre[:, -1] = D.sum((0, 1))
         dW_out = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ read.reshape(-1, N)
         return dW_pre, dW_out
 
-    def _batched_spiking(self, model: Any, chunks: list, dE_dy: Tensor) -> tuple[Tensor, Tensor]:
-        """e-prop's chunked adjoint scan (:func:`~spikelearn.rules.eprop.local_adjoint_scan`) with ModProp's
+    def _batched_spiking(self, model: Any, chunks: Any, dE_dy: Tensor, Bfb: Tensor) -> tuple[Tensor, Tensor]:
+        """e-prop's chunked adjoint scan (:func:`~spikelearn.rules.local.local_adjoint_scan`) with ModProp's
         non-local credit ``μ W_abᵀ (c_in δv^{t+1})`` through the cell types at every step; ``chunks``: per forward
         chunk ``(x, z, psi, z_filt)``."""
-        k = EProp(reset_in_trace=self.reset_in_trace)._consts(model)
+        k = spiking_constants(model, self.reset_in_trace)
         _, P, Om = self.type_structure(model)
         PO, PT = self.mu * (P @ Om), P.T.contiguous()
-        credits = (sig for _, _, sig in readout_credit_chunks(chunks, dE_dy, self.feedback_matrix(model), k.kappa,
-                                                              k.c_kappa))
+        credits = (sig for _, _, sig in readout_credit_chunks(chunks, dE_dy, Bfb, k.kappa, k.c_kappa))
         first = self._first_nonlocal_step(dE_dy.shape[0])
         return local_adjoint_scan(k, chunks, dE_dy, credits, self.reset_in_trace,
                                   nonlocal_credit=lambda dv, t: ((k.c_in * dv) @ PO) @ PT if t + 1 >= first else None,
-                                  z0=_initial_spikes(chunks))
+                                  z0=initial_spikes(chunks), ops=weight_ops(model))
 
     def _first_nonlocal_step(self, T: int) -> int:
         """The first step whose recurrent drive carries non-local credit back: 0, or ``T − buflen``."""
@@ -301,9 +300,11 @@ class ModProp:
         return float(leak[0]), float(c_in[0]), idx, P, Om
 
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
-             initial_state: Any = None) -> ModPropState:
-        """Zero traces for ``batch_size`` trials starting from ``model.init_state``."""
+             initial_state: Any = None, rule_state: RuleState | None = None) -> ModPropState:
+        """Zero traces for ``batch_size`` trials starting from ``initial_state`` (else ``model.init_state``),
+        carrying ``rule_state`` (else ``init_state(model)``)."""
         del n_steps
+        rs = self.init_state(model) if rule_state is None else rule_state
         _, _, _, P, _ = self._online_consts(model)
         B, N, C = int(batch_size), model.n, P.shape[1]
         Np = N + model.n_in + int(model.b_rec is not None)
@@ -311,7 +312,7 @@ class ModProp:
         return ModPropState(t=0, r_prev=start_state(model, B, initial_state).r.detach().clone(),
                             eps=torch.zeros(B, Np, **kw), Y=torch.zeros(B, Np, C, C, **kw), acc=torch.zeros(N, Np, **kw),
                             acc_type=torch.zeros(C, Np, **kw), acc_out=torch.zeros(model.n_out, N, **kw),
-                            acc_bout=torch.zeros(model.n_out, **kw))
+                            acc_bout=torch.zeros(model.n_out, **kw), rule_state=rs)
 
     def advance(self, model: nn.Module, rec: Any, dE_dy: Tensor, state: ModPropState) -> ModPropState:
         """Advance through a chunk (``rec`` a :class:`~spikelearn.models.RateRecord` ``(T_c, B, ·)``)."""
@@ -321,8 +322,9 @@ class ModProp:
         cOm = c * Om
         from_h = model.readout_from == "h"
         s = state
+        Bfb, rs = self._feedback(model, state.rule_state)
         with torch.no_grad():
-            L = torch.matmul(dE_dy, self.feedback_matrix(model).T)
+            L = torch.matmul(dE_dy, Bfb.T)
             B = s.r_prev.shape[0]
             extra = [torch.ones(B, 1, dtype=L.dtype, device=L.device)] if model.b_rec is not None else []
             for t in range(rec.r.shape[0]):
@@ -335,12 +337,12 @@ class ModProp:
                 s.acc_out.addmm_(dE_dy[t].T, rec.h[t] if from_h else rec.r[t])
                 s.acc_bout.add_(dE_dy[t].sum(0))
                 s = s._replace(t=s.t + 1, r_prev=rec.r[t], eps=eps, Y=Y)
-        return s
+        return s._replace(rule_state=rs)
 
     def read(self, model: nn.Module, state: ModPropState) -> tuple[Grads, ModPropState]:
         """Gradients accumulated since the last read, and the state with zeroed accumulators."""
         idx = self.type_index(model)
-        grads = self._grads(model, state.acc + state.acc_type[idx], state.acc_out, state.acc_bout)
+        grads = assemble_grads(model, state.acc + state.acc_type[idx], state.acc_out, state.acc_bout)
         z = torch.zeros_like
         return grads, state._replace(acc=z(state.acc), acc_type=z(state.acc_type), acc_out=z(state.acc_out),
                                      acc_bout=z(state.acc_bout))

@@ -31,18 +31,21 @@ per batch (memory ``O(T B N)``).
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn, output_error
+from spikelearn.models import RateRNN, SpikingRNN
+from spikelearn.rules.base import Grads, LossFn, RuleState, output_error
+from spikelearn.rules.registry import register
+from spikelearn.weights import weight_ops
 
 __all__ = ["RewardModulated"]
 
 
+@register("reward")
 @dataclass(frozen=True)
 class RewardModulated:
     """Node-perturbation eligibility × global reward-prediction error (module docstring).
@@ -68,7 +71,6 @@ class RewardModulated:
     reward_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
     readout: Literal["exact", "none"] = "exact"
     seed: int | None = None
-    _memory: Any = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False)
 
     online = False
     model_types = ("rate", "spiking")
@@ -83,22 +85,25 @@ class RewardModulated:
         if self.readout not in ("exact", "none"):
             raise ValueError(f"RewardModulated: readout must be 'exact' or 'none', got {self.readout!r}")
 
-    def _setup(self, model: nn.Module) -> tuple[str, Tensor]:
-        from spikelearn.models import RateRNN, SpikingRNN
+    @property
+    def stateful(self) -> bool:
+        """Whether the rule carries state between calls: the running baseline, the seeded noise generator."""
+        return self.baseline == "running" or self.seed is not None
 
+    def init_state(self, model: nn.Module) -> RuleState:
+        """``{"baseline": None (set by the first batch), "generator": the seeded noise generator or None}``."""
+        self._setup(model)
+        gen = None if self.seed is None else torch.Generator(device=model.device).manual_seed(int(self.seed))
+        return {"baseline": None, "generator": gen}
+
+    def _setup(self, model: nn.Module) -> tuple[str, Tensor]:
         if not isinstance(model, (RateRNN, SpikingRNN)):
             raise TypeError(f"RewardModulated applies to RateRNN or SpikingRNN, got {type(model).__name__}")
         kw = dict(dtype=model.dtype, device=model.device)
         c_in = torch.as_tensor(model.constants().c_in, **kw).expand(model.n).clone()
         return ("v" if isinstance(model, SpikingRNN) else "h"), c_in
 
-    def _noise(self, model: nn.Module, shape: tuple) -> Tensor:
-        gen = None
-        if self.seed is not None:
-            mem = self._memory.setdefault(model, {})
-            gen = mem.get("gen")
-            if gen is None:
-                gen = mem["gen"] = torch.Generator(device=model.device).manual_seed(int(self.seed))
+    def _noise(self, model: nn.Module, shape: tuple, gen: torch.Generator | None) -> Tensor:
         return torch.randn(shape, generator=gen, dtype=model.dtype, device=model.device) * self.noise_std
 
     def rewards(self, y_hat: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn) -> Tensor:
@@ -112,52 +117,62 @@ class RewardModulated:
         return torch.stack([-loss_fn(y_hat[:, b:b + 1], y[:, b:b + 1], mask[:, b:b + 1])
                             for b in range(y_hat.shape[1])])
 
-    def prediction_error(self, model: nn.Module, R: Tensor) -> Tensor:
-        """``δ_b = R_b − R̄`` ``(B,)``; updates the running baseline of ``model``."""
+    def prediction_error(self, R: Tensor, baseline: float | None) -> tuple[Tensor, float | None]:
+        """``(δ, new running baseline)``: ``δ_b = R_b − R̄`` ``(B,)`` with the running baseline ``baseline`` (``None``:
+        this batch's mean) or, with ``baseline="batch"``, the leave-one-out mean."""
         if self.baseline == "batch":
             B = R.shape[0]
             if B < 2:
                 raise ValueError("RewardModulated: baseline='batch' needs at least 2 trials per batch")
-            return R - (R.sum() - R) / (B - 1)
-        mem = self._memory.setdefault(model, {})
-        base = mem.get("baseline")
-        if base is None:
-            base = float(R.mean())
-        mem["baseline"] = self.baseline_decay * base + (1.0 - self.baseline_decay) * float(R.mean())
-        return R - base
+            return R - (R.sum() - R) / (B - 1), baseline
+        base = float(R.mean()) if baseline is None else baseline
+        return R - base, self.baseline_decay * base + (1.0 - self.baseline_decay) * float(R.mean())
 
     def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
-        """``(loss, grads)`` of one batch of noisy trials; ``loss`` is the loss of the noisy run."""
+        """``(loss, grads)`` of one batch of noisy trials from ``init_state(model)`` (a first batch: the running
+        baseline is its own mean, the seeded generator starts afresh); ``loss`` is the loss of the noisy run."""
+        loss, grads, _ = self.update(model, x, y, mask, loss_fn)
+        return loss, grads
+
+    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+               state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
+        """``(loss, grads, new_state)`` of one batch of noisy trials from the rule ``state`` (running baseline,
+        noise generator; ``init_state(model)`` when ``None``). The state passed in is not modified."""
         field_, c_in = self._setup(model)
+        state = self.init_state(model) if state is None else state
+        gen = state.get("generator")
+        if gen is not None:  # advance a copy: the caller's state stays as it was
+            g2 = torch.Generator(device=gen.device)
+            g2.set_state(gen.get_state())
+            gen = g2
         T, B = x.shape[0], x.shape[1]
         N = model.n
-        eta = self._noise(model, (T, B, N))
+        eta = self._noise(model, (T, B, N), gen)
         exact = self.readout == "exact"
         with torch.no_grad():  # one run with the noise injected into v^t (spiking) or h^t (rate)
-            state = model.init_state(B)  # computed once (a relaxed initial state runs the network)
-            out = model(x, state=state, record=True, i_ext=eta)
+            mstate = model.init_state(B)  # computed once (a relaxed initial state runs the network)
+            out = model(x, state=mstate, record=True, i_ext=eta)
             y_hat = out.y
             rec = out.record
-            act, first = (rec.z, state.z) if field_ == "v" else (rec.r, state.r)
+            act, first = (rec.z, mstate.z) if field_ == "v" else (rec.r, mstate.r)
             pre = torch.cat([first[None], act[:-1]])  # presynaptic activity of step t: z^{t-1} or r^{t-1}
             read = rec.z_filt if field_ == "v" else (rec.h if model.readout_from == "h" else rec.r)
         loss, dE_dy = output_error(y_hat, y, mask, loss_fn)
         with torch.no_grad():
             R = self.rewards(y_hat, y, mask, loss_fn)
-            delta = self.prediction_error(model, R)
+            delta, base = self.prediction_error(R, state.get("baseline"))
             w = -(delta[None, :, None] * eta * c_in) / (B * self.noise_std ** 2)  # (T, B, N)
             if getattr(model, "synaptic", False):  # W acts through the synaptic current: w̃^t = w^t + α_s w̃^{t+1}
                 a_s = model.constants().alpha_syn
                 for t in range(T - 2, -1, -1):
                     w[t].addcmul_(a_s.expand(N), w[t + 1])
-            wf = w.reshape(-1, N).T
-            dW: dict[str, Tensor] = {"W_rec": wf @ pre.reshape(-1, N),
-                                     "W_in": wf @ x.to(w.dtype).reshape(-1, x.shape[-1])}
+            ops = weight_ops(model)
+            dW: dict[str, Tensor] = {"W_rec": ops.edge_outer(w, pre), "W_in": ops.edge_outer(w, x.to(w.dtype))}
             if model.b_rec is not None:
                 dW["b_rec"] = w.sum((0, 1))
             if exact:
                 dW["W_out"] = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ read.reshape(-1, N)
                 if model.b_out is not None:
                     dW["b_out"] = dE_dy.sum((0, 1))
-        return loss, model.param_grads(dW)
+        return loss, model.param_grads(dW), {"baseline": base, "generator": gen}

@@ -1,5 +1,5 @@
 r"""RFLO — random-feedback local online learning for leaky rate RNNs (Murray 2019, eLife 8:e43299,
-doi:10.7554/eLife.43299). ALGORITHMS.md §5.
+doi:10.7554/eLife.43299).
 
 RFLO is RTRL with (i) the non-local sum ``Σ_l W_rec[j,l] P_l`` of the influence tensor dropped — the recurrent drive
 ``W_rec r^{t-1}`` is treated as a constant input — and (ii) the readout transpose ``W_outᵀ`` replaced by a fixed
@@ -23,17 +23,19 @@ for the pre-activation form (R1) this is e-prop for rate networks (§5.1, "pre-a
 
 from __future__ import annotations
 
-import math
-import weakref
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from spikelearn.rules.base import Grads, LossFn
-from spikelearn.rules.eprop import (_check_common, _detached, feedback_matrix, record_and_output_error, run_online,
-                                    start_state, weight_grads)
+from spikelearn.models import RateRNN
+from spikelearn.rules.base import Grads, LossFn, RuleState
+from spikelearn.rules.registry import register
+from spikelearn.rules.local import (FeedbackMatrix, LocalRule, RateLocalConstants, assemble_grads,
+                                    check_local_options, default_std_out, rate_adjoint_scan, rate_constants,
+                                    rate_scan_fields, record_and_output_error, start_state)
+from spikelearn.weights import weight_ops
 
 __all__ = ["RFLO", "RFLOState"]
 
@@ -49,24 +51,13 @@ class RFLOState(NamedTuple):
     acc: Tensor             # (N, N_pre) accumulated ∂E/∂[W_rec | W_in | b_rec] since last read
     acc_out: Tensor         # (K, N)
     acc_bout: Tensor        # (K,)
+    rule_state: RuleState = {}  # the rule state (adaptive feedback) as of this step
 
 
-class _RConsts(NamedTuple):
-    N: int
-    A_hh: Tensor     # (N,) local ∂h^{t+1}/∂h^t
-    A_hr: Tensor     # (N,) local ∂h^{t+1}/∂r^t
-    A_rr: Tensor     # (N,) local ∂r^{t+1}/∂r^t
-    c_in: Tensor     # (N,) factor on the drive
-    c_f: Tensor      # (N,) factor on f(h) in r (Murray: γ)
-    presyn: bool     # A_hr = A_rr = 0 and A_hh uniform: traces depend on the presynaptic unit only
-    no_h: bool       # A_hh = A_hr = 0 (and not presyn): ε_h = c_in pre needs no state
-    from_h: bool     # readout reads h instead of r
-    bias: bool       # hidden bias b_rec is trained (a presynaptic constant 1)
-
-
+@register("rflo")
 @dataclass(frozen=True)
-class RFLO:
-    """RFLO (ALGORITHMS.md §5) for :class:`~spikelearn.models.RateRNN` (all forms).
+class RFLO(LocalRule):
+    """RFLO for :class:`~spikelearn.models.RateRNN` (all forms; module docstring).
 
     Reads (trajectory record): ``x``, ``r`` (presynaptic rates; readout input), ``h`` (readout input when
     ``readout_from="h"``), ``fprime`` (``f'(h)``); from the model: ``leak``, ``c_in``, ``c_f`` and the effective
@@ -75,142 +66,56 @@ class RFLO:
 
     Attributes:
         feedback: ``"random"`` (default, fixed ``B ~ N(0, feedback_std²)``), ``"symmetric"`` (``B = W_outᵀ``; then
-            RFLO equals autograd with the recurrent drive detached, T5.1) or ``"adaptive"``.
+            RFLO equals autograd with the recurrent drive detached, T5.1), ``"adaptive"`` or a given ``(N, n_out)``
+            matrix (array, tensor or ``.npy`` path).
         mode: ``"batched"`` or ``"online"`` (same numbers).
         feedback_seed, feedback_std (``None`` = ``1/√K``, Murray's ``N(0,1)/√K``), feedback_decay: as
             :class:`~spikelearn.rules.EProp`.
-        chunk_steps: steps simulated per forward chunk in :meth:`gradients` (both modes).
+        chunk_steps: steps simulated per forward chunk (both modes).
     """
 
-    feedback: Literal["symmetric", "random", "adaptive"] = "random"
+    feedback: Literal["symmetric", "random", "adaptive"] | FeedbackMatrix | Any = "random"
     mode: Literal["batched", "online"] = "batched"
     feedback_seed: int = 0
     feedback_std: float | None = None
     feedback_decay: float = 0.0
     chunk_steps: int = 100
-    _memory: Any = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False)
 
     online = True
     model_types = ("rate",)
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        check_local_options(self)
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ engine hooks
     def _check_model(self, model: nn.Module) -> None:
-        from spikelearn.models import RateRNN
-
         if not isinstance(model, RateRNN):
             raise TypeError(f"RFLO applies to RateRNN models, got {type(model).__name__} (use EProp for SpikingRNN)")
 
-    def _consts(self, model: Any) -> _RConsts:
-        c = model.constants()
-        N = model.n
-        kw = dict(dtype=model.dtype, device=model.device)
+    def _default_feedback_std(self, model: nn.Module) -> float:
+        return default_std_out(model)
 
-        def vec(v: Any) -> Tensor:
-            return torch.as_tensor(v, **kw).expand(N).clone()
-
-        leak, c_in, c_f = vec(c.leak), vec(c.c_in), vec(c.c_f)
-        zero = torch.zeros(N, **kw)
-        gself = zero
-        if model.gap is not None:
-            G = model.gap
-            gself = c_in * (torch.diagonal(G) - G.sum(1))
-        if c.form in ("pre_activation", "relu_lif"):
-            A_hh, A_hr, A_rr = leak + gself, zero, zero
-        elif c.form == "murray":
-            A_hh, A_hr, A_rr = gself, zero, leak
-        else:  # richlazy: h^t = leak r^{t-1} + c_in D^t
-            A_hh, A_hr, A_rr = gself, leak, zero
-        presyn = bool((A_hr == 0).all() and (A_rr == 0).all() and (A_hh == A_hh[0]).all())
-        no_h = not presyn and bool((A_hh == 0).all() and (A_hr == 0).all())
-        return _RConsts(N=N, A_hh=A_hh, A_hr=A_hr, A_rr=A_rr, c_in=c_in, c_f=c_f, presyn=presyn, no_h=no_h,
-                        from_h=model.readout_from == "h", bias=model.b_rec is not None)
-
-    def feedback_matrix(self, model: nn.Module) -> Tensor:
-        """The feedback matrix ``B`` ``(N, K)`` used for ``model`` now."""
-        return feedback_matrix(self, model, model.effective_weights().W_out, 1.0 / math.sqrt(model.n_out))
-
-    _grads = staticmethod(weight_grads)
+    def _consts(self, model: Any) -> RateLocalConstants:
+        return rate_constants(model)
 
     # ------------------------------------------------------------------ whole trials
-    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
-                  loss_fn: LossFn) -> tuple[Tensor, Grads]:
-        """``(loss, grads)`` for whole trials (module docstring)."""
-        self._check_model(model)
-        if self.mode == "online":
-            loss, grads = run_online(self, model, x, y, mask, loss_fn, chunk_steps=self.chunk_steps)
-            assert grads is not None
-            return loss, grads
-        fields = ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
-        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
+    def _batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+                 state: RuleState) -> tuple[Tensor, Grads, RuleState]:
+        """The adjoint of the local dynamics (:func:`~spikelearn.rules.local.rate_adjoint_scan`)."""
+        loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
+                                                    rate_scan_fields(model))
         with torch.no_grad():
-            dW_pre, dW_out, db_out = self._batched(model, recs, dE_dy)
-        return loss, self._grads(model, dW_pre, dW_out, db_out)
-
-    def _batched(self, model: Any, recs: list, dE_dy: Tensor,
-                 modulation: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Adjoint of the local dynamics, chunk by chunk backwards; ``recs``: per chunk ``(x, r, fprime, read)``.
-
-        ``modulation`` (MDGL for rate networks, :class:`~spikelearn.rules.MDGL`): ``v ↦ v @ W̃``; the credit on
-        ``r_p^t`` then also gets ``M_p^t = Σ_j W̃[j,p] m_j^{t+1}`` with the emissions
-        ``m_j^t = c_in,j ∂E/∂h_j^t|immediate`` (``L_j^t`` when the readout reads ``h``, else ``c_f,j f'_j^t L_j^t``).
-        """
-        k = self._consts(model)
-        W = _detached(model.effective_weights())
-        Bfb = feedback_matrix(self, model, W.W_out, 1.0 / math.sqrt(model.n_out))
-        T = dE_dy.shape[0]
-        B, N = recs[0][1].shape[1], k.N
-        n_in = recs[0][0].shape[-1]
-        kw = dict(dtype=dE_dy.dtype, device=dE_dy.device)
-        dW_pre = torch.zeros(N, N + n_in + int(k.bias), **kw)
-        dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
-        lh = torch.zeros(B, N, **kw)  # dE/dh^{t+1} on the local graph
-        lr = torch.zeros(B, N, **kw)  # dE/dr^{t+1}
-        m_next = None  # emissions at the first step of the chunk after this one (modulation only)
-        t1 = T
-        for ci in range(len(recs) - 1, -1, -1):
-            x_c, r_c, fp_c, read_c = recs[ci]
-            Tc = r_c.shape[0]
-            t0 = t1 - Tc
-            dE_c = dE_dy[t0:t1]
-            L_c = torch.matmul(dE_c, Bfb.T)
-            M_c = None
-            if modulation is not None:
-                m_c = (L_c if k.from_h else L_c * fp_c * k.c_f) * k.c_in
-                M_c = torch.zeros_like(L_c)
-                M_c[:-1] = modulation(m_c[1:])
-                if m_next is not None:
-                    M_c[-1] = modulation(m_next)
-                m_next = m_c[0]
-            D = torch.empty(Tc, B, N, **kw)  # c_in dE/dh^t
-            for i in range(Tc - 1, -1, -1):
-                lr_t = torch.addcmul(k.A_rr * lr, k.A_hr, lh)
-                lh_t = k.A_hh * lh
-                if k.from_h:
-                    lh_t = lh_t + L_c[i]
-                else:
-                    lr_t = lr_t + L_c[i]
-                if M_c is not None:
-                    lr_t = lr_t + M_c[i]
-                lh = torch.addcmul(lh_t, k.c_f * fp_c[i], lr_t)
-                lr = lr_t
-                torch.mul(lh, k.c_in, out=D[i])
-            r_first = recs[ci - 1][1][-1] if ci > 0 else recs.state0.r  # r^{t0-1}
-            dW_pre[:, :N].addmm_(D[1:].reshape(-1, N).T, r_c[:-1].reshape(-1, N)).addmm_(D[0].T, r_first)
-            dW_pre[:, N:N + n_in].addmm_(D.reshape(-1, N).T, x_c.reshape(-1, n_in))
-            if k.bias:
-                dW_pre[:, -1] += D.sum((0, 1))
-            dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, read_c.reshape(-1, N))
-            t1 = t0
-        return dW_pre, dW_out, dE_dy.sum((0, 1))
+            Bfb, state = self._feedback(model, state)
+            dW_pre, dW_out, db_out = rate_adjoint_scan(self._consts(model), recs, dE_dy, Bfb, ops=weight_ops(model))
+        return loss, assemble_grads(model, dW_pre, dW_out, db_out), state
 
     # ------------------------------------------------------------------ online
     def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
-             initial_state: Any = None) -> RFLOState:
-        """Zero traces and accumulators for ``batch_size`` trials starting from ``model.init_state``."""
+             initial_state: Any = None, rule_state: RuleState | None = None) -> RFLOState:
+        """Zero traces and accumulators for ``batch_size`` trials starting from ``initial_state`` (else
+        ``model.init_state``), carrying ``rule_state`` (else ``init_state(model)``)."""
         self._check_model(model)
+        rs = self.init_state(model) if rule_state is None else rule_state
         k = self._consts(model)
         N, B = k.N, int(batch_size)
         Np = N + model.n_in + int(k.bias)
@@ -219,13 +124,13 @@ class RFLO:
                          eps_h=None if k.no_h else torch.zeros((B, Np) if k.presyn else (N, B, Np), **kw),
                          eps_r=None if k.presyn else torch.zeros(N, B, Np, **kw),
                          acc=torch.zeros(N, Np, **kw), acc_out=torch.zeros(model.n_out, N, **kw),
-                         acc_bout=torch.zeros(model.n_out, **kw))
+                         acc_bout=torch.zeros(model.n_out, **kw), rule_state=rs)
 
     def advance(self, model: nn.Module, rec: Any, dE_dy: Tensor, state: RFLOState) -> RFLOState:
         """Advance through a chunk: ``rec`` a :class:`~spikelearn.models.RateRecord` ``(T_c, B, ·)``,
         ``dE_dy`` ``(T_c, B, K)``."""
         k = self._consts(model)
-        Bfb = feedback_matrix(self, model, model.effective_weights().W_out, 1.0 / math.sqrt(model.n_out))
+        Bfb, rs = self._feedback(model, state.rule_state)
         col = lambda v: v[:, None, None]  # noqa: E731
         with torch.no_grad():
             L = torch.matmul(dE_dy, Bfb.T)
@@ -257,11 +162,11 @@ class RFLO:
                 s.acc_out.addmm_(dE_dy[t].T, read)
                 s.acc_bout.add_(dE_dy[t].sum(0))
                 s = s._replace(t=s.t + 1, r_prev=rec.r[t], eps_h=eps_h, eps_r=eps_r)
-        return s
+        return s._replace(rule_state=rs)
 
     def read(self, model: nn.Module, state: RFLOState) -> tuple[Grads, RFLOState]:
         """Gradients accumulated since the last read, and the state with zeroed accumulators."""
-        grads = self._grads(model, state.acc, state.acc_out, state.acc_bout)
+        grads = assemble_grads(model, state.acc, state.acc_out, state.acc_bout)
         z = torch.zeros_like
         return grads, state._replace(acc=z(state.acc), acc_out=z(state.acc_out), acc_bout=z(state.acc_bout))
 

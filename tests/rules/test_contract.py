@@ -17,8 +17,8 @@ What every rule must do (module docstring of :mod:`spikelearn.rules.base`):
   and input) hold, the weights move;
 * an undeclared model type (and, for the rules that read model internals, any other module) raises ``TypeError``
   naming the model's type;
-* no hidden cross-call state; explicit rule state (``init_state`` / ``update``) — marked ``xfail`` until the
-  rule-state API lands.
+* no hidden cross-call state; explicit rule state (``init_state`` / ``update``): the first update equals
+  ``gradients``, ``update`` leaves the state it is given unchanged, the returned state carries on.
 
 Tiny models (N = 16, T = 20, B = 4) on a short evidence-accumulation task.
 """
@@ -37,7 +37,6 @@ from spikelearn.rules import RULES, apply_gradients, make_rule
 from spikelearn.tasks import make_task
 
 KINDS = ("rate", "spiking")
-STATE_PENDING = pytest.mark.xfail(reason="rule-state API pending", strict=False)
 
 
 class Case(NamedTuple):
@@ -95,16 +94,9 @@ def _id(case: Case, kind: str | None = None) -> str:
     return f"{case.name}[{case.tag}]" + (f"-{kind}" if kind else "")
 
 
-def _pairs(*, pending_for=()):
-    """``(case, kind)`` for every configuration and every model type its rule instance declares; the cases whose
-    ``stateful`` is in ``pending_for`` are marked ``xfail`` until the rule-state API lands."""
-    out = []
-    for c in CASES:
-        for kind in _rule(c).model_types:
-            if kind in c.only:
-                marks = [STATE_PENDING] if c.stateful in pending_for else []
-                out.append(pytest.param(c, kind, id=_id(c, kind), marks=marks))
-    return out
+def _pairs():
+    """``(case, kind)`` for every configuration and every model type its rule instance declares."""
+    return [pytest.param(c, kind, id=_id(c, kind)) for c in CASES for kind in _rule(c).model_types if kind in c.only]
 
 
 def _undeclared_pairs():
@@ -112,16 +104,8 @@ def _undeclared_pairs():
             if kind not in _rule(c).model_types]
 
 
-def _cases(*, mark_unhashable=False):
-    out = []
-    for c in CASES:
-        marks = []
-        if mark_unhashable and c.name == "flossed":
-            marks = [pytest.mark.xfail(raises=TypeError, strict=False,
-                                       reason="Flossed.base_options is a dict field: the frozen dataclass's generated "
-                                              "__hash__ fails (issue 18, items 2-3)")]
-        out.append(pytest.param(c, id=_id(c), marks=marks))
-    return out
+def _cases():
+    return [pytest.param(c, id=_id(c)) for c in CASES]
 
 
 # ------------------------------------------------------------------------------------------------ model and data
@@ -220,7 +204,7 @@ def test_hyperparameters_are_frozen(case):
         rule.some_new_attribute = 1
 
 
-@pytest.mark.parametrize("case", _cases(mark_unhashable=True))
+@pytest.mark.parametrize("case", _cases())
 def test_equality_and_hash_by_value(case):
     a, b = _rule(case), _rule(case)
     assert a == b and hash(a) == hash(b)
@@ -281,7 +265,7 @@ def test_deterministic_for_an_equal_fresh_rule(case, kind):
     _assert_identical(a, b)
 
 
-@pytest.mark.parametrize("case, kind", _pairs(pending_for=("noise",)))
+@pytest.mark.parametrize("case, kind", _pairs())
 def test_deterministic_for_the_same_rule_called_again(case, kind):
     rule, model = _rule(case), _model(kind)
     _, a = _grads(rule, model)
@@ -330,7 +314,7 @@ def test_foreign_module_raises_type_error_naming_it(case):
 
 
 # ------------------------------------------------------------------------------------------------ rule state
-@pytest.mark.parametrize("case, kind", _pairs(pending_for=("feedback", "noise")))
+@pytest.mark.parametrize("case, kind", _pairs())
 def test_no_hidden_state_across_calls(case, kind):
     """A rule used for training computes the same gradients as an equal fresh rule (cross-call state, e.g. an
     adaptive feedback matrix or a reward baseline, lives in an explicit state object, not in the rule)."""
@@ -341,7 +325,6 @@ def test_no_hidden_state_across_calls(case, kind):
     _assert_identical(used, fresh)
 
 
-@STATE_PENDING
 @pytest.mark.parametrize("case, kind", _pairs())
 def test_explicit_state_update_matches_gradients(case, kind):
     """``state = rule.init_state(model)``; ``loss, grads, state = rule.update(model, x, y, mask, loss_fn, state)``:

@@ -307,18 +307,23 @@ def test_random_feedback_is_seeded_and_adaptive_follows_w_out():
     assert torch.allclose(r1.feedback_matrix(model).std(), torch.tensor(1 / math.sqrt(8.0), dtype=torch.float64),
                           rtol=0.5)
     ad = EProp(feedback="adaptive", feedback_seed=3, feedback_decay=0.1)
-    B0 = ad.feedback_matrix(model).clone()
+    st = ad.init_state(model)  # the adaptive B lives in the rule state, not in the rule
+    B0 = ad.feedback_matrix(model, st).clone()
     torch.testing.assert_close(B0, r1.feedback_matrix(model))
-    torch.testing.assert_close(ad.feedback_matrix(model), B0)  # unchanged W_out: no update, no decay
+    torch.testing.assert_close(ad.feedback_matrix(model, st), B0)  # unchanged W_out: no update, no decay
     W0 = model.effective_weights().W_out.detach().clone()
     with torch.no_grad():
         model.theta_out.add_(0.5)
     dW = model.effective_weights().W_out.detach() - W0
-    torch.testing.assert_close(ad.feedback_matrix(model), 0.9 * B0 + dW.T)
+    torch.testing.assert_close(ad.feedback_matrix(model, st), 0.9 * B0 + dW.T)
     x, y, mask = _data()
-    _, g = ad.gradients(model, x, y, mask, _mse)
-    _, want = ref.eprop_autograd(model, x, y, mask, _mse, B=ad.feedback_matrix(model))
+    B1 = ad.feedback_matrix(model, st)
+    _, g, st2 = ad.update(model, x, y, mask, _mse, st)
+    _, want = ref.eprop_autograd(model, x, y, mask, _mse, B=B1)
     _assert_rel(g, want)
+    torch.testing.assert_close(st2["feedback_B"], B1)  # the returned state holds the updated B ...
+    torch.testing.assert_close(st["feedback_B"], B0)   # ... and the state passed in is unchanged
+    assert ad == EProp(feedback="adaptive", feedback_seed=3, feedback_decay=0.1)  # the rule keeps nothing
 
 
 def test_bad_numeric_options():
@@ -386,7 +391,7 @@ def test_run_online_applies_updates_mid_trial():
         with torch.no_grad():
             model.theta_rec.sub_(0.1 * grads["theta_rec"])
 
-    loss, grads = run_online(EProp(), model, x, y, mask, _mse, chunk_steps=5, on_update=on_update)
+    loss, grads, _ = run_online(EProp(), model, x, y, mask, _mse, chunk_steps=5, on_update=on_update)
     assert grads is None and len(seen) == 4 and torch.isfinite(loss)
     assert not torch.equal(seen[0], seen[-1])
 
@@ -396,7 +401,7 @@ def test_run_online_applies_updates_mid_trial():
 def test_experiment_configs_build(path, tmp_path):
     """The experiments' TOML files are valid `spikelearn train` configurations with an e-prop rule."""
     from spikelearn.config import load_config
-    from spikelearn.train import build
+    from spikelearn.build import build
 
     cfg = load_config(path)
     _, model, task, rule, _, _ = build(cfg, out_dir=str(tmp_path))

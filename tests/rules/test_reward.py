@@ -84,8 +84,9 @@ def _expected_update_cosines(model, x, y, mask, noise_std, keys, batches=4):
     """Cosine between the summed update of ``batches`` noisy batches and the true (BPTT) gradient of one trial."""
     rule = RewardModulated(noise_std=noise_std, baseline="batch", seed=0)
     acc = None
+    state = rule.init_state(model)  # the noise stream continues from batch to batch through the rule state
     for _ in range(batches):
-        _, g = rule.gradients(model, x, y, mask, _mse)
+        _, g, state = rule.update(model, x, y, mask, _mse, state)
         acc = g if acc is None else {k: acc[k] + g[k] for k in g}
     _, gt = BPTT().gradients(model, x[:, :1], y[:, :1], mask[:, :1], _mse)
     return {k: _cos(acc[k], gt[k]) for k in keys}
