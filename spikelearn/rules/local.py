@@ -90,7 +90,7 @@ class FeedbackMatrix:
         return tuple(self._values.shape)
 
     def tensor(self, dtype: torch.dtype, device: Any) -> Tensor:
-        return torch.as_tensor(self._values, dtype=dtype, device=device)
+        return torch.tensor(self._values.copy(), dtype=dtype, device=device)  # a copy: the matrix stays read-only
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FeedbackMatrix) and self._digest == other._digest

@@ -212,7 +212,8 @@ def test_mixed_zero_and_nonzero_beta_not_in_one_block(mode):
 
 # ------------------------------------------------------------------------------------------ T2.5 regulariser
 @pytest.mark.parametrize("form, mode", [("batch", "batched"), ("batch", "online"), ("running", "batched"),
-                                        ("running", "online"), ("concatenated", "batched")])
+                                        ("running", "online"), ("concatenated", "batched"), ("trial", "batched"),
+                                        ("trial", "online")])
 def test_regulariser_gradient_equals_autograd(form, mode):
     model = _model("alif")
     x, y, mask = _data()
@@ -225,6 +226,26 @@ def test_regulariser_gradient_equals_autograd(form, mode):
     _, g0 = rule.gradients(model, x, y, mask * 0, _mse)
     _, want0 = ref.eprop_autograd(model, x, y, mask * 0, _mse, reg=reg)
     _assert_rel(g0, want0, keys=["theta_rec", "theta_in"])
+
+
+def test_trial_regulariser_is_each_trials_whole_trial_rate_against_the_target():
+    """"trial": (c/B) Σ_b Σ_j (f_bj − f_0)², f_bj = each trial's own spike count / (T dt), by hand; = "batch" for
+    B = 1, differs from it for B > 1."""
+    g = torch.Generator().manual_seed(1)
+    T, B, N, dt, c, target_hz = 9, 3, 4, 0.5, 2.0, 30.0
+    z = (torch.rand(T, B, N, generator=g, dtype=torch.float64) < 0.3).double()
+    f0 = target_hz / 1000.0
+    want = 0.0
+    for b in range(B):
+        for j in range(N):
+            f = sum(float(z[t, b, j]) for t in range(T)) / (T * dt)  # spikes per ms in trial b
+            want += (f - f0) ** 2
+    want *= c / B
+    got = rate_regularizer(z, dt, c, target_hz, "trial")
+    assert abs(float(got) - want) < 1e-14 * max(1.0, want)
+    assert torch.equal(rate_regularizer(z[:, :1], dt, c, target_hz, "trial"),
+                       rate_regularizer(z[:, :1], dt, c, target_hz, "batch"))
+    assert not torch.allclose(got, rate_regularizer(z, dt, c, target_hz, "batch"))
 
 
 def test_concatenated_regulariser_is_the_running_one_on_one_long_trial():
