@@ -3,7 +3,7 @@
 Measured in one process, on a grid of tiny rate-network runs (Gaussian circuit, n = 16, delayed match-to-sample,
 batch 8) varying the seed:
 
-* ``train() loop``   — calling :func:`spikelearn.train.train` for each configuration directly (after a warm-up
+* ``train() loop``   — calling :func:`spikelearn.build.train` for each configuration directly (after a warm-up
   run): the training cost the sweep machinery adds to.
 * ``store only``     — the driver's store writes for every run (add, mark running, record ~the same metrics), no
   training: the run store's share of the overhead.
@@ -42,7 +42,7 @@ def _spec(runs: int, iterations: int, n: int) -> dict:
 
 def _time_train_loop(spec: dict, root: Path) -> float:
     from spikelearn.sweep import expand, sweep_from_dict
-    from spikelearn.train import train
+    from spikelearn.build import train
 
     runs = expand(sweep_from_dict(spec))
     train(runs[0].config, out_dir=str(root / "warmup"))  # first-call imports (torch._dynamo via optim) excluded

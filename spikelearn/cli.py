@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
+
+import pandas as pd
+import torch
+
+import spikelearn
+from spikelearn import connectomes
+from spikelearn.build import load_run_file, resolve_measurements, train
+from spikelearn.config import ConfigError
+from spikelearn.demo import run_demo
+from spikelearn.sweep.cli import add_sweep_parser
+from spikelearn.train import TrainingDiverged
+from spikelearn.validate.cli import add_validate_parser
 
 __all__ = ["main"]
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import torch
-
-    import spikelearn
-    from spikelearn import connectomes
-
     print(f"spikelearn {spikelearn.__version__}")
     print(f"torch {torch.__version__}; device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'cpu'}")
     print("\nconnectomes:")
-    with __import__("pandas").option_context("display.width", 200, "display.max_colwidth", 60):
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(connectomes.available().to_string(index=False))
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from spikelearn.config import load_run_file, resolve_measurements
-    from spikelearn.train import train
-
     cfg, meas = load_run_file(args.config)
     if args.quiet:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, quiet=True))
     hist, _ = train(cfg, out_dir=args.out, resume=args.resume, measurements=resolve_measurements(meas),
                     overwrite=args.overwrite)
@@ -42,8 +45,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from spikelearn.demo import run_demo
-
     run_demo(out_dir=pathlib.Path(args.out), iterations=args.iterations, quiet=args.quiet)
     return 0
 
@@ -70,24 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_demo)
     p = sub.add_parser("info", help="version, shipped connectomes, torch device")
     p.set_defaults(fn=_cmd_info)
-    from spikelearn.sweep.cli import add_sweep_parser
-
     add_sweep_parser(sub)
-    from spikelearn.validate.cli import add_validate_parser
-
     add_validate_parser(sub)
     args = parser.parse_args(argv)
     threads = getattr(args, "threads", None)
     if threads is not None:
         if threads < 1:
             parser.error(f"--threads must be >= 1, got {threads}")
-        import torch
-
         torch.set_num_threads(threads)
-    from spikelearn.config import ConfigError
-
-    from spikelearn.train import TrainingDiverged
-
     try:
         return args.fn(args)
     except ConfigError as e:

@@ -2,10 +2,10 @@
 
 A TOML file has the sections ``[circuit]``, ``[model]``, ``[task]``, ``[rule]``, ``[optimizer]``, ``[train]`` and
 (optional) ``[flossing]``, plus optional ``[[measurements]]`` hooks (``name``, ``fn = "module:attribute"``,
-``every``, ``options``; read by :func:`load_run_file`; :class:`MeasurementSpec`).
-Each section's keys are the fields of its dataclass below; free-form options of the thing a section builds go
-in its ``options`` sub-table (``[model.options]`` ...) and are checked against that thing's signature. An unknown
-key anywhere is an error naming the key and its section. Example::
+``every``, ``options``; :class:`MeasurementSpec`; a run file with hooks is read by
+:func:`spikelearn.build.load_run_file`). Each section's keys are the fields of its dataclass below; free-form
+options of the thing a section builds go in its ``options`` sub-table (``[model.options]`` ...). An unknown key
+anywhere is an error naming the key and its section. Example::
 
     [circuit]
     kind = "connectome"          # or a generator: gaussian, erdos_renyi, dale, low_rank, block_model ...
@@ -37,13 +37,16 @@ Optional training extras, all off by default (a file without them trains exactly
 With a schedule the history gains a column ``lr`` (the rate the iteration's update used); with ``l2 > 0`` a column
 ``l2_penalty`` (``loss`` stays the task loss; the objective trained is ``loss + l2_penalty``); with
 ``stop_at_accuracy > 0`` the run's ``summary.json`` gains ``stopped_at`` (the iteration, or null).
+
+This module is the schema only — dataclasses, TOML parsing, unknown keys and value types — and imports nothing from
+spikelearn. The values a field accepts are declared beside it (``ranged(default, low=..., choices=...)``, an
+:class:`Allowed` in the field's metadata); :mod:`spikelearn.build` checks them, and everything else that needs the
+package (registered names, the options a constructor accepts, the rule's model types), in one place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import json
 import math
 import pathlib
@@ -56,9 +59,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["CircuitConfig", "ModelConfig", "TaskConfig", "RuleConfig", "OptimizerConfig", "TrainConfig", "FlossingSectionConfig",
-           "RunConfig", "ConfigError", "load_config", "load_run_file", "MeasurementSpec", "parse_measurements",
-           "resolve_measurements", "read_toml", "config_from_dict", "check_options"]
+__all__ = ["CircuitConfig", "ModelConfig", "TaskConfig", "RuleConfig", "OptimizerConfig", "TrainConfig",
+           "FlossingSectionConfig", "RunConfig", "ConfigError", "Allowed", "ranged", "allowed_values", "load_config",
+           "MeasurementSpec", "measurement_specs", "read_toml", "config_from_dict"]
 
 
 class ConfigError(ValueError):
@@ -66,16 +69,47 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Allowed:
+    """The values a configuration field accepts, declared beside the field with :func:`ranged` and checked (with
+    the error message made from the same declaration) by :func:`spikelearn.build.validate_config`.
+
+    A number within ``[low, high]`` (``low`` excluded when ``low_open``; either bound may be absent), or one of
+    ``choices``, or a string matching ``pattern`` (a regular expression, the whole string); ``off`` lists further
+    accepted values that switch the feature off; ``note`` is added to the message in parentheses and ``text``
+    replaces the message's statement of the range.
+    """
+
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    choices: tuple = ()
+    pattern: str = ""
+    off: tuple = ()
+    note: str = ""
+    text: str = ""
+
+
+def ranged(default: Any, **allowed: Any) -> Any:
+    """A dataclass field defaulting to ``default`` that accepts the values ``Allowed(**allowed)`` declares."""
+    return field(default=default, metadata={"allowed": Allowed(**allowed)})
+
+
+def allowed_values(cls: type) -> dict[str, Allowed]:
+    """``{field name: Allowed}`` of the fields of dataclass ``cls`` declared with :func:`ranged`."""
+    return {f.name: f.metadata["allowed"] for f in dataclasses.fields(cls) if "allowed" in f.metadata}
+
+
+@dataclass(frozen=True)
 class CircuitConfig:
     kind: str = "gaussian"          # a generator name, or "connectome"
     name: str = ""                  # connectome name when kind = "connectome"
-    n: int = 100                    # neurons (generators; the connectome loaders take n in options if they need it)
+    n: int = ranged(100, low=1)     # neurons (generators; the connectome loaders take n in options if they need it)
     options: dict = field(default_factory=dict)  # generator / loader keyword arguments
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    type: str = "spiking"           # "spiking" (SpikingRNN) or "rate" (RateRNN)
+    type: str = ranged("spiking", choices=("spiking", "rate"))  # SpikingRNN or RateRNN
     options: dict = field(default_factory=dict)  # constructor keyword arguments
 
 
@@ -94,7 +128,7 @@ class RuleConfig:
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adam"              # any torch.optim class name, case-insensitive (adam, sgd, adamw, ...)
-    lr: float = 1e-3
+    lr: float = ranged(1e-3, low=0, low_open=True)
     options: dict = field(default_factory=dict)  # other optimizer keyword arguments (momentum, ...)
     schedule: str = ""              # "" = constant lr; else any torch.optim.lr_scheduler class name, case-insensitive
     #                                 (steplr, multisteplr, exponentiallr, cosineannealinglr, linearlr, onecyclelr,
@@ -104,24 +138,26 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    iterations: int = 100
-    batch_size: int = 32
-    seed: int = 0                   # one seed determines circuit, initial weights and every trial
-    eval_every: int = 10            # evaluate accuracy / firing rate on a fixed batch every k iterations
-    eval_batch_size: int = 64
-    checkpoint_every: int = 0       # 0 = only at the end
-    grad_clip: float = 0.0          # max gradient norm; 0 = no clipping
-    update_every_steps: int = 0     # online rules: apply updates every k time steps (0 = once per trial)
+    iterations: int = ranged(100, low=1)
+    batch_size: int = ranged(32, low=1)
+    seed: int = ranged(0, low=0)    # one seed determines circuit, initial weights and every trial
+    eval_every: int = ranged(10, low=0, note="0 = no evaluation")
+    #                                 evaluate accuracy / firing rate on a fixed batch every k iterations
+    eval_batch_size: int = ranged(64, low=1)
+    checkpoint_every: int = ranged(0, low=0, note="0 = only at the end")
+    grad_clip: float = ranged(0.0, low=0)          # max gradient norm; 0 = no clipping
+    update_every_steps: int = ranged(0, low=0)     # online rules: apply updates every k time steps (0 = once per trial)
     rewiring: bool = False          # sign-preserving DEEP R rewiring at temperature 0 (connection count constant)
-    rewiring_l1: float = 1e-2       # DEEP R L1 shrinkage per unit learning rate
-    l2: float = 0.0                 # L2 penalty l2/2·(‖W_in‖² + ‖W_rec‖² + ‖W_out‖²) on the effective weights (masks
+    rewiring_l1: float = ranged(1e-2, low=0)       # DEEP R L1 shrinkage per unit learning rate
+    l2: float = ranged(0.0, low=0)  # L2 penalty l2/2·(‖W_in‖² + ‖W_rec‖² + ‖W_out‖²) on the effective weights (masks
     #                                 and signs applied; biases not penalised, unlike optimizer weight_decay); its
     #                                 gradient l2·W (through the parametrisation) is added to every update the rule's
     #                                 gradient makes, for every rule; logged as column l2_penalty; 0 = off
-    stop_at_accuracy: float = 0.0   # early stop: training ends after the first evaluation with accuracy >= this
+    stop_at_accuracy: float = ranged(0.0, low=0, high=1, note="0 = off")
+    #                                 early stop: training ends after the first evaluation with accuracy >= this
     #                                 (needs eval_every > 0; the run is complete, resuming trains no further); 0 = off
-    device: str = "cpu"             # "cpu", "cuda" or "auto"
-    dtype: str = "float32"          # "float32" or "float64"
+    device: str = ranged("cpu", pattern=r"cpu|auto|cuda(:\d+)?", text="'cpu', 'cuda[:k]' or 'auto'")
+    dtype: str = ranged("float32", choices=("float32", "float64"))
     quiet: bool = False             # no progress bar
     out_dir: str = "runs/run"
 
@@ -130,14 +166,16 @@ class TrainConfig:
 class FlossingSectionConfig:
     """Gradient-flossing schedule (rules.flossing.FlossingSchedule); all zeros = off."""
 
-    pre_steps: int = 0              # flossing steps before iteration 1 (developmental pre-flossing)
-    every: int = 0                  # inter-flossing every k iterations (0 = never)
-    steps: int = 0                  # flossing steps each time
-    max_times: int = 2              # inter-flossing at most this many times (0 = no limit)
-    batch_size: int = 1             # task trials per flossing step
-    lr: float = 1e-3                # flossing AdamW learning rate (pre-flossing, and inter-flossing unless inter_lr)
-    inter_lr: float = 0.0           # inter-flossing learning rate (0 = lr); one AdamW state for both
-    pre_mode: str = ""              # "", "autodiff" or "local" ("" = the config's mode)
+    pre_steps: int = ranged(0, low=0)   # flossing steps before iteration 1 (developmental pre-flossing)
+    every: int = ranged(0, low=0)       # inter-flossing every k iterations (0 = never)
+    steps: int = ranged(0, low=0)       # flossing steps each time
+    max_times: int = ranged(2, low=0)   # inter-flossing at most this many times (0 = no limit)
+    batch_size: int = ranged(1, low=1)  # task trials per flossing step
+    lr: float = ranged(1e-3, low=0, low_open=True)
+    #                                     flossing AdamW learning rate (pre-flossing, and inter-flossing unless inter_lr)
+    inter_lr: float = ranged(0.0, low=0, low_open=True, off=(0,), note="or 0 = lr")
+    #                                     inter-flossing learning rate (0 = lr); one AdamW state for both
+    pre_mode: str = ranged("", choices=("", "autodiff", "local"))  # "" = the config's mode
     options: dict = field(default_factory=dict)  # FlossingConfig fields (k, mode, target, transient_steps, ...)
 
     @property
@@ -172,11 +210,12 @@ def _build_section(section: str, values: Any):
     cls = _SECTION_CLASSES[section]
     if not isinstance(values, dict):
         raise ConfigError(f"[{section}] must be a table, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = [f.name for f in dataclasses.fields(cls)]
+    defaults = cls()  # every field of a section has a default
     for key, val in values.items():
         if key not in fields:
             raise ConfigError(f"unknown key {key!r} in section [{section}]; allowed keys: {sorted(fields)}")
-        default = fields[key].default if fields[key].default is not dataclasses.MISSING else fields[key].default_factory()
+        default = getattr(defaults, key)
         if key == "options" or isinstance(default, dict):
             if not isinstance(val, dict):
                 raise ConfigError(f"[{section}] {key} must be a table")
@@ -207,12 +246,13 @@ def config_from_dict(d: dict) -> RunConfig:
 
 @dataclass(frozen=True)
 class MeasurementSpec:
-    """A measurement hook named by import path, so it travels to workers as text."""
+    """A measurement hook named by import path, so it travels to workers as text
+    (:func:`spikelearn.build.resolve_measurements` imports it)."""
 
     name: str
     fn: str                         # "module:attribute"; called as fn(model, task, iteration, **options)
     #                                 (plus initial_model=... when fn declares it; spikelearn.train.Measurement)
-    every: int = 10
+    every: int = ranged(10, low=1, text="an integer >= 1")
     options: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -222,13 +262,7 @@ class MeasurementSpec:
 _MEASUREMENT_KEYS = {"name", "fn", "every", "options"}
 
 
-def _check_int(where: str, v: Any, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ConfigError(f"{where} must be an integer >= {low}, got {v!r}")
-    return v
-
-
-def _parse_measurement(m: Any, i: int) -> MeasurementSpec:
+def _measurement_spec(m: Any, i: int) -> MeasurementSpec:
     where = f"[[measurements]] #{i + 1}"
     if not isinstance(m, Mapping):
         raise ConfigError(f"{where} must be a table")
@@ -238,55 +272,26 @@ def _parse_measurement(m: Any, i: int) -> MeasurementSpec:
     for k in ("name", "fn"):
         if not isinstance(m.get(k), str) or not m[k]:
             raise ConfigError(f"{where} needs a string {k!r}")
+    every = m.get("every", 10)
+    if isinstance(every, bool) or not isinstance(every, int):
+        raise ConfigError(f"{where} every must be an integer >= 1, got {every!r}")
     options = m.get("options", {})
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where} options must be a table")
-    spec = MeasurementSpec(name=m["name"], fn=m["fn"], every=_check_int(f"{where} every", m.get("every", 10), 1),
-                           options=dict(options))
-    fn = _import_hook(spec)
-    check_options(f"measurements.{spec.name}", fn, spec.options, skip=("model", "task", "iteration", "initial_model"))
-    return spec
+    return MeasurementSpec(name=m["name"], fn=m["fn"], every=every, options=dict(options))
 
 
-def _import_hook(spec: MeasurementSpec):
-    mod_name, _, attr = spec.fn.partition(":")
-    if not attr:
-        raise ConfigError(f"measurement {spec.name!r}: fn must be 'module:attribute', got {spec.fn!r}")
-    try:
-        obj = importlib.import_module(mod_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"measurement {spec.name!r}: cannot import {spec.fn!r}: {e}") from None
-    if not callable(obj):
-        raise ConfigError(f"measurement {spec.name!r}: {spec.fn!r} is not callable")
-    return obj
-
-
-def parse_measurements(meas: Any) -> tuple:
-    """Parse the ``[[measurements]]`` array of tables into :class:`MeasurementSpec` s (hooks imported and their
-    options checked now, so a typo fails before anything runs)."""
+def measurement_specs(meas: Any) -> tuple[MeasurementSpec, ...]:
+    """The ``[[measurements]]`` array of tables as :class:`MeasurementSpec` s: tables, keys, types and unique
+    names checked here; :func:`spikelearn.build.parse_measurements` also imports the hooks and checks their
+    options and ``every``."""
     if not isinstance(meas, list):
         raise ConfigError("[[measurements]] must be an array of tables")
-    measurements = tuple(_parse_measurement(m, i) for i, m in enumerate(meas))
+    measurements = tuple(_measurement_spec(m, i) for i, m in enumerate(meas))
     names = [m.name for m in measurements]
     if len(set(names)) != len(names):
         raise ConfigError(f"measurement names must be unique, got {names}")
     return measurements
-
-
-def resolve_measurements(specs) -> tuple:
-    """Turn :class:`MeasurementSpec` s (or their dicts) into :class:`spikelearn.train.Measurement` hooks."""
-    import functools
-
-    from spikelearn.train import Measurement
-
-    out = []
-    for s in specs:
-        s = s if isinstance(s, MeasurementSpec) else MeasurementSpec(**s)
-        fn = _import_hook(s)
-        out.append(Measurement(s.name, functools.partial(fn, **s.options) if s.options else fn, s.every))
-    return tuple(out)
 
 
 def read_toml(path: str | pathlib.Path, what: str = "configuration file") -> dict:
@@ -302,29 +307,5 @@ def read_toml(path: str | pathlib.Path, what: str = "configuration file") -> dic
 
 def load_config(path: str | pathlib.Path) -> RunConfig:
     """Read a TOML run configuration (see module docstring); a ``[[measurements]]`` array is refused here — read
-    such a file with :func:`load_run_file`."""
+    such a file with :func:`spikelearn.build.load_run_file`."""
     return config_from_dict(read_toml(path))
-
-
-def load_run_file(path: str | pathlib.Path) -> tuple[RunConfig, tuple]:
-    """Read a TOML run file: the configuration and its ``[[measurements]]`` hooks (:class:`MeasurementSpec` s),
-    in the same format as a sweep file's."""
-    d = read_toml(path)
-    meas = parse_measurements(d.pop("measurements", []))
-    return config_from_dict(d), meas
-
-
-def check_options(section: str, target: Any, options: dict, *, skip: tuple[str, ...] = (),
-                  table: str | None = None) -> None:
-    """Raise :class:`ConfigError` naming any key of ``options`` that ``target`` (a callable) does not accept
-    (the message names the table ``[table]``, default ``[section.options]``)."""
-    sig = inspect.signature(target)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    allowed = [n for n, p in sig.parameters.items()
-               if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-               and n not in skip]
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(f"unknown key {key!r} in section [{table or section + '.options'}]; "
-                              f"{getattr(target, '__name__', target)} accepts: {sorted(allowed)}")

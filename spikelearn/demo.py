@@ -13,7 +13,9 @@ import pathlib
 
 import numpy as np
 import pandas as pd
+import torch
 
+from spikelearn.build import build_task, train
 from spikelearn.config import (CircuitConfig, ModelConfig, OptimizerConfig, RuleConfig, RunConfig, TaskConfig,
                                TrainConfig)
 
@@ -45,9 +47,6 @@ def run_demo(out_dir: str | pathlib.Path = "demo_out", iterations: int | None = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
-
-    from spikelearn.train import train
 
     out = pathlib.Path(out_dir)
     cfg = DEMO_CONFIG
@@ -55,9 +54,7 @@ def run_demo(out_dir: str | pathlib.Path = "demo_out", iterations: int | None = 
         cfg.train, out_dir=str(out), quiet=quiet,
         iterations=cfg.train.iterations if iterations is None else iterations))
     hist, model = train(cfg, overwrite=True)  # the demo's own folder: a re-run replaces it
-    from spikelearn.tasks import make_task
-
-    task = make_task(cfg.task.name, **cfg.task.options)
+    task = build_task(cfg)
     task_steps = task.n_steps
     circuit = model.circuit
     evals = hist.dropna(subset=["accuracy"])

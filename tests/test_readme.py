@@ -30,8 +30,8 @@ def test_readme_example_runs(k, capsys):
 def test_readme_toml_config_builds(tmp_path):
     import sys
 
-    from spikelearn.config import config_from_dict, parse_measurements, resolve_measurements
-    from spikelearn.train import build
+    from spikelearn.build import build, parse_measurements, resolve_measurements
+    from spikelearn.config import config_from_dict
 
     tomllib = __import__("tomllib") if sys.version_info >= (3, 11) else __import__("tomli")
     run_block, meas_block = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)

@@ -11,7 +11,8 @@ import torch
 
 from spikelearn.config import (CircuitConfig, ModelConfig, OptimizerConfig, RuleConfig, RunConfig, TaskConfig,
                                TrainConfig)
-from spikelearn.train import CHECKPOINT, Measurement, TrainingDiverged, build, train, validate_config
+from spikelearn.build import build, train, validate_config
+from spikelearn.train import CHECKPOINT, Measurement, TrainingDiverged
 
 
 def _small_cfg(tmp_path, **train_kw):
@@ -287,7 +288,7 @@ def test_flossing_schedule_and_rewiring_resume_bit_identical(tmp_path):
 
 def test_flossing_options_checked():
     from spikelearn.config import ConfigError, FlossingSectionConfig
-    from spikelearn.train import validate_config
+    from spikelearn.build import validate_config
 
     bad = dataclasses.replace(RunConfig(), flossing=FlossingSectionConfig(pre_steps=1, options={"kk": 2}))
     with pytest.raises(ConfigError, match=r"'kk'.*\[flossing.options\]"):
@@ -375,7 +376,8 @@ def test_initial_model_hook_reference_and_resume(tmp_path):
 
 def test_sampled_connectome_circuit_follows_the_run_seed():
     """A connectome loader that samples (mouse_v1) gets the run's derived seed unless its options fix one."""
-    from spikelearn.train import build_circuit, derive_seeds
+    from spikelearn.build import build_circuit
+    from spikelearn.train import derive_seeds
 
     def W(run_seed, **opts):
         cfg = RunConfig(circuit=CircuitConfig(kind="connectome", name="mouse_v1", options={"n": 60, **opts}))
@@ -390,7 +392,7 @@ def test_circuit_n_that_disagrees_with_a_connectome_is_an_error():
     """[circuit] n does not size a connectome or a block model: a value that disagrees with the circuit built is
     an error naming both sizes, not silently ignored; the matching value (and the default) pass."""
     from spikelearn.config import ConfigError
-    from spikelearn.train import build_circuit
+    from spikelearn.build import build_circuit
 
     def cfg(n, **kw):
         return RunConfig(circuit=CircuitConfig(kind="connectome", name="celegans_varshney2011", n=n, **kw))

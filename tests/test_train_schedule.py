@@ -13,7 +13,8 @@ import torch
 
 from spikelearn.config import (CircuitConfig, ConfigError, ModelConfig, OptimizerConfig, RuleConfig, RunConfig,
                                TaskConfig, TrainConfig, config_from_dict)
-from spikelearn.train import CHECKPOINT, Measurement, build, train, validate_config
+from spikelearn.build import build, train, validate_config
+from spikelearn.train import CHECKPOINT, Measurement
 
 NEW_OPTIMIZER_KEYS = ("schedule", "schedule_options")
 NEW_TRAIN_KEYS = ("l2", "stop_at_accuracy")
@@ -149,7 +150,7 @@ _SCHEDULE_OPTIONS = {"steplr": {"step_size": 2}, "multisteplr": {"milestones": [
 def test_every_offered_scheduler_builds_and_checkpoints(tmp_path, name):
     """Each scheduler the config offers builds from TOML-able options and its state survives a weights_only
     checkpoint: after restoring, it continues with the same rates as the uninterrupted one."""
-    from spikelearn.train import _scheduler_classes
+    from spikelearn.build import scheduler_classes as _scheduler_classes
 
     assert name in _scheduler_classes()
     cfg = _cfg(tmp_path, optimizer=OptimizerConfig(name="sgd", lr=1e-2, options={"momentum": 0.9}, schedule=name,
@@ -170,7 +171,7 @@ def test_every_offered_scheduler_builds_and_checkpoints(tmp_path, name):
 
 
 def test_unusable_schedulers_are_not_offered():
-    from spikelearn.train import _scheduler_classes
+    from spikelearn.build import scheduler_classes as _scheduler_classes
 
     offered = _scheduler_classes()
     for name in ("lambdalr", "multiplicativelr", "sequentiallr", "chainedscheduler", "reducelronplateau",
@@ -331,7 +332,7 @@ def test_bad_values_are_config_errors_naming_section_and_key(change, match):
 
 
 def test_bad_scheduler_values_are_config_errors_when_built():
-    from spikelearn.train import check_build
+    from spikelearn.build import check_build
 
     with pytest.raises(ConfigError, match=r"\[optimizer\] building OneCycleLR"):
         check_build(RunConfig(circuit=CircuitConfig(n=8), optimizer=OptimizerConfig(

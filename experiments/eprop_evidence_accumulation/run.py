@@ -1,6 +1,6 @@
 """e-prop on evidence accumulation (ALGORITHMS.md §10.1; Bellec et al. 2020, Fig. 3 / official ALIF tutorial).
 
-Trains the symmetric- and random-feedback configurations (default: the quick ones) with ``spikelearn.train.train``,
+Trains the symmetric- and random-feedback configurations (default: the quick ones) with ``spikelearn.build.train``,
 then reports for each the validation accuracy over iterations (fixed evaluation batch, every ``eval_every``
 iterations) and the first iteration at which the published stop criterion (validation error < 7 %) is met. The
 official README reports that with random feedback and batch 32 the criterion is reached after about 200–500
@@ -21,8 +21,8 @@ import pathlib
 import pandas as pd
 import torch
 
+from spikelearn.build import train
 from spikelearn.config import load_config
-from spikelearn.train import train
 
 HERE = pathlib.Path(__file__).resolve().parent
 STOP_ERROR = 0.07

@@ -21,8 +21,9 @@ import pathlib
 import pandas as pd
 import torch
 
+from spikelearn.build import build
 from spikelearn.config import load_config
-from spikelearn.train import TrainingDiverged, build
+from spikelearn.train import TrainingDiverged
 
 HERE = pathlib.Path(__file__).resolve().parent
 

@@ -17,8 +17,18 @@ executor that cannot start (nothing has run then).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from spikelearn.sweep.executors import SweepError
+from spikelearn.sweep.report import write_report
+from spikelearn.sweep.runner import resume_sweep, run_sweep, snapshot_sweep, sweep_status
+from spikelearn.sweep.spec import SECTIONS
 
 __all__ = ["add_sweep_parser"]
 
@@ -41,8 +51,6 @@ def _finish(res) -> int:
 def _stop_on_sigterm() -> None:
     """SIGTERM (``kill``, a batch system's time limit) ends the driver like Ctrl-C: the runner's cleanup stops the
     pool workers and the runs in flight stay 'running', to resume from their checkpoints."""
-    import signal
-    import threading
 
     def handler(signum, frame):
         raise SystemExit(128 + signum)
@@ -52,9 +60,6 @@ def _stop_on_sigterm() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from spikelearn.sweep.executors import SweepError
-    from spikelearn.sweep.runner import run_sweep
-
     _stop_on_sigterm()
 
     try:
@@ -68,16 +73,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from spikelearn.sweep.executors import SweepError
-    from spikelearn.sweep.runner import resume_sweep
-
     _stop_on_sigterm()
 
     try:
         res = resume_sweep(args.dir, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
                            max_retries=args.max_retries, retry_failed=args.retry_failed,
                            connect_timeout_s=args.connect_timeout, threads_per_run=args.threads_per_run,
-                        progress=not args.quiet)
+                           progress=not args.quiet)
     except (SweepError, FileNotFoundError) as e:
         return _err(str(e))
     return _finish(res)
@@ -89,18 +91,11 @@ def _bar(done: int, total: int, width: int = 30) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from spikelearn.sweep.runner import sweep_status
-    from spikelearn.sweep.spec import SECTIONS
-
     try:
         st = sweep_status(args.dir)
     except FileNotFoundError as e:
         return _err(str(e))
     if args.watch and st["running"]:
-        from tqdm.auto import tqdm
-
         finished = st["counts"]["done"] + st["counts"]["failed"]
         with tqdm(total=st["total"], initial=finished, desc="sweep", unit="run") as bar:
             while st["running"]:
@@ -132,8 +127,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from spikelearn.sweep.report import write_report
-
     try:
         paths = write_report(args.dir, args.out, per_run=args.per_run)
     except FileNotFoundError as e:
@@ -144,8 +137,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
-    from spikelearn.sweep.runner import snapshot_sweep
-
     if args.no_checkpoints and args.checkpoints not in (None, "none"):
         return _err(f"--no-checkpoints contradicts --checkpoints {args.checkpoints}")
     checkpoints = "none" if args.no_checkpoints else args.checkpoints

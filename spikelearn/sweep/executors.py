@@ -33,6 +33,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
+import time
 import uuid
 from typing import Any, Callable, Sequence
 
@@ -107,8 +109,6 @@ def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
     """Pool-worker initializer: a daemon thread ends this process once the driver that spawned it is gone (a
     driver killed with SIGKILL cannot stop its workers; without this they would keep training into the run folders
     while a resumed driver starts the same runs again)."""
-    import threading
-    import time
 
     def watch() -> None:
         while True:

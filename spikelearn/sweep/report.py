@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import numpy as np
 import pandas as pd
@@ -46,8 +47,6 @@ def _axis_order(values: pd.Series) -> list:
 def write_report(folder: str | pathlib.Path, out_dir: str | pathlib.Path | None = None, *,
                  per_run: bool = False) -> list[pathlib.Path]:
     """Write the CSV tables and plots of the sweep in ``folder`` (see module docstring); returns the paths."""
-    import sys
-
     if "matplotlib.pyplot" not in sys.modules:  # files only: no display needed
         import matplotlib
 

@@ -12,10 +12,15 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
+import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+import torch
+from tqdm.auto import tqdm
 
 from spikelearn.config import ConfigError
 from spikelearn.sweep.executors import (Executor, SweepError, WorkerLost, default_threads_per_run,
@@ -23,6 +28,7 @@ from spikelearn.sweep.executors import (Executor, SweepError, WorkerLost, defaul
 from spikelearn.sweep.spec import SweepSpec, check_run_config, expand, load_sweep, sweep_from_dict
 from spikelearn.sweep.store import STORE_FILE, RunStore
 from spikelearn.sweep.worker import RUN_LOCK, checkpoint_results, run_one
+from spikelearn.train import CHECKPOINT
 
 __all__ = ["SweepResult", "run_sweep", "resume_sweep", "sweep_status", "driver_running", "snapshot_sweep",
            "LOCK_FILE"]
@@ -207,10 +213,6 @@ def resume_sweep(folder: str | pathlib.Path, *, executor: str | None = None, wor
 
 def _drive(store: RunStore, ex: Executor, *, ids: set[str] | None, max_retries: int, retry_failed: bool,
            threads_per_run: int | None, progress: bool, on_result: Callable | None) -> SweepResult:
-    from tqdm.auto import tqdm
-
-    from spikelearn.train import CHECKPOINT
-
     t0 = time.perf_counter()
     resumed = tuple(store.reset("running", ids))  # left by a killed driver; their checkpoints stay: they resume
     if retry_failed:
@@ -271,8 +273,6 @@ def sweep_status(folder: str | pathlib.Path) -> dict:
     """``{"counts", "total", "failed": DataFrame(id, axes..., error), "running": bool, "in_progress":
     DataFrame(id, axes..., iteration, iterations)}`` for a sweep folder; ``in_progress`` lists the runs marked
     running with the iteration of their last checkpoint (0 before the first one)."""
-    import torch
-
     with RunStore(folder, readonly=True) as store:
         counts = store.counts()
         runs = store.runs()
@@ -315,9 +315,6 @@ def snapshot_sweep(folder: str | pathlib.Path, dest: str | pathlib.Path, *,
             ``config.json``, ``summary.json`` and ``error.txt`` — the metrics are all in the database anyway
             (``spikelearn sweep snapshot --compact`` = ``checkpoints="unfinished", artifacts=False``).
     """
-    import shutil
-    import sqlite3
-
     src = pathlib.Path(folder)
     dst = pathlib.Path(dest)
     db = src / STORE_FILE

@@ -49,8 +49,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import importlib
-import inspect
 import itertools
 import json
 import math
@@ -58,8 +56,8 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from spikelearn.config import (ConfigError, _check_int, MeasurementSpec, RunConfig, config_from_dict, parse_measurements, read_toml,
-                               resolve_measurements)
+from spikelearn.build import check_build, parse_measurements, resolve_measurements
+from spikelearn.config import ConfigError, MeasurementSpec, RunConfig, config_from_dict, read_toml
 
 __all__ = ["MeasurementSpec", "SweepSpec", "RunSpec", "load_sweep", "sweep_from_dict", "expand", "run_id",
            "check_run_config", "resolve_measurements", "SECTIONS"]
@@ -67,6 +65,13 @@ __all__ = ["MeasurementSpec", "SweepSpec", "RunSpec", "load_sweep", "sweep_from_
 SECTIONS = ("circuit", "model", "task", "rule", "optimizer", "train", "flossing")
 EXECUTORS = ("local", "dask")
 _SWEEP_KEYS = {"name", "out_dir", "executor", "workers", "scheduler", "max_retries", "axes", "zip"}
+
+
+def _check_int(where: str, v: Any, low: int) -> int:
+    """A ``[sweep]`` count: an integer >= ``low`` (the run configurations are checked by spikelearn.build)."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ConfigError(f"{where} must be an integer >= {low}, got {v!r}")
+    return v
 
 
 @dataclass(frozen=True)
@@ -284,11 +289,9 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
 # ---------------------------------------------------------------------------------------------- validation
 
 def check_run_config(cfg: RunConfig) -> None:
-    """The checks of :func:`spikelearn.train.build`: the run is built once on the CPU, untrained and unwritten
-    (:func:`spikelearn.train.check_build`), so a bad name, option or option value is a ConfigError before
+    """The checks of :func:`spikelearn.build.build`: the run is built once on the CPU, untrained and unwritten
+    (:func:`spikelearn.build.check_build`), so a bad name, option or option value is a ConfigError before
     anything runs."""
-    from spikelearn.train import check_build
-
     check_build(cfg)
 
 

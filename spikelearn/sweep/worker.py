@@ -16,6 +16,14 @@ import traceback
 import warnings
 from typing import Any
 
+import torch
+
+import spikelearn
+from spikelearn.build import resolve_measurements, train
+from spikelearn.config import config_from_dict
+from spikelearn.sweep.store import utc_now
+from spikelearn.train import CHECKPOINT
+
 __all__ = ["run_one", "history_to_metrics", "final_summary"]
 
 
@@ -45,8 +53,6 @@ def final_summary(rows) -> dict[str, Any]:
 def checkpoint_results(ck: pathlib.Path) -> dict[str, Any]:
     """``{"metrics", "summary"}`` of the history in checkpoint ``ck`` (what a failed or lost run keeps); ``{}`` when
     there is no readable checkpoint."""
-    import torch
-
     try:
         rows = torch.load(ck, map_location="cpu", weights_only=True)["history"]
     except Exception:  # noqa: BLE001 - no checkpoint, or an unreadable one: nothing to keep
@@ -70,14 +76,6 @@ def run_one(run_id: str, config: dict, run_dir: str, measurements: list[dict] = 
         "host", "version", "start_time", "end_time", "resumed_from", "train_time_s"}``. A failed run keeps the
         metrics of its last checkpoint, if any.
     """
-    import torch
-
-    import spikelearn
-    from spikelearn.config import config_from_dict
-    from spikelearn.sweep.spec import resolve_measurements
-    from spikelearn.sweep.store import utc_now
-    from spikelearn.train import CHECKPOINT, train
-
     res: dict[str, Any] = {"id": run_id, "host": socket.gethostname(), "version": spikelearn.__version__,
                            "start_time": utc_now(), "resumed_from": 0, "metrics": [], "summary": None,
                            "error": None}

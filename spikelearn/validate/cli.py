@@ -1,4 +1,5 @@
-"""``spikelearn validate RUN_DIR`` (registered by spikelearn.cli; must not import brian2 at import time).
+"""``spikelearn validate RUN_DIR`` (registered by spikelearn.cli; must not import brian2 at import time: the
+Brian2 bridge imports it when it runs).
 
 Loads ``RUN_DIR/model.pt`` and the task of ``RUN_DIR/config.json``, samples evaluation trials, runs the model in
 spikelearn and in Brian2 (float64) and prints the report and its one-line verdict. Exit code 0 when the spikes are
@@ -12,15 +13,15 @@ import json
 import pathlib
 import sys
 
+import torch
+
+from spikelearn.build import build_task
+from spikelearn.config import config_from_dict
+from spikelearn.models import load
+from spikelearn.validate.brian2 import UnsupportedFeatureError, compare_with_brian2
+
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    import torch
-
-    from spikelearn.config import config_from_dict
-    from spikelearn.models import load
-    from spikelearn.tasks import make_task
-    from spikelearn.validate.brian2 import UnsupportedFeatureError, compare_with_brian2
-
     run = pathlib.Path(args.run_dir)
     model_path = run / "model.pt"
     if not model_path.exists():
@@ -31,7 +32,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     cfg_path = run / "config.json"
     if cfg_path.exists():
         cfg = config_from_dict(json.loads(cfg_path.read_text()))
-        task = make_task(cfg.task.name, **cfg.task.options)
+        task = build_task(cfg)
         gen = torch.Generator().manual_seed(args.seed)
         x, y, mask = task.sample(args.trials, gen, dtype=torch.float64)
     else:

@@ -16,8 +16,8 @@ from spikelearn.analysis.hessian import hessian_spectrum
 from spikelearn.analysis.lyapunov import max_lyapunov
 from spikelearn.analysis.regime import gradient_alignment, regime_summary
 from spikelearn.analysis.spikes import spike_stats
-from spikelearn.config import config_from_dict, parse_measurements, resolve_measurements
-from spikelearn.train import build
+from spikelearn.build import build, parse_measurements, resolve_measurements
+from spikelearn.config import config_from_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

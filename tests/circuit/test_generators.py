@@ -308,7 +308,7 @@ def test_dale_sparse_io_from_a_run_config_keeps_its_connections_under_rewiring(t
     import torch
 
     from spikelearn.config import config_from_dict
-    from spikelearn.train import build
+    from spikelearn.build import build
 
     signs = [1] * 33 + [-1] * 7
     cfg = config_from_dict({

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from spikelearn.sweep.spec import check_run_config, expand, load_sweep
-from spikelearn.train import validate_config
+from spikelearn.build import validate_config
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 SWEEPS = sorted(p for p in EXPERIMENTS.glob("*/*.toml") if "[sweep" in p.read_text())

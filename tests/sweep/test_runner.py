@@ -84,7 +84,7 @@ def test_resume_skips_done_runs_and_resumes_interrupted_ones(tmp_path, tiny):
     # simulate a driver killed while seed 1 was past its first checkpoint and seed 2 had not started
     from spikelearn.config import config_from_dict
     from spikelearn.sweep import expand, sweep_from_dict
-    from spikelearn.train import build
+    from spikelearn.build import build
 
     runs = expand(sweep_from_dict(d))
     folder = tmp_path / "killed"
@@ -229,7 +229,7 @@ def test_snapshot_of_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, 
     its interrupted run from the checkpoint and ends with the same results as an uninterrupted sweep."""
     from spikelearn.config import config_from_dict
     from spikelearn.sweep import expand, snapshot_sweep, sweep_from_dict
-    from spikelearn.train import build
+    from spikelearn.build import build
 
     d = tiny()
     d["sweep"] = {"axes": {"train.seed": [0, 1]}}

@@ -113,9 +113,9 @@ def test_report_detects_a_difference():
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A small LIF/ALIF network trained with BPTT on a one-cue evidence-accumulation task (run folder)."""
+    from spikelearn.build import train
     from spikelearn.config import (CircuitConfig, ModelConfig, OptimizerConfig, RuleConfig, RunConfig, TaskConfig,
                                    TrainConfig)
-    from spikelearn.train import train
 
     out = tmp_path_factory.mktemp("validate") / "ea"
     torch.manual_seed(0)
