@@ -11,9 +11,9 @@ from spikelearn.rules.eprop import EProp
 from spikelearn.rules.flossing import Flossed
 from spikelearn.rules.mdgl import MDGL
 from spikelearn.rules.modprop import ModProp
-from spikelearn.rules.reward import RewardModulated
 from spikelearn.rules.registry import RULES, make_rule, register
+from spikelearn.rules.reward import RewardModulated
 from spikelearn.rules.rflo import RFLO
 
-__all__ = ["RULES", "make_rule", "BPTT", "TruncatedBPTT", "EProp", "RFLO", "MDGL", "ModProp", "RewardModulated", "Flossed", "LearningRule", "Grads", "LossFn",
+__all__ = ["RULES", "make_rule", "register", "BPTT", "TruncatedBPTT", "EProp", "RFLO", "MDGL", "ModProp", "RewardModulated", "Flossed", "LearningRule", "Grads", "LossFn",
            "apply_gradients", "output_error", "zero_grads"]

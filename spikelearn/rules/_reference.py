@@ -68,7 +68,6 @@ def spiking_forward(model: Any, x: Tensor, *, detach_rec: bool, detach_reset: bo
     W = model.effective_weights() if weights is None else weights
     c = model.constants()
     T, Bn, _ = x.shape
-    N = model.n
     x = x.to(dtype=model.dtype)
     c_in = c.c_in
     ff = (x @ W.W_in.T) * c_in

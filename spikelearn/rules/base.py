@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 Grads = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -49,7 +49,7 @@ __all__ = ["Grads", "LossFn", "RuleState", "LearningRule", "StatelessRule", "app
 class LearningRule(Protocol):
     """What every rule offers (see module docstring)."""
 
-    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+    def gradients(self, model: Any, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]: ...
 
 
@@ -67,12 +67,12 @@ def output_error(y_hat: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn) -> tup
     return loss.detach(), g
 
 
-def zero_grads(model: nn.Module) -> Grads:
+def zero_grads(model: Any) -> Grads:
     """A zero gradient for every trainable parameter."""
     return {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
 
 
-def apply_gradients(model: nn.Module, grads: Grads, *, accumulate: bool = False) -> None:
+def apply_gradients(model: Any, grads: Grads, *, accumulate: bool = False) -> None:
     """Write ``grads`` into ``p.grad`` so any ``torch.optim`` optimizer applies them.
 
     Unknown names or wrong shapes raise ``KeyError``/``ValueError`` naming the parameter; parameters absent
@@ -102,24 +102,24 @@ class StatelessRule:
 
     stateful = False
 
-    def init_state(self, model: nn.Module) -> RuleState:
+    def init_state(self, model: Any) -> RuleState:
         """No state: ``{}``."""
         del model
         return {}
 
-    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
         """``(loss, grads, state)``: :meth:`gradients` with the (empty) state passed through."""
         loss, grads = self.gradients(model, x, y, mask, loss_fn)  # type: ignore[attr-defined]
         return loss, grads, {} if state is None else state
 
 
-def init_rule_state(rule: Any, model: nn.Module) -> RuleState:
+def init_rule_state(rule: Any, model: Any) -> RuleState:
     """``rule.init_state(model)``, or ``{}`` for a rule without state methods."""
     return rule.init_state(model) if hasattr(rule, "init_state") else {}
 
 
-def update_rule(rule: Any, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+def update_rule(rule: Any, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                 state: RuleState) -> tuple[Tensor, Grads, RuleState]:
     """``rule.update(...)``, or ``gradients`` with the state passed through for a rule without it."""
     if hasattr(rule, "update"):

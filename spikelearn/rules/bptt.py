@@ -16,7 +16,7 @@ With ``k ≥ T`` both equal BPTT.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,7 @@ from spikelearn.rules.registry import register
 __all__ = ["BPTT", "TruncatedBPTT"]
 
 
-def _trainable(model: nn.Module) -> tuple[list[str], list[nn.Parameter]]:
+def _trainable(model: Any) -> tuple[list[str], list[nn.Parameter]]:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [n for n, _ in named], [p for _, p in named]
 
@@ -38,9 +38,9 @@ def _detach_state(state):
     if isinstance(state, Tensor):
         return state.detach()
     if isinstance(state, tuple) and hasattr(state, "_fields"):
-        return type(state)(*(_detach_state(s) for s in state))
+        return type(state)(*(_detach_state(s) for s in state))  # type: ignore[call-arg]
     if isinstance(state, (tuple, list)):
-        return type(state)(_detach_state(s) for s in state)
+        return type(state)(_detach_state(s) for s in state)  # type: ignore[call-arg]
     return state
 
 
@@ -55,7 +55,7 @@ class BPTT(StatelessRule):
     online = False
     model_types = ("rate", "spiking")
 
-    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+    def gradients(self, model: Any, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
         names, params = _trainable(model)
         with torch.enable_grad():
@@ -81,7 +81,7 @@ class TruncatedBPTT(StatelessRule):
         if self.mode not in ("chunked", "sliding"):
             raise ValueError(f"TruncatedBPTT: mode must be 'chunked' or 'sliding', got {self.mode!r}")
 
-    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+    def gradients(self, model: Any, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
         names, params = _trainable(model)
         T = x.shape[0]

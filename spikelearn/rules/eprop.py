@@ -53,16 +53,33 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from spikelearn.models import SpikingRNN
 from spikelearn.rules.base import Grads, LossFn, RuleState
+from spikelearn.rules.local import (
+    FeedbackMatrix,
+    LocalRule,
+    RegSpec,
+    SpikingLocalConstants,
+    SpikingTraceState,
+    assemble_grads,
+    check_local_options,
+    default_std_hidden,
+    initial_spikes,
+    local_adjoint_scan,
+    rate_regularizer,
+    readout_credit_chunks,
+    record_and_output_error,
+    recs_chunk,
+    run_online,
+    spiking_constants,
+    spiking_scan_fields,
+    spiking_traces_advance,
+    spiking_traces_init,
+    spiking_traces_read,
+)
 from spikelearn.rules.registry import register
-from spikelearn.rules.local import (FeedbackMatrix, LocalRule, RegSpec, SpikingLocalConstants, SpikingTraceState,
-                                    assemble_grads, check_local_options, default_std_hidden, initial_spikes,
-                                    local_adjoint_scan, rate_regularizer, readout_credit_chunks, record_and_output_error,
-                                    recs_chunk, run_online, spiking_constants, spiking_scan_fields,
-                                    spiking_traces_advance, spiking_traces_init, spiking_traces_read)
 from spikelearn.weights import weight_ops
 
 __all__ = ["EProp", "EPropState", "rate_regularizer", "run_online"]
@@ -127,11 +144,11 @@ class EProp(LocalRule):
             raise ValueError(f"EProp: reg_coeff must be >= 0, got {self.reg_coeff!r}")
 
     # ------------------------------------------------------------------ engine hooks
-    def _check_model(self, model: nn.Module) -> None:
+    def _check_model(self, model: Any) -> None:
         if not isinstance(model, SpikingRNN):
             raise TypeError(f"EProp applies to SpikingRNN models, got {type(model).__name__} (use RFLO for RateRNN)")
 
-    def _default_feedback_std(self, model: nn.Module) -> float:
+    def _default_feedback_std(self, model: Any) -> float:
         return default_std_hidden(model)
 
     def _consts(self, model: Any) -> SpikingLocalConstants:
@@ -142,7 +159,7 @@ class EProp(LocalRule):
         return RegSpec(self.reg_coeff, self.reg_target_hz, self.reg_form)
 
     # ------------------------------------------------------------------ whole trials
-    def _batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         """Adjoint scan over the trial, chunk by chunk backwards (module docstring)."""
         loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
@@ -166,7 +183,7 @@ class EProp(LocalRule):
         form = self.reg_form
         concat = form == "concatenated"
         if reg:
-            count = sum(r[1].sum(0) for r in recs)  # (B, N) spikes per trial
+            count: Tensor = torch.stack([r[1].sum(0) for r in recs]).sum(0)  # (B, N) spikes per trial
             if form == "batch":
                 greg = reg_scale * (count.sum(0) / (B * T * k.dt_ms) - f0)  # (N,) constant signal
             elif form == "trial":
@@ -209,7 +226,7 @@ class EProp(LocalRule):
         return tot
 
     # ------------------------------------------------------------------ online
-    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
+    def init(self, model: Any, batch_size: int, n_steps: int | None = None, *,
              initial_state: Any = None, rule_state: RuleState | None = None) -> EPropState:
         """Zero traces and accumulators for ``batch_size`` trials starting from ``initial_state`` (else
         ``model.init_state``), carrying ``rule_state`` (else ``init_state(model)``).
@@ -220,7 +237,7 @@ class EProp(LocalRule):
         rs = self.init_state(model) if rule_state is None else rule_state
         return spiking_traces_init(model, self._consts(model), batch_size, n_steps, self._reg, initial_state, rs)
 
-    def advance(self, model: nn.Module, rec: Any, dE_dy: Tensor, state: EPropState) -> EPropState:
+    def advance(self, model: Any, rec: Any, dE_dy: Tensor, state: EPropState) -> EPropState:
         """Advance the traces through a chunk of ``T_c`` steps and accumulate (no conversion to parameters).
 
         Args:
@@ -234,7 +251,7 @@ class EProp(LocalRule):
         s = spiking_traces_advance(k, state, rec, L, dE_dy, self.reset_in_trace, self._reg)
         return s._replace(rule_state=rs)
 
-    def read(self, model: nn.Module, state: EPropState) -> tuple[Grads, EPropState]:
+    def read(self, model: Any, state: EPropState) -> tuple[Grads, EPropState]:
         """Gradients accumulated since the last read (parameter names), and the state with accumulators zeroed.
 
         The regulariser uses the rate of the trial so far (exact when read once at the end of the trial).
@@ -242,7 +259,7 @@ class EProp(LocalRule):
         dW_pre, dW_out, db_out, s = spiking_traces_read(model, self._consts(model), state, self._reg)
         return assemble_grads(model, dW_pre, dW_out, db_out), s
 
-    def step(self, model: nn.Module, rec_t: Any, dE_dy_t: Tensor, state: EPropState) -> tuple[Grads, EPropState]:
+    def step(self, model: Any, rec_t: Any, dE_dy_t: Tensor, state: EPropState) -> tuple[Grads, EPropState]:
         """One time step: ``rec_t`` is one step of the record (fields ``(B, ·)``), ``dE_dy_t`` ``(B, K)``.
 
         Returns this step's gradient contribution (parameter names) and the new state.

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from spikelearn.dynamics import FlossingConfig, dynamics_parameters, flossing_grads
 from spikelearn.rules.base import Grads, LossFn, RuleState, init_rule_state, update_rule
@@ -39,7 +39,7 @@ from spikelearn.rules.registry import make_rule, register
 __all__ = ["FlossingConfig", "FlossingSchedule", "Flosser", "Flossed", "flossing_gradients"]
 
 
-def flossing_gradients(model: nn.Module, x: Tensor, config: FlossingConfig = FlossingConfig(),
+def flossing_gradients(model: Any, x: Tensor, config: FlossingConfig = FlossingConfig(),
                        state0: Any = None) -> tuple[Tensor, Grads]:
     """``(L, grads)`` of one flossing step on input ``x (T, B, n_in)`` (readout parameters excluded)."""
     loss, grads, _ = flossing_grads(model, x, state0, config)
@@ -107,7 +107,7 @@ class Flosser:
     optimiser, the generator and the step count.
     """
 
-    def __init__(self, model: nn.Module, schedule: FlossingSchedule = FlossingSchedule(), *, seed: int = 0):
+    def __init__(self, model: Any, schedule: FlossingSchedule = FlossingSchedule(), *, seed: int = 0):
         self.model, self.schedule = model, schedule
         params = dict(model.named_parameters())
         self.names = dynamics_parameters(model)
@@ -220,17 +220,17 @@ class Flossed:
         """Whether the base rule carries state between calls."""
         return bool(getattr(self.base, "stateful", False))
 
-    def init_state(self, model: nn.Module) -> RuleState:
+    def init_state(self, model: Any) -> RuleState:
         """The base rule's state (flossing itself carries none)."""
         return init_rule_state(self.base, model)
 
-    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+    def gradients(self, model: Any, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
         """``(loss, grads)`` from the base rule's initial state (see :meth:`update`)."""
         loss, grads, _ = self.update(model, x, y, mask, loss_fn)
         return loss, grads
 
-    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
         """The base rule's ``(loss, grads, state)`` with ``weight · ∇L_floss`` added to the gradients."""
         state = self.init_state(model) if state is None else state

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from spikelearn.models import EffectiveWeights, RateRNN, SpikingRNN
 from spikelearn.rules.base import Grads, LossFn, RuleState, output_error
@@ -143,7 +143,7 @@ def _draw_feedback(rule: Any, shape: tuple[int, int], std: float, like: Tensor) 
     return (torch.randn(*shape, generator=g, dtype=torch.float64) * std).to(like.dtype).to(like.device)
 
 
-def init_feedback_state(rule: Any, model: nn.Module, default_std: float) -> RuleState:
+def init_feedback_state(rule: Any, model: Any, default_std: float) -> RuleState:
     """The rule state of the feedback: empty, except for ``"adaptive"``: ``{"feedback_B": the random draw,
     "feedback_W_out": the readout it was last updated with}``."""
     if not (isinstance(rule.feedback, str) and rule.feedback == "adaptive"):
@@ -193,7 +193,7 @@ def feedback_matrix(rule: Any, W_out: Tensor, default_std: float, state: RuleSta
 
 
 # ----------------------------------------------------------------------------------------------- cell types (type blocks)
-def cell_type_index(model: nn.Module, cell_types: Any = "ei") -> tuple[Tensor, list]:
+def cell_type_index(model: Any, cell_types: Any = "ei") -> tuple[Tensor, list]:
     """Per-neuron type index ``(N,)`` (long, values ``0..C-1``) and the ``C`` type labels.
 
     Args:
@@ -255,7 +255,7 @@ class Chunks(list):
         self.state0 = state0
 
 
-def record_chunks(model: nn.Module, x: Tensor, chunk_steps: int, fields: tuple[str, ...]) -> Chunks:
+def record_chunks(model: Any, x: Tensor, chunk_steps: int, fields: tuple[str, ...]) -> Chunks:
     """Simulate ``x`` chunk by chunk (state carried, no graph); per chunk ``(y, (record fields...))``.
 
     Only the named record fields are kept, so the memory is that of those fields, not of the whole record.
@@ -270,7 +270,7 @@ def record_chunks(model: nn.Module, x: Tensor, chunk_steps: int, fields: tuple[s
     return out_chunks
 
 
-def record_and_output_error(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+def record_and_output_error(model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                             chunk_steps: int, fields: tuple[str, ...]) -> tuple[Tensor, Tensor, Chunks]:
     """The first half of every batched local rule: run the trial without a graph, keeping only ``fields`` of the
     record chunk by chunk, then ``(loss, ∂E/∂ŷ)`` by autograd on the output alone.
@@ -284,7 +284,7 @@ def record_and_output_error(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor
     return loss, dE_dy, Chunks((c[1] for c in chunks), chunks.state0)
 
 
-def start_state(model: nn.Module, batch_size: int, given: Any = None) -> Any:
+def start_state(model: Any, batch_size: int, given: Any = None) -> Any:
     """The state a trial starts from: ``given`` (the caller's, already computed), else ``model.init_state``."""
     return model.init_state(batch_size) if given is None else given
 
@@ -295,19 +295,19 @@ def initial_spikes(recs: Chunks) -> Tensor | None:
     return z0 if bool(z0.any()) else None
 
 
-def spiking_scan_fields(model: nn.Module) -> tuple[str, ...]:
+def spiking_scan_fields(model: Any) -> tuple[str, ...]:
     """Record fields :func:`local_adjoint_scan` needs: ``x, z, ψ, z̄``, and ``v`` with ``reset="zero"``."""
     return ("x", "z", "psi", "z_filt") + (("v",) if getattr(model, "reset", "subtract") == "zero" else ())
 
 
-def rate_scan_fields(model: nn.Module) -> tuple[str, ...]:
+def rate_scan_fields(model: Any) -> tuple[str, ...]:
     """Record fields :func:`rate_adjoint_scan` needs: ``x, r, f'(h)`` and the readout input (``h`` or ``r``)."""
     return ("x", "r", "fprime", "h" if model.readout_from == "h" else "r")
 
 
 def detached_weights(W: EffectiveWeights) -> EffectiveWeights:
     """The effective weights without their graph."""
-    return EffectiveWeights(*(None if w is None else w.detach() for w in W))
+    return EffectiveWeights(*(None if w is None else w.detach() for w in W))  # type: ignore[arg-type]
 
 
 def assemble_grads(model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
@@ -350,7 +350,7 @@ def spiking_constants(model: Any, reset_in_trace: bool) -> SpikingLocalConstants
     """:class:`SpikingLocalConstants` of a :class:`~spikelearn.models.SpikingRNN` (the gap leak by row sums)."""
     c = model.constants()
     N = model.n
-    kw = dict(dtype=model.dtype, device=model.device)
+    kw: dict[str, Any] = dict(dtype=model.dtype, device=model.device)
 
     def vec(v: Any) -> Tensor:
         return torch.as_tensor(v, **kw).expand(N).clone()
@@ -396,7 +396,7 @@ def rate_constants(model: Any) -> RateLocalConstants:
     """:class:`RateLocalConstants` of a :class:`~spikelearn.models.RateRNN` (every form; the gap leak by row sums)."""
     c = model.constants()
     N = model.n
-    kw = dict(dtype=model.dtype, device=model.device)
+    kw: dict[str, Any] = dict(dtype=model.dtype, device=model.device)
 
     def vec(v: Any) -> Tensor:
         return torch.as_tensor(v, **kw).expand(N).clone()
@@ -472,7 +472,7 @@ def local_adjoint_scan(k: SpikingLocalConstants, recs: list, dE_dy: Tensor, cred
     ops = weight_ops(None) if ops is None else ops
     B, N = recs[0][1].shape[1], k.N
     n_in = recs[0][0].shape[-1]
-    kw = dict(dtype=dE_dy.dtype, device=dE_dy.device)
+    kw: dict[str, Any] = dict(dtype=dE_dy.dtype, device=dE_dy.device)
     dW_pre = torch.zeros(N, N + n_in, **kw)
     dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
     dv = torch.zeros(B, N, **kw)  # dE/dv^{t+1} on the local graph
@@ -495,17 +495,18 @@ def local_adjoint_scan(k: SpikingLocalConstants, recs: list, dE_dy: Tensor, cred
             if k.adaptive:
                 dz = torch.addcmul(dz, k.c_a, da)
             if reset_in_trace:  # dv is dE/dv^{t+1} here
-                dz = torch.addcmul(dz, k.alpha * v_c[i] if zero else k.v_th, dv, value=-1.0)
+                dz = torch.addcmul(dz, k.alpha * v_c[i] if v_c is not None else k.v_th, dv, value=-1.0)
             pdz = psi_c[i] * dz
             if nonlocal_credit is not None:  # given dE/dv^{t+1}, or dE/di^{t+1} with synaptic currents
                 nl = nonlocal_credit(di if syn else dv, t1 - Tc + i)
                 if nl is not None:
                     pdz = pdz + nl
             dv = torch.addcmul(pdz, k.leak - k.alpha * z_c[i] if zero else k.leak, dv)
+            a_s = k.alpha_syn
             if k.adaptive:
                 da = torch.addcmul(k.rho * da, k.beta, pdz, value=-1.0)
-            if syn:  # dE/di^t = dE/dv^t + α_s dE/di^{t+1}
-                di = torch.addcmul(dv, k.alpha_syn, di)
+            if a_s is not None:  # dE/di^t = dE/dv^t + α_s dE/di^{t+1}
+                di = torch.addcmul(dv, a_s, di)
                 torch.mul(di, k.c_in, out=D[i])
             else:
                 torch.mul(dv, k.c_in, out=D[i])
@@ -537,7 +538,7 @@ def rate_adjoint_scan(k: RateLocalConstants, recs: Chunks, dE_dy: Tensor, Bfb: T
     T = dE_dy.shape[0]
     B, N = recs[0][1].shape[1], k.N
     n_in = recs[0][0].shape[-1]
-    kw = dict(dtype=dE_dy.dtype, device=dE_dy.device)
+    kw: dict[str, Any] = dict(dtype=dE_dy.dtype, device=dE_dy.device)
     dW_pre = torch.zeros(N, N + n_in + int(k.bias), **kw)
     dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
     lh = torch.zeros(B, N, **kw)  # dE/dh^{t+1} on the local graph
@@ -652,14 +653,14 @@ class SpikingTraceState(NamedTuple):
     rule_state: RuleState = {}  # the rule state (adaptive feedback) as of this step
 
 
-def spiking_traces_init(model: nn.Module, k: SpikingLocalConstants, batch_size: int, n_steps: int | None,
+def spiking_traces_init(model: Any, k: SpikingLocalConstants, batch_size: int, n_steps: int | None,
                         reg: RegSpec, initial_state: Any = None, rule_state: RuleState | None = None
                         ) -> SpikingTraceState:
     """Zero traces and accumulators for ``batch_size`` trials starting from ``initial_state`` (else
     ``model.init_state``). ``n_steps`` (trial length) normalises the regulariser when read before the trial ends."""
     N, B = k.N, int(batch_size)
     Np = N + model.n_in
-    kw = dict(dtype=model.dtype, device=model.device)
+    kw: dict[str, Any] = dict(dtype=model.dtype, device=model.device)
     big = (N, B, Np)
     n_a = len(range(N)[k.sl_a])
     reg_batch = reg.coeff > 0 and reg.form == "batch"
@@ -764,7 +765,7 @@ def _trace_step(k: SpikingLocalConstants, s: SpikingTraceState, x: Tensor, z: Te
                       acc_bout=acc_bout, spikes=spikes)
 
 
-def spiking_traces_read(model: nn.Module, k: SpikingLocalConstants, s: SpikingTraceState, reg: RegSpec
+def spiking_traces_read(model: Any, k: SpikingLocalConstants, s: SpikingTraceState, reg: RegSpec
                         ) -> tuple[Tensor, Tensor, Tensor, SpikingTraceState]:
     """``(dW_pre, dW_out, db_out)`` accumulated since the last read (the regulariser's part added; it uses the rates
     of the trial so far — exact when read once at the end of the trial), and the state with accumulators zeroed."""
@@ -794,7 +795,7 @@ def spiking_traces_read(model: nn.Module, k: SpikingLocalConstants, s: SpikingTr
 
 
 # ----------------------------------------------------------------------------------------------- online driver
-def run_online(rule: Any, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn, *,
+def run_online(rule: Any, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn, *,
                chunk_steps: int, on_update: Callable[[Grads], None] | None = None,
                state: RuleState | None = None) -> tuple[Tensor, Grads | None, RuleState]:
     """Run one trial through an online rule (``init``/``advance``/``read``), ``chunk_steps`` steps at a time.
@@ -825,12 +826,12 @@ def run_online(rule: Any, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, 
     if "rule_state" in params:
         kw["rule_state"] = state
     st = rule.init(model, B, n_steps=T, **kw)
-    y_hat: Tensor | None = None
+    y_hat = torch.zeros(0)
     for a in range(0, T, chunk_steps):
         b = min(T, a + chunk_steps)
         with torch.no_grad():
             out = model(x[a:b], state=mstate, record=True)
-        if y_hat is None:
+        if a == 0:
             y_hat = out.y.new_zeros((T,) + tuple(out.y.shape[1:]))
         y_hat[a:b] = out.y
         _, dE_dy = output_error(y_hat, y, mask, loss_fn)
@@ -839,10 +840,9 @@ def run_online(rule: Any, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, 
         if on_update is not None:
             grads, st = rule.read(model, st)
             on_update(grads)
-    assert y_hat is not None
     with torch.no_grad():
         loss = loss_fn(y_hat, y, mask).detach()
-    new_state = getattr(st, "rule_state", state)
+    new_state: RuleState = getattr(st, "rule_state", state) or {}
     if on_update is not None:
         return loss, None, new_state
     grads, _ = rule.read(model, st)
@@ -860,13 +860,13 @@ class LocalRule:
 
     online = True
 
-    def _check_model(self, model: nn.Module) -> None:  # pragma: no cover - every rule overrides it
+    def _check_model(self, model: Any) -> None:  # pragma: no cover - every rule overrides it
         raise NotImplementedError
 
-    def _default_feedback_std(self, model: nn.Module) -> float:  # pragma: no cover - every rule overrides it
+    def _default_feedback_std(self, model: Any) -> float:  # pragma: no cover - every rule overrides it
         raise NotImplementedError
 
-    def _batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:  # pragma: no cover
         raise NotImplementedError
 
@@ -875,28 +875,28 @@ class LocalRule:
         """Whether the rule carries state between calls (adaptive feedback)."""
         return isinstance(getattr(self, "feedback"), str) and getattr(self, "feedback") == "adaptive"
 
-    def init_state(self, model: nn.Module) -> RuleState:
+    def init_state(self, model: Any) -> RuleState:
         """The rule state a run starts from (empty unless ``feedback="adaptive"``)."""
         self._check_model(model)
         return init_feedback_state(self, model, self._default_feedback_std(model))
 
-    def feedback_matrix(self, model: nn.Module, state: RuleState | None = None) -> Tensor:
+    def feedback_matrix(self, model: Any, state: RuleState | None = None) -> Tensor:
         """The feedback matrix ``B`` ``(N, K)`` the rule uses for ``model`` now, given the rule ``state``
         (``init_state(model)`` when ``None``). A given matrix is returned exactly (in the model's dtype)."""
         state = self.init_state(model) if state is None else state
         B, _ = feedback_matrix(self, model.effective_weights().W_out, self._default_feedback_std(model), state)
         return B
 
-    def _feedback(self, model: nn.Module, state: RuleState) -> tuple[Tensor, RuleState]:
+    def _feedback(self, model: Any, state: RuleState) -> tuple[Tensor, RuleState]:
         return feedback_matrix(self, model.effective_weights().W_out, self._default_feedback_std(model), state)
 
-    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+    def gradients(self, model: Any, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
         """``(loss, grads)`` for whole trials, starting from ``init_state(model)`` (see :meth:`update`)."""
         loss, grads, _ = self.update(model, x, y, mask, loss_fn)
         return loss, grads
 
-    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
         """``(loss, grads, new_state)`` for whole trials from the rule ``state`` (``init_state(model)`` if ``None``)."""
         self._check_model(model)
@@ -909,17 +909,17 @@ class LocalRule:
         return self._batched(model, x, y, mask, loss_fn, state)
 
 
-def default_std_hidden(model: nn.Module) -> float:
+def default_std_hidden(model: Any) -> float:
     """``1/√N`` (e-prop's random feedback)."""
     return 1.0 / math.sqrt(getattr(model, "n"))
 
 
-def default_std_out(model: nn.Module) -> float:
+def default_std_out(model: Any) -> float:
     """``1/√K`` (Murray's RFLO feedback)."""
     return 1.0 / math.sqrt(getattr(model, "n_out"))
 
 
-def is_spiking(model: nn.Module) -> bool:
+def is_spiking(model: Any) -> bool:
     """``True`` for a :class:`~spikelearn.models.SpikingRNN`, ``False`` for a :class:`~spikelearn.models.RateRNN`."""
     if isinstance(model, SpikingRNN):
         return True

@@ -42,17 +42,37 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Literal, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from spikelearn.models import RateRNN, SpikingRNN
 from spikelearn.rules.base import Grads, LossFn, RuleState
+from spikelearn.rules.local import (
+    FeedbackMatrix,
+    LocalRule,
+    RegSpec,
+    SpikingTraceState,
+    assemble_grads,
+    cell_type_index,
+    check_local_options,
+    default_std_hidden,
+    default_std_out,
+    initial_spikes,
+    local_adjoint_scan,
+    rate_adjoint_scan,
+    rate_constants,
+    rate_scan_fields,
+    readout_credit_chunks,
+    record_and_output_error,
+    recs_chunk,
+    spiking_constants,
+    spiking_scan_fields,
+    spiking_traces_advance,
+    spiking_traces_init,
+    spiking_traces_read,
+    type_average,
+    type_indicator,
+)
 from spikelearn.rules.registry import register
-from spikelearn.rules.local import (FeedbackMatrix, LocalRule, RegSpec, SpikingTraceState, assemble_grads,
-                                    cell_type_index, check_local_options, type_average, type_indicator, default_std_hidden, default_std_out, initial_spikes,
-                                    local_adjoint_scan, rate_adjoint_scan, rate_constants, rate_scan_fields,
-                                    readout_credit_chunks, record_and_output_error, recs_chunk, spiking_constants,
-                                    spiking_scan_fields, spiking_traces_advance, spiking_traces_init,
-                                    spiking_traces_read)
 from spikelearn.weights import DENSE, weight_ops
 
 __all__ = ["MDGL", "MDGLState", "ModulationOperator", "cell_type_index", "type_indicator", "type_average",
@@ -108,6 +128,7 @@ class ModulationOperator:
     def __call__(self, v: Tensor) -> Tensor:
         if self.dense is not None:
             return torch.matmul(v, self.dense)
+        assert self.w is not None
         out = torch.matmul(torch.matmul(v, self.P), self.w).index_select(-1, self.idx)
         if self.diag is not None:
             out = out - v * self.diag
@@ -178,26 +199,26 @@ class MDGL(LocalRule):
         check_local_options(self)
 
     # ------------------------------------------------------------------ helpers
-    def _check_model(self, model: nn.Module) -> None:
+    def _check_model(self, model: Any) -> None:
         if not isinstance(model, (SpikingRNN, RateRNN)):
             raise TypeError(f"MDGL applies to SpikingRNN or RateRNN models, got {type(model).__name__}")
 
-    def _default_feedback_std(self, model: nn.Module) -> float:
+    def _default_feedback_std(self, model: Any) -> float:
         """A rate model: RFLO's ``1/√K``; a spiking model: e-prop's ``1/√N``."""
         return default_std_out(model) if isinstance(model, RateRNN) else default_std_hidden(model)
 
-    def substituted_weights(self, model: nn.Module) -> Tensor:
+    def substituted_weights(self, model: Any) -> Tensor:
         """``W̃`` ``(post, pre)`` of this variant for ``model``'s current weights (detached)."""
         idx, names = cell_type_index(model, self.cell_types)
         W = model.effective_weights().W_rec.detach()
         return substituted_weights(W, type_indicator(idx, len(names), W.dtype), self.variant, weight_ops(model))
 
-    def modulation(self, model: nn.Module) -> ModulationOperator:
+    def modulation(self, model: Any) -> ModulationOperator:
         """The operator ``v ↦ v @ W̃`` for ``model``'s current weights (:class:`ModulationOperator`)."""
         idx, names = cell_type_index(model, self.cell_types)
         return ModulationOperator(model.effective_weights().W_rec.detach(), idx, len(names), self.variant)
 
-    def gains(self, model: nn.Module) -> tuple[Tensor, list]:
+    def gains(self, model: Any) -> tuple[Tensor, list]:
         """The ``(C, C)`` type gains ``w_αβ`` (post α, pre β) of this variant and the type labels."""
         idx, names = cell_type_index(model, self.cell_types)
         W = model.effective_weights().W_rec.detach()
@@ -205,7 +226,7 @@ class MDGL(LocalRule):
         return type_average(W, P, nonzero_only=self.variant != "nonlocal", ops=weight_ops(model)), names
 
     # ------------------------------------------------------------------ whole trials
-    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
         """``(loss, grads, new_state)`` for whole trials (module docstring; rule state as in
         :class:`~spikelearn.rules.local.LocalRule`)."""
@@ -214,7 +235,7 @@ class MDGL(LocalRule):
                              "'online' variant's filtered ψ̄ is defined for spiking networks)")
         return super().update(model, x, y, mask, loss_fn, state)
 
-    def _batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         if isinstance(model, RateRNN):
             return self._rate_batched(model, x, y, mask, loss_fn, state)
@@ -228,7 +249,7 @@ class MDGL(LocalRule):
                                                 z0=initial_spikes(recs), ops=weight_ops(model))
         return loss, assemble_grads(model, dW_pre, dW_out, dE_dy.sum((0, 1))), state
 
-    def _rate_batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def _rate_batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                       state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         """MDGL for rate networks: RFLO's local traces (the rate form of e-prop) with the credit on ``r_p^t``
         extended by the one-hop modulatory term ``Σ_j W̃[j,p] m_j^{t+1}``
@@ -284,7 +305,7 @@ class MDGL(LocalRule):
             t1 -= Tc
 
     # ------------------------------------------------------------------ online (variant "online")
-    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
+    def init(self, model: Any, batch_size: int, n_steps: int | None = None, *,
              initial_state: Any = None, rule_state: RuleState | None = None) -> MDGLState:
         """Zero state for ``batch_size`` trials from ``initial_state`` (else ``model.init_state``), carrying
         ``rule_state`` (else ``init_state(model)``); variant ``"online"`` only."""
@@ -299,7 +320,7 @@ class MDGL(LocalRule):
                          psi_bar=torch.zeros(int(batch_size), model.n, dtype=model.dtype, device=model.device),
                          acc_mod=torch.zeros_like(ep.acc))
 
-    def advance(self, model: nn.Module, rec: Any, dE_dy: Tensor, state: MDGLState) -> MDGLState:
+    def advance(self, model: Any, rec: Any, dE_dy: Tensor, state: MDGLState) -> MDGLState:
         """Advance through a chunk (``rec`` fields ``(T_c, B, ·)``, ``dE_dy`` ``(T_c, B, K)``)."""
         k = spiking_constants(model, self.reset_in_trace)
         Bfb, rs = self._feedback(model, state.ep.rule_state)
@@ -319,14 +340,14 @@ class MDGL(LocalRule):
                 s = s._replace(ep=ep, psi_bar=psi_bar)
         return s._replace(ep=s.ep._replace(rule_state=rs))
 
-    def read(self, model: nn.Module, state: MDGLState) -> tuple[Grads, MDGLState]:
+    def read(self, model: Any, state: MDGLState) -> tuple[Grads, MDGLState]:
         """Gradients accumulated since the last read, and the state with zeroed accumulators."""
         k = spiking_constants(model, self.reset_in_trace)
         dW_pre, dW_out, db_out, ep = spiking_traces_read(model, k, state.ep, RegSpec())
         grads = assemble_grads(model, dW_pre + state.acc_mod, dW_out, db_out)
         return grads, state._replace(ep=ep, acc_mod=torch.zeros_like(state.acc_mod))
 
-    def step(self, model: nn.Module, rec_t: Any, dE_dy_t: Tensor, state: MDGLState) -> tuple[Grads, MDGLState]:
+    def step(self, model: Any, rec_t: Any, dE_dy_t: Tensor, state: MDGLState) -> tuple[Grads, MDGLState]:
         """One time step (``rec_t`` fields ``(B, ·)``): this step's gradient contribution and the new state."""
         rec1 = type(rec_t)(*(f[None] for f in rec_t))
         return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))

@@ -44,15 +44,30 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from spikelearn.models import RateRNN, SpikingRNN
 from spikelearn.rules.base import Grads, LossFn, RuleState
+from spikelearn.rules.local import (
+    FeedbackMatrix,
+    LocalRule,
+    assemble_grads,
+    cell_type_index,
+    check_local_options,
+    default_std_hidden,
+    default_std_out,
+    initial_spikes,
+    local_adjoint_scan,
+    rate_scan_fields,
+    readout_credit_chunks,
+    record_and_output_error,
+    spiking_constants,
+    spiking_scan_fields,
+    start_state,
+    type_average,
+    type_indicator,
+)
 from spikelearn.rules.registry import register
-from spikelearn.rules.local import (FeedbackMatrix, LocalRule, assemble_grads, cell_type_index, check_local_options,
-                                    default_std_hidden, default_std_out, initial_spikes, local_adjoint_scan,
-                                    rate_scan_fields, readout_credit_chunks, record_and_output_error,
-                                    spiking_constants, spiking_scan_fields, start_state, type_average, type_indicator)
 from spikelearn.weights import weight_ops
 
 __all__ = ["ModProp", "ModPropState", "filter_taps"]
@@ -142,7 +157,7 @@ class ModProp(LocalRule):
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _is_spiking(model: nn.Module) -> bool:
+    def _is_spiking(model: Any) -> bool:
         if isinstance(model, SpikingRNN):
             return True
         if isinstance(model, RateRNN):
@@ -153,13 +168,13 @@ class ModProp(LocalRule):
             return False
         raise TypeError(f"ModProp applies to RateRNN or SpikingRNN, got {type(model).__name__}")
 
-    def _check_model(self, model: nn.Module) -> None:
+    def _check_model(self, model: Any) -> None:
         self._is_spiking(model)
 
-    def _default_feedback_std(self, model: nn.Module) -> float:
+    def _default_feedback_std(self, model: Any) -> float:
         return default_std_hidden(model) if self._is_spiking(model) else default_std_out(model)
 
-    def type_structure(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+    def type_structure(self, model: Any) -> tuple[Tensor, Tensor, Tensor]:
         """``(idx (N,), P (N, C), Ω (C, C))`` for ``model``'s current ``W_rec`` (detached), ``W_ab = P Ω Pᵀ``.
 
         With ``omega="abs_sign"`` the types are the refined ``(cell type, presynaptic sign)`` pairs that occur
@@ -174,7 +189,7 @@ class ModProp(LocalRule):
         om_abs = type_average(W.abs(), P, nonzero_only=False, ops=ops)
         return idx, type_indicator(idx, len(base), W.dtype), om_abs[base][:, base] * sign.to(W.dtype)[None, :]
 
-    def type_index(self, model: nn.Module) -> Tensor:
+    def type_index(self, model: Any) -> Tensor:
         """Each neuron's type ``(N,)`` as :meth:`type_structure` uses it, without computing ``Ω``."""
         cell, _ = cell_type_index(model, self.cell_types)
         if self.omega == "signed_mean":
@@ -196,12 +211,12 @@ class ModProp(LocalRule):
 
     def _rate_consts(self, model: Any) -> tuple[Tensor, Tensor]:
         c = model.constants()
-        kw = dict(dtype=model.dtype, device=model.device)
+        kw: dict[str, Any] = dict(dtype=model.dtype, device=model.device)
         return (torch.as_tensor(c.leak, **kw).expand(model.n).clone(),
                 torch.as_tensor(c.c_in, **kw).expand(model.n).clone())
 
     # ------------------------------------------------------------------ whole trials
-    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
         """``(loss, grads, new_state)`` for whole trials (module docstring; rule state as in
         :class:`~spikelearn.rules.local.LocalRule`)."""
@@ -209,7 +224,7 @@ class ModProp(LocalRule):
             raise ValueError("ModProp: mode='online' is for RateRNN only (module docstring); use 'batched'")
         return super().update(model, x, y, mask, loss_fn, state)
 
-    def _batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         spiking = self._is_spiking(model)
         fields = spiking_scan_fields(model) if spiking else rate_scan_fields(model)
@@ -219,18 +234,18 @@ class ModProp(LocalRule):
             if spiking:
                 dW_pre, dW_out = self._batched_spiking(model, chunks, dE_dy, Bfb)
             else:
-                recs = [torch.cat([c[i] for c in chunks]) for i in range(4)]
-                dW_pre, dW_out = self._batched_rate(model, *recs, dE_dy, chunks.state0.r, Bfb)
+                x_, r_, fp_, read_ = (torch.cat([c[i] for c in chunks]) for i in range(4))
+                dW_pre, dW_out = self._batched_rate(model, x_, r_, fp_, read_, dE_dy, chunks.state0.r, Bfb)
         if not bool(torch.isfinite(dW_pre).all()):
             self._warn_unstable(model)
         return loss, assemble_grads(model, dW_pre, dW_out, dE_dy.sum((0, 1))), state
 
-    def _warn_unstable(self, model: nn.Module) -> None:
+    def _warn_unstable(self, model: Any) -> None:
         """A non-finite ModProp credit: name the likely cause, the substituted backward Jacobian
         ``diag(leak) + μ diag(c_in) W_ab`` having a spectral radius > 1 (the scan multiplies by it every step)."""
         _, P, Om = self.type_structure(model)
         c = model.constants()
-        kw = dict(dtype=torch.float64, device=P.device)
+        kw: dict[str, Any] = dict(dtype=torch.float64, device=P.device)
         n = model.n
         leak = torch.as_tensor(c.alpha if self._is_spiking(model) else c.leak, **kw).expand(n)
         c_in = torch.as_tensor(c.c_in, **kw).expand(n)
@@ -299,7 +314,7 @@ class ModProp(LocalRule):
         idx, P, Om = self.type_structure(model)
         return float(leak[0]), float(c_in[0]), idx, P, Om
 
-    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
+    def init(self, model: Any, batch_size: int, n_steps: int | None = None, *,
              initial_state: Any = None, rule_state: RuleState | None = None) -> ModPropState:
         """Zero traces for ``batch_size`` trials starting from ``initial_state`` (else ``model.init_state``),
         carrying ``rule_state`` (else ``init_state(model)``)."""
@@ -308,13 +323,13 @@ class ModProp(LocalRule):
         _, _, _, P, _ = self._online_consts(model)
         B, N, C = int(batch_size), model.n, P.shape[1]
         Np = N + model.n_in + int(model.b_rec is not None)
-        kw = dict(dtype=model.dtype, device=model.device)
+        kw: dict[str, Any] = dict(dtype=model.dtype, device=model.device)
         return ModPropState(t=0, r_prev=start_state(model, B, initial_state).r.detach().clone(),
                             eps=torch.zeros(B, Np, **kw), Y=torch.zeros(B, Np, C, C, **kw), acc=torch.zeros(N, Np, **kw),
                             acc_type=torch.zeros(C, Np, **kw), acc_out=torch.zeros(model.n_out, N, **kw),
                             acc_bout=torch.zeros(model.n_out, **kw), rule_state=rs)
 
-    def advance(self, model: nn.Module, rec: Any, dE_dy: Tensor, state: ModPropState) -> ModPropState:
+    def advance(self, model: Any, rec: Any, dE_dy: Tensor, state: ModPropState) -> ModPropState:
         """Advance through a chunk (``rec`` a :class:`~spikelearn.models.RateRecord` ``(T_c, B, ·)``)."""
         alpha, c_in, _, P, Om = self._online_consts(model)
         c = self.mu * c_in
@@ -339,7 +354,7 @@ class ModProp(LocalRule):
                 s = s._replace(t=s.t + 1, r_prev=rec.r[t], eps=eps, Y=Y)
         return s._replace(rule_state=rs)
 
-    def read(self, model: nn.Module, state: ModPropState) -> tuple[Grads, ModPropState]:
+    def read(self, model: Any, state: ModPropState) -> tuple[Grads, ModPropState]:
         """Gradients accumulated since the last read, and the state with zeroed accumulators."""
         idx = self.type_index(model)
         grads = assemble_grads(model, state.acc + state.acc_type[idx], state.acc_out, state.acc_bout)
@@ -347,7 +362,7 @@ class ModProp(LocalRule):
         return grads, state._replace(acc=z(state.acc), acc_type=z(state.acc_type), acc_out=z(state.acc_out),
                                      acc_bout=z(state.acc_bout))
 
-    def step(self, model: nn.Module, rec_t: Any, dE_dy_t: Tensor, state: ModPropState) -> tuple[Grads, ModPropState]:
+    def step(self, model: Any, rec_t: Any, dE_dy_t: Tensor, state: ModPropState) -> tuple[Grads, ModPropState]:
         """One time step (``rec_t`` fields ``(B, ·)``): this step's gradient contribution and the new state."""
         rec1 = type(rec_t)(*(f[None] for f in rec_t))
         return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))

@@ -32,10 +32,10 @@ per batch (memory ``O(T B N)``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from spikelearn.models import RateRNN, SpikingRNN
 from spikelearn.rules.base import Grads, LossFn, RuleState, output_error
@@ -90,20 +90,20 @@ class RewardModulated:
         """Whether the rule carries state between calls: the running baseline, the seeded noise generator."""
         return self.baseline == "running" or self.seed is not None
 
-    def init_state(self, model: nn.Module) -> RuleState:
+    def init_state(self, model: Any) -> RuleState:
         """``{"baseline": None (set by the first batch), "generator": the seeded noise generator or None}``."""
         self._setup(model)
         gen = None if self.seed is None else torch.Generator(device=model.device).manual_seed(int(self.seed))
         return {"baseline": None, "generator": gen}
 
-    def _setup(self, model: nn.Module) -> tuple[str, Tensor]:
+    def _setup(self, model: Any) -> tuple[str, Tensor]:
         if not isinstance(model, (RateRNN, SpikingRNN)):
             raise TypeError(f"RewardModulated applies to RateRNN or SpikingRNN, got {type(model).__name__}")
-        kw = dict(dtype=model.dtype, device=model.device)
+        kw: dict[str, Any] = dict(dtype=model.dtype, device=model.device)
         c_in = torch.as_tensor(model.constants().c_in, **kw).expand(model.n).clone()
         return ("v" if isinstance(model, SpikingRNN) else "h"), c_in
 
-    def _noise(self, model: nn.Module, shape: tuple, gen: torch.Generator | None) -> Tensor:
+    def _noise(self, model: Any, shape: tuple, gen: torch.Generator | None) -> Tensor:
         return torch.randn(shape, generator=gen, dtype=model.dtype, device=model.device) * self.noise_std
 
     def rewards(self, y_hat: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn) -> Tensor:
@@ -128,14 +128,14 @@ class RewardModulated:
         base = float(R.mean()) if baseline is None else baseline
         return R - base, self.baseline_decay * base + (1.0 - self.baseline_decay) * float(R.mean())
 
-    def gradients(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
+    def gradients(self, model: Any, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
         """``(loss, grads)`` of one batch of noisy trials from ``init_state(model)`` (a first batch: the running
         baseline is its own mean, the seeded generator starts afresh); ``loss`` is the loss of the noisy run."""
         loss, grads, _ = self.update(model, x, y, mask, loss_fn)
         return loss, grads
 
-    def update(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
         """``(loss, grads, new_state)`` of one batch of noisy trials from the rule ``state`` (running baseline,
         noise generator; ``init_state(model)`` when ``None``). The state passed in is not modified."""

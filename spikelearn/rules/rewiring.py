@@ -24,10 +24,10 @@ otherwise let them grow). Usage (the trainer hook)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = ["DeepR", "DeepRState"]
 
@@ -65,7 +65,7 @@ class DeepR:
         if not self.l1 >= 0:  # also NaN
             raise ValueError(f"DeepR: l1 must be >= 0, got {self.l1!r}")
 
-    def _parts(self, model: nn.Module, key: str) -> tuple[Tensor, Tensor, Tensor]:
+    def _parts(self, model: Any, key: str) -> tuple[Tensor, Tensor, Tensor]:
         p, m, s = _KEYS[key]
         return getattr(model, p), getattr(model, m), getattr(model, s)
 
@@ -86,7 +86,7 @@ class DeepR:
         rnd = (torch.randint(0, 2, tuple(W.shape), generator=g) * 2 - 1).to(W.dtype).to(W.device)
         return torch.where(active, own, torch.where(col != 0, col, rnd))
 
-    def init(self, model: nn.Module) -> DeepRState:
+    def init(self, model: Any) -> DeepRState:
         """Active sets = current non-zero effective weights; signs = the model's sign or the weight's own sign."""
         eff = model.effective_weights()
         active, sign = {}, {}
@@ -100,7 +100,7 @@ class DeepR:
         g = torch.Generator(device=model.theta_rec.device).manual_seed(int(self.seed))
         return DeepRState(active=active, sign=sign, n_rewired=0, generator=g)
 
-    def mask_grads(self, model: nn.Module, state: DeepRState) -> None:
+    def mask_grads(self, model: Any, state: DeepRState) -> None:
         """Zero the gradients of inactive positions (call before ``optimizer.step()``)."""
         for key in self.matrices:
             theta, _, _ = self._parts(model, key)
@@ -108,7 +108,7 @@ class DeepR:
                 theta.grad.mul_(state.active[key])
 
     @torch.no_grad()
-    def step(self, model: nn.Module, state: DeepRState, lr: float) -> DeepRState:
+    def step(self, model: Any, state: DeepRState, lr: float) -> DeepRState:
         """Shrink, disconnect synapses whose magnitude reached ≤ 0, reconnect as many (call after the step)."""
         total = 0
         for key in self.matrices:

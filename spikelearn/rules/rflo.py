@@ -27,14 +27,24 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from spikelearn.models import RateRNN
 from spikelearn.rules.base import Grads, LossFn, RuleState
+from spikelearn.rules.local import (
+    FeedbackMatrix,
+    LocalRule,
+    RateLocalConstants,
+    assemble_grads,
+    check_local_options,
+    default_std_out,
+    rate_adjoint_scan,
+    rate_constants,
+    rate_scan_fields,
+    record_and_output_error,
+    start_state,
+)
 from spikelearn.rules.registry import register
-from spikelearn.rules.local import (FeedbackMatrix, LocalRule, RateLocalConstants, assemble_grads,
-                                    check_local_options, default_std_out, rate_adjoint_scan, rate_constants,
-                                    rate_scan_fields, record_and_output_error, start_state)
 from spikelearn.weights import weight_ops
 
 __all__ = ["RFLO", "RFLOState"]
@@ -88,18 +98,18 @@ class RFLO(LocalRule):
         check_local_options(self)
 
     # ------------------------------------------------------------------ engine hooks
-    def _check_model(self, model: nn.Module) -> None:
+    def _check_model(self, model: Any) -> None:
         if not isinstance(model, RateRNN):
             raise TypeError(f"RFLO applies to RateRNN models, got {type(model).__name__} (use EProp for SpikingRNN)")
 
-    def _default_feedback_std(self, model: nn.Module) -> float:
+    def _default_feedback_std(self, model: Any) -> float:
         return default_std_out(model)
 
     def _consts(self, model: Any) -> RateLocalConstants:
         return rate_constants(model)
 
     # ------------------------------------------------------------------ whole trials
-    def _batched(self, model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         """The adjoint of the local dynamics (:func:`~spikelearn.rules.local.rate_adjoint_scan`)."""
         loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
@@ -110,7 +120,7 @@ class RFLO(LocalRule):
         return loss, assemble_grads(model, dW_pre, dW_out, db_out), state
 
     # ------------------------------------------------------------------ online
-    def init(self, model: nn.Module, batch_size: int, n_steps: int | None = None, *,
+    def init(self, model: Any, batch_size: int, n_steps: int | None = None, *,
              initial_state: Any = None, rule_state: RuleState | None = None) -> RFLOState:
         """Zero traces and accumulators for ``batch_size`` trials starting from ``initial_state`` (else
         ``model.init_state``), carrying ``rule_state`` (else ``init_state(model)``)."""
@@ -119,14 +129,14 @@ class RFLO(LocalRule):
         k = self._consts(model)
         N, B = k.N, int(batch_size)
         Np = N + model.n_in + int(k.bias)
-        kw = dict(dtype=model.dtype, device=model.device)
+        kw: dict[str, Any] = dict(dtype=model.dtype, device=model.device)
         return RFLOState(t=0, n_steps=n_steps, r_prev=start_state(model, B, initial_state).r.detach().clone(),
                          eps_h=None if k.no_h else torch.zeros((B, Np) if k.presyn else (N, B, Np), **kw),
                          eps_r=None if k.presyn else torch.zeros(N, B, Np, **kw),
                          acc=torch.zeros(N, Np, **kw), acc_out=torch.zeros(model.n_out, N, **kw),
                          acc_bout=torch.zeros(model.n_out, **kw), rule_state=rs)
 
-    def advance(self, model: nn.Module, rec: Any, dE_dy: Tensor, state: RFLOState) -> RFLOState:
+    def advance(self, model: Any, rec: Any, dE_dy: Tensor, state: RFLOState) -> RFLOState:
         """Advance through a chunk: ``rec`` a :class:`~spikelearn.models.RateRecord` ``(T_c, B, ·)``,
         ``dE_dy`` ``(T_c, B, K)``."""
         k = self._consts(model)
@@ -142,6 +152,7 @@ class RFLO(LocalRule):
                 fp = rec.fprime[t]
                 eps_h, eps_r = s.eps_h, s.eps_r
                 if k.presyn:  # ε_h,jk = c_in,j p_k with p ← A_hh p + pre ; ε_r = c_f f' ε_h
+                    assert eps_h is not None
                     eps_h = eps_h.mul_(float(k.A_hh[0])).add_(pre)
                     sig = L[t] if k.from_h else L[t] * k.c_f * fp
                     s.acc.addmm_((sig * k.c_in).T, eps_h)
@@ -164,13 +175,13 @@ class RFLO(LocalRule):
                 s = s._replace(t=s.t + 1, r_prev=rec.r[t], eps_h=eps_h, eps_r=eps_r)
         return s._replace(rule_state=rs)
 
-    def read(self, model: nn.Module, state: RFLOState) -> tuple[Grads, RFLOState]:
+    def read(self, model: Any, state: RFLOState) -> tuple[Grads, RFLOState]:
         """Gradients accumulated since the last read, and the state with zeroed accumulators."""
         grads = assemble_grads(model, state.acc, state.acc_out, state.acc_bout)
         z = torch.zeros_like
         return grads, state._replace(acc=z(state.acc), acc_out=z(state.acc_out), acc_bout=z(state.acc_bout))
 
-    def step(self, model: nn.Module, rec_t: Any, dE_dy_t: Tensor, state: RFLOState) -> tuple[Grads, RFLOState]:
+    def step(self, model: Any, rec_t: Any, dE_dy_t: Tensor, state: RFLOState) -> tuple[Grads, RFLOState]:
         """One time step (``rec_t`` fields ``(B, ·)``, ``dE_dy_t`` ``(B, K)``): this step's gradient and new state."""
         rec1 = type(rec_t)(*(f[None] for f in rec_t))
         return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))
