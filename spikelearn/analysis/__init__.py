@@ -5,21 +5,68 @@ trainer measurement hooks. Plotting helpers live in the submodules ``plots_regim
 (imported on demand, so matplotlib stays out of ``import spikelearn.analysis``).
 """
 
-from spikelearn.analysis.flossing import (FlossingConfig, floss, flossing_grads, flossing_loss,
-                                          local_flossing_grads, task_inputs)
-from spikelearn.analysis.hessian import (EigResult, HessianOperator, LanczosResult, SLQResult, TraceResult,
-                                         hessian_density, hessian_measurement, hessian_operator, hessian_spectrum,
-                                         hutchinson_trace, lanczos, power_iteration, slq, top_eigenvalues)
-from spikelearn.analysis.lyapunov import (LyapunovResult, lyapunov_from_jacobians, lyapunov_measurement,
-                                          lyapunov_spectrum, max_lyapunov, mean_field_lyapunov,
-                                          perturbation_growth_rate)
-from spikelearn.analysis.regime import (activity_effective_rank, cka, default_rules, gradient_alignment,
-                                        hidden_activity, kernel_alignment, model_weight_change, output_jacobian,
-                                        regime_measurement, regime_summary, representation_alignment,
-                                        representation_kernel, sign_similarity, tangent_kernel,
-                                        tangent_kernel_alignment, weight_change, weight_effective_rank)
-from spikelearn.analysis.spikes import (SpikeStats, cv_isi, fano_factor, firing_rates, psth, spike_stats,
-                                        spike_stats_measurement, synchrony)
+from spikelearn.analysis.flossing import (
+                                          FlossingConfig,
+                                          floss,
+                                          flossing_grads,
+                                          flossing_loss,
+                                          local_flossing_grads,
+                                          task_inputs,
+)
+from spikelearn.analysis.hessian import (
+                                          EigResult,
+                                          HessianOperator,
+                                          LanczosResult,
+                                          SLQResult,
+                                          TraceResult,
+                                          hessian_density,
+                                          hessian_measurement,
+                                          hessian_operator,
+                                          hessian_spectrum,
+                                          hutchinson_trace,
+                                          lanczos,
+                                          power_iteration,
+                                          slq,
+                                          top_eigenvalues,
+)
+from spikelearn.analysis.lyapunov import (
+                                          LyapunovResult,
+                                          lyapunov_from_jacobians,
+                                          lyapunov_measurement,
+                                          lyapunov_spectrum,
+                                          max_lyapunov,
+                                          mean_field_lyapunov,
+                                          perturbation_growth_rate,
+)
+from spikelearn.analysis.regime import (
+                                          activity_effective_rank,
+                                          cka,
+                                          default_rules,
+                                          gradient_alignment,
+                                          hidden_activity,
+                                          kernel_alignment,
+                                          model_weight_change,
+                                          output_jacobian,
+                                          regime_measurement,
+                                          regime_summary,
+                                          representation_alignment,
+                                          representation_kernel,
+                                          sign_similarity,
+                                          tangent_kernel,
+                                          tangent_kernel_alignment,
+                                          weight_change,
+                                          weight_effective_rank,
+)
+from spikelearn.analysis.spikes import (
+                                          SpikeStats,
+                                          cv_isi,
+                                          fano_factor,
+                                          firing_rates,
+                                          psth,
+                                          spike_stats,
+                                          spike_stats_measurement,
+                                          synchrony,
+)
 
 __all__ = [
     # stability

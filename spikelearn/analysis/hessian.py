@@ -54,7 +54,7 @@ MatVec = Callable[[Tensor], Tensor]
 _ALIASES = {"W_rec": ("theta_rec", "mask_rec"), "W_in": ("theta_in", "mask_in"), "W_out": ("theta_out", "mask_out"),
             "theta_rec": ("theta_rec", "mask_rec"), "theta_in": ("theta_in", "mask_in"),
             "theta_out": ("theta_out", "mask_out")}
-_WEIGHTS = ("theta_in", "theta_rec", "theta_out")
+WEIGHT_PARAMS = ("theta_in", "theta_rec", "theta_out")
 
 
 def resolve_params(model: nn.Module, names: Sequence[str]) -> list[tuple[str, nn.Parameter, Tensor | None]]:
@@ -189,7 +189,7 @@ def hessian_operator(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
         raise ValueError(f"parameters {frozen} do not require grad (a frozen copy, e.g. Trainer.initial_model()): "
                          f"the Hessian needs them differentiable; call p.requires_grad_(True) on a copy first")
     x = x.to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype)
-    weights = [p for n, p in model.named_parameters() if n in _WEIGHTS]
+    weights = [p for n, p in model.named_parameters() if n in WEIGHT_PARAMS]
 
     def closure() -> Tensor:
         loss = loss_fn(model(x).y, y, mask)

@@ -42,7 +42,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spikelearn.analysis.regime import model_weight_change
+from spikelearn.analysis.hessian import WEIGHT_PARAMS, hessian_operator, hutchinson_trace, top_eigenvalues
+from spikelearn.analysis.lyapunov import lyapunov_spectrum
+from spikelearn.analysis.regime import gradient_alignment, model_weight_change, regime_summary, weight_effective_rank
+from spikelearn.analysis.spikes import spike_stats
+from spikelearn.rules import BPTT, make_rule
 
 __all__ = ["weight_change", "max_lyapunov_exponent", "regime", "initial_gradient_alignment", "hessian_top",
            "noisy_accuracy", "spike_statistics", "concat_trials", "probe_batch", "rule_specs"]
@@ -105,7 +109,6 @@ def concat_trials(task: Any, n_traj: int, n_concat: int, generator: torch.Genera
 
 def rule_specs(rules: Sequence[Any]) -> list[tuple[str, Any]]:
     """``(label, rule instance)`` for each entry: a registered name, or ``{name, options, label}``."""
-    from spikelearn.rules import make_rule
 
     out = []
     for r in rules:
@@ -166,7 +169,6 @@ def max_lyapunov_exponent(model: nn.Module, task: Any, iteration: int, *, initia
     """
     if _skip(iteration, at):
         return {}
-    from spikelearn.analysis.lyapunov import lyapunov_spectrum
 
     kw = dict(k=int(k), transient_steps=None if transient_steps < 0 else int(transient_steps),
               qr_every=int(qr_every), jacobian=jacobian)
@@ -207,7 +209,6 @@ def regime(model: nn.Module, task: Any, iteration: int, *, initial_model: nn.Mod
     """
     if _skip(iteration, at):
         return {}
-    from spikelearn.analysis.regime import regime_summary, weight_effective_rank
 
     x = probe_batch(task, probe_trials, seed, model)[0]
     model0 = _trainable_copy(initial_model) if kernel else initial_model
@@ -238,7 +239,6 @@ def initial_gradient_alignment(model: nn.Module, task: Any, iteration: int, *, i
     del model
     if _skip(iteration, at):
         return {}
-    from spikelearn.analysis.regime import gradient_alignment
 
     specs = [r if isinstance(r, str) else dict(r) for r in rules]
     key = ("gradient_alignment", repr(specs), int(batch_size), int(seed))
@@ -277,7 +277,6 @@ def hessian_top(model: nn.Module, task: Any, iteration: int, *, batch_size: int 
     """
     if _skip(iteration, at):
         return {}
-    from spikelearn.analysis.hessian import _WEIGHTS, hessian_operator, hutchinson_trace, top_eigenvalues
 
     x, y, mask = probe_batch(task, batch_size, seed, model, split=split)
     was_training = model.training
@@ -293,7 +292,6 @@ def hessian_top(model: nn.Module, task: Any, iteration: int, *, batch_size: int 
             tr = hutchinson_trace(op, op.n, int(trace_samples), generator=gen)
             out.update(trace=float(tr.trace), trace_se=float(tr.stderr))
         if gain_rules:
-            from spikelearn.rules import BPTT
 
             u = op.unflatten(eig.eigenvectors[0])
             named = dict(model.named_parameters())
@@ -303,7 +301,7 @@ def hessian_top(model: nn.Module, task: Any, iteration: int, *, batch_size: int 
                 s = 0.0
                 for name, un in u.items():
                     gi = g[name].detach() if name in g else torch.zeros_like(un)
-                    if l2 and name in _WEIGHTS:
+                    if l2 and name in WEIGHT_PARAMS:
                         gi = gi + float(l2) * named[name].detach()
                     s += float((gi * un).sum())
                 return s
@@ -348,7 +346,6 @@ def spike_statistics(model: nn.Module, task: Any, iteration: int, *, batch_size:
     ``synchrony`` (NaN where undefined, e.g. CV without enough ISIs). Cost: one recorded forward pass."""
     if _skip(iteration, at):
         return {}
-    from spikelearn.analysis.spikes import spike_stats
 
     x = probe_batch(task, batch_size, seed, model)[0]
     with torch.no_grad():

@@ -45,6 +45,7 @@ from spikelearn.dynamics import (
     random_orthonormal,
 )
 from spikelearn.models import RateRNN, SpikingRNN
+from spikelearn.neurons.rate import activation
 
 __all__ = ["LyapunovResult", "lyapunov_spectrum", "max_lyapunov", "lyapunov_from_jacobians",
            "perturbation_growth_rate", "mean_field_lyapunov", "lyapunov_measurement"]
@@ -266,7 +267,6 @@ def perturbation_growth_rate(model: nn.Module, x: Tensor, state0: Any = None, *,
 
 def _set(model: RateRNN, s: Any, value: Tensor, key: str) -> Any:
     """A state with ``h`` (or ``r`` for murray) replaced and the other field made consistent."""
-    from spikelearn.neurons.rate import activation
 
     if key == "r":
         return s._replace(r=value)

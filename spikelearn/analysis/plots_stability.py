@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from spikelearn.analysis.lyapunov import LyapunovResult
-from spikelearn.analysis.spikes import _as_spikes, psth
+from spikelearn.analysis.spikes import as_spikes, psth
 
 __all__ = ["plot_spectrum", "plot_convergence", "plot_raster", "plot_psth", "plot_gain_sweep"]
 
@@ -62,7 +62,7 @@ def plot_convergence(result: LyapunovResult, path: str | Path, *, max_lines: int
 def plot_raster(z: Any, dt_ms: float, path: str | Path, *, trial: int = 0,
                 cell_types: Sequence[str] | None = None, max_neurons: int = 200) -> Path:
     """Spike raster of one trial (neurons grouped and coloured by cell type)."""
-    a = _as_spikes(z)[:, trial]
+    a = as_spikes(z)[:, trial]
     N = a.shape[1]
     ct = np.asarray(["all"] * N if cell_types is None else [str(s) for s in cell_types])
     order = np.argsort(ct, kind="stable")[:max_neurons]

@@ -34,10 +34,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, jacrev, vmap
 
 from spikelearn.analysis.hessian import resolve_params
 from spikelearn.circuit.core import effective_rank
 from spikelearn.models import RateRecord, RateRNN
+from spikelearn.rules import BPTT, RULES
 
 __all__ = ["kernel_alignment", "representation_kernel", "representation_alignment", "cka", "sign_similarity",
            "hidden_activity", "output_jacobian", "tangent_kernel", "tangent_kernel_alignment", "weight_change",
@@ -155,7 +157,6 @@ def output_jacobian(model: nn.Module, x: Tensor, *, params: Sequence[str] = ("W_
     T, B, _ = x.shape
     ts = _select_time(T, time_index)
     if method == "vmap":
-        from torch.func import functional_call, jacrev, vmap
 
         base = {k: v.detach() for k, v in model.named_parameters()}
         base.update({k: v.detach() for k, v in model.named_buffers()})
@@ -309,7 +310,6 @@ def default_rules(model: nn.Module | None = None) -> dict[str, Any]:
     """Every rule of :data:`spikelearn.rules.RULES` whose hyperparameters all have defaults, instantiated; with
     ``model``, only those whose ``model_types`` (``"rate"`` / ``"spiking"``) cover it (e.g. no e-prop for a
     :class:`~spikelearn.models.RateRNN`)."""
-    from spikelearn.rules import RULES
 
     kind = None if model is None else ("rate" if isinstance(model, RateRNN) else "spiking")
     out = {}
@@ -348,7 +348,6 @@ def gradient_alignment(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
         parameter the reference trains plus ``parameter = "all"`` (all parameters concatenated; parameters a rule
         leaves out count as zero gradient).
     """
-    from spikelearn.rules import BPTT
 
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")

@@ -35,7 +35,7 @@ __all__ = ["SpikeStats", "spike_stats", "firing_rates", "cv_isi", "fano_factor",
            "spike_stats_measurement"]
 
 
-def _as_spikes(z: Any) -> np.ndarray:
+def as_spikes(z: Any) -> np.ndarray:
     if isinstance(z, SpikingRecord):
         z = z.z
     if isinstance(z, torch.Tensor):
@@ -68,7 +68,7 @@ def _window_steps(ms: float, dt_ms: float, name: str) -> int:
 def firing_rates(z: Any, dt_ms: float) -> np.ndarray:
     """Per-neuron rate in Hz, ``(N,)``."""
     dt = _positive(dt_ms, "dt_ms")
-    a = _as_spikes(z)
+    a = as_spikes(z)
     T, B, _ = a.shape
     return a.sum((0, 1)) / (B * T * dt * 1e-3)
 
@@ -90,7 +90,7 @@ def cv_isi(z: Any, *, min_isis: int = 2) -> np.ndarray:
     ``min_isis`` ≥ 2 intervals)."""
     if isinstance(min_isis, bool) or not isinstance(min_isis, (int, np.integer)) or min_isis < 2:
         raise ValueError(f"min_isis must be an int >= 2 (a CV needs two intervals), got {min_isis!r}")
-    a = _as_spikes(z)
+    a = as_spikes(z)
     cv = np.full(a.shape[2], np.nan)
     for j, d in enumerate(_isis(a)):
         if d.size >= min_isis and d.mean() > 0:
@@ -109,7 +109,7 @@ def _counts(a: np.ndarray, window_steps: int, name: str) -> np.ndarray:
 def fano_factor(z: Any, dt_ms: float, *, window_ms: float = 100.0) -> np.ndarray:
     """Per-neuron Fano factor of spike counts in windows of ``window_ms`` (module docstring), ``(N,)``."""
     w = _window_steps(window_ms, dt_ms, "window_ms")
-    a = _as_spikes(z)
+    a = as_spikes(z)
     c = _counts(a, w, "window_ms")
     if c.shape[1] >= 2:
         var, mean = c.var(1, ddof=1).sum(0), c.mean(1).sum(0)
@@ -127,7 +127,7 @@ def synchrony(z: Any, dt_ms: float, *, bin_ms: float = 5.0, neurons: Sequence[in
     """Golomb's synchrony ``χ`` of a population (module docstring), averaged over the trials in which some neuron
     varies; NaN if none does (or ``neurons`` is empty)."""
     w = _window_steps(bin_ms, dt_ms, "bin_ms")
-    a = _as_spikes(z)
+    a = as_spikes(z)
     if neurons is not None:
         a = a[:, :, np.asarray(neurons, dtype=np.intp)]
     if a.shape[2] == 0:
@@ -150,7 +150,7 @@ def psth(z: Any, dt_ms: float, *, bin_ms: float = 10.0, cell_types: Sequence[str
     Returns a tidy frame with columns ``t_ms`` (bin start), ``cell_type`` (``"all"`` plus each type) and ``rate_hz``.
     """
     w = _window_steps(bin_ms, dt_ms, "bin_ms")
-    a = _as_spikes(z)
+    a = as_spikes(z)
     T, B, N = a.shape
     c = _counts(a, w, "bin_ms")  # (W, B, N)
     t = np.arange(c.shape[0]) * w * dt_ms
@@ -199,7 +199,7 @@ def spike_stats(z: Any, dt_ms: float, *, cell_types: Sequence[str] | None = None
         cell_types: ``(N,)`` type names (e.g. ``model.circuit.cell_types``); default one type ``"all"``.
         window_ms: Fano counting window. bin_ms: synchrony bin. min_isis: fewest intervals for a CV.
     """
-    a = _as_spikes(z)
+    a = as_spikes(z)
     N = a.shape[2]
     ct = np.asarray(["all"] * N, dtype=object) if cell_types is None else _type_names(cell_types, N)
     per = pd.DataFrame({"neuron": np.arange(N), "cell_type": ct, "rate_hz": firing_rates(a, dt_ms),

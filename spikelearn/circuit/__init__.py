@@ -1,7 +1,7 @@
 """Circuits: network wiring as numpy/scipy data (no torch). Generators and connectome loaders live here."""
 
-from spikelearn.circuit.core import Circuit, CircuitError, effective_rank
 from spikelearn.circuit import generators
+from spikelearn.circuit.core import Circuit, CircuitError, effective_rank
 from spikelearn.circuit.generators import (
     block_model,
     dale,

@@ -34,7 +34,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from spikelearn.circuit.core import Circuit, CircuitError
-from spikelearn.circuit.generators import _largest_remainder
+from spikelearn.circuit.generators import largest_remainder
 
 __all__ = [
     "available",
@@ -529,7 +529,7 @@ def mouse_v1(*, n: int = 500, seed: int = 0, p_scale: float = 1.0, radius_um: fl
     shape = np.array([[float(tb.psp.loc[k, "logn_shape_90th"]) for k in row] for row in keys])
     scale = np.array([[float(tb.psp.loc[k, "logn_scale_90th"]) for k in row] for row in keys])
 
-    counts = _largest_remainder(n, tb.proportions)
+    counts = largest_remainder(n, tb.proportions)
     tix = np.repeat(np.arange(T), counts)                     # (N,) type of each neuron
     rng = np.random.default_rng(seed)
     posts, pres = [], []

@@ -16,9 +16,11 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Literal, Mapping, Sequence
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.sparse.linalg import ArpackNoConvergence, eigs
 
 __all__ = ["Circuit", "CircuitError", "effective_rank"]
 
@@ -276,7 +278,6 @@ class Circuit:
         ``metadata["graph"]``). Edge attributes other than ``weight``, ``gap_weight`` and ``edge_sign`` (e.g. a
         delay) are not part of a circuit and are not read.
         """
-        import networkx as nx
 
         if self_loops not in ("keep", "error"):
             raise CircuitError(f"self_loops must be 'keep' or 'error', got {self_loops!r}")
@@ -488,7 +489,6 @@ class Circuit:
         the node attributes ``input``/``output``/``input_sign``/``output_sign``; 2-D masks and the circuit's
         initial input/readout weights as graph attributes (``G.graph``), which :meth:`from_graph` reads back.
         """
-        import networkx as nx
 
         G = nx.DiGraph()
         meta = {k: v for k, v in self.metadata.items() if k != "graph"}
@@ -576,7 +576,6 @@ class Circuit:
             for k, v in effective_rank(W).items():
                 rows.append((k, "all", v))
         else:  # large sparse circuits (e.g. the fly lattice, N ~ 45 000): no dense N x N matrix
-            from scipy.sparse.linalg import ArpackNoConvergence, eigs
 
             Ws = self.weights()
             try:

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -374,7 +374,7 @@ def task_aligned_low_rank(n: int, n_in: int, n_out: int, rank: int | None = None
     return dataclasses.replace(c, input_weights=w_in, output_weights=w_out, metadata=meta)
 
 
-def _largest_remainder(n: int, proportions: np.ndarray, min_count: int = 1) -> np.ndarray:
+def largest_remainder(n: int, proportions: np.ndarray, min_count: int = 1) -> np.ndarray:
     """Integer counts summing to ``n`` in the given proportions (largest-remainder), each ≥ ``min_count``."""
     p = np.asarray(proportions, dtype=np.float64)
     if (p < 0).any() or p.sum() <= 0:
@@ -441,7 +441,7 @@ def block_model(p_table: pd.DataFrame, sizes: Mapping[str, int] | None = None, *
             raise CircuitError("give either sizes, or n together with proportions")
         if set(proportions) != set(types):
             raise CircuitError(f"proportions keys {sorted(proportions)} differ from p_table types {types}")
-        counts = _largest_remainder(n, np.array([proportions[t] for t in types]))
+        counts = largest_remainder(n, np.array([proportions[t] for t in types]))
     W_mag = np.ones_like(Pv)
     if weight_table is not None:
         Wt = weight_table if rows == "pre" else weight_table.T

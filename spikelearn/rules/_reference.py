@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 
 from spikelearn.models import EffectiveWeights
+from spikelearn.neurons.rate import RateState, rate_update
+from spikelearn.rules.base import output_error
 from spikelearn.rules.eprop import rate_regularizer
 
 __all__ = ["spiking_forward", "eprop_autograd", "eprop_traces", "rate_forward", "rflo_autograd", "rtrl_murray",
@@ -169,7 +171,6 @@ def rate_forward(model: Any, x: Tensor, *, detach_rec: bool, B: Tensor | None = 
     """``RateRNN.forward`` re-written with the recurrent drive ``W_rec sg(r^{t-1})`` (and the gap current of other
     neurons) optionally detached; the local leak paths are kept. Returns ``(y, final_state)``; ``rates``, if given,
     receives ``r^t`` of every step (on this graph)."""
-    from spikelearn.neurons.rate import RateState, rate_update
 
     W = model.effective_weights()
     c = model.constants()
@@ -216,7 +217,6 @@ def rtrl_murray(model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: Any, *,
     ``P_{j,ab}^t = (1−γ) P_{j,ab}^{t-1} + γ φ'(u_j^t) [Σ_l W_rec[j,l] P_{l,ab}^{t-1} + δ_ja r_b^{t-1}]`` (and the
     same with ``x^t`` for ``W_in``); ``dE/dW = Σ_t (W_outᵀ ∂E/∂y^t) · P^t``. ``local_only`` drops the non-local sum.
     """
-    from spikelearn.rules.base import output_error
 
     assert model.form == "murray" and model.gap is None and model.readout_from == "r"
     W = model.effective_weights()

@@ -44,6 +44,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from spikelearn.models import SpikingRNN
+
 __all__ = ["UnsupportedFeatureError", "ExportSpec", "export_spec", "brian2_session", "Brian2Result", "run_brian2",
            "ValidationReport", "compare_with_brian2", "EPropBrian2Result", "eprop_brian2", "TARGETS"]
 
@@ -106,7 +108,6 @@ def export_spec(model: Any) -> ExportSpec:
         UnsupportedFeatureError: not a :class:`~spikelearn.models.SpikingRNN` (e.g. a RateRNN: unknown neuron type
             for a spiking simulator), a smooth surrogate forward, non-finite weights or parameters.
     """
-    from spikelearn.models import SpikingRNN
 
     if not isinstance(model, SpikingRNN):
         raise UnsupportedFeatureError(

@@ -64,6 +64,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from spikelearn.circuit import Circuit
+from spikelearn.models import SpikingRNN
 from spikelearn.validate.brian2 import UnsupportedFeatureError, export_spec
 
 __all__ = ["to_nir", "from_nir", "simulate_nir", "SNNTORCH_DT_S"]
@@ -311,8 +313,6 @@ def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float
     spikelearn's own metadata (reset convention, refractoriness, masks) is used when present, which makes the round
     trip exact; a foreign graph gets spikelearn's reset and no refractoriness (``dt_ms`` required then).
     """
-    from spikelearn.circuit import Circuit
-    from spikelearn.models import SpikingRNN
 
     p = _parse(graph)
     meta = dict(graph.metadata.get("spikelearn", {})) if isinstance(graph.metadata, dict) else {}

@@ -58,11 +58,9 @@ def test_lyapunov_hook_equals_max_lyapunov_on_concatenated_trials(tmp_path):
 
 
 def test_initial_values_computed_once_and_unchanged_by_training(tmp_path, monkeypatch):
-    import spikelearn.analysis.lyapunov as lyap
-
     calls = []
-    real = lyap.lyapunov_spectrum
-    monkeypatch.setattr(lyap, "lyapunov_spectrum", lambda m, *a, **k: calls.append(id(m)) or real(m, *a, **k))
+    real = hooks.lyapunov_spectrum  # the hook's module-level import
+    monkeypatch.setattr(hooks, "lyapunov_spectrum", lambda m, *a, **k: calls.append(id(m)) or real(m, *a, **k))
     model, task, tr = _build(tmp_path)
     opts = dict(batch_size=2, n_concat=2, seed=1)
     first = hooks.max_lyapunov_exponent(model, task, 1, initial_model=tr.initial_model(), **opts)
