@@ -57,7 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from spikelearn.circuit.core import Circuit
-from spikelearn.neurons.lif import ALIFConstants, ALIFState, alif_update, synaptic_decay
+from spikelearn.neurons.lif import ALIFConstants, ALIFState, alif_constants, alif_recurrent_update
 from spikelearn.neurons.rate import RATE_FORMS, RateConstants, RateParams, RateState, init_rate_state, rate_update
 from spikelearn.neurons.surrogate import Surrogate, describe_bad, make_surrogate
 from spikelearn.weights import DENSE, time_linear
@@ -736,19 +736,12 @@ class SpikingRNN(_CircuitRNN):
 
     # ------------------------------------------------------------------ pieces
     def constants(self) -> ALIFConstants:
-        """Per-neuron step constants ``(N,)`` from the parameter buffers."""
-        alpha = torch.exp(-self.dt_ms / self.tau_mem_ms)
-        rho = torch.exp(-self.dt_ms / self.tau_adapt_ms)
-        if self.scaling == "A":
-            c_in, c_a = torch.ones_like(alpha), torch.ones_like(rho)
-        else:
-            c_in, c_a = 1 - alpha, 1 - rho
-        n_block = self.n_ref if self.refractory == "lsnn" else torch.clamp(self.n_ref - 1, min=0)
-        return ALIFConstants(alpha=alpha, rho=rho, c_in=c_in, c_a=c_a, v_th=self.v_th, beta=self.beta,
-                             n_block=n_block, detach_reset=self.detach_reset,
-                             adaptive=bool((self.beta != 0).any()), refractory=bool((n_block > 0).any()),
-                             alpha_syn=synaptic_decay(self.dt_ms, self.tau_syn_ms), synaptic=self.synaptic,
-                             reset_zero=self.reset == "zero")
+        """Per-neuron step constants ``(N,)`` from the parameter buffers (the neuron layer's
+        :func:`~spikelearn.neurons.lif.alif_constants`, as :meth:`LIFParams.constants` derives them)."""
+        return alif_constants(tau_mem_ms=self.tau_mem_ms, tau_adapt_ms=self.tau_adapt_ms, v_th=self.v_th,
+                              beta=self.beta, n_ref=self.n_ref, tau_syn_ms=self.tau_syn_ms, dt_ms=self.dt_ms,
+                              scaling=self.scaling, refractory=self.refractory, detach_reset=self.detach_reset,
+                              reset=self.reset)
 
     @property
     def synaptic(self) -> bool:
@@ -803,19 +796,18 @@ class SpikingRNN(_CircuitRNN):
         W_in = c.c_in[:, None] * W.W_in if scaled else W.W_in
         W_recT = (c.c_in[:, None] * W.W_rec if scaled else W.W_rec).T
         ff = time_linear(x, W_in)  # (T, B, N): all input currents in one batched GEMM
-        gap = self.gap
-        if gap is not None:
-            G = c.c_in[:, None] * gap if scaled else gap
-            GT, gsum = G.T, G.sum(1)
+        G = gsum = None
+        if self.gap is not None:
+            G = c.c_in[:, None] * self.gap if scaled else self.gap
+            gsum = G.sum(1)
         kappa = self.kappa
         omk = self.c_kappa
         norm = self.readout_norm
         surr = self.surrogate
         syn = c.synaptic
-        i_syn = state.i_syn if state.i_syn is not None else torch.zeros_like(state.v)
-        if syn:
-            a_syn = c.alpha_syn
-        s = ALIFState(state.v, state.a, state.z, state.ref)
+        # the neuron state; i_syn is carried unchanged without current-based synapses
+        s = ALIFState(state.v, state.a, state.z, state.ref,
+                      state.i_syn if state.i_syn is not None else torch.zeros_like(state.v))
         zf = state.z_filt
         keep_zf = record or self.readout == "filtered_spikes"
         keep_z = record or self.readout == "filtered_current"
@@ -828,16 +820,11 @@ class SpikingRNN(_CircuitRNN):
         refs: list[Tensor] = []
         isyns: list[Tensor] = []
         for t, ff_t in enumerate(ff.unbind(0)):
-            drive = torch.addmm(ff_t, s.z, W_recT)  # c_in (W_in x^t + W_rec z^{t-1})
-            if syn:
-                i_syn = drive = torch.addcmul(drive, a_syn, i_syn)  # i^t = α_s i^{t-1} + c_in (…)
-                if record:
-                    isyns.append(i_syn)
-            if gap is not None:
-                drive = drive + (s.v @ GT - s.v * gsum)
-            if ext is not None:
-                drive = drive + ext[t]
-            s, aux = alif_update(c, s, drive, surr, need_aux=record)
+            # the neuron layer's step: c_in (W_in x^t + W_rec z^{t-1}) [→ synaptic current] + gap + i_ext, ALIF update
+            s, aux = alif_recurrent_update(c, s, ff_t, W_recT, surr, g_gap=G, g_sum=gsum,
+                                           i_ext=None if ext is None else ext[t], need_aux=record)
+            if syn and record:
+                isyns.append(s.i_syn)
             zf = torch.lerp(s.z, zf, kappa) if norm else torch.add(s.z, zf, alpha=kappa)  # κ z̄ + c_κ z, one node
             if keep_zf:
                 zfs.append(zf)
@@ -865,7 +852,7 @@ class SpikingRNN(_CircuitRNN):
             cur = torch.stack(ys)
             y_filt = yf
         y = cur + W.b_out if W.b_out is not None else cur
-        final = SpikingState(v=s.v, a=s.a, z=s.z, ref=s.ref, z_filt=zf, y_filt=y_filt, i_syn=i_syn)
+        final = SpikingState(v=s.v, a=s.a, z=s.z, ref=s.ref, z_filt=zf, y_filt=y_filt, i_syn=s.i_syn)
         rec = None
         if record:
             rec = SpikingRecord(x=x, z=torch.stack(zs), v=torch.stack(vs), a=torch.stack(as_),

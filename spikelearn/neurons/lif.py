@@ -31,6 +31,12 @@ low-pass filtered by a synaptic current ``i`` (in units of ``v``, i.e. already m
 so a single input pulse of weight ``w`` at step 1 gives ``v^t = c_in w (α^t − α_s^t)/(α − α_s)`` (for α ≠ α_s) below
 threshold. ``tau_syn_ms = 0`` (default) means no synaptic filter (``α_s = 0``): the drive reaches ``v`` in the step
 it arrives, exactly the model above.
+
+One step, two entry points. :func:`alif_step` / :func:`alif_step_aux` take :class:`LIFParams` and unscaled weights
+(the reference). ``SpikingRNN.forward`` loops over :func:`alif_recurrent_update` with the constants of
+:func:`alif_constants` and weights scaled by ``c_in`` once per forward; it also takes an external current ``i_ext``
+added straight to ``v`` (not scaled, not filtered). Both assemble the drive (synapses, gap current) and call
+:func:`alif_update`, the membrane/adaptation/threshold/refractory/reset update itself.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ from torch import Tensor
 from spikelearn.neurons.surrogate import Surrogate, describe_bad, heaviside, make_surrogate
 
 __all__ = ["LIFParams", "ALIFState", "ALIFAux", "ALIFConstants", "alif_step", "alif_step_aux", "alif_update",
-           "lif_step", "decay", "init_alif_state", "gap_current", "synaptic_decay", "synaptic_update"]
+           "alif_recurrent_update", "alif_constants", "lif_step", "decay", "init_alif_state", "gap_current",
+           "synaptic_decay", "synaptic_update"]
 
 Scalar = float | Tensor
 
@@ -126,23 +133,13 @@ class LIFParams:
         def t(x: Scalar) -> Tensor:
             return torch.as_tensor(x, dtype=dtype or torch.get_default_dtype(), device=device)
 
-        tau_m, tau_a = t(self.tau_mem_ms), t(self.tau_adapt_ms)
-        alpha = torch.exp(-self.dt_ms / tau_m)
-        rho = torch.exp(-self.dt_ms / tau_a)
-        one = torch.ones_like(alpha)
-        c_in = one if self.scaling == "A" else 1 - alpha
-        c_a = torch.ones_like(rho) if self.scaling == "A" else 1 - rho
         n_ref = t(self.n_ref)
         if (n_ref != torch.round(n_ref)).any() or (n_ref < 0).any():
             raise ValueError("n_ref must be non-negative integers")
-        n_block = n_ref if self.refractory == "lsnn" else torch.clamp(n_ref - 1, min=0)
-        beta = t(self.beta)
-        tau_s = t(self.tau_syn_ms)
-        return ALIFConstants(alpha=alpha, rho=rho, c_in=c_in, c_a=c_a, v_th=t(self.v_th), beta=beta,
-                             n_block=n_block, detach_reset=self.detach_reset,
-                             adaptive=bool((beta != 0).any()), refractory=bool((n_block > 0).any()),
-                             alpha_syn=synaptic_decay(self.dt_ms, tau_s), synaptic=bool((tau_s > 0).any()),
-                             reset_zero=self.reset == "zero")
+        return alif_constants(tau_mem_ms=t(self.tau_mem_ms), tau_adapt_ms=t(self.tau_adapt_ms), v_th=t(self.v_th),
+                              beta=t(self.beta), n_ref=n_ref, tau_syn_ms=t(self.tau_syn_ms), dt_ms=self.dt_ms,
+                              scaling=self.scaling, refractory=self.refractory, detach_reset=self.detach_reset,
+                              reset=self.reset)
 
 
 class ALIFConstants(NamedTuple):
@@ -161,6 +158,30 @@ class ALIFConstants(NamedTuple):
     alpha_syn: Tensor | None = None  # synaptic-current decay exp(−dt/τ_s) (0 where τ_s = 0)
     synaptic: bool = False           # any τ_s > 0 (else there is no synaptic current)
     reset_zero: bool = False         # reset="zero": v ← 0 after a spike (else subtract v_th)
+
+
+def alif_constants(*, tau_mem_ms: Tensor, tau_adapt_ms: Tensor, v_th: Tensor, beta: Tensor, n_ref: Tensor,
+                   tau_syn_ms: Tensor, dt_ms: float, scaling: str = "A", refractory: str = "lsnn",
+                   detach_reset: bool = False, reset: str = "subtract") -> ALIFConstants:
+    """The per-step constants from parameter tensors (0-d or ``(N,)``, already of the wanted dtype and device;
+    not validated: :class:`LIFParams` validates, a model validates its buffers once at construction).
+
+    The one place the constants are derived: :meth:`LIFParams.constants` and ``SpikingRNN.constants`` call it.
+    ``v_th`` and ``beta`` are used as given (not copied); ``n_block = n_ref`` (``"lsnn"``) or ``max(n_ref − 1, 0)``
+    (``"counter"``).
+    """
+    alpha = torch.exp(-dt_ms / tau_mem_ms)
+    rho = torch.exp(-dt_ms / tau_adapt_ms)
+    if scaling == "A":
+        c_in, c_a = torch.ones_like(alpha), torch.ones_like(rho)
+    else:
+        c_in, c_a = 1 - alpha, 1 - rho
+    n_block = n_ref if refractory == "lsnn" else torch.clamp(n_ref - 1, min=0)
+    return ALIFConstants(alpha=alpha, rho=rho, c_in=c_in, c_a=c_a, v_th=v_th, beta=beta,
+                         n_block=n_block, detach_reset=detach_reset,
+                         adaptive=bool((beta != 0).any()), refractory=bool((n_block > 0).any()),
+                         alpha_syn=synaptic_decay(dt_ms, tau_syn_ms), synaptic=bool((tau_syn_ms > 0).any()),
+                         reset_zero=reset == "zero")
 
 
 class ALIFState(NamedTuple):
@@ -289,6 +310,46 @@ def alif_update(c: ALIFConstants, state: ALIFState, drive: Tensor, surrogate: Su
             assert d is not None
             aux = ALIFAux(thr=thr, psi=d / c.v_th, refractory=torch.zeros_like(v, dtype=torch.bool))
     return ALIFState(v=v, a=a, z=z, ref=ref, i_syn=state.i_syn), aux
+
+
+def alif_recurrent_update(c: ALIFConstants, state: ALIFState, ff: Tensor, w_rec_t: Tensor | None,
+                          surrogate: Surrogate, *, g_gap: Tensor | None = None, g_sum: Tensor | None = None,
+                          i_ext: Tensor | None = None, need_aux: bool = False) -> tuple[ALIFState, ALIFAux | None]:
+    """One step of a recurrent ALIF population from weights *already multiplied by* ``c_in`` (the model's step).
+
+    The drive of :func:`alif_update`, then the step::
+
+        I_chem = ff + z^{t-1} @ w_rec_t                        = c_in (W_in x^t + W_rec z^{t-1})
+        i^t    = α_s i^{t-1} + I_chem   (current-based synapses, c.synaptic; I_chem itself otherwise)
+        drive  = i^t + gap_current(v^{t-1}, g_gap, g_sum) + i_ext^t
+
+    Args:
+        c: constants (:func:`alif_constants`). state: state after step ``t−1`` (``i_syn`` must be a tensor when
+            ``c.synaptic``; it is carried unchanged otherwise).
+        ff: ``(B, N)`` scaled feed-forward drive ``c_in W_in x^t`` (plus anything else that is filtered like it).
+        w_rec_t: ``(N, N)`` scaled recurrent weights transposed, ``(c_in W_rec)ᵀ`` (``(pre, post)``), or ``None``.
+        surrogate: spike function.
+        g_gap: optional ``(N, N)`` scaled gap conductances ``c_in G`` (electrical: not synaptically filtered);
+            g_sum: their row sums (computed when not given).
+        i_ext: optional ``(B, N)`` current added straight to the membrane (not scaled, not filtered).
+        need_aux: also return ``(thr, psi, refractory)``.
+
+    Reset (``"subtract"``/``"zero"``), ``detach_reset``, adaptation and refractoriness are :func:`alif_update`'s,
+    selected by ``c``.
+
+    Returns:
+        the state after step ``t`` (with the new ``i_syn``) and the aux of :func:`alif_update`.
+    """
+    drive = ff if w_rec_t is None else torch.addmm(ff, state.z, w_rec_t)
+    if c.synaptic:
+        assert c.alpha_syn is not None and state.i_syn is not None
+        drive = synaptic_update(c.alpha_syn, state.i_syn, drive)
+        state = ALIFState(state.v, state.a, state.z, state.ref, drive)
+    if g_gap is not None:
+        drive = drive + gap_current(state.v, g_gap, g_sum)
+    if i_ext is not None:
+        drive = drive + i_ext
+    return alif_update(c, state, drive, surrogate, need_aux=need_aux)
 
 
 def _drive(c: ALIFConstants, state: ALIFState, i_in: Tensor, w_rec: Tensor | None, g_gap: Tensor | None
