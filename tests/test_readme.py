@@ -25,6 +25,17 @@ def test_readme_example_runs(k, capsys):
         assert ns["circuit"].n == 80
         W = ns["model"].effective_weights().W_rec.detach()
         assert (W[:, 64:] <= 0).all() and (W[:, :64] >= 0).all()  # Dale's signs survived training
+    if "class SignEProp" in _blocks()[k]:  # the new-rule example: a working rule of the engine
+        import torch
+
+        g, ge = ns["grads"], ns["eprop_grads"]
+        assert g.keys() == ge.keys() and all(torch.isfinite(v).all() for v in g.values())
+        # the exact readout gradient is shared with e-prop; the recurrent one follows the sign of the credit
+        assert torch.equal(g["theta_out"], ge["theta_out"])
+        cos = torch.nn.functional.cosine_similarity(g["theta_rec"].flatten(), ge["theta_rec"].flatten(), dim=0)
+        assert 0.3 < float(cos) < 1.0 - 1e-6
+        rule = ns["SignEProp"]()
+        assert rule == ns["SignEProp"]() and rule.init_state(ns["model"]) == {}
 
 
 def test_readme_toml_config_builds(tmp_path):

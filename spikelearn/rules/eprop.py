@@ -144,11 +144,11 @@ class EProp(LocalRule):
             raise ValueError(f"EProp: reg_coeff must be >= 0, got {self.reg_coeff!r}")
 
     # ------------------------------------------------------------------ engine hooks
-    def _check_model(self, model: Any) -> None:
+    def check_model(self, model: Any) -> None:
         if not isinstance(model, SpikingRNN):
             raise TypeError(f"EProp applies to SpikingRNN models, got {type(model).__name__} (use RFLO for RateRNN)")
 
-    def _default_feedback_std(self, model: Any) -> float:
+    def default_feedback_std(self, model: Any) -> float:
         return default_std_hidden(model)
 
     def _consts(self, model: Any) -> SpikingLocalConstants:
@@ -159,14 +159,14 @@ class EProp(LocalRule):
         return RegSpec(self.reg_coeff, self.reg_target_hz, self.reg_form)
 
     # ------------------------------------------------------------------ whole trials
-    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def batched_update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         """Adjoint scan over the trial, chunk by chunk backwards (module docstring)."""
         loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
                                                     spiking_scan_fields(model))
         with torch.no_grad():
             k = self._consts(model)
-            Bfb, state = self._feedback(model, state)
+            Bfb, state = self.feedback_for(model, state)
             dW_pre, dW_out = local_adjoint_scan(k, recs, dE_dy, self._credits(k, recs, dE_dy, Bfb),
                                                 self.reset_in_trace, z0=initial_spikes(recs), ops=weight_ops(model))
         return loss, assemble_grads(model, dW_pre, dW_out, dE_dy.sum((0, 1))), state
@@ -233,7 +233,7 @@ class EProp(LocalRule):
 
         ``n_steps`` (trial length) normalises the regulariser when gradients are read before the trial ends.
         """
-        self._check_model(model)
+        self.check_model(model)
         rs = self.init_state(model) if rule_state is None else rule_state
         return spiking_traces_init(model, self._consts(model), batch_size, n_steps, self._reg, initial_state, rs)
 
@@ -245,7 +245,7 @@ class EProp(LocalRule):
             dE_dy: ``(T_c, B, K)`` ``∂E/∂ŷ`` of the chunk's steps.
         """
         k = self._consts(model)
-        Bfb, rs = self._feedback(model, state.rule_state)
+        Bfb, rs = self.feedback_for(model, state.rule_state)
         with torch.no_grad():
             L = torch.matmul(dE_dy, Bfb.T)  # (T_c, B, N)
         s = spiking_traces_advance(k, state, rec, L, dE_dy, self.reset_in_trace, self._reg)

@@ -27,8 +27,15 @@ The engine does the rest, identically for every rule:
 next (the adaptive feedback matrix and the readout it last saw) is a plain ``dict`` — the *rule state* — that
 ``rule.init_state(model)`` creates and ``loss, grads, state = rule.update(model, x, y, mask, loss_fn, state)``
 returns; ``rule.gradients(model, x, y, mask, loss_fn)`` starts from ``init_state`` at every call.
-:class:`LocalRule` implements ``init_state``/``update``/``gradients``/``feedback_matrix`` for the rules that use it;
-a rule then implements ``_check_model``, ``_default_feedback_std`` and ``_batched`` (and the online trio).
+
+**Writing a rule.** Subclass :class:`LocalRule` in a frozen dataclass with the fields ``feedback``,
+``feedback_seed``, ``feedback_std``, ``feedback_decay``, ``mode``, ``chunk_steps`` (plus the rule's own), call
+:func:`check_local_options` in ``__post_init__``, declare ``model_types``, and implement ``check_model(model)``
+(``TypeError`` naming the model), ``default_feedback_std(model)`` and ``batched_update(model, x, y, mask, loss_fn,
+state) -> (loss, grads, state)`` — typically :func:`record_and_output_error`, :meth:`LocalRule.feedback_for`, the
+rule's credit generator into :func:`local_adjoint_scan` or :func:`rate_adjoint_scan`, then :func:`assemble_grads`.
+For ``mode="online"`` also ``init``/``advance``/``read`` (:func:`spiking_traces_init` and friends). Register the class
+with :func:`spikelearn.rules.registry.register` so that configuration files find it. The README shows a complete rule.
 """
 
 from __future__ import annotations
@@ -852,21 +859,22 @@ def run_online(rule: Any, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_f
 # ----------------------------------------------------------------------------------------------- rule mixin
 class LocalRule:
     """What every feedback-using local rule shares (mixed into its frozen dataclass): the rule-state methods, the
-    feedback matrix, and ``gradients``/``update`` dispatching to the rule's ``_batched`` or to :func:`run_online`.
+    feedback matrix, and ``gradients``/``update`` dispatching to the rule's ``batched_update`` or to
+    :func:`run_online`.
 
-    A rule implements ``_check_model(model)``, ``_default_feedback_std(model)``, ``_batched(model, x, y, mask,
+    A rule implements ``check_model(model)``, ``default_feedback_std(model)``, ``batched_update(model, x, y, mask,
     loss_fn, state) -> (loss, grads, state)`` and, for ``mode="online"``, ``init``/``advance``/``read``.
     """
 
     online = True
 
-    def _check_model(self, model: Any) -> None:  # pragma: no cover - every rule overrides it
+    def check_model(self, model: Any) -> None:  # pragma: no cover - every rule overrides it
         raise NotImplementedError
 
-    def _default_feedback_std(self, model: Any) -> float:  # pragma: no cover - every rule overrides it
+    def default_feedback_std(self, model: Any) -> float:  # pragma: no cover - every rule overrides it
         raise NotImplementedError
 
-    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def batched_update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:  # pragma: no cover
         raise NotImplementedError
 
@@ -877,18 +885,19 @@ class LocalRule:
 
     def init_state(self, model: Any) -> RuleState:
         """The rule state a run starts from (empty unless ``feedback="adaptive"``)."""
-        self._check_model(model)
-        return init_feedback_state(self, model, self._default_feedback_std(model))
+        self.check_model(model)
+        return init_feedback_state(self, model, self.default_feedback_std(model))
 
     def feedback_matrix(self, model: Any, state: RuleState | None = None) -> Tensor:
         """The feedback matrix ``B`` ``(N, K)`` the rule uses for ``model`` now, given the rule ``state``
         (``init_state(model)`` when ``None``). A given matrix is returned exactly (in the model's dtype)."""
         state = self.init_state(model) if state is None else state
-        B, _ = feedback_matrix(self, model.effective_weights().W_out, self._default_feedback_std(model), state)
+        B, _ = feedback_matrix(self, model.effective_weights().W_out, self.default_feedback_std(model), state)
         return B
 
-    def _feedback(self, model: Any, state: RuleState) -> tuple[Tensor, RuleState]:
-        return feedback_matrix(self, model.effective_weights().W_out, self._default_feedback_std(model), state)
+    def feedback_for(self, model: Any, state: RuleState) -> tuple[Tensor, RuleState]:
+        """``(B, new rule state)`` for ``model``'s current readout (:func:`feedback_matrix`)."""
+        return feedback_matrix(self, model.effective_weights().W_out, self.default_feedback_std(model), state)
 
     def gradients(self, model: Any, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
@@ -899,14 +908,14 @@ class LocalRule:
     def update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                state: RuleState | None = None) -> tuple[Tensor, Grads, RuleState]:
         """``(loss, grads, new_state)`` for whole trials from the rule ``state`` (``init_state(model)`` if ``None``)."""
-        self._check_model(model)
+        self.check_model(model)
         state = self.init_state(model) if state is None else state
         if getattr(self, "mode", "batched") == "online":
             loss, grads, state = run_online(self, model, x, y, mask, loss_fn,
                                             chunk_steps=getattr(self, "chunk_steps"), state=state)
             assert grads is not None
             return loss, grads, state
-        return self._batched(model, x, y, mask, loss_fn, state)
+        return self.batched_update(model, x, y, mask, loss_fn, state)
 
 
 def default_std_hidden(model: Any) -> float:

@@ -199,11 +199,11 @@ class MDGL(LocalRule):
         check_local_options(self)
 
     # ------------------------------------------------------------------ helpers
-    def _check_model(self, model: Any) -> None:
+    def check_model(self, model: Any) -> None:
         if not isinstance(model, (SpikingRNN, RateRNN)):
             raise TypeError(f"MDGL applies to SpikingRNN or RateRNN models, got {type(model).__name__}")
 
-    def _default_feedback_std(self, model: Any) -> float:
+    def default_feedback_std(self, model: Any) -> float:
         """A rate model: RFLO's ``1/√K``; a spiking model: e-prop's ``1/√N``."""
         return default_std_out(model) if isinstance(model, RateRNN) else default_std_hidden(model)
 
@@ -235,7 +235,7 @@ class MDGL(LocalRule):
                              "'online' variant's filtered ψ̄ is defined for spiking networks)")
         return super().update(model, x, y, mask, loss_fn, state)
 
-    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def batched_update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         if isinstance(model, RateRNN):
             return self._rate_batched(model, x, y, mask, loss_fn, state)
@@ -243,7 +243,7 @@ class MDGL(LocalRule):
                                                     spiking_scan_fields(model))
         with torch.no_grad():
             k = spiking_constants(model, self.reset_in_trace)
-            Bfb, state = self._feedback(model, state)
+            Bfb, state = self.feedback_for(model, state)
             credits = self._credits(k, recs, dE_dy, Bfb, self.modulation(model))
             dW_pre, dW_out = local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace,
                                                 z0=initial_spikes(recs), ops=weight_ops(model))
@@ -257,7 +257,7 @@ class MDGL(LocalRule):
         loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
                                                     rate_scan_fields(model))
         with torch.no_grad():
-            Bfb, state = self._feedback(model, state)
+            Bfb, state = self.feedback_for(model, state)
             dW_pre, dW_out, db_out = rate_adjoint_scan(rate_constants(model), recs, dE_dy, Bfb,
                                                        modulation=self.modulation(model), ops=weight_ops(model))
         return loss, assemble_grads(model, dW_pre, dW_out, db_out), state
@@ -323,7 +323,7 @@ class MDGL(LocalRule):
     def advance(self, model: Any, rec: Any, dE_dy: Tensor, state: MDGLState) -> MDGLState:
         """Advance through a chunk (``rec`` fields ``(T_c, B, ·)``, ``dE_dy`` ``(T_c, B, K)``)."""
         k = spiking_constants(model, self.reset_in_trace)
-        Bfb, rs = self._feedback(model, state.ep.rule_state)
+        Bfb, rs = self.feedback_for(model, state.ep.rule_state)
         op = self.modulation(model)
         kap, omk = k.kappa, k.c_kappa
         s = state

@@ -168,10 +168,10 @@ class ModProp(LocalRule):
             return False
         raise TypeError(f"ModProp applies to RateRNN or SpikingRNN, got {type(model).__name__}")
 
-    def _check_model(self, model: Any) -> None:
+    def check_model(self, model: Any) -> None:
         self._is_spiking(model)
 
-    def _default_feedback_std(self, model: Any) -> float:
+    def default_feedback_std(self, model: Any) -> float:
         return default_std_hidden(model) if self._is_spiking(model) else default_std_out(model)
 
     def type_structure(self, model: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -224,13 +224,13 @@ class ModProp(LocalRule):
             raise ValueError("ModProp: mode='online' is for RateRNN only (module docstring); use 'batched'")
         return super().update(model, x, y, mask, loss_fn, state)
 
-    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def batched_update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         spiking = self._is_spiking(model)
         fields = spiking_scan_fields(model) if spiking else rate_scan_fields(model)
         loss, dE_dy, chunks = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps, fields)
         with torch.no_grad():
-            Bfb, state = self._feedback(model, state)
+            Bfb, state = self.feedback_for(model, state)
             if spiking:
                 dW_pre, dW_out = self._batched_spiking(model, chunks, dE_dy, Bfb)
             else:
@@ -337,7 +337,7 @@ class ModProp(LocalRule):
         cOm = c * Om
         from_h = model.readout_from == "h"
         s = state
-        Bfb, rs = self._feedback(model, state.rule_state)
+        Bfb, rs = self.feedback_for(model, state.rule_state)
         with torch.no_grad():
             L = torch.matmul(dE_dy, Bfb.T)
             B = s.r_prev.shape[0]

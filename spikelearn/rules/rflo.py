@@ -98,24 +98,24 @@ class RFLO(LocalRule):
         check_local_options(self)
 
     # ------------------------------------------------------------------ engine hooks
-    def _check_model(self, model: Any) -> None:
+    def check_model(self, model: Any) -> None:
         if not isinstance(model, RateRNN):
             raise TypeError(f"RFLO applies to RateRNN models, got {type(model).__name__} (use EProp for SpikingRNN)")
 
-    def _default_feedback_std(self, model: Any) -> float:
+    def default_feedback_std(self, model: Any) -> float:
         return default_std_out(model)
 
     def _consts(self, model: Any) -> RateLocalConstants:
         return rate_constants(model)
 
     # ------------------------------------------------------------------ whole trials
-    def _batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
+    def batched_update(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
                  state: RuleState) -> tuple[Tensor, Grads, RuleState]:
         """The adjoint of the local dynamics (:func:`~spikelearn.rules.local.rate_adjoint_scan`)."""
         loss, dE_dy, recs = record_and_output_error(model, x, y, mask, loss_fn, self.chunk_steps,
                                                     rate_scan_fields(model))
         with torch.no_grad():
-            Bfb, state = self._feedback(model, state)
+            Bfb, state = self.feedback_for(model, state)
             dW_pre, dW_out, db_out = rate_adjoint_scan(self._consts(model), recs, dE_dy, Bfb, ops=weight_ops(model))
         return loss, assemble_grads(model, dW_pre, dW_out, db_out), state
 
@@ -124,7 +124,7 @@ class RFLO(LocalRule):
              initial_state: Any = None, rule_state: RuleState | None = None) -> RFLOState:
         """Zero traces and accumulators for ``batch_size`` trials starting from ``initial_state`` (else
         ``model.init_state``), carrying ``rule_state`` (else ``init_state(model)``)."""
-        self._check_model(model)
+        self.check_model(model)
         rs = self.init_state(model) if rule_state is None else rule_state
         k = self._consts(model)
         N, B = k.N, int(batch_size)
@@ -140,7 +140,7 @@ class RFLO(LocalRule):
         """Advance through a chunk: ``rec`` a :class:`~spikelearn.models.RateRecord` ``(T_c, B, ·)``,
         ``dE_dy`` ``(T_c, B, K)``."""
         k = self._consts(model)
-        Bfb, rs = self._feedback(model, state.rule_state)
+        Bfb, rs = self.feedback_for(model, state.rule_state)
         col = lambda v: v[:, None, None]  # noqa: E731
         with torch.no_grad():
             L = torch.matmul(dE_dy, Bfb.T)
