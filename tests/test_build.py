@@ -164,3 +164,30 @@ def test_import_direction():
     train_imports = _spikelearn_imports(ROOT / "spikelearn" / "train.py")
     assert not any(re.match(r"spikelearn\.(build|cli|sweep|demo)\b", m) for m in train_imports), train_imports
     assert "spikelearn.train" in _spikelearn_imports(ROOT / "spikelearn" / "build.py")
+
+
+@pytest.mark.parametrize("rule, model_type", [("eprop", "spiking"), ("rflo", "rate"), ("mdgl", "spiking"),
+                                              ("modprop", "rate")])
+def test_a_given_feedback_matrix_from_a_npy_path_in_toml(rule, model_type, tmp_path):
+    """``feedback = "B.npy"`` in a run file: the built rule uses exactly that ``(N, n_out)`` matrix, the run trains,
+    and a matrix of the wrong shape is a one-line error naming both shapes."""
+    import sys
+
+    import numpy as np
+
+    from spikelearn.build import build
+
+    tomllib = __import__("tomllib") if sys.version_info >= (3, 11) else __import__("tomli")
+    B = np.random.default_rng(0).normal(size=(10, 2))  # gaussian n = 10, delayed_xor has two outputs
+    path = tmp_path / "B.npy"
+    np.save(path, B)
+    cfg = config_from_dict(tomllib.loads(_toml(rule, model_type, {"feedback": str(path)})))
+    circuit, model, task, built_rule, optimizer, trainer = build(cfg, out_dir=str(tmp_path / "out"))
+    assert np.array_equal(built_rule.feedback_matrix(model.double()).numpy(), B)
+    hist = trainer.run()
+    assert len(hist) == 2 and hist["loss"].map(math.isfinite).all()
+    np.save(path, np.zeros((7, 2)))
+    cfg2 = config_from_dict(tomllib.loads(_toml(rule, model_type, {"feedback": str(path)})))
+    with pytest.raises(ConfigError, match=r"^\[rule\] building .*shape \(7, 2\).*\(10, 2\)") as err:
+        build(cfg2, out_dir=str(tmp_path / "out2"))
+    assert "\n" not in str(err.value)

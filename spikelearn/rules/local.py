@@ -153,10 +153,13 @@ def _draw_feedback(rule: Any, shape: tuple[int, int], std: float, like: Tensor) 
 def init_feedback_state(rule: Any, model: Any, default_std: float) -> RuleState:
     """The rule state of the feedback: empty, except for ``"adaptive"``: ``{"feedback_B": the random draw,
     "feedback_W_out": the readout it was last updated with}``."""
-    if not (isinstance(rule.feedback, str) and rule.feedback == "adaptive"):
-        return {}
     W_out = model.effective_weights().W_out.detach()
     K, N = W_out.shape
+    if isinstance(rule.feedback, FeedbackMatrix) and rule.feedback.shape != (N, K):
+        raise ValueError(f"{type(rule).__name__}: the given feedback matrix has shape {rule.feedback.shape}, the model "
+                         f"needs (N, n_out) = {(N, K)}")
+    if not (isinstance(rule.feedback, str) and rule.feedback == "adaptive"):
+        return {}
     std = default_std if rule.feedback_std is None else float(rule.feedback_std)
     return {"feedback_B": _draw_feedback(rule, (N, K), std, W_out), "feedback_W_out": W_out.clone()}
 
