@@ -16,10 +16,17 @@ run | resume | status | report``. dask is imported only by the dask executor.
 
 from spikelearn.sweep.executors import SweepError, WorkerLost, make_executor
 from spikelearn.sweep.report import write_report
-from spikelearn.sweep.runner import (SweepResult, driver_running, resume_sweep, run_sweep, snapshot_sweep,
-                                     sweep_status)
-from spikelearn.sweep.spec import (MeasurementSpec, RunSpec, SweepSpec, check_run_config, expand, load_sweep, run_id,
-                                   sweep_from_dict)
+from spikelearn.sweep.runner import SweepResult, driver_running, resume_sweep, run_sweep, snapshot_sweep, sweep_status
+from spikelearn.sweep.spec import (
+    MeasurementSpec,
+    RunSpec,
+    SweepSpec,
+    check_run_config,
+    expand,
+    load_sweep,
+    run_id,
+    sweep_from_dict,
+)
 from spikelearn.sweep.store import RunStore
 from spikelearn.sweep.worker import run_one
 

@@ -170,6 +170,7 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
 
 def add_sweep_parser(subparsers) -> None:
     """Register the ``sweep`` command (``run``, ``resume``, ``status``, ``report``, ``snapshot``) on the main parser."""
+    assert __doc__ is not None  # the module docstring holds the usage text
     doc = __doc__.split("::", 1)[1]
     sweep = subparsers.add_parser("sweep", help="run grids of training runs into a run store",
                                   description="Grids of training runs, recorded in DIR/store.sqlite.\n" + doc,

@@ -135,10 +135,11 @@ class PoolExecutor(Executor):
         self._slot_of: dict[cf.Future, int] = {}
 
     def _pool(self, i: int) -> cf.ProcessPoolExecutor:
-        if self._pools[i] is None:
-            self._pools[i] = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                    initializer=_exit_with_parent, initargs=(os.getpid(),))
-        return self._pools[i]
+        pool = self._pools[i]
+        if pool is None:
+            pool = self._pools[i] = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                           initializer=_exit_with_parent, initargs=(os.getpid(),))
+        return pool
 
     def slots(self) -> int:
         return self.workers
@@ -161,8 +162,8 @@ class PoolExecutor(Executor):
         try:
             return handle.result()
         except cf.process.BrokenProcessPool as e:
-            if i is not None and self._pools[i] is not None:  # this slot's worker died: a fresh one next time
-                self._pools[i].shutdown(wait=False, cancel_futures=True)
+            if i is not None and (pool := self._pools[i]) is not None:  # this slot's worker died: a fresh one next time
+                pool.shutdown(wait=False, cancel_futures=True)
                 self._pools[i] = None
             raise WorkerLost(f"the pool worker process running it died: {e}") from None
 
@@ -199,10 +200,13 @@ class DaskExecutor(Executor):
             import distributed
         except ImportError:  # pragma: no cover - depends on the installation
             raise SweepError("the dask executor needs dask.distributed: pip install 'spikelearn[dask]'") from None
-        self._distributed = distributed
+        # Any, like the client below: distributed.wait's result is inferred from the sync-or-coroutine Client.sync
+        self._distributed: Any = distributed
         self._cluster = None
         self._own_client = client is None
         self.scheduler = scheduler or ""
+        # Any: distributed.Client's methods are typed as sync-or-coroutine; used synchronously here
+        self.client: Any
         if client is not None:
             self.client = client
         elif scheduler:
@@ -212,8 +216,9 @@ class DaskExecutor(Executor):
                 raise SweepError(f"no Dask scheduler answers at {scheduler!r} (waited {connect_timeout_s:g} s): "
                                  f"{e}") from None
         else:
+            # dashboard_address=None (no dashboard) is accepted though annotated str
             self._cluster = distributed.LocalCluster(n_workers=int(n_workers), threads_per_worker=1,
-                                                     processes=processes, dashboard_address=None)
+                                                     processes=processes, dashboard_address=None)  # type: ignore[arg-type]
             self.client = distributed.Client(self._cluster, set_as_default=False)
 
     def slots(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -67,7 +68,7 @@ def write_report(folder: str | pathlib.Path, out_dir: str | pathlib.Path | None 
     paths = [out / "tidy.csv", out / "runs.csv", out / "final.csv"]
     tidy.to_csv(paths[0], index=False)
     runs.to_csv(paths[1], index=False)
-    info = runs[["id", "status", *dict.fromkeys([*axes, _HUE])]].rename(columns={"id": "run_id"})
+    info = cast(pd.DataFrame, runs[["id", "status", *dict.fromkeys([*axes, _HUE])]]).rename(columns={"id": "run_id"})
     final = info.merge(summaries, on="run_id", how="left") if len(summaries) else info
     final.to_csv(paths[2], index=False)
 
@@ -76,7 +77,7 @@ def write_report(folder: str | pathlib.Path, out_dir: str | pathlib.Path | None 
     not_done = info[info["status"] != "done"].groupby(_HUE)["run_id"].nunique()
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for ax, name, label in ((axs[0], "loss", "training loss"), (axs[1], "accuracy", "evaluation accuracy")):
-        d = tidy[(tidy["name"] == name) & (tidy["status"] == "done")]
+        d = cast(pd.DataFrame, tidy[(tidy["name"] == name) & (tidy["status"] == "done")])
         for rule, g in d.groupby(_HUE, sort=True):
             st = g.groupby("iteration")["value"].agg(["mean", _sem])
             extra = f", {int(not_done[rule])} not done, not shown" if rule in not_done else ""
@@ -92,7 +93,7 @@ def write_report(folder: str | pathlib.Path, out_dir: str | pathlib.Path | None 
     paths.append(out / "learning_curves.png")
 
     by = [a for a in axes if a not in ("train.seed", _HUE, "rule")] or [_HUE]  # rules are the lines already
-    done = final[final["status"] == "done"] if "status" in final else final
+    done = cast(pd.DataFrame, final[final["status"] == "done"]) if "status" in final else final
     measures = [c for c in summaries.columns if c not in ("run_id", "iteration", *STANDARD_METRICS)]
     for fname, ys in (("final_accuracy_by_axis.png", ["accuracy"]), ("regime_by_axis.png", measures)):
         ys = [y for y in ys if y in done]
@@ -106,7 +107,7 @@ def write_report(folder: str | pathlib.Path, out_dir: str | pathlib.Path | None 
                 order = _axis_order(done[a])
                 pos = {v: k for k, v in enumerate(order)}
                 for rule, g in done.groupby(_HUE, sort=True):
-                    st = g.groupby(a)[y].agg(["mean", _sem]).reindex(order).dropna(subset=["mean"])
+                    st = cast(pd.DataFrame, g.groupby(a)[y].agg(["mean", _sem])).reindex(order).dropna(subset=["mean"])
                     ax.errorbar([pos[v] for v in st.index], st["mean"], yerr=st["_sem"], marker="o", capsize=3,
                                 label=str(rule))
                 ax.set_xticks(range(len(order)), [str(v) for v in order], rotation=30 if len(order) > 4 else 0,

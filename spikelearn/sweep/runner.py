@@ -23,8 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spikelearn.config import ConfigError
-from spikelearn.sweep.executors import (Executor, SweepError, WorkerLost, default_threads_per_run,
-                                        make_executor)
+from spikelearn.sweep.executors import Executor, SweepError, WorkerLost, default_threads_per_run, make_executor
 from spikelearn.sweep.spec import SweepSpec, check_run_config, expand, load_sweep, sweep_from_dict
 from spikelearn.sweep.store import STORE_FILE, RunStore
 from spikelearn.sweep.worker import RUN_LOCK, checkpoint_results, run_one

@@ -25,7 +25,7 @@ import json
 import math
 import pathlib
 import sqlite3
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import pandas as pd
 
@@ -199,7 +199,7 @@ class RunStore:
     # ------------------------------------------------------------------ reads
     def counts(self) -> dict[str, int]:
         """Number of runs per status (every status present, zeros included)."""
-        out = dict.fromkeys(STATUSES, 0)
+        out: dict[str, int] = dict.fromkeys(STATUSES, 0)
         out.update(dict(self._conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()))
         return out
 
@@ -221,7 +221,7 @@ class RunStore:
              "(SELECT value FROM metrics m WHERE m.run_id = runs.id AND m.name = 'wall_time_s' "
              " ORDER BY iteration DESC LIMIT 1) AS train_time_s "
              "FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY position")
-        df = pd.read_sql_query(q, self._conn, params=(status,) if status else None)
+        df = pd.read_sql_query(q, self._conn, params=[status] if status else None)
         for c in ("start_time", "end_time"):
             df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
         df.insert(7, "duration_s", (df["end_time"] - df["start_time"]).dt.total_seconds())
@@ -261,5 +261,5 @@ class RunStore:
                 runs[key] = [c[sec][fld] for c in cfgs]
         axis_cols = [c for c in runs.columns if "." in c or c in ("circuit", "model", "task", "rule", "optimizer",
                                                                  "train", "flossing")]
-        info = runs[["id", "status", *axis_cols]].rename(columns={"id": "run_id"})
+        info = cast(pd.DataFrame, runs[["id", "status", *axis_cols]]).rename(columns={"id": "run_id"})
         return info.merge(self.metrics(), on="run_id", how="inner")

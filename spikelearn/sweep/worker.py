@@ -14,7 +14,7 @@ import socket
 import time
 import traceback
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -60,7 +60,7 @@ def checkpoint_results(ck: pathlib.Path) -> dict[str, Any]:
     return {"metrics": history_to_metrics(rows), "summary": final_summary(rows)}
 
 
-def run_one(run_id: str, config: dict, run_dir: str, measurements: list[dict] = (),
+def run_one(run_id: str, config: dict, run_dir: str, measurements: Sequence[dict] = (),
             torch_threads: int | None = None) -> dict:
     """Train one run into ``run_dir``, resuming from ``run_dir/checkpoint.pt`` when there is one.
 
