@@ -93,6 +93,7 @@ def make_task(name: str, **kwargs: Any) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")
     cls = TASKS[name]
+    assert dataclasses.is_dataclass(cls)  # every registered task is a dataclass
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(kwargs) - fields)
     if unknown:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -20,7 +20,7 @@ def _digits_split(split: str, test_fraction: float, split_seed: int) -> tuple[Te
     """Images ``(n, 8, 8)`` in [0, 1] (float64) and labels ``(n,)`` (int64) of one split, CPU, cached."""
     from sklearn.datasets import load_digits  # lazy: sklearn is only needed when this task is sampled
 
-    data = load_digits()
+    data: Any = load_digits()  # a Bunch (its annotation also allows the return_X_y tuple)
     images = torch.as_tensor(data.images, dtype=torch.float64) / 16.0
     labels = torch.as_tensor(data.target, dtype=torch.int64)
     n = images.shape[0]
