@@ -170,6 +170,7 @@ def brian2_session(dt_ms: float, target: str = "numpy", build_dir: str | Path | 
         b2.start_scope()
         b2.prefs["core.default_float_dtype"] = np.float64
         if target == "cython":
+            assert build_dir is not None  # set above for every target but numpy
             Path(build_dir).mkdir(parents=True, exist_ok=True)
             b2.prefs["codegen.runtime.cython.cache_dir"] = str(build_dir)
         b2.prefs["codegen.target"] = "cython" if target == "cython" else "numpy"

@@ -360,6 +360,7 @@ def from_nir(graph: Any, *, dt_ms: float | None = None, dtype: Any = torch.float
                        readout_norm=readout_norm, allow_autapses=bool(np.diag(mask).any()), dtype=dtype,
                        **_initial_state_options(meta))
     if bias is not None:
+        assert model.b_out is not None  # readout_bias=True
         with torch.no_grad():
             model.b_out.copy_(torch.as_tensor(np.asarray(bias.bias, dtype=np.float64)))
     return model
@@ -410,7 +411,7 @@ def simulate_nir(graph: Any, x: Any, *, dt_ms: float | None = None) -> dict[str,
     Z, V, Y = (np.zeros((T, B, tau.size)), np.zeros((T, B, tau.size)), np.zeros((T, B, W_out.shape[0])))
     for t in range(T):
         if cuba:
-            cur = dec_s * cur + w_in_c * (xa[t] @ W_in.T + z @ W_rec.T)
+            cur = dec_s * cur + w_in_c * (xa[t] @ W_in.T + z @ W_rec.T)  # type: ignore[operator]  # bound: cuba
             v = dec * v + gain * cur
         else:
             v = dec * v + gain * (xa[t] @ W_in.T + z @ W_rec.T)
