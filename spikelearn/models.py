@@ -53,12 +53,21 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor, nn
 
 from spikelearn.circuit.core import Circuit
 from spikelearn.neurons.lif import ALIFConstants, ALIFState, alif_constants, alif_recurrent_update
-from spikelearn.neurons.rate import RATE_FORMS, RateConstants, RateParams, RateState, init_rate_state, rate_update
+from spikelearn.neurons.rate import (
+    RATE_FORMS,
+    RateConstants,
+    RateParams,
+    RateState,
+    activation,
+    init_rate_state,
+    rate_update,
+)
 from spikelearn.neurons.surrogate import Surrogate, describe_bad, make_surrogate
 from spikelearn.weights import DENSE, time_linear
 
@@ -294,7 +303,7 @@ def circuit_from_dict(d: Mapping[str, Any]) -> Circuit:
                    metadata=_unsanitize(d["metadata"]))
 
 
-def _check_i_ext(i_ext: Any, T: int, B: int, model: nn.Module) -> Tensor | None:
+def _check_i_ext(i_ext: Any, T: int, B: int, model: Any) -> Tensor | None:
     """``i_ext`` as a ``(T, B, N)`` tensor of the model's dtype and device (a view when it broadcasts), or None."""
     if i_ext is None:
         return None
@@ -324,7 +333,6 @@ def _check_gap_stability(G: np.ndarray, decay: np.ndarray, c_in: Any, gap_scale:
     if n <= 4000:
         radius = float(np.abs(np.linalg.eigvals(M)).max())
     else:  # pragma: no cover - large circuits
-        import scipy.sparse.linalg as spla
 
         radius = float(abs(spla.eigs(sp.csr_array(M), k=1, which="LM", return_eigenvectors=False)[0]))
     if radius >= 1:
@@ -341,6 +349,20 @@ class _CircuitRNN(nn.Module):
     #: The weight operations (products, edge outer sums, type blocks, row sums) of this model's storage: dense.
     weight_ops = DENSE
 
+    # buffers and parameters (declared for the type checker; registered in _setup_weights)
+    mask_rec: Tensor
+    sign_rec: Tensor
+    mask_in: Tensor
+    sign_in: Tensor
+    mask_out: Tensor
+    sign_out: Tensor
+    gap: Tensor | None
+    theta_rec: nn.Parameter
+    theta_in: nn.Parameter
+    theta_out: nn.Parameter
+    b_out: nn.Parameter | None
+    b_rec: nn.Parameter | None
+
     def _setup_weights(self, circuit: Circuit, n_in: int, n_out: int, *, sign_constraint: str,
                        allow_autapses: bool, w_in: Any, w_out: Any, w_out_init: str, readout_bias: bool,
                        gap_scale: float, dtype: torch.dtype, device: torch.device, w_in_init: str = "normal",
@@ -356,10 +378,10 @@ class _CircuitRNN(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         self.circuit = circuit
         self.n, self.n_in, self.n_out = n, int(n_in), int(n_out)
-        kw = dict(dtype=dtype, device=device)
+        kw: dict[str, Any] = dict(dtype=dtype, device=device)
 
         # --- recurrent: mask and sign matrix
-        W0 = circuit.weights(dense=True)
+        W0 = np.asarray(circuit.weights(dense=True))
         M = circuit.mask(dense=True).copy()
         if not allow_autapses:
             n_auto = int((np.diag(W0) != 0).sum())
@@ -630,6 +652,15 @@ class SpikingRNN(_CircuitRNN):
         dtype: default float32. device: ``None`` (CPU), a device, or ``"auto"`` (CUDA when available).
     """
 
+    # per-neuron parameter buffers (declared for the type checker; registered in __init__)
+    tau_mem_ms: Tensor
+    tau_adapt_ms: Tensor
+    v_th: Tensor
+    beta: Tensor
+    n_ref: Tensor
+    tau_syn_ms: Tensor
+
+
     def __init__(self, circuit: Circuit, n_in: int, n_out: int, *, scaling: str = "A",
                  tau_mem_ms: Any = 20.0, tau_adapt_ms: Any = 2000.0, tau_syn_ms: Any = 0.0, v_th: Any = None,
                  beta: Any = None, n_adaptive: int = 0, n_ref: Any = 5, refractory: str = "lsnn",
@@ -693,7 +724,7 @@ class SpikingRNN(_CircuitRNN):
                 b = 1.8 * ((1 - rho) / (1 - alpha) if scaling == "A" else np.ones(n))
             else:
                 b = _per_neuron(beta, n, "beta")
-            if np.ndim(beta) == 0:  # scalar (or default): only the last n_adaptive neurons adapt
+            if np.ndim(beta) == 0:  # type: ignore[arg-type]  # scalar (or default): only the last n_adaptive neurons adapt
                 if not 0 <= int(n_adaptive) <= n:
                     raise ValueError(f"n_adaptive must be in [0, {n}], got {n_adaptive}")
                 b = b * (np.arange(n) >= n - int(n_adaptive))
@@ -707,7 +738,7 @@ class SpikingRNN(_CircuitRNN):
         if not ok.all():
             raise ValueError(f"tau_syn_ms must be finite and >= 0 (0 = no synaptic filter), got "
                              f"{describe_bad(tau_s, torch.as_tensor(ok))}")
-        kw = dict(dtype=dt, device=dev)
+        kw: dict[str, Any] = dict(dtype=dt, device=dev)
         for name, val in (("tau_mem_ms", tau_m), ("tau_adapt_ms", tau_a), ("v_th", vth), ("beta", b),
                           ("n_ref", nref), ("tau_syn_ms", tau_s)):
             self.register_buffer(name, torch.as_tensor(val, **kw))
@@ -824,6 +855,7 @@ class SpikingRNN(_CircuitRNN):
             s, aux = alif_recurrent_update(c, s, ff_t, W_recT, surr, g_gap=G, g_sum=gsum,
                                            i_ext=None if ext is None else ext[t], need_aux=record)
             if syn and record:
+                assert s.i_syn is not None
                 isyns.append(s.i_syn)
             zf = torch.lerp(s.z, zf, kappa) if norm else torch.add(s.z, zf, alpha=kappa)  # κ z̄ + c_κ z, one node
             if keep_zf:
@@ -890,6 +922,9 @@ class RateRNN(_CircuitRNN):
             device: as :class:`SpikingRNN`.
     """
 
+    tau_ms: Tensor  # per-neuron time constants (buffer, registered in __init__)
+
+
     def __init__(self, circuit: Circuit, n_in: int, n_out: int, *, form: str = "pre_activation",
                  activation: str | None = None, tau_ms: Any = 100.0, dt_ms: float = 10.0, thr: float = 0.0,
                  hidden_bias: bool = False, readout_from: str = "r", readout_bias: bool = True,
@@ -918,7 +953,7 @@ class RateRNN(_CircuitRNN):
         self.form, self.activation, self.dt_ms, self.thr = form, activation, float(dt_ms), float(thr)
         self.readout_from = readout_from
         tau = _per_neuron(circuit.neuron_params.get("tau_ms", tau_ms), circuit.n, "tau_ms")
-        RateParams(form=form, activation=activation, dt_ms=dt_ms, thr=thr, tau_ms=tau)  # validates (τ > 0, dt ≤ τ)
+        RateParams(form=form, activation=activation, dt_ms=dt_ms, thr=thr, tau_ms=tau)  # type: ignore[arg-type]  # validates (τ > 0, dt ≤ τ)
         self.register_buffer("tau_ms", torch.as_tensor(tau, dtype=dt, device=dev))
         if hidden_bias:
             self.b_rec = nn.Parameter(torch.zeros(circuit.n, dtype=dt, device=dev))
@@ -938,7 +973,6 @@ class RateRNN(_CircuitRNN):
         rest = init_rate_state(batch_size, self.n, dtype=self.dtype, device=self.device, params=self.params())
         if self.init_state_std == 0.0 and self.init_relax_steps == 0:
             return rest
-        from spikelearn.neurons.rate import activation
 
         h = self._initial_draw(batch_size, 1.0)
         f = activation(self.activation)
@@ -995,11 +1029,14 @@ class RateRNN(_CircuitRNN):
                 fps.append(aux.fprime)
         R = torch.stack(rs) if keep_r else None
         H = torch.stack(hs) if keep_h else None
-        y = time_linear(R if self.readout_from == "r" else H, W.W_out)
+        read = R if self.readout_from == "r" else H
+        assert read is not None
+        y = time_linear(read, W.W_out)
         if W.b_out is not None:
             y = y + W.b_out
         rec = None
         if record:
+            assert H is not None and R is not None
             rec = RateRecord(x=x, h=H, r=R, fprime=torch.stack(fps))
         return ModelOutput(y=y, state=s, record=rec)
 

@@ -42,7 +42,7 @@ added straight to ``v`` (not scaled, not filtered). Both assemble the drive (syn
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 import torch
@@ -406,7 +406,6 @@ def alif_step(params: LIFParams, state: ALIFState, i_in: Tensor, *, w_rec: Tenso
 def lif_step(params: LIFParams, state: ALIFState, i_in: Tensor, **kwargs) -> ALIFState:
     """LIF step: :func:`alif_step` with ``beta = 0`` (the ``a`` field stays as given)."""
     if isinstance(params.beta, Tensor) or params.beta != 0:
-        from dataclasses import replace
 
         params = replace(params, beta=0.0)
     return alif_step(params, state, i_in, **kwargs)

@@ -132,11 +132,11 @@ class Surrogate:
 
         p = self.params
         return {
-            "fast_sigmoid": lambda: sts.fast_sigmoid(slope=p["slope"]),
+            "fast_sigmoid": lambda: sts.fast_sigmoid(slope=p["slope"]),  # type: ignore[arg-type]  (snnTorch annotates int)
             "atan": lambda: sts.atan(alpha=p["alpha"]),
-            "sigmoid": lambda: sts.sigmoid(slope=p["slope"]),
-            "triangular": lambda: sts.triangular(threshold=p["threshold"]),
-            "spike_rate_escape": lambda: sts.spike_rate_escape(beta=p["beta"], slope=p["slope"]),
+            "sigmoid": lambda: sts.sigmoid(slope=p["slope"]),  # type: ignore[arg-type]
+            "triangular": lambda: sts.triangular(threshold=p["threshold"]),  # type: ignore[arg-type]
+            "spike_rate_escape": lambda: sts.spike_rate_escape(beta=p["beta"], slope=p["slope"]),  # type: ignore[arg-type]
             "straight_through_estimator": lambda: sts.straight_through_estimator(),
             "heaviside": lambda: sts.heaviside(),
         }[self.name]()
