@@ -19,8 +19,9 @@ indices for connectome-scale circuits — can change at one place:
    results however a trial is split into chunks (each time slice is the same ``(B, K) x (K, N)`` product).
 
 :class:`DenseWeightOps` implements them for dense storage, in which an absent edge is a stored zero: its edge outer
-sum is the full ``(N_post, N_pre)`` matrix (the model's ``param_grads`` masks it onto the edges). A sparse storage
-implements the same methods on its per-edge values. :func:`weight_ops` returns the operations of a model
+sum is the full ``(N_post, N_pre)`` matrix (the model's ``param_grads`` masks it onto the edges).
+:class:`SparseWeightOps` implements the same methods on per-edge values (:class:`SparseWeights`): no ``N × N``
+array, edge outer sums of ``nnz`` values. :func:`weight_ops` returns the operations of a model
 (``model.weight_ops`` where the model defines it, else the dense ones).
 """
 
@@ -31,7 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["WeightOps", "DenseWeightOps", "DENSE", "weight_ops", "time_linear"]
+__all__ = ["WeightOps", "DenseWeightOps", "DENSE", "SparseWeights", "SparseWeightOps", "SPARSE", "weight_ops",
+           "time_linear"]
 
 
 class _TimeLinear(torch.autograd.Function):
@@ -89,7 +91,7 @@ class WeightOps(Protocol):
     def time_product(self, W: Any, x: Tensor) -> Tensor: ...
     def t_product(self, W: Any, d: Tensor) -> Tensor: ...
     def edge_outer(self, post: Tensor, pre: Tensor, like: Any = None) -> Any: ...
-    def edge_outer_add_(self, acc: Any, post: Tensor, pre: Tensor) -> Any: ...
+    def edge_outer_add_(self, acc: Any, post: Tensor, pre: Tensor, like: Any = None) -> Any: ...
     def block_sums(self, W: Any, post_type: Tensor, pre_type: Tensor, n_post: int, n_pre: int) -> Tensor: ...
     def block_counts(self, W: Any, post_type: Tensor, pre_type: Tensor, n_post: int, n_pre: int) -> Tensor: ...
     def expand_blocks(self, w: Tensor, post_type: Tensor, pre_type: Tensor, like: Any = None) -> Any: ...
@@ -122,8 +124,9 @@ class DenseWeightOps:
         del like
         return post.reshape(-1, post.shape[-1]).t() @ pre.reshape(-1, pre.shape[-1])
 
-    def edge_outer_add_(self, acc: Tensor, post: Tensor, pre: Tensor) -> Tensor:
-        """``acc += edge_outer(post, pre)`` in place (one GEMM); returns ``acc``."""
+    def edge_outer_add_(self, acc: Tensor, post: Tensor, pre: Tensor, like: Any = None) -> Tensor:
+        """``acc += edge_outer(post, pre)`` in place (one GEMM); returns ``acc``. ``like`` is unused."""
+        del like
         return acc.addmm_(post.reshape(-1, post.shape[-1]).t(), pre.reshape(-1, pre.shape[-1]))
 
     def block_sums(self, W: Tensor, post_type: Tensor, pre_type: Tensor, n_post: int, n_pre: int) -> Tensor:
@@ -150,6 +153,142 @@ class DenseWeightOps:
 
 
 DENSE = DenseWeightOps()
+
+
+class SparseWeights:
+    """A projection stored per edge: ``values (nnz,)`` with ``post (nnz,)``, ``pre (nnz,)`` indices (long, sorted by
+    ``(post, pre)``, unique) and ``shape = (N_post, N_pre)``. Only ``values`` carries gradients; no ``N × N`` array.
+
+    Build with :meth:`from_indices` or :meth:`from_dense`; :meth:`to_dense` is for tests and small projections.
+    """
+
+    __slots__ = ("values", "post", "pre", "shape")
+
+    def __init__(self, values: Tensor, post: Tensor, pre: Tensor, shape: tuple[int, int]):
+        if values.dim() != 1 or post.shape != values.shape or pre.shape != values.shape:
+            raise ValueError(f"SparseWeights: values, post and pre must be 1-D of one length, got "
+                             f"{tuple(values.shape)}, {tuple(post.shape)}, {tuple(pre.shape)}")
+        self.values, self.post, self.pre = values, post, pre
+        self.shape = (int(shape[0]), int(shape[1]))
+
+    @classmethod
+    def from_indices(cls, post: Any, pre: Any, values: Any, shape: tuple[int, int], *,
+                     dtype: torch.dtype | None = None, device: Any = None) -> "SparseWeights":
+        """From edge lists in any order; sorted by ``(post, pre)``. Duplicate or out-of-range edges are errors."""
+        post_t = torch.as_tensor(post, dtype=torch.long, device=device).reshape(-1)
+        pre_t = torch.as_tensor(pre, dtype=torch.long, device=device).reshape(-1)
+        vals = torch.as_tensor(values, dtype=dtype, device=device).reshape(-1)
+        n_post, n_pre = int(shape[0]), int(shape[1])
+        if post_t.numel() and (int(post_t.min()) < 0 or int(post_t.max()) >= n_post or int(pre_t.min()) < 0
+                               or int(pre_t.max()) >= n_pre):
+            raise ValueError(f"SparseWeights: an edge index lies outside the shape {(n_post, n_pre)}")
+        key = post_t * n_pre + pre_t
+        order = torch.argsort(key, stable=True)
+        key = key[order]
+        if key.numel() > 1 and bool((key[1:] == key[:-1]).any()):
+            i = int(torch.nonzero(key[1:] == key[:-1])[0, 0])
+            raise ValueError(f"SparseWeights: duplicate edge (post {int(key[i]) // n_pre}, pre {int(key[i]) % n_pre})")
+        return cls(vals[order], post_t[order], pre_t[order], (n_post, n_pre))
+
+    @classmethod
+    def from_dense(cls, W: Tensor) -> "SparseWeights":
+        """The non-zero entries of a dense ``(post, pre)`` matrix (tests and small projections)."""
+        post, pre = torch.nonzero(W, as_tuple=True)
+        return cls(W[post, pre], post, pre, (W.shape[0], W.shape[1]))
+
+    def with_values(self, values: Tensor) -> "SparseWeights":
+        """The same edges with other values."""
+        return SparseWeights(values, self.post, self.pre, self.shape)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.numel())
+
+    def to_dense(self) -> Tensor:
+        """The dense ``(post, pre)`` matrix (differentiable in ``values``)."""
+        out = self.values.new_zeros(self.shape[0] * self.shape[1])
+        return out.index_add(0, self.post * self.shape[1] + self.pre, self.values).view(self.shape)
+
+    def __repr__(self) -> str:
+        return f"SparseWeights(shape={self.shape}, nnz={self.nnz}, dtype={self.values.dtype})"
+
+
+class SparseWeightOps:
+    """:class:`WeightOps` for per-edge storage (:class:`SparseWeights`); edge outer sums and gradients are per-edge
+    ``(nnz,)`` values. Every operation is a gather of the presynaptic (or postsynaptic) side along the edges and an
+    ``index_add`` onto the other side: built from differentiable torch operations that exist on CUDA, so autograd
+    gives the backward, double backward and forward-mode ``jvp``; on the CPU ``index_add`` sums in edge order, so
+    every time slice is computed identically whatever the chunking of a trial (on CUDA it uses atomics: equal to
+    rounding, not bit for bit). Memory: ``O(rows · nnz)`` for the gathered products of one call (``rows`` = the
+    leading dimensions flattened); :meth:`edge_outer` works in blocks of rows to bound it."""
+
+    #: rows per block in :meth:`edge_outer` (bounds the gathered ``(rows, nnz)`` temporaries)
+    block_rows = 64
+
+    def product(self, W: SparseWeights, z: Tensor) -> Tensor:
+        """``W z`` for ``z (..., N_pre)`` -> ``(..., N_post)``."""
+        src = z.index_select(-1, W.pre) * W.values
+        return z.new_zeros(z.shape[:-1] + (W.shape[0],)).index_add(-1, W.post, src)
+
+    def time_product(self, W: SparseWeights, x: Tensor) -> Tensor:
+        """``W x^t`` for every step of ``x (T, B, N_pre)``."""
+        return self.product(W, x)
+
+    def t_product(self, W: SparseWeights, d: Tensor) -> Tensor:
+        """``Wᵀ d`` for ``d (..., N_post)`` -> ``(..., N_pre)``."""
+        src = d.index_select(-1, W.post) * W.values
+        return d.new_zeros(d.shape[:-1] + (W.shape[1],)).index_add(-1, W.pre, src)
+
+    def edge_outer(self, post: Tensor, pre: Tensor, like: Any = None) -> Tensor:
+        """``g_e = Σ_r post[r, post_e] pre[r, pre_e]`` ``(nnz,)`` on the edges of ``like`` (a :class:`SparseWeights`)."""
+        if not isinstance(like, SparseWeights):
+            raise TypeError("SparseWeightOps.edge_outer needs like= the SparseWeights whose edges it sums over")
+        return self.edge_outer_add_(post.new_zeros(like.nnz), post, pre, like)
+
+    def edge_outer_add_(self, acc: Tensor, post: Tensor, pre: Tensor, like: Any = None) -> Tensor:
+        """``acc += edge_outer(post, pre)`` in place; ``acc`` ``(nnz,)``; returns ``acc``."""
+        if not isinstance(like, SparseWeights):
+            raise TypeError("SparseWeightOps.edge_outer_add_ needs like= the SparseWeights whose edges it sums over")
+        P = post.reshape(-1, post.shape[-1])
+        Q = pre.reshape(-1, pre.shape[-1])
+        for a in range(0, P.shape[0], self.block_rows):
+            b = a + self.block_rows
+            acc.add_((P[a:b].index_select(1, like.post) * Q[a:b].index_select(1, like.pre)).sum(0))
+        return acc
+
+    def _block_index(self, W: SparseWeights, post_type: Tensor, pre_type: Tensor, n_pre: int) -> Tensor:
+        return post_type.index_select(0, W.post) * n_pre + pre_type.index_select(0, W.pre)
+
+    def block_sums(self, W: SparseWeights, post_type: Tensor, pre_type: Tensor, n_post: int, n_pre: int) -> Tensor:
+        """``S[α, β]``: the sum of the stored values per (post type, pre type) block ``(n_post, n_pre)``."""
+        idx = self._block_index(W, post_type, pre_type, n_pre)
+        return W.values.new_zeros(n_post * n_pre).index_add(0, idx, W.values).view(n_post, n_pre)
+
+    def block_counts(self, W: SparseWeights, post_type: Tensor, pre_type: Tensor, n_post: int, n_pre: int) -> Tensor:
+        """The number of existing (non-zero) edges per block."""
+        idx = self._block_index(W, post_type, pre_type, n_pre)
+        nz = (W.values != 0).to(W.values.dtype)
+        return W.values.new_zeros(n_post * n_pre).index_add(0, idx, nz).view(n_post, n_pre)
+
+    def expand_blocks(self, w: Tensor, post_type: Tensor, pre_type: Tensor, like: Any = None) -> SparseWeights:
+        """Block values ``w`` on the edges of ``like`` (where its value is non-zero), as :class:`SparseWeights`."""
+        if not isinstance(like, SparseWeights):
+            raise TypeError("SparseWeightOps.expand_blocks needs like= the SparseWeights whose edges receive the "
+                            "block values (sparse storage has no 'every pair')")
+        vals = w.reshape(-1).index_select(0, self._block_index(like, post_type, pre_type, w.shape[1]))
+        return like.with_values(vals * (like.values != 0).to(vals.dtype))
+
+    def row_sums(self, W: SparseWeights) -> Tensor:
+        """``Σ_i W[j, i]`` ``(N_post,)``."""
+        return W.values.new_zeros(W.shape[0]).index_add(0, W.post, W.values)
+
+    def diagonal(self, W: SparseWeights) -> Tensor:
+        """``W[j, j]`` ``(N,)`` (zero where there is no autapse)."""
+        on = W.post == W.pre
+        return W.values.new_zeros(min(W.shape)).index_add(0, W.post[on], W.values[on])
+
+
+SPARSE = SparseWeightOps()
 
 
 def weight_ops(model: Any) -> WeightOps:
