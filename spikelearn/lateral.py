@@ -304,9 +304,10 @@ class CoactivationRule:
             eye = torch.eye(C, dtype=torch.bool)
             keep[centre] = keep[centre] & ~eye
         W = torch.where(keep, W, torch.zeros_like(W))
-        n_in = keep.flatten(1).sum(1).clamp(min=1).reshape(bcast)
+        per_post = (C,) + (1,) * (dim + 1)
+        n_in = keep.flatten(1).sum(1).clamp(min=1).reshape(per_post)
         if self.kind == "covariance":  # subtractive normalisation: each post map's inputs sum to zero
-            W = torch.where(keep, W - W.flatten(1).sum(1).reshape(bcast) / n_in, W)
+            W = torch.where(keep, W - W.flatten(1).sum(1).reshape(per_post) / n_in, W)
         if self.inhibition and keep.any():
             W = torch.where(keep, W - self.inhibition * W[keep].mean(), W)
         return W
