@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -98,7 +98,8 @@ def _fail(folder: str, name: str, msg: str) -> CircuitError:
 
 
 def _as_int_counts(df: pd.DataFrame, col: str, folder: str, name: str, *, positive: bool) -> np.ndarray:
-    v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+    # pd.to_numeric is unannotated (its inferred return is a union of every path): a Series here
+    v = cast(pd.Series, pd.to_numeric(df[col], errors="coerce")).to_numpy(dtype=np.float64)
     bad = ~np.isfinite(v) | (v != np.round(v)) | ((v <= 0) if positive else (v < 0))
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
@@ -109,7 +110,8 @@ def _as_int_counts(df: pd.DataFrame, col: str, folder: str, name: str, *, positi
 
 # ---------------------------------------------------------------------------------------------- option helpers
 def _real(name: str, value: Any, *, low: float | None = None, strict: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    # numbers.Real is no array-like to numpy's stubs; np.isfinite takes any real
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not np.isfinite(value):  # type: ignore[arg-type]
         raise CircuitError(f"option {name}={value!r} must be a finite real number")
     if low is not None and (value <= low if strict else value < low):
         raise CircuitError(f"option {name}={value!r} must be {'>' if strict else '>='} {low}")
@@ -440,7 +442,8 @@ def _psp_usable(psp: pd.DataFrame, key: str) -> bool:
         return False
     r = psp.loc[key]
     s, sc, nn = (pd.to_numeric(r[c], errors="coerce") for c in ("logn_shape_90th", "logn_scale_90th", "N_90th"))
-    return bool(np.isfinite(s) and np.isfinite(sc) and np.isfinite(nn) and nn > 0 and s > 0 and sc > 0)
+    # pd.to_numeric is unannotated (its inferred return is a union of every path): numbers here
+    return bool(np.isfinite(s) and np.isfinite(sc) and np.isfinite(nn) and nn > 0 and s > 0 and sc > 0)  # type: ignore[call-overload, operator]
 
 
 def _psp_resolve(psp: pd.DataFrame, key: str) -> str:
@@ -611,11 +614,11 @@ def _fly_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         raise _fail(_FLY, _FLY_EDGES, f"unexpected edge_type(s) {sorted(set(ed.edge_type.astype(str)))}")
     off = _read_csv(_FLY, _FLY_OFFSETS, ["pre_type", "post_type", "du", "dv", "n_syn"])
     for c in ("du", "dv"):
-        v = pd.to_numeric(off[c], errors="coerce")
+        v = cast(pd.Series, pd.to_numeric(off[c], errors="coerce"))
         if v.isna().any() or (v != v.round()).any():
             raise _fail(_FLY, _FLY_OFFSETS, f"{c} must be integers")
         off[c] = v.astype(np.int64)
-    ns = pd.to_numeric(off.n_syn, errors="coerce").to_numpy(np.float64)
+    ns = cast(pd.Series, pd.to_numeric(off.n_syn, errors="coerce")).to_numpy(np.float64)
     if not (np.isfinite(ns) & (ns > 0)).all():
         raise _fail(_FLY, _FLY_OFFSETS, "n_syn must be positive and finite")
     if off.duplicated(["pre_type", "post_type", "du", "dv"]).any():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Literal, Mapping, Sequence
+from typing import Any, Hashable, Literal, Mapping, Sequence, overload
 
 import networkx as nx
 import numpy as np
@@ -216,7 +216,7 @@ class Circuit:
 
     @classmethod
     def from_dense(cls, weights: np.ndarray, *, mask: np.ndarray | None = None, node_ids: Sequence | None = None,
-                   cell_types: Sequence[str] | None = None, signs: Sequence[int] | None = None,
+                   cell_types: Sequence[str] | None = None, signs: Sequence[int] | np.ndarray | None = None,
                    **kwargs: Any) -> "Circuit":
         """Build from a dense ``(post, pre)`` weight matrix.
 
@@ -293,9 +293,11 @@ class Circuit:
         n = len(nodes)
 
         chem: dict[tuple[int, int], float] = {}
-        gaps: dict[tuple[int, int], float] = {}
+        gaps: dict[tuple[int, int], list[float]] = {}
         multi = G.is_multigraph()
-        edges = G.edges(keys=True, data=True) if multi else ((u, v, None, d) for u, v, d in G.edges(data=True))
+        # multi: G is a MultiDiGraph (is_multigraph() does not narrow its type)
+        edges = (G.edges(keys=True, data=True) if multi  # type: ignore[call-arg]
+                 else ((u, v, None, d) for u, v, d in G.edges(data=True)))
         for u, v, key, d in edges:
             what = f"edge {u!r} -> {v!r}" + (f" (key {key!r})" if multi else "")
             if u == v and self_loops == "error":
@@ -381,9 +383,9 @@ class Circuit:
         params: dict[str, np.ndarray] = {}
         common = set.intersection(*(set(a) for a in attrs)) - set(_RESERVED_NODE_ATTRS)
         for name in sorted(common):
-            vals = [a[name] for a in attrs]
-            if all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in vals):
-                params[name] = np.array(vals, dtype=np.float64)
+            col = [a[name] for a in attrs]
+            if all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in col):
+                params[name] = np.array(col, dtype=np.float64)
 
         keys = np.array(list(chem.keys()), dtype=np.int64).reshape(-1, 2)
         c = cls(node_ids=tuple(nodes), post=keys[:, 0], pre=keys[:, 1], w=np.array(list(chem.values())),
@@ -409,6 +411,13 @@ class Circuit:
     def n_edges(self) -> int:
         """Number of chemical edges (an edge of weight 0 still counts)."""
         return int(self.w.size)
+
+    @overload
+    def weights(self, dense: Literal[False] = ...) -> sp.csr_array: ...
+    @overload
+    def weights(self, dense: Literal[True]) -> np.ndarray: ...
+    @overload
+    def weights(self, dense: bool) -> np.ndarray | sp.csr_array: ...
 
     def weights(self, dense: bool = False) -> np.ndarray | sp.csr_array:
         """Signed ``(post, pre)`` weight matrix: scipy CSR (default; explicit zeros of zero-weight edges kept)."""
@@ -578,13 +587,14 @@ class Circuit:
         else:  # large sparse circuits (e.g. the fly lattice, N ~ 45 000): no dense N x N matrix
 
             Ws = self.weights()
-            try:
-                lam = eigs(Ws, k=1, which="LM", return_eigenvectors=False, maxiter=20 * self.n, tol=1e-8)
+            try:  # (scipy annotates eigs' tol as int; it is a float)
+                lam = eigs(Ws, k=1, which="LM", return_eigenvectors=False, maxiter=20 * self.n, tol=1e-8)  # type: ignore[arg-type]
                 rows.append(("spectral_radius", "all", float(np.abs(lam).max())))
             except ArpackNoConvergence:
                 rows.append(("spectral_radius", "all", math.nan))
             # PR = (Σσ²)² / Σσ⁴ = ‖W‖_F⁴ / ‖WᵀW‖_F² needs no SVD; Roy-Vetterli needs every σ: left out (NaN)
-            fro2 = float((Ws.data ** 2).sum())
+            # .data: the stored values, an ndarray (scipy's annotation is wider)
+            fro2 = float((Ws.data ** 2).sum())  # type: ignore[operator]
             wtw = (Ws.T @ Ws).tocsr()
             rows.append(("participation_ratio", "all", fro2 ** 2 / float((wtw.data ** 2).sum()) if fro2 else 0.0))
             rows.append(("roy_vetterli", "all", math.nan))

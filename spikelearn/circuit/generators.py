@@ -54,7 +54,7 @@ def _check_norm(norm: Any) -> None:
                            f"(max |eigenvalue|), got {norm!r}")
 
 
-def _radius(eigenvalues: np.ndarray, sigma1: float, what: str) -> float:
+def _radius(eigenvalues: np.ndarray, sigma1: float | np.floating, what: str) -> float:
     """``max |eigenvalue|``, refused when it is zero up to rounding (``≤ √ε·σ₁``: a nilpotent matrix's computed
     eigenvalues are only that accurate), since a spectral radius of 0 cannot be rescaled to match another."""
     rho = float(np.abs(eigenvalues).max())
@@ -203,6 +203,7 @@ def _dale_io(rng: np.random.Generator, n: int, procedure: str, meta: dict, *, n_
     out: dict = {}
     fe = input_frac_exc
     if p_in < 1 or fe is not None:
+        assert n_in is not None  # dale() requires it here
         m = _draw_mask(rng, n, n_in, p_in, procedure) if p_in < 1 else np.ones((n, n_in), dtype=bool)
         scale = 1.0 / np.sqrt(p_in * n_in)
         if fe is None:
@@ -215,6 +216,7 @@ def _dale_io(rng: np.random.Generator, n: int, procedure: str, meta: dict, *, n_
         out.update(input_mask=m, input_weights=np.where(m, w, 0.0))
         meta.update(p_in=p_in, n_input_edges=int(m.sum()))
     if p_out < 1:
+        assert n_out is not None  # dale() requires it here
         m = _draw_mask(rng, n_out, n, p_out, procedure)
         w = rng.standard_normal((n_out, n)) / np.sqrt(p_out * n)
         out.update(output_mask=m, output_weights=np.where(m, w, 0.0))
@@ -285,6 +287,7 @@ def low_rank_aligned(directions: np.ndarray, rank: int | None = None, sigma0: fl
     D = np.asarray(directions, dtype=np.float64)
     if D.ndim != 2:
         raise CircuitError(f"directions must have shape (N, k), got {D.shape}")
+    k: int
     n, k = D.shape
     rank = k if rank is None else _check_rank(rank)
     _check_sigma0(sigma0)
