@@ -31,7 +31,7 @@ exponents mean.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypedDict, overload
 
 import torch
 from torch import Tensor, nn
@@ -112,12 +112,14 @@ class Linearisation:
             return Q[:, :n]
         # spiking: δz = ψ (δv − β δa)
         if self.adaptive:
+            assert self.beta is not None  # adaptive: beta given
             return D * (Q[:, :n] - self.beta[:, None] * Q[:, n:2 * n])
         return D * Q[:, :n]
 
     def apply(self, t: int, Q: Tensor) -> Tensor:
         """``J_t Q`` for ``Q (B, n_state, k)``; differentiable."""
         n = self.n
+        assert self.leak is not None  # every kind has a leak term
         pre = self.pre(t, Q)
         rec = _wmul(self.W, pre)  # (B, N, k)
         P = self._post(t)[..., None]
@@ -134,10 +136,12 @@ class Linearisation:
         if self.kind == "murray":
             return self.leak[:, None] * Q + P * rec
         if self.kind == "murray_gap":  # state (r, h): h' = W r + G̃ h, r' = leak r + P h'
+            assert self.gap is not None  # murray_gap: gap junctions given
             h_new = rec + _wmul(self.gap, Q[:, n:])
             return torch.cat([self.leak[:, None] * Q[:, :n] + P * h_new, h_new], dim=1)
         # spiking: blocks [v, a (adaptive), i (synaptic)]
         qv = Q[:, :n]
+        assert self.reset is not None  # spiking: reset factor given
         rec = P * rec
         if self.synaptic:
             assert self.alpha_syn is not None
@@ -147,6 +151,7 @@ class Linearisation:
             dv = dv + P * _wmul(self.gap, qv)
         blocks = [dv]
         if self.adaptive:
+            assert self.rho is not None and self.c_a is not None  # adaptive: rho and c_a given
             blocks.append(self.rho[:, None] * Q[:, n:2 * n] + self.c_a[:, None] * pre)
         if self.synaptic:
             blocks.append(rec)
@@ -247,17 +252,35 @@ def _linearise_rate(model: RateRNN, x: Tensor, state0: Any) -> Linearisation:
     return Linearisation(kind, n, T, B, model.dt_ms, W, D, post, leak=c.leak, gap=gap, states=states)
 
 
-def _spiking_consts(model: SpikingRNN, r_on: bool) -> dict[str, Tensor | None]:
+class _SpikingConsts(TypedDict):
+    leak: Tensor
+    rho: Tensor | None
+    c_a: Tensor | None
+    beta: Tensor | None
+    reset: Tensor
+    c_in: Tensor
+    v_th: Tensor
+    gap: Tensor | None
+    alpha_syn: Tensor | None
+
+
+def _spiking_consts(model: SpikingRNN, r_on: bool) -> _SpikingConsts:
     c = model.constants()
     adaptive = bool((model.beta != 0).any())
-    return dict(leak=c.alpha, rho=c.rho if adaptive else None, c_a=c.c_a if adaptive else None,
-                beta=c.beta if adaptive else None, reset=c.v_th * float(r_on), c_in=c.c_in, v_th=c.v_th,
-                gap=_gap_laplacian(model.gap),
-                alpha_syn=c.alpha_syn.expand(model.n) if c.synaptic else None)
+    alpha_syn = None
+    if c.synaptic:
+        assert c.alpha_syn is not None  # synaptic: alpha_syn given
+        alpha_syn = c.alpha_syn.expand(model.n)
+    return {"leak": c.alpha, "rho": c.rho if adaptive else None, "c_a": c.c_a if adaptive else None,
+            "beta": c.beta if adaptive else None, "reset": c.v_th * float(r_on), "c_in": c.c_in, "v_th": c.v_th,
+            "gap": _gap_laplacian(model.gap), "alpha_syn": alpha_syn}
 
 
-def _spiking_states(k: dict, v: Tensor, a: Tensor, i: Tensor | None) -> Tensor:
-    parts = [v] + ([a] if k["beta"] is not None else []) + ([i] if k["alpha_syn"] is not None else [])
+def _spiking_states(k: _SpikingConsts, v: Tensor, a: Tensor, i: Tensor | None) -> Tensor:
+    parts = [v] + ([a] if k["beta"] is not None else [])
+    if k["alpha_syn"] is not None:
+        assert i is not None  # synaptic: the trajectory has i
+        parts.append(i)
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
@@ -307,6 +330,7 @@ def _linearise_spiking_rate(model: SpikingRNN, x: Tensor, state0: Any, r_on: boo
     for ff_t in ff.unbind(0):
         drive = ff_t + p @ W_rec_T
         if syn:
+            assert c.alpha_syn is not None  # synaptic: alpha_syn given
             i = c.alpha_syn * i + drive
             drive = i
             is_.append(i)
@@ -336,6 +360,19 @@ class QRGrowth(NamedTuple):
     qr_steps: Tensor       # (n_qr,) int64 number of steps done at each re-orthonormalisation (1-based)
     transient_steps: int   # steps excluded (rounded up to a multiple of qr_every)
     Q: Tensor              # (B, n_state, k) final orthonormal frame
+
+
+@overload
+def qr_log_growth(lin: Linearisation, k: int, *, transient_steps: int | None = None, qr_every: int = 1,
+                  Q0: Tensor | None = None, seed: int = 0, keep: Literal[False] = False) -> QRGrowth: ...
+@overload
+def qr_log_growth(lin: Linearisation, k: int, *, transient_steps: int | None = None, qr_every: int = 1,
+                  Q0: Tensor | None = None, seed: int = 0, keep: Literal[True]
+                  ) -> tuple[QRGrowth, list[tuple[Tensor, Tensor, Tensor]]]: ...
+@overload
+def qr_log_growth(lin: Linearisation, k: int, *, transient_steps: int | None = None, qr_every: int = 1,
+                  Q0: Tensor | None = None, seed: int = 0, keep: bool = False
+                  ) -> QRGrowth | tuple[QRGrowth, list[tuple[Tensor, Tensor, Tensor]]]: ...
 
 
 def qr_log_growth(lin: Linearisation, k: int, *, transient_steps: int | None = None, qr_every: int = 1,
@@ -427,7 +464,7 @@ def flossing_loss(model: nn.Module, x: Tensor, state0: Any = None, cfg: Flossing
     return ((lam - cfg.target) ** 2).mean(), lam
 
 
-def flossing_grads(model: nn.Module, x: Tensor, state0: Any = None, cfg: FlossingConfig = FlossingConfig()
+def flossing_grads(model: RateRNN | SpikingRNN, x: Tensor, state0: Any = None, cfg: FlossingConfig = FlossingConfig()
                    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """Gradient of :func:`flossing_loss` w.r.t. the dynamics parameters (all but the readout).
 
@@ -446,7 +483,7 @@ def flossing_grads(model: nn.Module, x: Tensor, state0: Any = None, cfg: Flossin
     return loss.detach(), grads, lam.detach()
 
 
-def local_flossing_grads(model: nn.Module, x: Tensor, state0: Any = None,
+def local_flossing_grads(model: RateRNN | SpikingRNN, x: Tensor, state0: Any = None,
                          cfg: FlossingConfig = FlossingConfig()) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     r"""Local flossing update (§7.3 option 2; this package's design): the gradient of :func:`flossing_loss` with
     the trajectory and the tangent frames held fixed.
