@@ -64,22 +64,33 @@ def primary_stats(df: pd.DataFrame, data: str) -> pd.DataFrame:
 
 
 def kernel_plot(W: np.ndarray, path: pathlib.Path, title: str, n: int = 8) -> None:
-    """The first ``n`` post × ``n`` pre maps' lateral kernels as one mosaic (post = rows)."""
-    W = W[:n, :n]
+    """Left: the first ``n`` post × ``n`` pre maps' lateral kernels as one mosaic (post = rows). Right: the kernel
+    averaged over same-map pairs (k = k') and over all pairs, per offset."""
     if W.ndim == 3:  # 1-D kernels: each (post, pre) block is one row of 2r+1 offsets
         W = W[:, :, None, :]
-    kh, kw = W.shape[2:]
+    C, kh, kw = W.shape[0], W.shape[2], W.shape[3]
+    sub = W[:n, :n]
     img = np.full((n * (kh + 1) - 1, n * (kw + 1) - 1), np.nan)
     for i in range(n):
         for j in range(n):
-            img[i * (kh + 1):i * (kh + 1) + kh, j * (kw + 1):j * (kw + 1) + kw] = W[i, j]
+            img[i * (kh + 1):i * (kh + 1) + kh, j * (kw + 1):j * (kw + 1) + kw] = sub[i, j]
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(11, 4), gridspec_kw=dict(width_ratios=[3, 1, 1]))
     v = np.nanmax(np.abs(img))
-    fig, ax = plt.subplots(figsize=(5, 5 * img.shape[0] / img.shape[1] + 0.6))
-    im = ax.imshow(img, cmap="RdBu_r", vmin=-v, vmax=v)
-    ax.set(title=title, xlabel="pre map k'", ylabel="post map k", xticks=[], yticks=[])
-    fig.colorbar(im, ax=ax, shrink=0.7)
+    im = a0.imshow(img, cmap="RdBu_r", vmin=-v, vmax=v)
+    a0.set(title=f"W_kk'(Δ), first {n}×{n} maps", xlabel="pre map k'", ylabel="post map k", xticks=[], yticks=[])
+    fig.colorbar(im, ax=a0, shrink=0.8)
+    same = W[np.arange(C), np.arange(C)].mean(0)
+    for ax, K, name in ((a1, same, "k = k' (mean)"), (a2, W.mean((0, 1)), "all pairs (mean)")):
+        v = np.abs(K).max()
+        im = ax.imshow(K, cmap="RdBu_r", vmin=-v, vmax=v)
+        ax.set(title=name, xlabel="Δx", ylabel="Δy" if kh > 1 else "", yticks=[] if kh == 1 else range(kh),
+               xticks=range(kw), xticklabels=[str(i - kw // 2) for i in range(kw)])
+        if kh > 1:
+            ax.set_yticklabels([str(i - kh // 2) for i in range(kh)])
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -103,7 +114,7 @@ def main():
             k = np.load(kf)
             key = sorted(k.files)[0] if "100_none" not in k.files else "100_none"
             kernel_plot(k[key], args.dir / f"kernels_{data}.png",
-                        f"{data}: raw lateral kernel W_kk'(Δ), run {key} (first 8×8 maps)")
+                        f"{data}: raw lateral kernel learned by the rule (before scaling), run {key}")
     if not stats:
         raise SystemExit("no results_*.csv found")
     st, sm = pd.concat(stats), pd.concat(summaries)
