@@ -69,7 +69,9 @@ from spikelearn.neurons.rate import (
     rate_update,
 )
 from spikelearn.neurons.surrogate import Surrogate, describe_bad, make_surrogate
-from spikelearn.weights import DENSE, time_linear
+from spikelearn.weights import DENSE, SPARSE, SparseWeights, time_linear
+
+STORAGES = ("dense", "sparse")
 
 __all__ = ["SpikingRNN", "RateRNN", "ModelOutput", "SpikingState", "SpikingRecord", "RateRecord",
            "EffectiveWeights", "load", "time_linear", "circuit_to_dict", "circuit_from_dict"]
@@ -357,6 +359,8 @@ class _CircuitRNN(nn.Module):
     mask_out: Tensor
     sign_out: Tensor
     gap: Tensor | None
+    rec_post: Tensor  # (nnz,) per-edge storage only
+    rec_pre: Tensor
     theta_rec: nn.Parameter
     theta_in: nn.Parameter
     theta_out: nn.Parameter
@@ -366,7 +370,7 @@ class _CircuitRNN(nn.Module):
     def _setup_weights(self, circuit: Circuit, n_in: int, n_out: int, *, sign_constraint: str,
                        allow_autapses: bool, w_in: Any, w_out: Any, w_out_init: str, readout_bias: bool,
                        gap_scale: float, dtype: torch.dtype, device: torch.device, w_in_init: str = "normal",
-                       input_channel_sign: Any = None) -> None:
+                       input_channel_sign: Any = None, storage: str = "dense") -> None:
         if not isinstance(circuit, Circuit):
             raise TypeError(f"expected a Circuit, got {type(circuit).__name__}")
         for name, kind in (("w_in_init", w_in_init), ("w_out_init", w_out_init)):
@@ -376,11 +380,23 @@ class _CircuitRNN(nn.Module):
         for name, v in (("n_in", n_in), ("n_out", n_out)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.circuit = circuit
         self.n, self.n_in, self.n_out = n, int(n_in), int(n_out)
+        self.storage = storage
         kw: dict[str, Any] = dict(dtype=dtype, device=device)
+        if storage == "sparse":
+            S, M = self._setup_sparse_recurrent(circuit, sign_constraint, allow_autapses, kw)
+        else:
+            S, M = self._setup_dense_recurrent(circuit, sign_constraint, allow_autapses, kw)
+        self._setup_io(circuit, S, M, w_in=w_in, w_out=w_out, w_out_init=w_out_init, readout_bias=readout_bias,
+                       gap_scale=gap_scale, w_in_init=w_in_init, input_channel_sign=input_channel_sign, kw=kw)
 
-        # --- recurrent: mask and sign matrix
+    def _setup_dense_recurrent(self, circuit: Circuit, sign_constraint: str, allow_autapses: bool,
+                               kw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Dense ``(N, N)`` recurrent storage: ``theta_rec``, ``mask_rec``, ``sign_rec`` matrices."""
+        n = circuit.n
         W0 = np.asarray(circuit.weights(dense=True))
         M = circuit.mask(dense=True).copy()
         if not allow_autapses:
@@ -418,6 +434,65 @@ class _CircuitRNN(nn.Module):
         self.register_buffer("mask_rec", torch.as_tensor(M, **kw))
         self.register_buffer("sign_rec", torch.as_tensor(S, **kw))
         self.theta_rec = nn.Parameter(torch.as_tensor(theta_rec, **kw))
+        return S, M
+
+    def _setup_sparse_recurrent(self, circuit: Circuit, sign_constraint: str, allow_autapses: bool,
+                                kw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-edge recurrent storage (``storage="sparse"``): ``theta_rec``, ``sign_rec``, ``mask_rec`` ``(nnz,)`` and
+        the edge indices ``rec_post``, ``rec_pre`` (sorted by ``(post, pre)``), from the circuit's edge lists — the same
+        edges, initial values and signs as the dense storage, and no ``N × N`` array."""
+        post = np.asarray(circuit.post, dtype=np.int64)
+        pre = np.asarray(circuit.pre, dtype=np.int64)
+        w0 = np.asarray(circuit.w, dtype=np.float64)
+        if not allow_autapses:
+            auto = post == pre
+            n_auto = int((w0[auto] != 0).sum())
+            if n_auto and not circuit.metadata.get("generator"):
+                warnings.warn(f"the circuit has {n_auto} autapse(s) (self-connections with non-zero weight); the model "
+                              f"leaves them out (allow_autapses=False). Pass allow_autapses=True to keep them.",
+                              UserWarning, stacklevel=4)
+            post, pre, w0 = post[~auto], pre[~auto], w0[~auto]
+        order = np.lexsort((pre, post))
+        post, pre, w0 = post[order], pre[order], w0[order]
+        if post.size > 1 and bool(((post[1:] == post[:-1]) & (pre[1:] == pre[:-1])).any()):
+            raise ValueError("the circuit has duplicate edges; sparse storage keeps one value per edge")
+        signs = np.asarray(circuit.signs, dtype=np.int64)
+        mode = sign_constraint
+        if mode == "auto":
+            mode = "keep" if (signs != 0).any() else "none"
+        if mode == "none":
+            S = np.zeros(post.size)
+        elif mode == "dale":
+            S = circuit.dale_signs().astype(np.float64)[pre]  # raises naming unknown / mixed neurons
+        elif mode == "keep":
+            sp_ = signs[pre]
+            contra = np.unique(pre[(sp_ != 0) & (w0 * sp_ < 0)])
+            if contra.size:
+                ids = ", ".join(repr(circuit.node_ids[k]) for k in contra[:20])
+                raise ValueError(f"sign_constraint='keep': the initial outgoing weights of {contra.size} neuron(s)"
+                                 f" contradict their declared sign: {ids}")
+            fallback = circuit.edge_sign_per_neuron().astype(np.float64)
+            fallback[fallback == 0] = 1.0
+            edge = np.where(w0 > 0, 1.0, np.where(w0 < 0, -1.0, fallback[pre]))
+            S = np.where(sp_ != 0, sp_.astype(np.float64), edge)
+        else:
+            raise ValueError(f"sign_constraint must be 'auto', 'none', 'dale' or 'keep', got {sign_constraint!r}")
+        self.sign_constraint = mode
+        M = np.ones(post.size, dtype=bool)
+        theta_rec = np.where(S != 0, np.abs(w0), w0)
+        self.register_buffer("rec_post", torch.as_tensor(post, dtype=torch.long, device=kw["device"]))
+        self.register_buffer("rec_pre", torch.as_tensor(pre, dtype=torch.long, device=kw["device"]))
+        self.register_buffer("mask_rec", torch.as_tensor(M, **kw))
+        self.register_buffer("sign_rec", torch.as_tensor(S, **kw))
+        self.theta_rec = nn.Parameter(torch.as_tensor(theta_rec, **kw))
+        self.weight_ops = SPARSE
+        return S, M
+
+    def _setup_io(self, circuit: Circuit, S: np.ndarray, M: np.ndarray, *, w_in: Any, w_out: Any,
+                  w_out_init: str, readout_bias: bool, gap_scale: float, w_in_init: str, input_channel_sign: Any,
+                  kw: dict[str, Any]) -> None:
+        """Input and readout weights, readout bias, gap junctions, and the constraint flags."""
+        n = circuit.n
 
         # --- input weights (N, n_in)
         Min = np.ones((n, self.n_in), bool)
@@ -491,6 +566,9 @@ class _CircuitRNN(nn.Module):
                                                                        ("out", Sout, Mout))}
 
         # --- gap junctions (N, N)
+        if circuit.has_gap_junctions and gap_scale != 0 and self.storage == "sparse":
+            raise NotImplementedError("gap junctions with storage='sparse' are not supported yet (issue 19): the gap "
+                                      "conductances are stored as a dense N x N buffer; use storage='dense'")
         if circuit.has_gap_junctions and gap_scale != 0:
             G = gap_scale * circuit.gap_junctions(dense=True)
             self.register_buffer("gap", torch.as_tensor(G, **kw))
@@ -516,12 +594,28 @@ class _CircuitRNN(nn.Module):
         return mask * torch.where(sign == 0, theta, sign * _abs_grow(theta))
 
     def effective_weights(self) -> EffectiveWeights:
-        """The weights in use: ``(W_in (N, n_in), W_rec (N, N), W_out (n_out, N), b_out, b_rec)``."""
+        """The weights in use: ``(W_in (N, n_in), W_rec (N, N), W_out (n_out, N), b_out, b_rec)``; with
+        ``storage="sparse"``, ``W_rec`` is a :class:`~spikelearn.weights.SparseWeights` (one value per edge)."""
+        W_rec: Any = self._constrain(self.theta_rec, self.mask_rec, self.sign_rec, "rec")
+        if self.storage == "sparse":
+            W_rec = SparseWeights(W_rec, self.rec_post, self.rec_pre, (self.n, self.n))
         return EffectiveWeights(
             W_in=self._constrain(self.theta_in, self.mask_in, self.sign_in, "in"),
-            W_rec=self._constrain(self.theta_rec, self.mask_rec, self.sign_rec, "rec"),
+            W_rec=W_rec,
             W_out=self._constrain(self.theta_out, self.mask_out, self.sign_out, "out"),
             b_out=self.b_out, b_rec=self.b_rec)
+
+    def scaled_recurrent(self, W_rec: Any, c_in: Tensor) -> Any:
+        """``diag(c_in) W_rec`` in the model's storage (``c_in`` ``(N,)``): a dense matrix or per-edge values."""
+        if isinstance(W_rec, SparseWeights):
+            return W_rec.with_values(c_in.expand(self.n).index_select(0, W_rec.post) * W_rec.values)
+        return c_in[:, None] * W_rec
+
+    def require_dense(self, what: str) -> None:
+        """Refuse ``what`` on sparse storage, naming it (the parts of the package not yet ported, issue 19)."""
+        if self.storage != "dense":
+            raise NotImplementedError(f"{what} is not supported with storage='sparse' yet (issue 19); build the "
+                                      f"model with storage='dense'")
 
     def param_grads(self, dW: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Map gradients w.r.t. effective weights (keys of :class:`EffectiveWeights`) to gradients w.r.t. the
@@ -532,8 +626,10 @@ class _CircuitRNN(nn.Module):
             for k, g in dW.items():
                 if k not in eff or eff[k] is None:
                     raise KeyError(f"{k!r} is not an effective weight of this model")
-                outs.append(eff[k])
-                gouts.append(g.to(eff[k].dtype))
+                e = eff[k].values if isinstance(eff[k], SparseWeights) else eff[k]  # per-edge storage
+                gv: Tensor = g.values if isinstance(g, SparseWeights) else g
+                outs.append(e)
+                gouts.append(gv.to(e.dtype))
             names = [nm for nm, p in self.named_parameters() if p.requires_grad]
             params = [p for _, p in self.named_parameters() if p.requires_grad]
             grads = torch.autograd.grad(outs, params, gouts, allow_unused=True)
@@ -669,7 +765,8 @@ class SpikingRNN(_CircuitRNN):
                  gap_scale: float = 1.0, sign_constraint: str = "auto", allow_autapses: bool = False,
                  w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", w_in_init: str = "normal",
                  input_channel_sign: Any = None, init_state_std: float = 0.0, init_relax_steps: int = 0,
-                 init_seed: int = 0, readout_bias: bool = True, dtype: Any = None, device: Any = None) -> None:
+                 init_seed: int = 0, readout_bias: bool = True, storage: str = "dense", dtype: Any = None,
+                 device: Any = None) -> None:
         super().__init__()
         self._store_config(n_in=n_in, n_out=n_out, scaling=scaling, tau_mem_ms=tau_mem_ms,
                            tau_adapt_ms=tau_adapt_ms, tau_syn_ms=tau_syn_ms, v_th=v_th, beta=beta,
@@ -681,7 +778,7 @@ class SpikingRNN(_CircuitRNN):
                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                            input_channel_sign=input_channel_sign, init_state_std=init_state_std,
                            init_relax_steps=init_relax_steps, init_seed=init_seed, readout_bias=readout_bias,
-                           dtype=dtype, device=device)
+                           storage=storage, dtype=dtype, device=device)
         self._set_initial_state_options(init_state_std, init_relax_steps, init_seed)
         if scaling not in ("A", "B"):
             raise ValueError(f"scaling must be 'A' or 'B', got {scaling!r}")
@@ -696,7 +793,7 @@ class SpikingRNN(_CircuitRNN):
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                             w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                             readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev,
-                            input_channel_sign=input_channel_sign)
+                            input_channel_sign=input_channel_sign, storage=storage)
         n = circuit.n
         self.scaling, self.refractory, self.readout = scaling, refractory, readout
         if not isinstance(readout_norm, (bool, np.bool_)):
@@ -825,7 +922,12 @@ class SpikingRNN(_CircuitRNN):
         c = self.constants()
         scaled = self.scaling == "B"
         W_in = c.c_in[:, None] * W.W_in if scaled else W.W_in
-        W_recT = (c.c_in[:, None] * W.W_rec if scaled else W.W_rec).T
+        if self.storage == "sparse":  # per-edge storage: the recurrent input through the weight operations
+            W_sc = self.scaled_recurrent(W.W_rec, c.c_in) if scaled else W.W_rec
+            W_sp: Any = W_sc
+            W_recT: Any = lambda z: SPARSE.product(W_sp, z)  # noqa: E731
+        else:
+            W_recT = (c.c_in[:, None] * W.W_rec if scaled else W.W_rec).T
         ff = time_linear(x, W_in)  # (T, B, N): all input currents in one batched GEMM
         G = gsum = None
         if self.gap is not None:
@@ -931,7 +1033,7 @@ class RateRNN(_CircuitRNN):
                  gap_scale: float = 1.0, sign_constraint: str = "auto", allow_autapses: bool = False,
                  w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", w_in_init: str = "normal",
                  input_channel_sign: Any = None, init_state_std: float = 0.0, init_relax_steps: int = 0,
-                 init_seed: int = 0, dtype: Any = None, device: Any = None) -> None:
+                 init_seed: int = 0, storage: str = "dense", dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         if form not in RATE_FORMS:
             raise ValueError(f"form must be one of {RATE_FORMS}, got {form!r}")
@@ -943,13 +1045,14 @@ class RateRNN(_CircuitRNN):
                            gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                            input_channel_sign=input_channel_sign, init_state_std=init_state_std,
-                           init_relax_steps=init_relax_steps, init_seed=init_seed, dtype=dtype, device=device)
+                           init_relax_steps=init_relax_steps, init_seed=init_seed, storage=storage, dtype=dtype,
+                           device=device)
         self._set_initial_state_options(init_state_std, init_relax_steps, init_seed)
         dt, dev = _resolve_dtype(dtype), _resolve_device(device)
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                             w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                             readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev,
-                            input_channel_sign=input_channel_sign)
+                            input_channel_sign=input_channel_sign, storage=storage)
         self.form, self.activation, self.dt_ms, self.thr = form, activation, float(dt_ms), float(thr)
         self.readout_from = readout_from
         tau = _per_neuron(circuit.neuron_params.get("tau_ms", tau_ms), circuit.n, "tau_ms")
@@ -1002,7 +1105,8 @@ class RateRNN(_CircuitRNN):
         ff = time_linear(x, ci * W.W_in)
         if W.b_rec is not None:
             ff = ff + c.c_in * W.b_rec
-        W_recT = (ci * W.W_rec).T
+        W_sc = self.scaled_recurrent(W.W_rec, c.c_in)
+        W_recT = None if self.storage == "sparse" else W_sc.T
         gap = self.gap
         if gap is not None:
             G = ci * gap
@@ -1014,7 +1118,8 @@ class RateRNN(_CircuitRNN):
         hs: list[Tensor] = []
         fps: list[Tensor] = []
         for t, ff_t in enumerate(ff.unbind(0)):
-            drive = torch.addmm(ff_t, s.r, W_recT)  # c_in (W_in x^t + b + W_rec r^{t-1})
+            # c_in (W_in x^t + b + W_rec r^{t-1})
+            drive = torch.addmm(ff_t, s.r, W_recT) if W_recT is not None else ff_t + SPARSE.product(W_sc, s.r)
             if gap is not None:
                 drive = drive + (s.h @ GT - s.h * gsum)
             if ext is not None:

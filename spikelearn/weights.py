@@ -200,9 +200,32 @@ class SparseWeights:
         """The same edges with other values."""
         return SparseWeights(values, self.post, self.pre, self.shape)
 
+    def abs(self) -> "SparseWeights":
+        """The same edges with absolute values."""
+        return self.with_values(self.values.abs())
+
+    def pre_sign_any(self) -> tuple[Tensor, Tensor]:
+        """``(pos, neg)`` ``(N_pre,)`` bool: whether each presynaptic neuron has a positive / negative edge."""
+        z = torch.zeros(self.shape[1], dtype=torch.long, device=self.values.device)
+        pos = z.index_add(0, self.pre, (self.values > 0).long()) > 0
+        neg = z.index_add(0, self.pre, (self.values < 0).long()) > 0
+        return pos, neg
+
+    def detach(self) -> "SparseWeights":
+        """The same edges, values without their graph."""
+        return self.with_values(self.values.detach())
+
     @property
     def nnz(self) -> int:
         return int(self.values.numel())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
 
     def to_dense(self) -> Tensor:
         """The dense ``(post, pre)`` matrix (differentiable in ``values``)."""

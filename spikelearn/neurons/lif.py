@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -312,7 +312,7 @@ def alif_update(c: ALIFConstants, state: ALIFState, drive: Tensor, surrogate: Su
     return ALIFState(v=v, a=a, z=z, ref=ref, i_syn=state.i_syn), aux
 
 
-def alif_recurrent_update(c: ALIFConstants, state: ALIFState, ff: Tensor, w_rec_t: Tensor | None,
+def alif_recurrent_update(c: ALIFConstants, state: ALIFState, ff: Tensor, w_rec_t: Tensor | Callable[[Tensor], Tensor] | None,
                           surrogate: Surrogate, *, g_gap: Tensor | None = None, g_sum: Tensor | None = None,
                           i_ext: Tensor | None = None, need_aux: bool = False) -> tuple[ALIFState, ALIFAux | None]:
     """One step of a recurrent ALIF population from weights *already multiplied by* ``c_in`` (the model's step).
@@ -327,7 +327,8 @@ def alif_recurrent_update(c: ALIFConstants, state: ALIFState, ff: Tensor, w_rec_
         c: constants (:func:`alif_constants`). state: state after step ``t−1`` (``i_syn`` must be a tensor when
             ``c.synaptic``; it is carried unchanged otherwise).
         ff: ``(B, N)`` scaled feed-forward drive ``c_in W_in x^t`` (plus anything else that is filtered like it).
-        w_rec_t: ``(N, N)`` scaled recurrent weights transposed, ``(c_in W_rec)ᵀ`` (``(pre, post)``), or ``None``.
+        w_rec_t: ``(N, N)`` scaled recurrent weights transposed, ``(c_in W_rec)ᵀ`` (``(pre, post)``), a function
+            ``z ↦ c_in W_rec z`` (``(B, N) -> (B, N)``; per-edge storage), or ``None``.
         surrogate: spike function.
         g_gap: optional ``(N, N)`` scaled gap conductances ``c_in G`` (electrical: not synaptically filtered);
             g_sum: their row sums (computed when not given).
@@ -340,7 +341,12 @@ def alif_recurrent_update(c: ALIFConstants, state: ALIFState, ff: Tensor, w_rec_
     Returns:
         the state after step ``t`` (with the new ``i_syn``) and the aux of :func:`alif_update`.
     """
-    drive = ff if w_rec_t is None else torch.addmm(ff, state.z, w_rec_t)
+    if w_rec_t is None:
+        drive = ff
+    elif isinstance(w_rec_t, Tensor):
+        drive = torch.addmm(ff, state.z, w_rec_t)
+    else:
+        drive = ff + w_rec_t(state.z)
     if c.synaptic:
         assert c.alpha_syn is not None and state.i_syn is not None
         drive = synaptic_update(c.alpha_syn, state.i_syn, drive)

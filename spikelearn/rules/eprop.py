@@ -168,7 +168,8 @@ class EProp(LocalRule):
             k = self._consts(model)
             Bfb, state = self.feedback_for(model, state)
             dW_pre, dW_out = local_adjoint_scan(k, recs, dE_dy, self._credits(k, recs, dE_dy, Bfb),
-                                                self.reset_in_trace, z0=initial_spikes(recs), ops=weight_ops(model))
+                                                self.reset_in_trace, z0=initial_spikes(recs), ops=weight_ops(model),
+                                                W_rec=model.effective_weights().W_rec.detach())
         return loss, assemble_grads(model, dW_pre, dW_out, dE_dy.sum((0, 1))), state
 
     def _credits(self, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor) -> Iterator[Tensor]:

@@ -52,12 +52,12 @@ from torch import Tensor
 
 from spikelearn.models import EffectiveWeights, RateRNN, SpikingRNN
 from spikelearn.rules.base import Grads, LossFn, RuleState, output_error
-from spikelearn.weights import weight_ops
+from spikelearn.weights import DENSE, SparseWeights, weight_ops
 
 __all__ = ["FEEDBACK_KINDS", "FeedbackMatrix", "resolve_feedback", "check_local_options", "feedback_matrix",
            "init_feedback_state", "LocalRule", "Chunks", "record_chunks", "record_and_output_error", "start_state",
            "initial_spikes", "spiking_scan_fields", "rate_scan_fields", "detached_weights", "assemble_grads",
-           "SpikingLocalConstants", "spiking_constants", "RateLocalConstants", "rate_constants",
+           "SplitPre", "SpikingLocalConstants", "spiking_constants", "RateLocalConstants", "rate_constants",
            "readout_credit_chunks", "recs_chunk", "local_adjoint_scan", "rate_adjoint_scan", "RegSpec",
            "SpikingTraceState", "spiking_traces_init", "spiking_traces_advance", "spiking_traces_read", "run_online",
            "rate_regularizer", "cell_type_index", "type_indicator", "type_average", "is_spiking",
@@ -216,7 +216,13 @@ def cell_type_index(model: Any, cell_types: Any = "ei") -> tuple[Tensor, list]:
         if cell_types == "ei":
             s = np.asarray(model.circuit.signs, dtype=np.int64).copy()
             col = model.sign_rec.detach().cpu().numpy()
-            colsign = np.where((col > 0).any(0), 1, np.where((col < 0).any(0), -1, 0))
+            if getattr(model, "storage", "dense") == "sparse":  # per-edge signs: any edge of each presynaptic neuron
+                pre = model.rec_pre.cpu().numpy()
+                pos = np.bincount(pre[col > 0], minlength=N) > 0
+                neg = np.bincount(pre[col < 0], minlength=N) > 0
+            else:
+                pos, neg = (col > 0).any(0), (col < 0).any(0)
+            colsign = np.where(pos, 1, np.where(neg, -1, 0))
             labels = np.where(s != 0, s, colsign)
         elif cell_types == "circuit":
             labels = np.asarray([str(c) for c in model.circuit.cell_types], dtype=object)
@@ -235,7 +241,7 @@ def type_indicator(idx: Tensor, C: int, dtype: torch.dtype) -> Tensor:
     return torch.nn.functional.one_hot(idx, C).to(dtype)
 
 
-def type_average(W: Tensor, P: Tensor, nonzero_only: bool, ops: Any = None) -> Tensor:
+def type_average(W: Any, P: Tensor, nonzero_only: bool, ops: Any = None) -> Tensor:
     """Block means ``(C, C)`` of ``W`` ``(post, pre)``: ``[α, β]`` averages ``W[α ← β]`` (type blocks of the weight
     operations ``ops``; ``P`` is the one-hot type indicator).
 
@@ -320,17 +326,47 @@ def detached_weights(W: EffectiveWeights) -> EffectiveWeights:
     return EffectiveWeights(*(None if w is None else w.detach() for w in W))  # type: ignore[arg-type]
 
 
-def assemble_grads(model: Any, dW_pre: Tensor, dW_out: Tensor, db_out: Tensor) -> Grads:
-    """Parameter gradients from gradients on the effective weights, in the storage layout of the model's weight
-    operations: ``dW_pre`` is ``(N, N + n_in [+ 1])`` (recurrent, input and, for a rate model with ``b_rec``, bias
-    columns); masks and signs through ``model.param_grads``."""
+class SplitPre(NamedTuple):
+    """Gradients on the presynaptic side kept apart: ``rec`` in the recurrent storage's layout (``(nnz,)`` per-edge
+    values with sparse storage), ``inp`` ``(N, n_in)``, ``bias`` ``(N,)`` or ``None`` (what the scans return for a
+    model whose recurrent weights are not a dense matrix)."""
+
+    rec: Tensor
+    inp: Tensor
+    bias: Tensor | None = None
+
+
+def assemble_grads(model: Any, dW_pre: Tensor | SplitPre, dW_out: Tensor, db_out: Tensor) -> Grads:
+    """Parameter gradients from gradients on the effective weights: ``dW_pre`` is either ``(N, N + n_in [+ 1])``
+    (recurrent, input and, for a rate model with ``b_rec``, bias columns; with sparse storage its recurrent block is
+    read on the edges) or a :class:`SplitPre` in the storage's layout; masks and signs through ``model.param_grads``."""
     N, n_in = model.n, model.n_in
-    dW = {"W_rec": dW_pre[:, :N], "W_in": dW_pre[:, N:N + n_in], "W_out": dW_out}
+    if isinstance(dW_pre, SplitPre):
+        rec, inp, bias = dW_pre
+    else:
+        rec, inp = dW_pre[:, :N], dW_pre[:, N:N + n_in]
+        bias = dW_pre[:, N + n_in] if dW_pre.shape[1] > N + n_in else None
+        if getattr(model, "storage", "dense") == "sparse":  # dense accumulators (online traces): the edges' entries
+            rec = rec[model.rec_post, model.rec_pre]
+    dW = {"W_rec": rec, "W_in": inp, "W_out": dW_out}
     if model.b_out is not None:
         dW["b_out"] = db_out
     if model.b_rec is not None:
-        dW["b_rec"] = dW_pre[:, N + n_in]
+        assert bias is not None
+        dW["b_rec"] = bias
     return model.param_grads(dW)
+
+
+def _pre_accumulators(N: int, n_in: int, bias: bool, W_rec: Any, kw: dict[str, Any]
+                      ) -> tuple[Tensor | SplitPre, Tensor, Tensor, Tensor | None]:
+    """``(dW_pre, recurrent part, input part, bias part)``: one ``(N, N + n_in [+1])`` matrix (dense storage; the
+    parts are views) or a :class:`SplitPre` of separate tensors (per-edge storage)."""
+    if isinstance(W_rec, SparseWeights):
+        out = SplitPre(torch.zeros(W_rec.nnz, **kw), torch.zeros(N, n_in, **kw),
+                       torch.zeros(N, **kw) if bias else None)
+        return out, out.rec, out.inp, out.bias
+    dW_pre = torch.zeros(N, N + n_in + int(bias), **kw)
+    return dW_pre, dW_pre[:, :N], dW_pre[:, N:N + n_in], dW_pre[:, -1] if bias else None
 
 
 # ----------------------------------------------------------------------------------------------- constants
@@ -462,7 +498,7 @@ def readout_credit_chunks(recs: list, dE_dy: Tensor, Bfb: Tensor, kap: float, om
 
 def local_adjoint_scan(k: SpikingLocalConstants, recs: list, dE_dy: Tensor, credits: Iterable[Tensor],
                        reset_in_trace: bool, nonlocal_credit: Callable[[Tensor, int], Tensor | None] | None = None,
-                       z0: Tensor | None = None, ops: Any = None) -> tuple[Tensor, Tensor]:
+                       z0: Tensor | None = None, ops: Any = None, W_rec: Any = None) -> tuple[Any, Tensor]:
     """``Σ_{b,t} credit_p^t e_pq^t`` for ``W_rec``/``W_in`` (as ``dW_pre`` ``(N, N + n_in)``) and the readout gradient,
     in the transposed form: the adjoint of each neuron's *local* dynamics (leak, adaptation, and the reset when
     ``reset_in_trace``) scanned backwards over ``(B, N)`` values, closed by one edge outer sum per chunk and matrix —
@@ -478,12 +514,14 @@ def local_adjoint_scan(k: SpikingLocalConstants, recs: list, dE_dy: Tensor, cred
             step (ModProp's type-averaged propagation through the network). With current-based synapses it receives
             ``dE/di^{t+1}`` instead: a recurrent spike enters the current.
         ops: the weight operations (:func:`spikelearn.weights.weight_ops`); dense by default.
+        W_rec: the recurrent weights in their storage (needed by per-edge storage: its edges receive the sums;
+            ``dW_pre`` is then a :class:`SplitPre`).
     """
     ops = weight_ops(None) if ops is None else ops
     B, N = recs[0][1].shape[1], k.N
     n_in = recs[0][0].shape[-1]
     kw: dict[str, Any] = dict(dtype=dE_dy.dtype, device=dE_dy.device)
-    dW_pre = torch.zeros(N, N + n_in, **kw)
+    dW_pre, rec_part, in_part, _ = _pre_accumulators(N, n_in, False, W_rec, kw)
     dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
     dv = torch.zeros(B, N, **kw)  # dE/dv^{t+1} on the local graph
     da = torch.zeros(B, N, **kw)  # dE/da^{t+1}
@@ -520,14 +558,13 @@ def local_adjoint_scan(k: SpikingLocalConstants, recs: list, dE_dy: Tensor, cred
                 torch.mul(di, k.c_in, out=D[i])
             else:
                 torch.mul(dv, k.c_in, out=D[i])
-        # presynaptic edge outer sums of the chunk: pre = z^{t-1} (W_rec), x^t (W_in)
-        rec_part = dW_pre[:, :N]
-        ops.edge_outer_add_(rec_part, D[1:], z_c[:-1])
+        # presynaptic edge outer sums of the chunk: pre = z^{t-1} (W_rec), x^t (W_in, always dense)
+        ops.edge_outer_add_(rec_part, D[1:], z_c[:-1], like=W_rec)
         if ci > 0:
-            ops.edge_outer_add_(rec_part, D[0], recs[ci - 1][1][-1])
+            ops.edge_outer_add_(rec_part, D[0], recs[ci - 1][1][-1], like=W_rec)
         elif z0 is not None:
-            ops.edge_outer_add_(rec_part, D[0], z0)
-        ops.edge_outer_add_(dW_pre[:, N:], D, x_c)
+            ops.edge_outer_add_(rec_part, D[0], z0, like=W_rec)
+        DENSE.edge_outer_add_(in_part, D, x_c)
         dE_c = dE_dy[t1 - Tc:t1]
         dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, zf_c.reshape(-1, N))
         t1 -= Tc
@@ -535,8 +572,8 @@ def local_adjoint_scan(k: SpikingLocalConstants, recs: list, dE_dy: Tensor, cred
 
 
 def rate_adjoint_scan(k: RateLocalConstants, recs: Chunks, dE_dy: Tensor, Bfb: Tensor,
-                      modulation: Callable[[Tensor], Tensor] | None = None, ops: Any = None
-                      ) -> tuple[Tensor, Tensor, Tensor]:
+                      modulation: Callable[[Tensor], Tensor] | None = None, ops: Any = None, W_rec: Any = None
+                      ) -> tuple[Any, Tensor, Tensor]:
     """The adjoint of the rate units' local dynamics, chunk by chunk backwards (RFLO in transposed form);
     ``recs``: per chunk ``(x, r, fprime, read)`` (:func:`rate_scan_fields`). Returns ``(dW_pre, dW_out, db_out)``.
 
@@ -549,7 +586,7 @@ def rate_adjoint_scan(k: RateLocalConstants, recs: Chunks, dE_dy: Tensor, Bfb: T
     B, N = recs[0][1].shape[1], k.N
     n_in = recs[0][0].shape[-1]
     kw: dict[str, Any] = dict(dtype=dE_dy.dtype, device=dE_dy.device)
-    dW_pre = torch.zeros(N, N + n_in + int(k.bias), **kw)
+    dW_pre, rec_part, in_part, bias_part = _pre_accumulators(N, n_in, k.bias, W_rec, kw)
     dW_out = torch.zeros(dE_dy.shape[-1], N, **kw)
     lh = torch.zeros(B, N, **kw)  # dE/dh^{t+1} on the local graph
     lr = torch.zeros(B, N, **kw)  # dE/dr^{t+1}
@@ -583,12 +620,11 @@ def rate_adjoint_scan(k: RateLocalConstants, recs: Chunks, dE_dy: Tensor, Bfb: T
             lr = lr_t
             torch.mul(lh, k.c_in, out=D[i])
         r_first = recs[ci - 1][1][-1] if ci > 0 else recs.state0.r  # r^{t0-1}
-        rec_part = dW_pre[:, :N]
-        ops.edge_outer_add_(rec_part, D[1:], r_c[:-1])
-        ops.edge_outer_add_(rec_part, D[0], r_first)
-        ops.edge_outer_add_(dW_pre[:, N:N + n_in], D, x_c)
-        if k.bias:
-            dW_pre[:, -1] += D.sum((0, 1))
+        ops.edge_outer_add_(rec_part, D[1:], r_c[:-1], like=W_rec)
+        ops.edge_outer_add_(rec_part, D[0], r_first, like=W_rec)
+        DENSE.edge_outer_add_(in_part, D, x_c)
+        if bias_part is not None:
+            bias_part += D.sum((0, 1))
         dW_out.addmm_(dE_c.reshape(-1, dE_c.shape[-1]).T, read_c.reshape(-1, N))
         t1 = t0
     return dW_pre, dW_out, dE_dy.sum((0, 1))

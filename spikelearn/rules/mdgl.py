@@ -73,7 +73,7 @@ from spikelearn.rules.local import (
     type_indicator,
 )
 from spikelearn.rules.registry import register
-from spikelearn.weights import DENSE, weight_ops
+from spikelearn.weights import DENSE, SPARSE, SparseWeights, weight_ops
 
 __all__ = ["MDGL", "MDGLState", "ModulationOperator", "cell_type_index", "type_indicator", "type_average",
            "substituted_weights"]
@@ -100,11 +100,24 @@ class ModulationOperator:
     ``((v P) w)[τ(p)]`` (minus the autapse term) in ``O(N C)`` per row instead of ``O(N²)``; otherwise (sparse
     connectivity, ``"exact"``) one dense GEMM with ``W̃``. Same numbers either way (tested)."""
 
-    def __init__(self, W_rec: Tensor, idx: Tensor, n_types: int, variant: str):
-        P = type_indicator(idx, n_types, W_rec.dtype)
+    def __init__(self, W_rec: Any, idx: Tensor, n_types: int, variant: str):
+        dtype = W_rec.values.dtype if isinstance(W_rec, SparseWeights) else W_rec.dtype
+        P = type_indicator(idx, n_types, dtype)
         self.dense: Tensor | None = None
+        self.sparse: SparseWeights | None = None  # per-edge W̃ (sparse storage): v @ W̃ = W̃ᵀ v
         self.diag: Tensor | None = None
         self.P, self.idx, self.w = P, idx, None
+        if isinstance(W_rec, SparseWeights):
+            if variant not in VARIANTS:
+                raise ValueError(f"MDGL: variant must be one of {VARIANTS}, got {variant!r}")
+            if variant == "exact":
+                self.sparse = W_rec
+            elif variant == "nonlocal":
+                self.w = type_average(W_rec, P, nonzero_only=False, ops=SPARSE)
+            else:
+                w = type_average(W_rec, P, nonzero_only=True, ops=SPARSE)
+                self.sparse = SPARSE.expand_blocks(w, idx, idx, like=W_rec)
+            return
         if variant == "exact":
             self.dense = W_rec
             return
@@ -126,6 +139,8 @@ class ModulationOperator:
             self.dense = DENSE.expand_blocks(w, idx, idx, like=W_rec)
 
     def __call__(self, v: Tensor) -> Tensor:
+        if self.sparse is not None:
+            return SPARSE.t_product(self.sparse, v)
         if self.dense is not None:
             return torch.matmul(v, self.dense)
         assert self.w is not None
@@ -246,7 +261,8 @@ class MDGL(LocalRule):
             Bfb, state = self.feedback_for(model, state)
             credits = self._credits(k, recs, dE_dy, Bfb, self.modulation(model))
             dW_pre, dW_out = local_adjoint_scan(k, recs, dE_dy, credits, self.reset_in_trace,
-                                                z0=initial_spikes(recs), ops=weight_ops(model))
+                                                z0=initial_spikes(recs), ops=weight_ops(model),
+                                                W_rec=model.effective_weights().W_rec.detach())
         return loss, assemble_grads(model, dW_pre, dW_out, dE_dy.sum((0, 1))), state
 
     def _rate_batched(self, model: Any, x: Tensor, y: Tensor, mask: Tensor, loss_fn: LossFn,
@@ -259,7 +275,8 @@ class MDGL(LocalRule):
         with torch.no_grad():
             Bfb, state = self.feedback_for(model, state)
             dW_pre, dW_out, db_out = rate_adjoint_scan(rate_constants(model), recs, dE_dy, Bfb,
-                                                       modulation=self.modulation(model), ops=weight_ops(model))
+                                                       modulation=self.modulation(model), ops=weight_ops(model),
+                                                       W_rec=model.effective_weights().W_rec.detach())
         return loss, assemble_grads(model, dW_pre, dW_out, db_out), state
 
     def _credits(self, k: Any, recs: list, dE_dy: Tensor, Bfb: Tensor, op: ModulationOperator) -> Iterator[Tensor]:

@@ -51,6 +51,7 @@ from spikelearn.rules.base import Grads, LossFn, RuleState
 from spikelearn.rules.local import (
     FeedbackMatrix,
     LocalRule,
+    SplitPre,
     assemble_grads,
     cell_type_index,
     check_local_options,
@@ -68,7 +69,7 @@ from spikelearn.rules.local import (
     type_indicator,
 )
 from spikelearn.rules.registry import register
-from spikelearn.weights import weight_ops
+from spikelearn.weights import DENSE, SparseWeights, weight_ops
 
 __all__ = ["ModProp", "ModPropState", "filter_taps"]
 
@@ -197,9 +198,9 @@ class ModProp(LocalRule):
         return self._refined_types(cell, model.effective_weights().W_rec.detach())[0]
 
     @staticmethod
-    def _refined_types(cell: Tensor, W: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _refined_types(cell: Tensor, W: Any) -> tuple[Tensor, Tensor, Tensor]:
         """``(refined index (N,), cell type (C'), sign (C'))`` of the (cell type, presynaptic sign) pairs present."""
-        pos, neg = (W > 0).any(0), (W < 0).any(0)
+        pos, neg = W.pre_sign_any() if isinstance(W, SparseWeights) else ((W > 0).any(0), (W < 0).any(0))
         mixed = torch.nonzero(pos & neg).flatten()
         if mixed.numel():
             raise ValueError(f"ModProp omega='abs_sign' keeps each presynaptic neuron's sign, but neuron(s) "
@@ -236,7 +237,8 @@ class ModProp(LocalRule):
             else:
                 x_, r_, fp_, read_ = (torch.cat([c[i] for c in chunks]) for i in range(4))
                 dW_pre, dW_out = self._batched_rate(model, x_, r_, fp_, read_, dE_dy, chunks.state0.r, Bfb)
-        if not bool(torch.isfinite(dW_pre).all()):
+        if not all(bool(torch.isfinite(g).all()) for g in (dW_pre if isinstance(dW_pre, SplitPre) else (dW_pre,))
+                   if g is not None):
             self._warn_unstable(model)
         return loss, assemble_grads(model, dW_pre, dW_out, dE_dy.sum((0, 1))), state
 
@@ -279,11 +281,18 @@ class ModProp(LocalRule):
         n_in = x.shape[-1]
         bias = model.b_rec is not None
         ops = weight_ops(model)
-        dW_pre = m.new_zeros(N, N + n_in + int(bias))
-        dW_pre[:, :N] = ops.edge_outer(D[1:], r[:-1]) + ops.edge_outer(D[0], r0)
-        dW_pre[:, N:N + n_in] = ops.edge_outer(D, x)
-        if bias:
-            dW_pre[:, -1] = D.sum((0, 1))
+        W_rec = model.effective_weights().W_rec.detach()
+        rec = ops.edge_outer(D[1:], r[:-1], like=W_rec) + ops.edge_outer(D[0], r0, like=W_rec)
+        inp = DENSE.edge_outer(D, x)
+        b = D.sum((0, 1)) if bias else None
+        if isinstance(W_rec, SparseWeights):
+            dW_pre: Any = SplitPre(rec, inp, b)
+        else:
+            dW_pre = m.new_zeros(N, N + n_in + int(bias))
+            dW_pre[:, :N] = rec
+            dW_pre[:, N:N + n_in] = inp
+            if b is not None:
+                dW_pre[:, -1] = b
         dW_out = dE_dy.reshape(-1, dE_dy.shape[-1]).T @ read.reshape(-1, N)
         return dW_pre, dW_out
 
@@ -298,7 +307,8 @@ class ModProp(LocalRule):
         first = self._first_nonlocal_step(dE_dy.shape[0])
         return local_adjoint_scan(k, chunks, dE_dy, credits, self.reset_in_trace,
                                   nonlocal_credit=lambda dv, t: ((k.c_in * dv) @ PO) @ PT if t + 1 >= first else None,
-                                  z0=initial_spikes(chunks), ops=weight_ops(model))
+                                  z0=initial_spikes(chunks), ops=weight_ops(model),
+                                  W_rec=model.effective_weights().W_rec.detach())
 
     def _first_nonlocal_step(self, T: int) -> int:
         """The first step whose recurrent drive carries non-local credit back: 0, or ``T − buflen``."""

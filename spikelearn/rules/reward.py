@@ -40,7 +40,7 @@ from torch import Tensor
 from spikelearn.models import RateRNN, SpikingRNN
 from spikelearn.rules.base import Grads, LossFn, RuleState, output_error
 from spikelearn.rules.registry import register
-from spikelearn.weights import weight_ops
+from spikelearn.weights import DENSE, weight_ops
 
 __all__ = ["RewardModulated"]
 
@@ -168,7 +168,9 @@ class RewardModulated:
                 for t in range(T - 2, -1, -1):
                     w[t].addcmul_(a_s.expand(N), w[t + 1])
             ops = weight_ops(model)
-            dW: dict[str, Tensor] = {"W_rec": ops.edge_outer(w, pre), "W_in": ops.edge_outer(w, x.to(w.dtype))}
+            W_rec = model.effective_weights().W_rec.detach()
+            dW: dict[str, Tensor] = {"W_rec": ops.edge_outer(w, pre, like=W_rec),
+                                     "W_in": DENSE.edge_outer(w, x.to(w.dtype))}
             if model.b_rec is not None:
                 dW["b_rec"] = w.sum((0, 1))
             if exact:

@@ -116,7 +116,8 @@ class RFLO(LocalRule):
                                                     rate_scan_fields(model))
         with torch.no_grad():
             Bfb, state = self.feedback_for(model, state)
-            dW_pre, dW_out, db_out = rate_adjoint_scan(self._consts(model), recs, dE_dy, Bfb, ops=weight_ops(model))
+            dW_pre, dW_out, db_out = rate_adjoint_scan(self._consts(model), recs, dE_dy, Bfb, ops=weight_ops(model),
+                                                       W_rec=model.effective_weights().W_rec.detach())
         return loss, assemble_grads(model, dW_pre, dW_out, db_out), state
 
     # ------------------------------------------------------------------ online

@@ -1,0 +1,185 @@
+"""Sparse (per-edge) storage of the recurrent weights (issue 19, first part): the same circuit stored dense and sparse
+gives the same forward (every record field), the same BPTT gradients and the same local-rule gradients, to 1e-12 in
+float64 (T12.1); gradients exist on edges only and Dale's law holds on the stored values (T12.2)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from spikelearn.circuit import block_model, dale, gaussian
+from spikelearn.models import RateRNN, SpikingRNN
+from spikelearn.rules import BPTT, MDGL, RFLO, EProp, ModProp, RewardModulated, TruncatedBPTT
+from spikelearn.weights import SparseWeights
+
+F64 = torch.float64
+N_IN, N_OUT, T, B = 3, 2, 25, 3
+
+
+def _pair(cls, circuit, **kw):
+    torch.manual_seed(0)
+    dense = cls(circuit, N_IN, N_OUT, storage="dense", dtype=F64, **kw)
+    torch.manual_seed(0)
+    sparse = cls(circuit, N_IN, N_OUT, storage="sparse", dtype=F64, **kw)
+    return dense, sparse
+
+
+def _data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(T, B, N_IN, generator=g, dtype=F64) < 0.3).double()
+    y = torch.randn(T, B, N_OUT, generator=g, dtype=F64)
+    return x, y, torch.ones(T, B, dtype=F64)
+
+
+def _mse(y_hat, y, mask):
+    return 0.5 * (((y_hat - y) ** 2).sum(-1) * mask).sum()
+
+
+def _close(a, b, tol=1e-12):
+    assert a.shape == b.shape
+    if a.dtype == torch.bool:
+        assert torch.equal(a, b)
+        return
+    err = float((a - b).abs().max())
+    scale = max(1.0, float(b.abs().max()))
+    assert err <= tol * scale, err
+
+
+def _dense_grad(model, grads, name):
+    """A gradient of the sparse model's parameter ``name`` laid out densely (per-edge values scattered)."""
+    g = grads[name]
+    if name == "theta_rec" and model.storage == "sparse":
+        return SparseWeights(g, model.rec_post, model.rec_pre, (model.n, model.n)).to_dense()
+    return g
+
+
+CIRCUITS = {
+    "dale": lambda: dale(40, 0.8, p=0.2, seed=1),
+    "gaussian": lambda: gaussian(30, 1.2, seed=2),
+    "block": lambda: block_model(pd.DataFrame([[0.3, 0.1, 0.0], [0.2, 0.2, 0.4], [0.5, 0.0, 0.1]],
+                                              index=list("abc"), columns=list("abc")),
+                                 {"a": 10, "b": 15, "c": 5}, type_signs={"a": 1, "b": 1, "c": -1}, seed=3),
+}
+SPIKING = {
+    "lif": dict(v_th=0.05),
+    "alif_syn_zero": dict(v_th=0.05, n_adaptive=10, tau_syn_ms=4.0, reset="zero"),
+    "alif_B": dict(v_th=0.02, n_adaptive=10, scaling="B", readout="filtered_current"),
+}
+
+
+def test_storage_holds_one_value_per_edge_and_no_dense_matrix():
+    c = dale(40, 0.8, p=0.2, seed=1)
+    dense, sparse = _pair(SpikingRNN, c)
+    assert sparse.theta_rec.shape == (int(dense.mask_rec.sum()),)
+    assert all(b.numel() < 40 * 40 for b in sparse.buffers())
+    W = sparse.effective_weights().W_rec
+    assert isinstance(W, SparseWeights)
+    assert torch.equal(W.to_dense(), dense.effective_weights().W_rec)
+    with pytest.raises(ValueError, match="storage must be one of"):
+        SpikingRNN(c, N_IN, N_OUT, storage="csr")
+
+
+@pytest.mark.parametrize("circuit", sorted(CIRCUITS))
+@pytest.mark.parametrize("neuron", sorted(SPIKING))
+def test_spiking_forward_and_bptt_agree(circuit, neuron):
+    dense, sparse = _pair(SpikingRNN, CIRCUITS[circuit](), **SPIKING[neuron])
+    x, y, mask = _data()
+    with torch.no_grad():
+        od, os_ = dense(x, record=True), sparse(x, record=True)
+    assert float(od.record.z.sum()) > 0  # the network spikes: the comparison is not vacuous
+    for f in od.record._fields:
+        _close(getattr(os_.record, f), getattr(od.record, f))
+    _close(os_.y, od.y)
+    ld, gd = BPTT().gradients(dense, x, y, mask, _mse)
+    ls, gs = BPTT().gradients(sparse, x, y, mask, _mse)
+    _close(ls, ld)
+    assert gd.keys() == gs.keys()
+    for k in gd:
+        _close(_dense_grad(sparse, gs, k), gd[k], 1e-11)
+
+
+@pytest.mark.parametrize("circuit", sorted(CIRCUITS))
+@pytest.mark.parametrize("form", ["pre_activation", "murray", "relu_lif", "richlazy"])
+def test_rate_forward_bptt_and_rflo_agree(circuit, form):
+    dense, sparse = _pair(RateRNN, CIRCUITS[circuit](), form=form, hidden_bias=True)
+    x, y, mask = _data(1)
+    with torch.no_grad():
+        od, os_ = dense(x, record=True), sparse(x, record=True)
+    for f in od.record._fields:
+        _close(getattr(os_.record, f), getattr(od.record, f))
+    for rule in (BPTT(), TruncatedBPTT(k=5), RFLO(), RFLO(mode="online")):
+        _, gd = rule.gradients(dense, x, y, mask, _mse)
+        _, gs = rule.gradients(sparse, x, y, mask, _mse)
+        assert gd.keys() == gs.keys()
+        for k in gd:
+            _close(_dense_grad(sparse, gs, k), gd[k], 1e-11)
+
+
+@pytest.mark.parametrize("neuron", sorted(SPIKING))
+@pytest.mark.parametrize("rule", [EProp(), EProp(feedback="random", reset_in_trace=True, reg_coeff=1.0),
+                                  EProp(mode="online", chunk_steps=7)], ids=["symmetric", "random-reg", "online"])
+def test_eprop_agrees(neuron, rule):
+    dense, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), **SPIKING[neuron])
+    x, y, mask = _data(2)
+    _, gd = rule.gradients(dense, x, y, mask, _mse)
+    _, gs = rule.gradients(sparse, x, y, mask, _mse)
+    assert gd.keys() == gs.keys()
+    for k in gd:
+        _close(_dense_grad(sparse, gs, k), gd[k], 1e-11)
+
+
+def test_dale_signs_hold_on_stored_values_after_training():
+    """T12.2: 100 optimiser steps on sparse storage: the per-edge values keep Dale's signs; gradients have one value
+    per edge (no value exists for an absent edge)."""
+    c = dale(40, 0.8, p=0.2, seed=1)
+    _, model = _pair(SpikingRNN, c, v_th=0.05, sign_constraint="dale")
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x, y, mask = _data(3)
+    for _ in range(100):
+        _, g = EProp().gradients(model, x, y, mask, _mse)
+        assert g["theta_rec"].shape == model.theta_rec.shape
+        opt.zero_grad()
+        for n, p in model.named_parameters():
+            if n in g:
+                p.grad = g[n]
+        opt.step()
+    W = model.effective_weights().W_rec
+    pre_sign = torch.as_tensor(np.asarray(c.dale_signs(), dtype=np.float64))[W.pre]
+    assert bool((W.values * pre_sign >= 0).all())
+    assert not torch.equal(W.values, _pair(SpikingRNN, c, v_th=0.05, sign_constraint="dale")[1]
+                           .effective_weights().W_rec.values)
+
+
+@pytest.mark.parametrize("kind", ["spiking", "rate"])
+@pytest.mark.parametrize("rule", [MDGL(), MDGL(variant="exact"), MDGL(variant="nonlocal"),
+                                  MDGL(cell_types="circuit"), ModProp(mu=0.05), ModProp(mu=0.05, omega="abs_sign"),
+                                  RewardModulated(seed=0, baseline="batch")],
+                         ids=["mdgl", "mdgl-exact", "mdgl-nonlocal", "mdgl-circuit-types", "modprop",
+                              "modprop-abs-sign", "reward"])
+def test_neuromodulatory_and_reward_rules_agree(kind, rule):
+    circuit = CIRCUITS["block"]()
+    if kind == "spiking":
+        dense, sparse = _pair(SpikingRNN, circuit, **SPIKING["alif_syn_zero"])
+    else:
+        dense, sparse = _pair(RateRNN, circuit, form="pre_activation", hidden_bias=True)
+    x, y, mask = _data(4)
+    _, gd = rule.gradients(dense, x, y, mask, _mse)
+    _, gs = rule.gradients(sparse, x, y, mask, _mse)
+    assert gd.keys() == gs.keys()
+    for k in gd:
+        _close(_dense_grad(sparse, gs, k), gd[k], 1e-11)
+
+
+@pytest.mark.parametrize("rule", [MDGL(variant="online", mode="online", chunk_steps=6),
+                                  ModProp(mode="online", chunk_steps=6)], ids=["mdgl-online", "modprop-online"])
+def test_online_neuromodulatory_rules_agree(rule):
+    circuit = CIRCUITS["dale"]()
+    if isinstance(rule, MDGL):
+        dense, sparse = _pair(SpikingRNN, circuit, **SPIKING["lif"])
+    else:
+        dense, sparse = _pair(RateRNN, circuit, form="pre_activation")
+    x, y, mask = _data(5)
+    _, gd = rule.gradients(dense, x, y, mask, _mse)
+    _, gs = rule.gradients(sparse, x, y, mask, _mse)
+    for k in gd:
+        _close(_dense_grad(sparse, gs, k), gd[k], 1e-11)
