@@ -627,7 +627,7 @@ class _CircuitRNN(nn.Module):
                 if k not in eff or eff[k] is None:
                     raise KeyError(f"{k!r} is not an effective weight of this model")
                 e = eff[k].values if isinstance(eff[k], SparseWeights) else eff[k]  # per-edge storage
-                gv: Tensor = g.values if isinstance(g, SparseWeights) else g
+                gv: Tensor = g.values if isinstance(g, SparseWeights) else g  # type: ignore[assignment]
                 outs.append(e)
                 gouts.append(gv.to(e.dtype))
             names = [nm for nm, p in self.named_parameters() if p.requires_grad]
