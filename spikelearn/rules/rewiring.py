@@ -88,6 +88,8 @@ class DeepR:
 
     def init(self, model: Any) -> DeepRState:
         """Active sets = current non-zero effective weights; signs = the model's sign or the weight's own sign."""
+        if "rec" in self.matrices and getattr(model, "storage", "dense") != "dense":
+            model.require_dense("DEEP R rewiring of W_rec (moving edges within a fixed count)")
         eff = model.effective_weights()
         active, sign = {}, {}
         for key in self.matrices:

@@ -183,3 +183,21 @@ def test_online_neuromodulatory_rules_agree(rule):
     _, gs = rule.gradients(sparse, x, y, mask, _mse)
     for k in gd:
         _close(_dense_grad(sparse, gs, k), gd[k], 1e-11)
+
+
+def test_parts_not_yet_ported_refuse_sparse_storage_by_name():
+    """Nothing silent: what does not handle per-edge storage yet says so, naming itself and the way out."""
+    from spikelearn.rules.rewiring import DeepR
+
+    _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), v_th=0.05)
+    with pytest.raises(NotImplementedError, match="DEEP R.*storage='sparse'.*storage='dense'"):
+        DeepR().init(sparse)
+    with pytest.raises(NotImplementedError, match="gap junctions with storage='sparse'"):
+        import scipy.sparse as sps
+
+        from spikelearn.circuit import Circuit
+
+        base = CIRCUITS["gaussian"]()
+        G = sps.csr_array(([0.1, 0.1], ([0, 1], [1, 0])), shape=(base.n, base.n))
+        c = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), signs=base.signs, gap=G)
+        SpikingRNN(c, N_IN, N_OUT, storage="sparse")
