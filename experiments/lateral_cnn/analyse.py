@@ -16,7 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 from scipy.stats import ttest_rel  # noqa: E402
+
+from spikelearn.lateral import lateral_circuit, scale_lateral  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 ARMS = ["none", "dropout", "wd", "dropout+wd"]
@@ -94,11 +97,27 @@ def kernel_plot(W: np.ndarray, path: pathlib.Path, title: str, n: int = 8) -> No
     plt.close(fig)
 
 
+def circuit_summary(kernels: np.lib.npyio.NpzFile, data: str, gain: float = 0.5) -> pd.DataFrame:
+    """Each run's installed lateral weights (scaled to ``gain``) on a small grid (4×4 or 8 positions × 32 maps) as a
+    Circuit: its summary quantities, one row per run."""
+    rows = []
+    for key in sorted(kernels.files):
+        W = scale_lateral(torch.as_tensor(kernels[key], dtype=torch.float64), gain)
+        circ = lateral_circuit(W, (4, 4) if W.ndim == 4 else (8,))
+        s = circ.summary().set_index(["quantity", "group"])["value"]
+        seed, arm = key.split("_", 1)
+        rows.append(dict(data=data, seed=int(seed), arm=arm, n_units=circ.n, n_edges=circ.n_edges,
+                         spectral_radius=s[("spectral_radius", "all")],
+                         participation_ratio=s[("participation_ratio", "all")],
+                         frac_negative=float((circ.w < 0).mean())))
+    return pd.DataFrame(rows)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--dir", type=pathlib.Path, default=HERE)
     args = p.parse_args()
-    stats, summaries, frames = [], [], {}
+    stats, summaries, frames, circuits = [], [], {}, []
     for data in ("digits", "mnist1d"):
         f = args.dir / f"results_{data}.csv"
         if not f.exists():
@@ -112,6 +131,7 @@ def main():
         kf = args.dir / f"kernels_{data}.npz"
         if kf.exists():
             k = np.load(kf)
+            circuits.append(circuit_summary(k, data))
             key = sorted(k.files)[0] if "100_none" not in k.files else "100_none"
             kernel_plot(k[key], args.dir / f"kernels_{data}.png",
                         f"{data}: raw lateral kernel learned by the rule (before scaling), run {key}")
@@ -121,6 +141,10 @@ def main():
     st.to_csv(args.dir / "stats.csv", index=False, float_format="%.5g")
     sm.to_csv(args.dir / "summary.csv", index=False, float_format="%.5g")
     print(markdown(st))
+    if circuits:
+        cs = pd.concat(circuits)
+        cs.to_csv(args.dir / "circuits.csv", index=False, float_format="%.5g")
+        print(markdown(cs.drop(columns="seed").groupby(["data", "arm"]).mean()))
     fig, axes = plt.subplots(1, len(frames), figsize=(5.5 * len(frames), 4), squeeze=False)
     for ax, (data, df) in zip(axes[0], frames.items()):
         for arm, color in zip(ARMS, ["C0", "C1", "C2", "C3"]):
@@ -134,8 +158,8 @@ def main():
     fig.tight_layout()
     fig.savefig(args.dir / "accuracy_vs_noise.png", dpi=120)
     pivot = sm.assign(cell=sm["mean"].map("{:.4f}".format) + " ± " + sm["std"].map("{:.4f}".format))
-    print(markdown(pivot.pivot_table(index=["data", "arm", "model"], columns="sigma", values="cell",
-                                     aggfunc="first")))
+    table = pivot.pivot_table(index=["data", "arm", "model"], columns="sigma", values="cell", aggfunc="first")
+    print(markdown(pd.DataFrame(table)))
 
 
 if __name__ == "__main__":
