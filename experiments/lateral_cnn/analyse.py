@@ -144,7 +144,7 @@ def main():
     if circuits:
         cs = pd.concat(circuits)
         cs.to_csv(args.dir / "circuits.csv", index=False, float_format="%.5g")
-        print(markdown(cs.drop(columns="seed").groupby(["data", "arm"]).mean()))
+        print(markdown(pd.DataFrame(cs.drop(columns="seed").groupby(["data", "arm"]).mean())))
     fig, axes = plt.subplots(1, len(frames), figsize=(5.5 * len(frames), 4), squeeze=False)
     for ax, (data, df) in zip(axes[0], frames.items()):
         for arm, color in zip(ARMS, ["C0", "C1", "C2", "C3"]):
