@@ -36,7 +36,7 @@ import copy
 import dataclasses
 import math
 import weakref
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from spikelearn.analysis.hessian import WEIGHT_PARAMS, hessian_operator, hutchin
 from spikelearn.analysis.lyapunov import lyapunov_spectrum
 from spikelearn.analysis.regime import gradient_alignment, model_weight_change, regime_summary, weight_effective_rank
 from spikelearn.analysis.spikes import spike_stats
+from spikelearn.models import RateRNN, SpikingRNN
 from spikelearn.rules import BPTT, make_rule
 
 __all__ = ["weight_change", "max_lyapunov_exponent", "regime", "initial_gradient_alignment", "hessian_top",
@@ -73,9 +74,12 @@ def _param(model: nn.Module) -> Tensor:
     return next(model.parameters())
 
 
-def _trainable_copy(initial_model: nn.Module) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _trainable_copy(initial_model: _M) -> _M:
     """A copy of the (frozen) initial model whose parameters require grad (for rules and tangent kernels)."""
-    def make() -> nn.Module:
+    def make() -> _M:
         m = copy.deepcopy(initial_model)
         for p in m.parameters():
             p.requires_grad_(True)
@@ -130,7 +134,7 @@ def rule_specs(rules: Sequence[Any]) -> list[tuple[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- weights
-def weight_change(model: nn.Module, task: Any, iteration: int, *, initial_model: nn.Module,
+def weight_change(model: RateRNN | SpikingRNN, task: Any, iteration: int, *, initial_model: RateRNN | SpikingRNN,
                   which: Sequence[str] = ("W_rec",), at: Sequence[int] = ()) -> dict[str, float]:
     """Absolute (Frobenius) and relative change of the effective weights since the model was built, per matrix
     in ``which`` (whole matrix, no cell-type breakdown): keys ``"<W>.abs"`` and ``"<W>.rel"``
@@ -140,6 +144,7 @@ def weight_change(model: nn.Module, task: Any, iteration: int, *, initial_model:
         return {}
     df = model_weight_change(initial_model, model, which=tuple(which), by_cell_type=False)
     out: dict[str, float] = {}
+    r: Any  # a row (pandas infers a row's items as Series | ndarray | ...)
     for _, r in df.iterrows():
         out[f"{r['weight']}.abs"] = float(r["abs_change"])
         out[f"{r['weight']}.rel"] = float(r["rel_change"])
@@ -170,8 +175,8 @@ def max_lyapunov_exponent(model: nn.Module, task: Any, iteration: int, *, initia
     if _skip(iteration, at):
         return {}
 
-    kw = dict(k=int(k), transient_steps=None if transient_steps < 0 else int(transient_steps),
-              qr_every=int(qr_every), jacobian=jacobian)
+    kw: dict[str, Any] = dict(k=int(k), transient_steps=None if transient_steps < 0 else int(transient_steps),
+                              qr_every=int(qr_every), jacobian=jacobian)
 
     def measure(m: nn.Module) -> tuple[float, float]:
         p = _param(m)
@@ -189,9 +194,9 @@ def max_lyapunov_exponent(model: nn.Module, task: Any, iteration: int, *, initia
 
 
 # ---------------------------------------------------------------------------------------------- regime
-def regime(model: nn.Module, task: Any, iteration: int, *, initial_model: nn.Module, probe_trials: int = 320,
-           kernel_trials: int = 32, time_index: int = -1, kernel: bool = True, params: Sequence[str] = ("W_rec",),
-           seed: int = 10_000, at: Sequence[int] = ()) -> dict[str, float]:
+def regime(model: RateRNN | SpikingRNN, task: Any, iteration: int, *, initial_model: RateRNN | SpikingRNN,
+           probe_trials: int = 320, kernel_trials: int = 32, time_index: int = -1, kernel: bool = True,
+           params: Sequence[str] = ("W_rec",), seed: int = 10_000, at: Sequence[int] = ()) -> dict[str, float]:
     """Rich/lazy measures between the initial and the current model
     (:func:`~spikelearn.analysis.regime.regime_summary` on ``probe_trials`` task trials drawn from ``seed``).
 
@@ -247,8 +252,9 @@ def initial_gradient_alignment(model: nn.Module, task: Any, iteration: int, *, i
         m0 = _trainable_copy(initial_model)
         x, y, mask = probe_batch(task, batch_size, seed, m0)
         df = gradient_alignment(m0, x, y, mask, task.loss, rules=dict(rule_specs(rules)))
-        out = {f"{r.rule}.{r.parameter}": float(r.cosine) for r in df.itertuples()}
-        out.update({f"{r.rule}.norm_ratio": float(r.norm_ratio) for r in df.itertuples() if r.parameter == "all"})
+        rows: list[Any] = list(df.itertuples())  # namedtuples of the columns (typed as plain tuples)
+        out = {f"{r.rule}.{r.parameter}": float(r.cosine) for r in rows}
+        out.update({f"{r.rule}.norm_ratio": float(r.norm_ratio) for r in rows if r.parameter == "all"})
         return out
 
     return dict(_cached(initial_model, key, compute))
@@ -337,7 +343,7 @@ def noisy_accuracy(model: nn.Module, task: Any, iteration: int, *, noise_std: Se
     return out
 
 
-def spike_statistics(model: nn.Module, task: Any, iteration: int, *, batch_size: int = 8, seed: int = 12_345,
+def spike_statistics(model: SpikingRNN, task: Any, iteration: int, *, batch_size: int = 8, seed: int = 12_345,
                      window_ms: float = 100.0, bin_ms: float = 5.0, min_isis: int = 2, at: Sequence[int] = ()
                      ) -> dict[str, float]:
     """Population spike statistics of a spiking model on ``batch_size`` fixed task trials

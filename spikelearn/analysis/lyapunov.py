@@ -238,7 +238,7 @@ def perturbation_growth_rate(model: nn.Module, x: Tensor, state0: Any = None, *,
                          f"no step of the {T}-step input to average over")
     dtype = next(model.parameters()).dtype
     if eps is None:
-        eps = 1e-7 if dtype == torch.float64 else torch.finfo(dtype).eps ** (1 / 3)
+        eps = 1e-7 if dtype == torch.float64 else float(torch.finfo(dtype).eps ** (1 / 3))
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     with torch.no_grad():

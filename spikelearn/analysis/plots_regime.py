@@ -7,7 +7,7 @@ Every function takes tidy DataFrames as produced by :mod:`spikelearn.analysis.re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -91,8 +91,9 @@ def plot_curvature_trajectories(df: pd.DataFrame, path: str | Path, *, x: str = 
         if unit is not None and unit in sub:
             for _, s in sub.groupby(unit):
                 ax.plot(s[x], s[y], color=f"C{i}", alpha=0.3, lw=0.8)
-        mean = sub.groupby(x)[y].mean()
-        ax.plot(mean.index, mean.values, color=f"C{i}", lw=2, label=str(h))
+        mean = cast(pd.Series, sub.groupby(x)[y].mean())  # one column: a Series
+        # .values: an ndarray here (pandas annotates it ndarray | ExtensionArray, which matplotlib's stubs refuse)
+        ax.plot(mean.index, mean.values, color=f"C{i}", lw=2, label=str(h))  # type: ignore[arg-type]
     if hline is not None:
         ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label or None)
     if logy:

@@ -38,7 +38,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from spikelearn.analysis.hessian import resolve_params
 from spikelearn.circuit.core import effective_rank
-from spikelearn.models import RateRecord, RateRNN
+from spikelearn.models import RateRecord, RateRNN, SpikingRNN
 from spikelearn.rules import BPTT, RULES
 
 __all__ = ["kernel_alignment", "representation_kernel", "representation_alignment", "cka", "sign_similarity",
@@ -181,7 +181,7 @@ def output_jacobian(model: nn.Module, x: Tensor, *, params: Sequence[str] = ("W_
             p.requires_grad_(w)
 
 
-def _autograd_jacobian(model: nn.Module, x: Tensor, ts: list[int], ps: list[Tensor], chunk_size: int | None
+def _autograd_jacobian(model: nn.Module, x: Tensor, ts: list[int], ps: Sequence[Tensor], chunk_size: int | None
                        ) -> Tensor:
     with torch.enable_grad():
         y = model(x).y[ts]  # (n_t, B, K)
@@ -215,8 +215,8 @@ def tangent_kernel_alignment(model0: nn.Module, model1: nn.Module, x: Tensor, **
 
 
 # ---------------------------------------------------------------------------------------------- weights
-def weight_change(W0: ArrayLike, W1: ArrayLike, *, post_types: Sequence | None = None,
-                  pre_types: Sequence | None = None, name: str = "W") -> pd.DataFrame:
+def weight_change(W0: ArrayLike, W1: ArrayLike, *, post_types: Sequence | np.ndarray | None = None,
+                  pre_types: Sequence | np.ndarray | None = None, name: str = "W") -> pd.DataFrame:
     """Absolute and relative change of a weight matrix, overall and per cell-type block.
 
     Args:
@@ -258,8 +258,8 @@ def weight_change(W0: ArrayLike, W1: ArrayLike, *, post_types: Sequence | None =
     return pd.DataFrame(rows)
 
 
-def model_weight_change(model0: nn.Module, model1: nn.Module, *, which: Sequence[str] = ("W_rec", "W_in", "W_out"),
-                        by_cell_type: bool = True) -> pd.DataFrame:
+def model_weight_change(model0: RateRNN | SpikingRNN, model1: RateRNN | SpikingRNN, *,
+                        which: Sequence[str] = ("W_rec", "W_in", "W_out"), by_cell_type: bool = True) -> pd.DataFrame:
     """:func:`weight_change` of the effective weights of two models of the same circuit (before, after).
 
     Blocks: ``W_rec`` by (post type, pre type); ``W_in`` by post type (pre ``"input"``); ``W_out`` by pre type
@@ -381,8 +381,9 @@ def gradient_alignment(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor,
 
 
 # ---------------------------------------------------------------------------------------------- summaries
-def regime_summary(model0: nn.Module, model1: nn.Module, x: Tensor, *, time_index: int | Sequence[int] = -1,
-                   kernel_trials: int | None = None, kernel_time_index: int | Sequence[int] | slice | None = None,
+def regime_summary(model0: RateRNN | SpikingRNN, model1: RateRNN | SpikingRNN, x: Tensor, *,
+                   time_index: int | Sequence[int] = -1, kernel_trials: int | None = None,
+                   kernel_time_index: int | Sequence[int] | slice | None = None,
                    params: Sequence[str] = ("W_rec",), kernel: bool = True) -> pd.DataFrame:
     """All laziness measures between ``model0`` (initial) and ``model1`` (trained) on the probe ``x``.
 
@@ -417,12 +418,13 @@ def regime_summary(model0: nn.Module, model1: nn.Module, x: Tensor, *, time_inde
     return pd.DataFrame({"measure": list(res), "value": [float(v) for v in res.values()]})
 
 
-def regime_measurement(model0: nn.Module, x: Tensor, **kwargs: Any) -> Callable[[nn.Module, Any, int], dict]:
+def regime_measurement(model0: RateRNN | SpikingRNN, x: Tensor, **kwargs: Any
+                       ) -> Callable[[RateRNN | SpikingRNN, Any, int], dict]:
     """A trainer measurement ``fn(model, task, iteration) -> dict`` of :func:`regime_summary` against a frozen copy
     of ``model0`` (taken now), e.g. ``Measurement("regime", regime_measurement(model, x_probe), every=500)``."""
     ref = copy.deepcopy(model0)
 
-    def fn(model: nn.Module, task: Any, iteration: int) -> dict[str, float]:
+    def fn(model: RateRNN | SpikingRNN, task: Any, iteration: int) -> dict[str, float]:
         del task, iteration
         df = regime_summary(ref, model, x, **kwargs)
         return dict(zip(df["measure"], df["value"]))
