@@ -27,6 +27,7 @@ array, edge outer sums of ``nnz`` values. :func:`weight_ops` returns the operati
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -155,6 +156,109 @@ class DenseWeightOps:
 DENSE = DenseWeightOps()
 
 
+class EdgeIndex:
+    """The structure of a per-edge projection: ``post``, ``pre`` ``(nnz,)`` (sorted by ``(post, pre)``) and ``shape``,
+    with the CSR row pointers and the transposed structure (edges sorted by ``(pre, post)``) computed once, on first
+    use, and kept (a model keeps one index for its recurrent weights, so every forward reuses them)."""
+
+    __slots__ = ("post", "pre", "shape", "_crow", "_transpose", "_perm")
+
+    def __init__(self, post: Tensor, pre: Tensor, shape: tuple[int, int]):
+        self.post, self.pre, self.shape = post, pre, (int(shape[0]), int(shape[1]))
+        self._crow: Tensor | None = None
+        self._transpose: EdgeIndex | None = None
+        self._perm: Tensor | None = None  # edge order of the transpose
+
+    @property
+    def crow(self) -> Tensor:
+        """CSR row pointers ``(N_post + 1,)``."""
+        if self._crow is None:
+            counts = torch.bincount(self.post, minlength=self.shape[0])
+            self._crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        return self._crow
+
+    def transpose(self) -> tuple["EdgeIndex", Tensor]:
+        """``(index of Wᵀ, permutation)``: ``Wᵀ``'s values are ``values[permutation]``."""
+        if self._transpose is None:
+            perm = torch.argsort(self.pre * self.shape[0] + self.post)
+            t = EdgeIndex(self.pre[perm], self.post[perm], (self.shape[1], self.shape[0]))
+            t._transpose, t._perm = self, torch.argsort(perm)
+            self._transpose, self._perm = t, perm
+        assert self._perm is not None
+        return self._transpose, self._perm
+
+    def csr(self, values: Tensor) -> Tensor:
+        """A torch CSR tensor of ``values`` on this structure (no copy of the indices)."""
+        with warnings.catch_warnings():  # torch calls its CSR support "beta" on first use; the products are tested
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(self.crow, self.pre, values, self.shape, check_invariants=False)
+
+
+def _csr_mm(index: EdgeIndex, values: Tensor, z: Tensor) -> Tensor:
+    """``W z`` for ``z (R, N_pre)`` -> ``(R, N_post)``: one CSR × dense product."""
+    return torch.sparse.mm(index.csr(values), z.t()).t()
+
+
+def _sddmm(index: EdgeIndex, post: Tensor, pre: Tensor, block_rows: int) -> Tensor:
+    """``g_e = Σ_r post[r, post_e] pre[r, pre_e]`` ``(nnz,)`` (a sampled dense–dense product, in blocks of rows)."""
+    out = post.new_zeros(index.post.numel())
+    if out.numel() == 0:
+        return out
+    pattern = index.csr(torch.zeros_like(out))  # beta·input = 0 (its own zeros: out changes in the loop)
+    for a in range(0, post.shape[0], block_rows):
+        b = a + block_rows
+        out += torch.sparse.sampled_addmm(pattern, post[a:b].t().contiguous(), pre[a:b].contiguous()).values()
+    return out
+
+
+def _gather_outer(index: EdgeIndex, post: Tensor, pre: Tensor) -> Tensor:
+    """The same sum by gathers (differentiable to any order; used when a backward is itself differentiated)."""
+    return (post.index_select(1, index.post) * pre.index_select(1, index.pre)).sum(0)
+
+
+class _SparseMM(torch.autograd.Function):
+    """``y = W z`` for per-edge values ``W`` on ``index`` and ``z (R, N_pre)``: a CSR product forward; backward
+    ``∂z = Wᵀ g`` (the same product on the transposed structure) and ``∂w_e = Σ_r g[r, post_e] z[r, pre_e]`` (a
+    sampled product; by gathers when the backward is itself differentiated, so double backward works); ``jvp``
+    ``W dz + dW z`` (forward mode)."""
+
+    @staticmethod
+    def forward(values: Tensor, z: Tensor, index: EdgeIndex) -> Tensor:  # type: ignore[override]
+        return _csr_mm(index, values, z)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:  # type: ignore[override]
+        values, z, index = inputs
+        ctx.index = index
+        ctx.save_for_backward(values, z)
+        ctx.save_for_forward(values, z)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Any:  # type: ignore[override]
+        values, z = ctx.saved_tensors
+        index: EdgeIndex = ctx.index
+        gv = gz = None
+        if ctx.needs_input_grad[0]:
+            if torch.is_grad_enabled():  # create_graph: keep it differentiable
+                gv = _gather_outer(index, g, z)
+            else:
+                gv = _sddmm(index, g, z, SparseWeightOps.block_rows)
+        if ctx.needs_input_grad[1]:
+            t_index, perm = index.transpose()
+            gz = _SparseMM.apply(values.index_select(0, perm), g, t_index)
+        return gv, gz, None
+
+    @staticmethod
+    def jvp(ctx: Any, dv: Tensor | None, dz: Tensor | None, _: Any) -> Any:  # type: ignore[override]
+        values, z = ctx.saved_tensors
+        out: Any = 0
+        if dz is not None:
+            out = out + _csr_mm(ctx.index, values, dz)
+        if dv is not None:
+            out = out + _csr_mm(ctx.index, dv, z)
+        return out
+
+
 class SparseWeights:
     """A projection stored per edge: ``values (nnz,)`` with ``post (nnz,)``, ``pre (nnz,)`` indices (long, sorted by
     ``(post, pre)``, unique) and ``shape = (N_post, N_pre)``. Only ``values`` carries gradients; no ``N × N`` array.
@@ -162,14 +266,30 @@ class SparseWeights:
     Build with :meth:`from_indices` or :meth:`from_dense`; :meth:`to_dense` is for tests and small projections.
     """
 
-    __slots__ = ("values", "post", "pre", "shape")
+    __slots__ = ("values", "index")
 
-    def __init__(self, values: Tensor, post: Tensor, pre: Tensor, shape: tuple[int, int]):
-        if values.dim() != 1 or post.shape != values.shape or pre.shape != values.shape:
+    def __init__(self, values: Tensor, post: Tensor | None = None, pre: Tensor | None = None,
+                 shape: tuple[int, int] | None = None, *, index: EdgeIndex | None = None):
+        if index is None:
+            if post is None or pre is None or shape is None:
+                raise ValueError("SparseWeights: give post, pre and shape, or index")
+            index = EdgeIndex(post, pre, shape)
+        if values.dim() != 1 or index.post.shape != values.shape or index.pre.shape != values.shape:
             raise ValueError(f"SparseWeights: values, post and pre must be 1-D of one length, got "
-                             f"{tuple(values.shape)}, {tuple(post.shape)}, {tuple(pre.shape)}")
-        self.values, self.post, self.pre = values, post, pre
-        self.shape = (int(shape[0]), int(shape[1]))
+                             f"{tuple(values.shape)}, {tuple(index.post.shape)}, {tuple(index.pre.shape)}")
+        self.values, self.index = values, index
+
+    @property
+    def post(self) -> Tensor:
+        return self.index.post
+
+    @property
+    def pre(self) -> Tensor:
+        return self.index.pre
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.index.shape
 
     @classmethod
     def from_indices(cls, post: Any, pre: Any, values: Any, shape: tuple[int, int], *,
@@ -197,8 +317,8 @@ class SparseWeights:
         return cls(W[post, pre], post, pre, (W.shape[0], W.shape[1]))
 
     def with_values(self, values: Tensor) -> "SparseWeights":
-        """The same edges with other values."""
-        return SparseWeights(values, self.post, self.pre, self.shape)
+        """The same edges (and cached structure) with other values."""
+        return SparseWeights(values, index=self.index)
 
     def abs(self) -> "SparseWeights":
         """The same edges with absolute values."""
@@ -238,29 +358,32 @@ class SparseWeights:
 
 class SparseWeightOps:
     """:class:`WeightOps` for per-edge storage (:class:`SparseWeights`); edge outer sums and gradients are per-edge
-    ``(nnz,)`` values. Every operation is a gather of the presynaptic (or postsynaptic) side along the edges and an
-    ``index_add`` onto the other side: built from differentiable torch operations that exist on CUDA, so autograd
-    gives the backward, double backward and forward-mode ``jvp``; on the CPU ``index_add`` sums in edge order, so
-    every time slice is computed identically whatever the chunking of a trial (on CUDA it uses atomics: equal to
-    rounding, not bit for bit). Memory: ``O(rows · nnz)`` for the gathered products of one call (``rows`` = the
-    leading dimensions flattened); :meth:`edge_outer` works in blocks of rows to bound it."""
+    ``(nnz,)`` values. Kernels (chosen by measurement, README "Sparse storage"): products are torch CSR × dense
+    products (``torch.sparse.mm``; CPU and CUDA), the transposed product the same on the cached transposed structure,
+    edge outer sums sampled dense–dense products (``torch.sparse.sampled_addmm``) in blocks of rows; type blocks, row
+    sums and the diagonal are ``index_add`` over the edges. Autograd: the product is a custom function whose backward
+    uses the same kernels (by gathers when it is itself differentiated, so double backward works) and which has a
+    forward-mode ``jvp``; one product per time step, so a trial gives the same numbers however it is chunked."""
 
-    #: rows per block in :meth:`edge_outer` (bounds the gathered ``(rows, nnz)`` temporaries)
-    block_rows = 64
+    #: rows per block of the sampled products (bounds the transposed ``(N_post, rows)`` copy)
+    block_rows = 1024
 
     def product(self, W: SparseWeights, z: Tensor) -> Tensor:
-        """``W z`` for ``z (..., N_pre)`` -> ``(..., N_post)``."""
-        src = z.index_select(-1, W.pre) * W.values
-        return z.new_zeros(z.shape[:-1] + (W.shape[0],)).index_add(-1, W.post, src)
+        """``W z`` for ``z (..., N_pre)`` -> ``(..., N_post)`` (one CSR product)."""
+        lead = z.shape[:-1]
+        y = _SparseMM.apply(W.values, z.reshape(-1, z.shape[-1]), W.index)
+        return y.reshape(lead + (W.shape[0],))
 
     def time_product(self, W: SparseWeights, x: Tensor) -> Tensor:
-        """``W x^t`` for every step of ``x (T, B, N_pre)``."""
-        return self.product(W, x)
+        """``W x^t`` for every step of ``x (T, B, N_pre)``, one product per step (chunking-invariant)."""
+        if x.shape[0] == 0:
+            return x.new_zeros(x.shape[:-1] + (W.shape[0],))
+        return torch.stack([self.product(W, x_t) for x_t in x.unbind(0)])
 
     def t_product(self, W: SparseWeights, d: Tensor) -> Tensor:
-        """``Wᵀ d`` for ``d (..., N_post)`` -> ``(..., N_pre)``."""
-        src = d.index_select(-1, W.post) * W.values
-        return d.new_zeros(d.shape[:-1] + (W.shape[1],)).index_add(-1, W.pre, src)
+        """``Wᵀ d`` for ``d (..., N_post)`` -> ``(..., N_pre)`` (the product on the transposed structure)."""
+        t_index, perm = W.index.transpose()
+        return self.product(SparseWeights(W.values.index_select(0, perm), index=t_index), d)
 
     def edge_outer(self, post: Tensor, pre: Tensor, like: Any = None) -> Tensor:
         """``g_e = Σ_r post[r, post_e] pre[r, pre_e]`` ``(nnz,)`` on the edges of ``like`` (a :class:`SparseWeights`)."""
@@ -274,10 +397,7 @@ class SparseWeightOps:
             raise TypeError("SparseWeightOps.edge_outer_add_ needs like= the SparseWeights whose edges it sums over")
         P = post.reshape(-1, post.shape[-1])
         Q = pre.reshape(-1, pre.shape[-1])
-        for a in range(0, P.shape[0], self.block_rows):
-            b = a + self.block_rows
-            acc.add_((P[a:b].index_select(1, like.post) * Q[a:b].index_select(1, like.pre)).sum(0))
-        return acc
+        return acc.add_(_sddmm(like.index, P, Q, self.block_rows))
 
     def _block_index(self, W: SparseWeights, post_type: Tensor, pre_type: Tensor, n_pre: int) -> Tensor:
         return post_type.index_select(0, W.post) * n_pre + pre_type.index_select(0, W.pre)
