@@ -69,7 +69,7 @@ from spikelearn.neurons.rate import (
     rate_update,
 )
 from spikelearn.neurons.surrogate import Surrogate, describe_bad, make_surrogate
-from spikelearn.weights import DENSE, SPARSE, SparseWeights, time_linear
+from spikelearn.weights import DENSE, SPARSE, EdgeIndex, SparseWeights, time_linear
 
 STORAGES = ("dense", "sparse")
 
@@ -598,12 +598,22 @@ class _CircuitRNN(nn.Module):
         ``storage="sparse"``, ``W_rec`` is a :class:`~spikelearn.weights.SparseWeights` (one value per edge)."""
         W_rec: Any = self._constrain(self.theta_rec, self.mask_rec, self.sign_rec, "rec")
         if self.storage == "sparse":
-            W_rec = SparseWeights(W_rec, self.rec_post, self.rec_pre, (self.n, self.n))
+            W_rec = SparseWeights(W_rec, index=self._edge_index())
         return EffectiveWeights(
             W_in=self._constrain(self.theta_in, self.mask_in, self.sign_in, "in"),
             W_rec=W_rec,
             W_out=self._constrain(self.theta_out, self.mask_out, self.sign_out, "out"),
             b_out=self.b_out, b_rec=self.b_rec)
+
+    def _edge_index(self) -> EdgeIndex:
+        """The recurrent edges' structure, kept between calls (CSR pointers and transpose computed once; rebuilt when
+        the index buffers change, e.g. after ``.to(device)``)."""
+        key = (self.rec_post.data_ptr(), self.rec_pre.data_ptr(), str(self.rec_post.device))
+        cached = getattr(self, "_edge_index_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, EdgeIndex(self.rec_post, self.rec_pre, (self.n, self.n)))
+            self._edge_index_cache = cached
+        return cached[1]
 
     def scaled_recurrent(self, W_rec: Any, c_in: Tensor) -> Any:
         """``diag(c_in) W_rec`` in the model's storage (``c_in`` ``(N,)``): a dense matrix or per-edge values."""

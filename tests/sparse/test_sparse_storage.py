@@ -201,3 +201,17 @@ def test_parts_not_yet_ported_refuse_sparse_storage_by_name():
         G = sps.csr_array(([0.1, 0.1], ([0, 1], [1, 0])), shape=(base.n, base.n))
         c = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), signs=base.signs, gap=G)
         SpikingRNN(c, N_IN, N_OUT, storage="sparse")
+
+
+def test_save_load_round_trip_keeps_sparse_storage(tmp_path):
+    from spikelearn.models import load
+
+    _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), v_th=0.05)
+    with torch.no_grad():
+        sparse.theta_rec.mul_(1.5)
+    sparse.save(tmp_path / "m.pt")
+    back = load(tmp_path / "m.pt")
+    assert back.storage == "sparse" and torch.equal(back.theta_rec, sparse.theta_rec)
+    x, _, _ = _data(6)
+    with torch.no_grad():
+        assert torch.equal(back(x).y, sparse(x).y)
