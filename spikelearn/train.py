@@ -28,20 +28,19 @@ import pathlib
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from spikelearn.config import RunConfig, TrainConfig
-from spikelearn.models import SpikingRNN
+from spikelearn.models import RateRNN, SpikingRNN
 from spikelearn.rules import apply_gradients
 from spikelearn.rules.base import LossFn, init_rule_state, pack_rule_state, unpack_rule_state, update_rule
-from spikelearn.rules.local import record_chunks, run_online
 from spikelearn.rules.flossing import Flosser
+from spikelearn.rules.local import record_chunks, run_online
 from spikelearn.rules.rewiring import DeepR, DeepRState
 
 __all__ = ["CHECKPOINT", "Measurement", "RESERVED_COLUMNS", "Trainer", "TrainingDiverged", "derive_seeds"]
@@ -65,7 +64,7 @@ class Measurement:
     """
 
     name: str
-    fn: Callable[[nn.Module, Any, int], Any]
+    fn: Callable[..., Any]  # (model, task, iteration), and initial_model= when it declares it
     every: int = 10
 
 
@@ -123,7 +122,7 @@ class Trainer:
     (> 0) ends training after the first evaluation whose accuracy is >= it (:attr:`stopped_at`).
     """
 
-    def __init__(self, model: nn.Module, task: Any, rule: Any, optimizer: torch.optim.Optimizer,
+    def __init__(self, model: SpikingRNN | RateRNN, task: Any, rule: Any, optimizer: torch.optim.Optimizer,
                  config: TrainConfig, *, measurements: tuple[Measurement, ...] = (), loss_fn: LossFn | None = None,
                  out_dir: str | pathlib.Path | None = "config", run_config: RunConfig | None = None,
                  flossing: Any = None, scheduler: Any = None, settings: dict | None = None):
@@ -160,9 +159,9 @@ class Trainer:
             self.rw_state = self.rewire.init(model)
         # The model as built (reference of `initial_model` measurement hooks); saved in checkpoints.
         self.initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self._initial_model: nn.Module | None = None
+        self._initial_model: SpikingRNN | RateRNN | None = None
 
-    def initial_model(self) -> nn.Module:
+    def initial_model(self) -> SpikingRNN | RateRNN:
         """A frozen copy of the model as it was built (see :class:`Measurement`)."""
         if self._initial_model is None:
             m = copy.deepcopy(self.model)
@@ -218,13 +217,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
+        rewiring = None
+        if self.rewire is not None:
+            assert self.rw_state is not None  # made with self.rewire
+            rewiring = {"active": self.rw_state.active, "sign": self.rw_state.sign,
+                        "n_rewired": self.rw_state.n_rewired, "generator": self.rw_state.generator.get_state()}
         return {"iteration": self.iteration, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "trial_generator": self.trial_gen.get_state(),
                 "history": self.rows, "wall_time_s": self.wall_time_s, "preflossed": self.preflossed,
                 "flosser": None if self.flosser is None else self.flosser.state_dict(),
-                "rewiring": None if self.rewire is None else {
-                    "active": self.rw_state.active, "sign": self.rw_state.sign,
-                    "n_rewired": self.rw_state.n_rewired, "generator": self.rw_state.generator.get_state()},
+                "rewiring": rewiring,
                 "initial_state": self.initial_state,
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "stopped_at": self.stopped_at,
@@ -253,7 +255,12 @@ class Trainer:
         model's device as they are restored."""
         ck = state
         if ck is None:
-            path = pathlib.Path(path) if path is not None else self.out_dir / CHECKPOINT
+            if path is not None:
+                path = pathlib.Path(path)
+            elif self.out_dir is not None:
+                path = self.out_dir / CHECKPOINT
+            else:
+                raise TypeError("load_checkpoint() needs a path: this trainer has no out_dir")
             ck = torch.load(path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -270,6 +277,7 @@ class Trainer:
             self.flosser.load_state_dict(ck["flosser"])
         if self.rewire is not None and ck.get("rewiring") is not None:
             rw = ck["rewiring"]
+            assert self.rw_state is not None  # made with self.rewire
             gen = torch.Generator(device=self.rw_state.generator.device)  # where DeepR.init made it
             gen.set_state(rw["generator"])
             self.rw_state = DeepRState(active={k: v.to(self.device) for k, v in rw["active"].items()},
@@ -342,6 +350,7 @@ class Trainer:
         if l2_penalty is not None:
             row["l2_penalty"] = l2_penalty
         if self.rewire is not None:
+            assert self.rw_state is not None  # made with self.rewire
             row["n_rewired"] = self.rw_state.n_rewired
         if self.flosser is not None:
             fl = self.flosser.after_iteration(it, self._sample_x)
@@ -385,7 +394,8 @@ class Trainer:
         """Autograd of the L2 penalty w.r.t. the trainable parameters it depends on (``l2·M⊙θ`` for
         ``W = M⊙θ``; for a sign-constrained entry ``W = s|θ|``, ``W² = θ²``, so also ``l2·θ``)."""
         with torch.enable_grad():
-            pen = 0.5 * self.config.l2 * sum(w.square().sum() for w in self._l2_weights())
+            # a sum of the three weights' squares: a tensor (sum()'s type allows its start value, 0)
+            pen = cast(torch.Tensor, 0.5 * self.config.l2 * sum(w.square().sum() for w in self._l2_weights()))
             named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
             gs = torch.autograd.grad(pen, [p for _, p in named], allow_unused=True)
         return {n: g for (n, _), g in zip(named, gs) if g is not None}
@@ -403,9 +413,11 @@ class Trainer:
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if self.rewire is not None:
+            assert self.rw_state is not None  # made with self.rewire
             self.rewire.mask_grads(self.model, self.rw_state)
         self.optimizer.step()
         if self.rewire is not None:
+            assert self.rw_state is not None  # made with self.rewire
             self.rw_state = self.rewire.step(self.model, self.rw_state, lr=self.optimizer.param_groups[0]["lr"])
 
     def history(self) -> pd.DataFrame:
@@ -416,4 +428,4 @@ class Trainer:
             if c not in df:
                 df[c] = np.nan
         extra = [c for c in df.columns if c not in cols]
-        return df[cols + extra]
+        return cast(pd.DataFrame, df[cols + extra])
