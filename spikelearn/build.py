@@ -42,8 +42,17 @@ from torch.optim import lr_scheduler
 
 from spikelearn import connectomes, models, tasks
 from spikelearn.circuit import generators
-from spikelearn.config import (Allowed, CircuitConfig, ConfigError, MeasurementSpec, RunConfig, allowed_values,
-                               config_from_dict, measurement_specs, read_toml)
+from spikelearn.config import (
+    Allowed,
+    CircuitConfig,
+    ConfigError,
+    MeasurementSpec,
+    RunConfig,
+    allowed_values,
+    config_from_dict,
+    measurement_specs,
+    read_toml,
+)
 from spikelearn.dynamics import FlossingConfig
 from spikelearn.rules import RULES, make_rule
 from spikelearn.rules.flossing import FlossingSchedule

@@ -57,7 +57,7 @@ from typing import Any, Mapping
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found]  # a dependency on Python < 3.11 only
 
 __all__ = ["CircuitConfig", "ModelConfig", "TaskConfig", "RuleConfig", "OptimizerConfig", "TrainConfig",
            "FlossingSectionConfig", "RunConfig", "ConfigError", "Allowed", "ranged", "allowed_values", "load_config",

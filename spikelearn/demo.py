@@ -16,8 +16,15 @@ import pandas as pd
 import torch
 
 from spikelearn.build import build_task, train
-from spikelearn.config import (CircuitConfig, ModelConfig, OptimizerConfig, RuleConfig, RunConfig, TaskConfig,
-                               TrainConfig)
+from spikelearn.config import (
+    CircuitConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RuleConfig,
+    RunConfig,
+    TaskConfig,
+    TrainConfig,
+)
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
 
