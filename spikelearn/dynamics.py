@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from spikelearn.models import RateRNN, SpikingRNN, time_linear
 from spikelearn.neurons.rate import activation_derivative
+from spikelearn.weights import SPARSE, SparseWeights
 
 __all__ = ["Linearisation", "linearise", "QRGrowth", "qr_log_growth", "random_orthonormal",
            "default_transient", "dynamics_parameters", "flossing_loss", "flossing_grads", "local_flossing_grads",
@@ -180,9 +181,11 @@ def _per(f: Tensor, t: int) -> Tensor:
     return f[:, None] if f.dim() == 1 else f[t][..., None]
 
 
-def _wmul(W: Tensor, X: Tensor) -> Tensor:
+def _wmul(W: Any, X: Tensor) -> Tensor:
     """``W @ X`` for ``X (B, N, k)`` as one folded ``(B·k, N) @ W^T`` GEMM (frames from QR are column-major,
-    so ``X.mT`` is contiguous and no copy is made)."""
+    so ``X.mT`` is contiguous and no copy is made); per-edge storage through its weight operations."""
+    if isinstance(W, SparseWeights):
+        return SPARSE.product(W, X.mT).mT
     return torch.matmul(X.mT, W.mT).mT
 
 
@@ -320,7 +323,8 @@ def _linearise_spiking_rate(model: SpikingRNN, x: Tensor, state0: Any, r_on: boo
     scaled = model.scaling == "B"
     ci = c.c_in[:, None]
     ff = time_linear(x, ci * W.W_in if scaled else W.W_in)
-    W_rec_T = (ci * W.W_rec if scaled else W.W_rec).T
+    W_sc = model.scaled_recurrent(W.W_rec, c.c_in) if scaled else W.W_rec
+    W_rec_T = None if isinstance(W_sc, SparseWeights) else W_sc.T
     gap = model.gap
     G = None if gap is None else (ci * gap if scaled else gap)
     v, a, p = state0.v, state0.a, state0.z
@@ -328,7 +332,7 @@ def _linearise_spiking_rate(model: SpikingRNN, x: Tensor, state0: Any, r_on: boo
     i = state0.i_syn if (syn and getattr(state0, "i_syn", None) is not None) else torch.zeros_like(v)
     psis, vs, as_, is_ = [], [], [], []
     for ff_t in ff.unbind(0):
-        drive = ff_t + p @ W_rec_T
+        drive = ff_t + (p @ W_rec_T if W_rec_T is not None else SPARSE.product(W_sc, p))
         if syn:
             assert c.alpha_syn is not None  # synaptic: alpha_syn given
             i = c.alpha_syn * i + drive
@@ -509,14 +513,19 @@ def local_flossing_grads(model: RateRNN | SpikingRNN, x: Tensor, state0: Any = N
         B = lam.shape[0]
         n_count = lin.n_steps - res.transient_steps
         w = 2.0 * (lam - cfg.target) / (B * k * n_count)  # (B, k) modulators
-        dW = torch.zeros_like(lin.W)
+        sparse = isinstance(lin.W, SparseWeights)
+        dW = lin.W.values.new_zeros(lin.W.nnz) if sparse else torch.zeros_like(lin.W)
         t0 = res.transient_steps
         for j, (Q_prev, Q_new, R) in enumerate(kept):
             t = t0 + j
             U = torch.linalg.solve_triangular(R, Q_prev, upper=True, left=False)  # Q_{t-1} R^{-1}
             pre = lin.pre(t, U)                       # (B, N, k)
             post = lin.recurrent_post(t, Q_new)       # (B, N, k)
-            dW += torch.einsum("bjl,bil->ji", post * w[:, None, :], pre)
+            if sparse:  # Σ_{b,l} u_{jl} p_{il} on the edges
+                n = pre.shape[1]
+                SPARSE.edge_outer_add_(dW, (post * w[:, None, :]).mT.reshape(-1, n), pre.mT.reshape(-1, n), like=lin.W)
+            else:
+                dW += torch.einsum("bjl,bil->ji", post * w[:, None, :], pre)
         loss = ((lam - cfg.target) ** 2).mean()
     grads = model.param_grads({"W_rec": dW})
     return loss, {n: g for n, g in grads.items() if n not in READOUT_PARAMETERS}, lam

@@ -215,3 +215,31 @@ def test_save_load_round_trip_keeps_sparse_storage(tmp_path):
     x, _, _ = _data(6)
     with torch.no_grad():
         assert torch.equal(back(x).y, sparse(x).y)
+
+
+@pytest.mark.parametrize("kind, jacobian", [("rate", "surrogate"), ("spiking", "surrogate"), ("spiking", "rate")])
+def test_lyapunov_spectra_and_flossing_agree(kind, jacobian):
+    """The tangent dynamics (Lyapunov spectrum, autodiff and local flossing gradients) on sparse storage."""
+    from spikelearn.analysis import lyapunov_spectrum
+    from spikelearn.dynamics import FlossingConfig, flossing_grads
+
+    circuit = CIRCUITS["gaussian"]()
+    if kind == "rate":
+        dense, sparse = _pair(RateRNN, circuit, form="pre_activation", hidden_bias=True, tau_ms=20.0)
+        jac = {}
+    else:
+        opts = SPIKING["alif_syn_zero"] if jacobian == "surrogate" else dict(SPIKING["alif_syn_zero"], reset="subtract")
+        dense, sparse = _pair(SpikingRNN, circuit, **opts)  # the rate (escape-noise) map is written for subtraction
+        jac = {"jacobian": jacobian}
+    x, _, _ = _data(7)
+    ld = lyapunov_spectrum(dense, x, k=3, transient_steps=5, **jac)
+    ls = lyapunov_spectrum(sparse, x, k=3, transient_steps=5, **jac)
+    np.testing.assert_allclose(ls.exponents, ld.exponents, rtol=1e-10, atol=1e-12)
+    for mode in ("autodiff", "local"):
+        cfg = FlossingConfig(k=2, mode=mode, transient_steps=5, **jac)
+        _, gd, lamd = flossing_grads(dense, x, None, cfg)
+        _, gs, lams = flossing_grads(sparse, x, None, cfg)
+        torch.testing.assert_close(lams, lamd, rtol=1e-10, atol=1e-12)
+        assert gd.keys() == gs.keys()
+        for k in gd:
+            _close(_dense_grad(sparse, gs, k), gd[k], 1e-10)
