@@ -82,13 +82,14 @@ class Linearisation:
         states: ``(T, B, n_state)`` the trajectory ``s^1 … s^T`` in tangent-space coordinates.
     """
 
-    def __init__(self, kind: str, n: int, n_steps: int, batch: int, dt_ms: float, W: Tensor, D: Tensor,
+    def __init__(self, kind: str, n: int, n_steps: int, batch: int, dt_ms: float, W: Any, D: Tensor,
                  post: Tensor, *, leak: Tensor | None = None, gap: Tensor | None = None, rho: Tensor | None = None,
                  c_a: Tensor | None = None, beta: Tensor | None = None, reset: Tensor | None = None,
                  states: Tensor | None = None, alpha_syn: Tensor | None = None) -> None:
         self.states = states
         self.kind, self.n, self.n_steps, self.batch, self.dt_ms = kind, n, n_steps, batch, float(dt_ms)
-        self.W, self.D, self.post = W, D, post
+        self.W: Any = W  # (N, N) tensor, or SparseWeights with per-edge storage
+        self.D, self.post = D, post
         self.leak, self.gap, self.rho, self.c_a, self.beta, self.reset = leak, gap, rho, c_a, beta, reset
         self.adaptive = beta is not None
         self.alpha_syn = alpha_syn  # spiking with current-based synapses: the state has an i block (last)
@@ -323,7 +324,7 @@ def _linearise_spiking_rate(model: SpikingRNN, x: Tensor, state0: Any, r_on: boo
     scaled = model.scaling == "B"
     ci = c.c_in[:, None]
     ff = time_linear(x, ci * W.W_in if scaled else W.W_in)
-    W_sc = model.scaled_recurrent(W.W_rec, c.c_in) if scaled else W.W_rec
+    W_sc: Any = model.scaled_recurrent(W.W_rec, c.c_in) if scaled else W.W_rec
     W_rec_T = None if isinstance(W_sc, SparseWeights) else W_sc.T
     gap = model.gap
     G = None if gap is None else (ci * gap if scaled else gap)
