@@ -112,6 +112,10 @@ def export_spec(model: Any) -> ExportSpec:
     if not isinstance(model, SpikingRNN):
         raise UnsupportedFeatureError(
             f"neuron type of {type(model).__name__}: the Brian2 export supports SpikingRNN (LIF/ALIF) only")
+    if model.storage != "dense":
+        raise UnsupportedFeatureError("storage='sparse': the Brian2 export writes dense (N, N) weight and mask arrays "
+                                      "today; per-edge synapse index arrays are issue 19's next step. Export a model "
+                                      "built with storage='dense'")
     if getattr(model.surrogate, "smooth", False):
         raise UnsupportedFeatureError("surrogate with smooth=True: its forward is not a spike (Heaviside), "
                                       "so the network is not a spiking network")

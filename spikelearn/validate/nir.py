@@ -122,6 +122,10 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
         raise ValueError("for_snntorch=True writes its own recurrent loop (snnTorch cannot import nir.Delay); "
                          "leave explicit_delay unset")
     explicit_delay = (not for_snntorch) if explicit_delay is None else explicit_delay
+    if getattr(model, "storage", "dense") != "dense":
+        raise UnsupportedFeatureError("storage='sparse': NIR has no sparse primitive (its Affine/Linear nodes hold "
+                                      "dense weight matrices), so a per-edge network would be written as an N x N "
+                                      "array; export a model built with storage='dense' (small networks)")
     spec = export_spec(model)
     if (spec.beta != 0).any():
         raise UnsupportedFeatureError(f"adaptive threshold (ALIF, {int((spec.beta != 0).sum())} neurons with "

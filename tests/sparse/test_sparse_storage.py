@@ -243,3 +243,14 @@ def test_lyapunov_spectra_and_flossing_agree(kind, jacobian):
         assert gd.keys() == gs.keys()
         for k in gd:
             _close(_dense_grad(sparse, gs, k), gd[k], 1e-10)
+
+
+def test_brian2_and_nir_exports_refuse_sparse_storage_by_name():
+    from spikelearn.validate.brian2 import UnsupportedFeatureError, export_spec
+    from spikelearn.validate.nir import to_nir
+
+    _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), v_th=0.05)
+    with pytest.raises(UnsupportedFeatureError, match="storage='sparse'.*storage='dense'"):
+        export_spec(sparse)
+    with pytest.raises(UnsupportedFeatureError, match="NIR has no sparse primitive"):
+        to_nir(sparse)
