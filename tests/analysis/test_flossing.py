@@ -150,7 +150,13 @@ def test_local_rule_k1_is_the_post_pre_formula():
 @pytest.mark.parametrize("mode,lr", [("autodiff", 1e-3), ("local", 3e-3)])
 def test_flossing_reduces_exponents(mode, lr):
     """T7.6: 200 flossing steps (AdamW, k = 4, T = 100, fresh noise input each step) on a g = 1.5 tanh network
-    reduce max_i |λ_i| of the flossed exponents on held-out input (measured: 0.16 -> 0.04 autodiff, 0.015 local)."""
+    reduce max_i |λ_i| of the flossed exponents on held-out input (measured: 0.16 -> 0.064 autodiff, 0.015 local).
+
+    Autodiff flosses on 8 trajectories per step: one trajectory's gradient is heavy-tailed (median norm ~1,
+    outliers ~300 where its finite-time λ_1 nears 0) and each outlier kicks AdamW far. Over 8 flossing seeds,
+    1e-14 relative perturbations of W_rec and other MKL/ATen code paths, 1 trajectory ended at 0.22-1.06x the
+    initial value, half of the 16 runs >= 0.5x (pass/fail was decided by rounding); 8 trajectories ended at
+    0.22-0.44x in 10 of 11 runs (0.51x once)."""
     model = RateRNN(gaussian(32, 1.5, seed=3), 1, 1, form="pre_activation", activation="tanh", tau_ms=1.0,
                     dt_ms=1.0, hidden_bias=True, dtype=F64)
     k = 4
@@ -160,7 +166,8 @@ def test_flossing_reduces_exponents(mode, lr):
     def sample_x(b, g):
         return 0.1 * torch.randn(100, b, 1, dtype=F64, generator=g)
 
-    hist = floss(model, sample_x, 200, config=FlossingConfig(k=k, mode=mode, transient_steps=20), lr=lr)
+    hist = floss(model, sample_x, 200, config=FlossingConfig(k=k, mode=mode, transient_steps=20), lr=lr,
+                 batch_size=8 if mode == "autodiff" else 1)
     after = lyapunov_spectrum(model, x_test, k=k)
     assert list(hist.columns) == ["floss_step", "floss_loss", "floss_lambda_max"] and len(hist) == 200
     assert np.abs(before.mean).max() > 0.1
