@@ -72,6 +72,7 @@ from spikelearn.neurons.surrogate import Surrogate, describe_bad, make_surrogate
 from spikelearn.weights import DENSE, SPARSE, EdgeIndex, SparseWeights, time_linear
 
 STORAGES = ("dense", "sparse")
+PARAMETRIZATIONS = ("per_edge", "type_shared")
 
 __all__ = ["SpikingRNN", "RateRNN", "ModelOutput", "SpikingState", "SpikingRecord", "RateRecord",
            "EffectiveWeights", "load", "time_linear", "circuit_to_dict", "circuit_from_dict"]
@@ -359,8 +360,11 @@ class _CircuitRNN(nn.Module):
     mask_out: Tensor
     sign_out: Tensor
     gap: Tensor | None
-    rec_post: Tensor  # (nnz,) per-edge storage only
+    rec_post: Tensor  # (nnz,) per-edge storage and type-shared parametrisation only
     rec_pre: Tensor
+    edge_pair: Tensor  # (nnz,) type-shared parametrisation only
+    edge_scale: Tensor
+    type_gain: nn.Parameter
     theta_rec: nn.Parameter
     theta_in: nn.Parameter
     theta_out: nn.Parameter
@@ -370,7 +374,8 @@ class _CircuitRNN(nn.Module):
     def _setup_weights(self, circuit: Circuit, n_in: int, n_out: int, *, sign_constraint: str,
                        allow_autapses: bool, w_in: Any, w_out: Any, w_out_init: str, readout_bias: bool,
                        gap_scale: float, dtype: torch.dtype, device: torch.device, w_in_init: str = "normal",
-                       input_channel_sign: Any = None, storage: str = "dense") -> None:
+                       input_channel_sign: Any = None, storage: str = "dense",
+                       parametrization: str = "per_edge", type_gain_init: float = 1.0) -> None:
         if not isinstance(circuit, Circuit):
             raise TypeError(f"expected a Circuit, got {type(circuit).__name__}")
         for name, kind in (("w_in_init", w_in_init), ("w_out_init", w_out_init)):
@@ -382,11 +387,16 @@ class _CircuitRNN(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}")
         self.circuit = circuit
         self.n, self.n_in, self.n_out = n, int(n_in), int(n_out)
         self.storage = storage
+        self.parametrization = parametrization
         kw: dict[str, Any] = dict(dtype=dtype, device=device)
-        if storage == "sparse":
+        if parametrization == "type_shared":
+            S, M = self._setup_type_shared(circuit, allow_autapses, type_gain_init, kw)
+        elif storage == "sparse":
             S, M = self._setup_sparse_recurrent(circuit, sign_constraint, allow_autapses, kw)
         else:
             S, M = self._setup_dense_recurrent(circuit, sign_constraint, allow_autapses, kw)
@@ -487,6 +497,49 @@ class _CircuitRNN(nn.Module):
         self.theta_rec = nn.Parameter(torch.as_tensor(theta_rec, **kw))
         self.weight_ops = SPARSE
         return S, M
+
+    def _setup_type_shared(self, circuit: Circuit, allow_autapses: bool, gain_init: float,
+                           kw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Type-shared recurrent weights (``parametrization="type_shared"``, the flyvis parametrisation):
+        ``w_e = s_e · |g_{τ(pre_e), τ(post_e)}|`` with the circuit's signed edge weights ``s_e`` fixed (sign × synapse
+        count × weight per synapse for a connectome) and one trainable gain ``g`` (``type_gain``) per
+        (presynaptic type, postsynaptic type) pair that has an edge; ``|·|`` keeps the gains non-negative. Buffers:
+        ``rec_post``, ``rec_pre``, ``edge_pair`` (the pair of each edge), ``edge_scale`` (``s_e``), ``sign_rec``;
+        ``type_pairs`` lists the pairs (pre type, post type) in ``type_gain`` order."""
+        post = np.asarray(circuit.post, dtype=np.int64)
+        pre = np.asarray(circuit.pre, dtype=np.int64)
+        w0 = np.asarray(circuit.w, dtype=np.float64)
+        if not allow_autapses:
+            keep = post != pre
+            post, pre, w0 = post[keep], pre[keep], w0[keep]
+        order = np.lexsort((pre, post))
+        post, pre, w0 = post[order], pre[order], w0[order]
+        if not (isinstance(gain_init, (int, float)) and math.isfinite(gain_init) and gain_init >= 0):
+            raise ValueError(f"type_gain_init must be a finite number >= 0, got {gain_init!r}")
+        types = np.asarray([str(c) for c in circuit.cell_types], dtype=object)
+        names, tid = np.unique(types.astype(str), return_inverse=True)
+        C = len(names)
+        pair_key = tid[pre] * C + tid[post]
+        pairs, edge_pair = np.unique(pair_key, return_inverse=True)
+        self.type_pairs = [(str(names[k // C]), str(names[k % C])) for k in pairs.tolist()]
+        S = np.sign(w0)
+        M = np.ones(post.size, dtype=bool)
+        self.sign_constraint = "type_shared"
+        self.register_buffer("rec_post", torch.as_tensor(post, dtype=torch.long, device=kw["device"]))
+        self.register_buffer("rec_pre", torch.as_tensor(pre, dtype=torch.long, device=kw["device"]))
+        self.register_buffer("edge_pair", torch.as_tensor(edge_pair.reshape(-1), dtype=torch.long,
+                                                          device=kw["device"]))
+        self.register_buffer("edge_scale", torch.as_tensor(w0, **kw))
+        self.register_buffer("mask_rec", torch.as_tensor(M, **kw))
+        self.register_buffer("sign_rec", torch.as_tensor(S, **kw))
+        self.type_gain = nn.Parameter(torch.full((len(pairs),), float(gain_init), **kw))
+        if self.storage == "sparse":
+            self.weight_ops = SPARSE
+        return S, M
+
+    def type_shared_values(self) -> Tensor:
+        """The per-edge recurrent weights ``s_e |g_pair(e)|`` ``(nnz,)`` of a type-shared model."""
+        return self.edge_scale * _abs_grow(self.type_gain).index_select(0, self.edge_pair)
 
     def _setup_io(self, circuit: Circuit, S: np.ndarray, M: np.ndarray, *, w_in: Any, w_out: Any,
                   w_out_init: str, readout_bias: bool, gap_scale: float, w_in_init: str, input_channel_sign: Any,
@@ -596,9 +649,14 @@ class _CircuitRNN(nn.Module):
     def effective_weights(self) -> EffectiveWeights:
         """The weights in use: ``(W_in (N, n_in), W_rec (N, N), W_out (n_out, N), b_out, b_rec)``; with
         ``storage="sparse"``, ``W_rec`` is a :class:`~spikelearn.weights.SparseWeights` (one value per edge)."""
-        W_rec: Any = self._constrain(self.theta_rec, self.mask_rec, self.sign_rec, "rec")
-        if self.storage == "sparse":
-            W_rec = SparseWeights(W_rec, index=self._edge_index())
+        if self.parametrization == "type_shared":
+            W_rec: Any = SparseWeights(self.type_shared_values(), index=self._edge_index())
+            if self.storage == "dense":
+                W_rec = W_rec.to_dense()
+        else:
+            W_rec = self._constrain(self.theta_rec, self.mask_rec, self.sign_rec, "rec")
+            if self.storage == "sparse":
+                W_rec = SparseWeights(W_rec, index=self._edge_index())
         return EffectiveWeights(
             W_in=self._constrain(self.theta_in, self.mask_in, self.sign_in, "in"),
             W_rec=W_rec,
@@ -647,11 +705,11 @@ class _CircuitRNN(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.theta_rec.dtype
+        return self.theta_in.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.theta_rec.device
+        return self.theta_in.device
 
     def _prep_x(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -775,7 +833,8 @@ class SpikingRNN(_CircuitRNN):
                  gap_scale: float = 1.0, sign_constraint: str = "auto", allow_autapses: bool = False,
                  w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", w_in_init: str = "normal",
                  input_channel_sign: Any = None, init_state_std: float = 0.0, init_relax_steps: int = 0,
-                 init_seed: int = 0, readout_bias: bool = True, storage: str = "dense", dtype: Any = None,
+                 init_seed: int = 0, readout_bias: bool = True, storage: str = "dense",
+                 parametrization: str = "per_edge", type_gain_init: float = 1.0, dtype: Any = None,
                  device: Any = None) -> None:
         super().__init__()
         self._store_config(n_in=n_in, n_out=n_out, scaling=scaling, tau_mem_ms=tau_mem_ms,
@@ -788,7 +847,8 @@ class SpikingRNN(_CircuitRNN):
                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                            input_channel_sign=input_channel_sign, init_state_std=init_state_std,
                            init_relax_steps=init_relax_steps, init_seed=init_seed, readout_bias=readout_bias,
-                           storage=storage, dtype=dtype, device=device)
+                           storage=storage, parametrization=parametrization, type_gain_init=type_gain_init,
+                           dtype=dtype, device=device)
         self._set_initial_state_options(init_state_std, init_relax_steps, init_seed)
         if scaling not in ("A", "B"):
             raise ValueError(f"scaling must be 'A' or 'B', got {scaling!r}")
@@ -803,7 +863,8 @@ class SpikingRNN(_CircuitRNN):
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                             w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                             readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev,
-                            input_channel_sign=input_channel_sign, storage=storage)
+                            input_channel_sign=input_channel_sign, storage=storage,
+                            parametrization=parametrization, type_gain_init=type_gain_init)
         n = circuit.n
         self.scaling, self.refractory, self.readout = scaling, refractory, readout
         if not isinstance(readout_norm, (bool, np.bool_)):
@@ -1043,7 +1104,8 @@ class RateRNN(_CircuitRNN):
                  gap_scale: float = 1.0, sign_constraint: str = "auto", allow_autapses: bool = False,
                  w_in: Any = None, w_out: Any = None, w_out_init: str = "glorot", w_in_init: str = "normal",
                  input_channel_sign: Any = None, init_state_std: float = 0.0, init_relax_steps: int = 0,
-                 init_seed: int = 0, storage: str = "dense", dtype: Any = None, device: Any = None) -> None:
+                 init_seed: int = 0, storage: str = "dense", parametrization: str = "per_edge",
+                 type_gain_init: float = 1.0, dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         if form not in RATE_FORMS:
             raise ValueError(f"form must be one of {RATE_FORMS}, got {form!r}")
@@ -1055,14 +1117,16 @@ class RateRNN(_CircuitRNN):
                            gap_scale=gap_scale, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                            w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                            input_channel_sign=input_channel_sign, init_state_std=init_state_std,
-                           init_relax_steps=init_relax_steps, init_seed=init_seed, storage=storage, dtype=dtype,
+                           init_relax_steps=init_relax_steps, init_seed=init_seed, storage=storage,
+                           parametrization=parametrization, type_gain_init=type_gain_init, dtype=dtype,
                            device=device)
         self._set_initial_state_options(init_state_std, init_relax_steps, init_seed)
         dt, dev = _resolve_dtype(dtype), _resolve_device(device)
         self._setup_weights(circuit, n_in, n_out, sign_constraint=sign_constraint, allow_autapses=allow_autapses,
                             w_in=w_in, w_out=w_out, w_out_init=w_out_init, w_in_init=w_in_init,
                             readout_bias=readout_bias, gap_scale=gap_scale, dtype=dt, device=dev,
-                            input_channel_sign=input_channel_sign, storage=storage)
+                            input_channel_sign=input_channel_sign, storage=storage,
+                            parametrization=parametrization, type_gain_init=type_gain_init)
         self.form, self.activation, self.dt_ms, self.thr = form, activation, float(dt_ms), float(thr)
         self.readout_from = readout_from
         tau = _per_neuron(circuit.neuron_params.get("tau_ms", tau_ms), circuit.n, "tau_ms")

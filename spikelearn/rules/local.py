@@ -216,7 +216,7 @@ def cell_type_index(model: Any, cell_types: Any = "ei") -> tuple[Tensor, list]:
         if cell_types == "ei":
             s = np.asarray(model.circuit.signs, dtype=np.int64).copy()
             col = model.sign_rec.detach().cpu().numpy()
-            if getattr(model, "storage", "dense") == "sparse":  # per-edge signs: any edge of each presynaptic neuron
+            if col.ndim == 1:  # per-edge signs (sparse storage, type-shared gains): any edge of each pre neuron
                 pre = model.rec_pre.cpu().numpy()
                 pos = np.bincount(pre[col > 0], minlength=N) > 0
                 neg = np.bincount(pre[col < 0], minlength=N) > 0

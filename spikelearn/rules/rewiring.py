@@ -88,6 +88,9 @@ class DeepR:
 
     def init(self, model: Any) -> DeepRState:
         """Active sets = current non-zero effective weights; signs = the model's sign or the weight's own sign."""
+        if "rec" in self.matrices and getattr(model, "parametrization", "per_edge") != "per_edge":
+            raise ValueError("DEEP R rewires per-edge weights; a type-shared parametrisation has no per-edge "
+                             "parameter to move (use matrices=('in', 'out') or parametrization='per_edge')")
         if "rec" in self.matrices and getattr(model, "storage", "dense") != "dense":
             model.require_dense("DEEP R rewiring of W_rec (moving edges within a fixed count)")
         eff = model.effective_weights()
