@@ -632,40 +632,103 @@ def _fly_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return ct, ed, off
 
 
+def _hull_gaps(offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Column offsets flyvis adds to one type pair's filter ("fill the hull"), in (du, dv) ascending order.
+
+    The listed offsets span a convex polygon in the (du, dv) plane (exact integer hull; a segment when they
+    are collinear). Every integer point of that closed polygon that is not listed is a gap — except points on
+    its lowest row (dv equal to the smallest listed dv): flyvis tests membership with matplotlib's
+    ray-crossing rule (``flyvis/connectome/connectome.py``, ``fill_hull``), which counts a point on a bottom
+    horizontal hull edge as outside and every other boundary point of its counter-clockwise polygon as inside
+    (so a horizontal segment gets no gaps, any other segment its inner lattice points). Fewer than 3 offsets
+    give no gaps (flyvis's condition). On the shipped table this gives 238 gaps in 80 pairs, the same points
+    as flyvis's fill; on random offset sets it agrees with scipy's hull plus matplotlib's test as flyvis calls
+    them (checked while writing this, not a shipped test: neither is a reference here).
+    """
+    pts = sorted(set(offsets))
+    if len(pts) < 3:
+        return []
+
+    def turn(o: tuple[int, int], a: tuple[int, int], b: tuple[int, int]) -> int:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    def chain(seq: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for q in seq:
+            while len(out) >= 2 and turn(out[-2], out[-1], q) <= 0:
+                out.pop()
+            out.append(q)
+        return out[:-1]
+
+    hull = chain(pts) + chain(pts[::-1])   # counter-clockwise corners; the two end points if collinear
+    edges = list(zip(hull, hull[1:] + hull[:1]))
+    known = set(pts)
+    u0, u1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    v0, v1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    return [(u, v) for u in range(u0, u1 + 1) for v in range(v0 + 1, v1 + 1)
+            if (u, v) not in known and all(turn(a, b, (u, v)) >= 0 for a, b in edges)]
+
+
 def drosophila_optic_lobe(*, lattice_radius: int | None = None, weight_per_synapse: float = 1.0,
+                          n_syn_fill: float | None = None,
                           self_loops: Literal["keep", "error"] = "keep") -> Circuit:
     """*Drosophila* optic lobe (flyvis fib25-fib19_v2.2, EM), as a cell-type graph or a column lattice.
 
     ``lattice_radius=None``: one node per cell type (65, ``celltypes.csv`` order, node id = type name).
     The weight of type pair (pre, post) is ``sign * weight_per_synapse * Σ_offsets n_syn`` (the sum of the
-    per-offset average counts of ``edges_offsets.csv``, equal to ``edges_celltype.csv``'s ``n_syn_total``): the
-    synapses one postsynaptic cell receives from all presynaptic cells of the type. 605 edges.
+    per-offset average counts of ``edges_offsets.csv``, equal to ``edges_celltype.csv``'s ``n_syn_total``, plus
+    ``n_syn_fill`` per hull gap when a fill is asked for): the synapses one postsynaptic cell receives from all
+    presynaptic cells of the type. 605 edges.
 
-    ``lattice_radius=r``: flyvis's column expansion. Columns are the hexagonal lattice ``(u, v)`` with
-    ``|u|, |v|, |u+v| <= r`` (3r²+3r+1 columns, see :func:`hex_columns`); each type has one cell per column
-    where ``u % stride_u == 0 and v % stride_v == 0`` (all types stride 1 except Lawf1/Lawf2, stride (3, 2)).
-    Node ids ``(type, u, v)``, grouped by type then column. For each offset row and each presynaptic cell at
-    ``(u, v)`` there is an edge to the postsynaptic cell at ``(u+du, v+dv)`` of weight
-    ``sign * weight_per_synapse * n_syn``. Targets outside the lattice are counted in
-    ``metadata['edges_outside_lattice']``; targets inside it where the postsynaptic type has no cell (stride)
-    in ``metadata['edges_without_target_cell']`` (flyvis drops both silently). No hull filling (flyvis
-    ``n_syn_fill``) is applied.
+    ``lattice_radius=r``: flyvis's column expansion (``ConnectomeFromAvgFilters``). Columns are the hexagonal
+    lattice ``(u, v)`` with ``|u|, |v|, |u+v| <= r`` (3r²+3r+1 columns, see :func:`hex_columns`); each type has
+    one cell per column where ``u % stride_u == 0 and v % stride_v == 0`` (all types stride 1 except
+    Lawf1/Lawf2, stride (3, 2)). Node ids ``(type, u, v)``, grouped by type then column. For each offset row
+    and each presynaptic cell at ``(u, v)`` there is an edge to the postsynaptic cell at ``(u+du, v+dv)`` of
+    weight ``sign * weight_per_synapse * n_syn``. Candidate edges whose target column lies outside the lattice
+    are counted in ``metadata['edges_outside_lattice']``, those whose target column has no cell of the
+    postsynaptic type (stride) in ``metadata['edges_without_target_cell']``; flyvis drops both silently.
+
+    Hull fill (``n_syn_fill``): flyvis fills the gaps of each type pair's offset set — the unlisted lattice
+    offsets inside the convex hull of its listed offsets, for pairs with at least 3 offsets — with
+    ``n_syn_fill`` synapses each (its default 1; see :func:`_hull_gaps` for the exact rule). ``None`` (default)
+    means flyvis's 1 on the lattice and no fill on the type graph (the table's own sums); a number applies at
+    both levels; 0 gives the raw table. The shipped table has 238 gaps in 80 of the 605 pairs. With the fill,
+    radius 15 gives flyvis's documented 45,669 cells and 1,513,231 edges (1,357,269 from the table's offsets,
+    155,962 from the fill; ``metadata['edges_from_fill']``), and 604 type pairs with at least one edge: the
+    pair Lawf1→Lawf1 has the single offset (1, 0), which never lands on a Lawf1 cell (stride 3 in u), so it has
+    no edge on any lattice (``metadata['type_pairs_without_edges']``). flyvis trains one gain per type pair
+    present in its edge table, hence its 604 gains against the table's 605 pairs.
 
     Signs: per edge from the ``sign`` column (flyvis, from transmitter identity and literature: an assumption,
     not EM). A neuron's sign is its type's if all the type's outgoing edges agree, else 0 (Am, C2, C3 and R8
     have both signs; types without outgoing edges are 0 too). ``input_mask``: ``is_input`` (photoreceptors
     R1-R8); ``output_mask``: ``is_output`` (the 34 T/Tm/TmY read-out types of flyvis).
     """
-    options = dict(lattice_radius=lattice_radius, weight_per_synapse=weight_per_synapse, self_loops=self_loops)
+    options = dict(lattice_radius=lattice_radius, weight_per_synapse=weight_per_synapse, n_syn_fill=n_syn_fill,
+                   self_loops=self_loops)
     if lattice_radius is not None:
         lattice_radius = _int("lattice_radius", lattice_radius, low=0)
     wps = _real("weight_per_synapse", weight_per_synapse, low=0, strict=True)
+    fill = (0.0 if lattice_radius is None else 1.0) if n_syn_fill is None else _real("n_syn_fill", n_syn_fill, low=0)
     _choice("self_loops", self_loops, ("keep", "error"))
-    ct, ed, off = _fly_tables()
+    ct, ed, raw = _fly_tables()
     types = ct.cell_type.tolist()
     tindex = {t: k for k, t in enumerate(types)}
     T = len(types)
     esign = dict(zip(zip(ed.pre_type.astype(str), ed.post_type.astype(str)), ed.sign.astype(int)))
+
+    # each pair's table offsets, then its hull gaps (flyvis's order), as one offset table
+    parts, n_gaps = [], 0
+    for key, g in raw.groupby(["pre_type", "post_type"], sort=False):
+        a, b = cast(tuple[str, str], key)
+        parts.append(g.assign(from_fill=False))
+        gaps = _hull_gaps(list(zip(g.du.tolist(), g.dv.tolist()))) if fill > 0 else []
+        if gaps:
+            n_gaps += len(gaps)
+            parts.append(pd.DataFrame({"pre_type": a, "post_type": b, "du": [p[0] for p in gaps],
+                                       "dv": [p[1] for p in gaps], "n_syn": fill, "from_fill": True}))
+    off = pd.concat(parts, ignore_index=True)
 
     pos = np.zeros(T, bool)
     neg = np.zeros(T, bool)
@@ -679,6 +742,7 @@ def drosophila_optic_lobe(*, lattice_radius: int | None = None, weight_per_synap
                  input_types=[t for t, f in zip(types, is_in) if f], output_types=[t for t, f in zip(types, is_out) if f],
                  sign_assumption="edge signs assigned by flyvis from transmitter identity and literature, not EM",
                  weight_units="signed synapse counts (per-offset averages) x weight_per_synapse",
+                 n_syn_fill=fill, fill_offsets=n_gaps,
                  total_signed_synapses=float(sum(esign[(str(a), str(b))] * s for a, b, s in
                                                  zip(off.pre_type, off.post_type, off.n_syn))))
 
@@ -718,26 +782,34 @@ def drosophila_optic_lobe(*, lattice_radius: int | None = None, weight_per_synap
         node_t_a, node_u_a, node_v_a = np.array(node_t), np.array(node_u), np.array(node_v)
         by_type = [np.flatnonzero(node_t_a == k) for k in range(T)]
         posts, pres, ws = [], [], []
-        outside = no_target = 0
-        for a, b, du, dv, wv in zip(o_pre, o_post, off.du.to_numpy(), off.dv.to_numpy(), o_w):
+        outside = no_target = from_fill = 0
+        paired = np.zeros((T, T), bool)
+        for a, b, du, dv, wv, filled in zip(o_pre, o_post, off.du.to_numpy(), off.dv.to_numpy(), o_w,
+                                            off.from_fill.to_numpy()):
             src = by_type[a]
             tu, tv = node_u_a[src] + du, node_v_a[src] + dv
             inside = (np.abs(tu) <= r) & (np.abs(tv) <= r) & (np.abs(tu + tv) <= r)
             outside += int((~inside).sum())
             tgt = lut[b, tu[inside] + r, tv[inside] + r]
             ok = tgt >= 0
-            no_target += int((~ok).sum())
+            kept = int(ok.sum())
+            no_target += tgt.size - kept
+            from_fill += kept if filled else 0
+            paired[a, b] |= kept > 0
             posts.append(tgt[ok])
             pres.append(src[inside][ok])
-            ws.append(np.full(int(ok.sum()), wv))
+            ws.append(np.full(kept, wv))
         post, pre, w = np.concatenate(posts), np.concatenate(pres), np.concatenate(ws)
         ids = tuple(zip((types[k] for k in node_t), node_u, node_v))
         cell_types = np.array([types[k] for k in node_t], dtype=object)
         signs, input_mask, output_mask = tsign[node_t_a], is_in[node_t_a], is_out[node_t_a]
         attrs = tuple({"u": u, "v": v} for u, v in zip(node_u, node_v))
+        absent = [[a, b] for a, b in esign if not paired[tindex[a], tindex[b]]]
         meta = _metadata("drosophila_optic_lobe", options, level="column lattice", **extra, n_columns=len(cols),
                          lattice_convention="axial (u, v), |u|,|v|,|u+v| <= r; offsets (du, dv) = post - pre column",
-                         edges_outside_lattice=outside, edges_without_target_cell=no_target)
+                         edges_outside_lattice=outside, edges_without_target_cell=no_target,
+                         edges_from_fill=from_fill, type_pairs_with_edges=len(esign) - len(absent),
+                         type_pairs_without_edges=absent)
     loops = int((pre == post).sum())
     if loops and self_loops == "error":
         raise CircuitError(f"{_FLY}/{_FLY_OFFSETS}: {loops} self-loop(s) (e.g. "

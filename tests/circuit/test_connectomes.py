@@ -238,7 +238,8 @@ def test_optic_lobe_type_graph():
 
 @pytest.mark.parametrize("r", [0, 1, 3, 7])
 def test_optic_lobe_lattice(r):
-    c = sc.load("drosophila_optic_lobe", lattice_radius=r)
+    # n_syn_fill=0: the table's own offsets only (flyvis's hull fill is tested in test_flyvis_counts.py)
+    c = sc.load("drosophila_optic_lobe", lattice_radius=r, n_syn_fill=0)
     ct = _csv("drosophila_optic_lobe_flyvis", "celltypes.csv")
     ed = _csv("drosophila_optic_lobe_flyvis", "edges_celltype.csv")
     off = _csv("drosophila_optic_lobe_flyvis", "edges_offsets.csv").merge(ed[["pre_type", "post_type", "sign"]])
