@@ -6,7 +6,7 @@ process's resident-set high-water mark during the timed calls, ``benchmarks/_mea
 * ``crossover``: a random Dale circuit (80 % excitatory) at N ∈ {1024, 4096} and density p ∈ {0.1, 1, 5, 10, 50} %;
   LIF, B = 8, T = 100, 2 % input spikes; the forward (no graph), BPTT and batched e-prop gradients, dense vs sparse.
   The ``storage="auto"`` threshold is read off this table.
-* ``flyvis``: ``drosophila_optic_lobe(lattice_radius=15)`` (45,669 cells, 1,357,269 edges); build time and peak memory;
+* ``flyvis``: ``drosophila_optic_lobe(lattice_radius=15)`` (45,669 cells, 1,513,231 edges, as flyvis); build time and peak memory;
   forward trial-steps per second at B = 8 (spikelearn sparse, and a plain scipy CSR loop of the same LIF update over
   the same matrix, in the same process); BPTT and batched e-prop gradient time and peak memory at T = 100 (sparse).
 
