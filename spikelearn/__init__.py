@@ -1,7 +1,8 @@
 """spikelearn: spiking and rate RNNs built from connectivity graphs, trained with BPTT and local rules.
 
-Layers (imports flow one way): ``cli`` -> ``train`` -> ``rules`` -> ``models`` -> ``neurons`` -> ``circuit``;
-``tasks`` are torch trial generators used by ``train``.
+Layers (imports flow one way; ``tests/test_import_graph.py`` checks it): ``cli`` -> ``build`` -> ``train``, ``sweep``
+-> ``rules`` -> ``models`` -> ``neurons``, ``weights`` -> ``circuit``; ``tasks`` are torch trial generators used by
+``build`` and ``train``; ``config`` is the configuration schema and imports nothing of the package.
 """
 
 __version__ = "0.1.0"
