@@ -55,6 +55,7 @@ from spikelearn.config import (
 )
 from spikelearn.dynamics import FlossingConfig
 from spikelearn.rules import RULES, make_rule
+from spikelearn.rules.base import init_rule_state
 from spikelearn.rules.flossing import FlossingSchedule
 from spikelearn.train import CHECKPOINT, Measurement, Trainer, derive_seeds
 
@@ -352,6 +353,8 @@ def build(cfg: RunConfig, *, out_dir: str | None = None,
     with _section("model", model_cls.__name__):
         model = model_cls(circuit, task.n_in, task.n_out, **model_opts)
     model = model.to(device=resolve_device(cfg.train.device), dtype=getattr(torch, cfg.train.dtype))
+    with _section("rule", type(rule).__name__):
+        init_rule_state(rule, model)  # fits the rule to this model (e.g. a given feedback matrix's shape)
     opt_cls = optimizer_classes()[cfg.optimizer.name.lower()]
     with _section("optimizer", opt_cls.__name__):
         optimizer = opt_cls(model.parameters(), lr=cfg.optimizer.lr, **cfg.optimizer.options)
