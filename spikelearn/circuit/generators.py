@@ -10,6 +10,24 @@
 * :func:`task_aligned_low_rank` — draws input and readout weights, and a low-rank ``W_rec`` aligned with their span;
   the circuit carries those weights, so a model built on it starts from them (a run/sweep file can name it).
 * :func:`block_model` — cell-type stochastic block model from a types x types probability table.
+
+Sparse draws (connectome scale, ALGORITHMS-2.md §12). :func:`gaussian`, :func:`erdos_renyi`, :func:`dale`,
+:func:`low_rank` and :func:`block_model` take ``draw="auto" | "dense" | "sparse"``:
+
+* ``"dense"``: the original draw, through ``N x N`` arrays (every seed's result is what it always was);
+* ``"sparse"``: the edge set is sampled directly — the number of edges ``K ~ Binomial(M, p)`` over the ``M``
+  candidate pairs, then ``K`` distinct pairs uniformly (so each pair is an edge independently with probability ``p``,
+  as in the dense draw) — and the weights are drawn per edge with the dense draw's distribution (same scale, fan-in
+  normalisation, Dale signs and balance). Memory O(edges); never an ``N x N`` array. Another random stream than the
+  dense draw: the same seed gives a different (equally distributed) circuit;
+* ``"auto"`` (default): ``"dense"`` below :data:`SPARSE_DRAW_MIN_N` neurons, ``"sparse"`` from there on.
+
+:data:`SPARSE_DRAW_MIN_N` = 10,000: above every size the package's tests and experiments use (at most a few
+thousand), so their seeds keep their circuits, and where a dense float64 draw is already 0.8 GB per ``N x N`` array
+(the dense draws hold two to four at once; at 100,000 neurons one is 80 GB). Inherently dense draws are refused at
+and above the threshold, naming the size and why: :func:`low_rank` without a mask (``p = 1``: an all-to-all matrix
+truncated by a full SVD) and :func:`dale`'s ``procedure="dense_then_sparsify"`` (balanced and scaled to a spectral
+radius on the dense matrix). :func:`low_rank_aligned` and :func:`task_aligned_low_rank` stay dense (all-to-all).
 """
 
 from __future__ import annotations
@@ -23,7 +41,68 @@ import pandas as pd
 from spikelearn.circuit.core import Circuit, CircuitError
 
 __all__ = ["gaussian", "erdos_renyi", "dale", "low_rank", "truncate_rank", "low_rank_aligned", "task_aligned_low_rank",
-           "block_model"]
+           "block_model", "SPARSE_DRAW_MIN_N"]
+
+SPARSE_DRAW_MIN_N = 10_000  # draw="auto" samples edges directly (no N x N array) from this many neurons on
+
+Draw = Literal["auto", "dense", "sparse"]
+
+
+def _sparse_draw(draw: Any, n: int, generator: str) -> bool:
+    """Whether ``draw`` (``"auto"``, ``"dense"`` or ``"sparse"``) means the sparse draw for ``n`` neurons."""
+    if draw not in ("auto", "dense", "sparse"):
+        raise CircuitError(f"{generator}: draw must be 'auto' (dense below {SPARSE_DRAW_MIN_N:,} neurons, sparse "
+                           f"from there on), 'dense' or 'sparse', got {draw!r}")
+    return draw == "sparse" or (draw == "auto" and n >= SPARSE_DRAW_MIN_N)
+
+
+def _too_dense(generator: str, n: int, why: str, instead: str) -> CircuitError:
+    return CircuitError(f"{generator}: n = {n:,} neurons is at or above the sparse-draw threshold "
+                        f"SPARSE_DRAW_MIN_N = {SPARSE_DRAW_MIN_N:,}, and {why} (one dense float64 {n:,} x {n:,} "
+                        f"array is {8 * n * n / 1e9:.1f} GB); {instead}")
+
+
+def _distinct(rng: np.random.Generator, m: int, k: int) -> np.ndarray:
+    """``k`` distinct integers of ``[0, m)``, uniformly among the ``k``-subsets, sorted: ``k`` uniform draws, the
+    duplicates redrawn until ``k`` distinct remain (the procedure commutes with any relabelling of ``[0, m)`` and
+    always ends with ``k`` values, so the set is uniform). Memory O(k); expects ``k ≤ m/2``."""
+    s = np.empty(0, np.int64)
+    while s.size < k:
+        s = np.sort(np.concatenate([s, rng.integers(0, m, k - s.size, dtype=np.int64)]))
+        s = s[np.r_[True, s[1:] != s[:-1]]]
+    return s
+
+
+def _bernoulli_pairs(rng: np.random.Generator, rows: int, cols: int, p: float,
+                     skip_diag: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each of the ``rows x cols`` pairs (less the diagonal ``row == col`` when ``skip_diag``) independently with
+    probability ``p``, without a ``rows x cols`` array: ``K ~ Binomial(M, p)`` over the ``M`` candidate pairs, then
+    ``K`` distinct of them uniformly (:func:`_distinct`; ``p > 1/2`` draws the complement). Returns ``(row, col)``
+    int64 in row-major order. Memory O(M·min(p, 1−p)) plus the result."""
+    m_cols = cols - 1 if skip_diag else cols
+    m = rows * m_cols
+    if m <= 0 or p <= 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    if p >= 1:
+        flat = np.arange(m, dtype=np.int64)
+    elif p <= 0.5:
+        flat = _distinct(rng, m, int(rng.binomial(m, p)))
+    else:
+        keep = np.ones(m, dtype=bool)
+        keep[_distinct(rng, m, int(rng.binomial(m, 1.0 - p)))] = False
+        flat = np.flatnonzero(keep).astype(np.int64)
+    r, c = np.divmod(flat, m_cols)
+    if skip_diag:
+        c += c >= r
+    return r, c
+
+
+def _edge_circuit(n: int, post: np.ndarray, pre: np.ndarray, w: np.ndarray, **kwargs: Any) -> Circuit:
+    """A circuit of ``n`` neurons ``0..n-1`` straight from edge arrays (no dense matrix), defaults as
+    :meth:`Circuit.from_dense`."""
+    kwargs.setdefault("cell_types", np.full(n, "unknown", dtype=object))
+    kwargs.setdefault("signs", np.zeros(n, np.int8))
+    return Circuit(node_ids=tuple(range(n)), post=post, pre=pre, w=w, **kwargs)
 
 
 def _check_n(n: int, name: str = "n") -> int:
@@ -66,25 +145,40 @@ def _radius(eigenvalues: np.ndarray, sigma1: float | np.floating, what: str) -> 
     return rho
 
 
-def gaussian(n: int, g: float = 1.0, *, seed: int = 0, self_loops: bool = False) -> Circuit:
-    """All-to-all Gaussian circuit ``W_ij ~ g N(0,1)/√N`` (diagonal absent unless ``self_loops``)."""
+def gaussian(n: int, g: float = 1.0, *, seed: int = 0, self_loops: bool = False, draw: Draw = "auto") -> Circuit:
+    """All-to-all Gaussian circuit ``W_ij ~ g N(0,1)/√N`` (diagonal absent unless ``self_loops``).
+
+    ``draw`` (module docstring): the sparse draw lists the ``N(N−1)`` edges directly with one ``g N(0,1)/√N`` per
+    edge; it avoids the dense draw's ``N x N`` arrays, but an all-to-all circuit's edge list is itself ``O(N²)``
+    (24 bytes an edge): at connectome scale use :func:`erdos_renyi` or :func:`dale` with ``p``."""
     n = _check_n(n)
     rng = np.random.default_rng(seed)
+    meta = {"generator": "gaussian", "g": g, "seed": seed}
+    if _sparse_draw(draw, n, "gaussian"):
+        post, pre = _bernoulli_pairs(rng, n, n, 1.0, skip_diag=not self_loops)
+        return _edge_circuit(n, post, pre, g * rng.standard_normal(post.size) / np.sqrt(n),
+                             metadata={**meta, "draw": "sparse"})
     W = g * rng.standard_normal((n, n)) / np.sqrt(n)
     mask = np.ones((n, n), bool)
     if not self_loops:
         np.fill_diagonal(mask, False)
         np.fill_diagonal(W, 0.0)
-    return Circuit.from_dense(W, mask=mask, metadata={"generator": "gaussian", "g": g, "seed": seed})
+    return Circuit.from_dense(W, mask=mask, metadata=meta)
 
 
-def erdos_renyi(n: int, p: float, g: float = 1.0, *, seed: int = 0, self_loops: bool = False) -> Circuit:
+def erdos_renyi(n: int, p: float, g: float = 1.0, *, seed: int = 0, self_loops: bool = False,
+                draw: Draw = "auto") -> Circuit:
     """Sparse Erdős–Rényi circuit: each ordered pair is an edge with probability ``p``; weights
-    ``g N(0,1)/√(pN)`` so the spectral radius is ≈ g for large N."""
+    ``g N(0,1)/√(pN)`` so the spectral radius is ≈ g for large N. ``draw``: see the module docstring (the sparse
+    draw: the same Bernoulli(``p``) edges and per-edge weights, memory O(edges))."""
     n = _check_n(n)
-    if not 0 < p <= 1:
+    if not (isinstance(p, (int, float, np.floating)) and 0 < p <= 1):
         raise CircuitError(f"connection probability p must be in (0, 1], got {p}")
     rng = np.random.default_rng(seed)
+    if _sparse_draw(draw, n, "erdos_renyi"):
+        post, pre = _bernoulli_pairs(rng, n, n, p, skip_diag=not self_loops)
+        return _edge_circuit(n, post, pre, g * rng.standard_normal(post.size) / np.sqrt(p * n),
+                             metadata={"generator": "erdos_renyi", "p": p, "g": g, "seed": seed, "draw": "sparse"})
     mask = rng.random((n, n)) < p
     if not self_loops:
         np.fill_diagonal(mask, False)
@@ -96,7 +190,7 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
          seed: int = 0, self_loops: bool = False,
          procedure: Literal["sparse", "dense_then_sparsify"] = "sparse",
          n_in: int | None = None, n_out: int | None = None, p_in: float = 1.0, p_out: float = 1.0,
-         input_frac_exc: float | None = None) -> Circuit:
+         input_frac_exc: float | None = None, draw: Draw = "auto") -> Circuit:
     """Dale E/I circuit: the first ``round(frac_exc·N)`` neurons are excitatory (+1), the rest inhibitory (−1).
 
     ``procedure="sparse"`` (default): magnitudes ``|N(0,1)|·g/√(pN)`` on edges drawn with probability ``p``; column
@@ -120,6 +214,12 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
     ``round(input_frac_exc·n_in)`` input channels excitatory and the rest inhibitory (the source: 33 of 40):
     ``W_in`` magnitudes ``|N(0,1)|/√(p_in·n_in)`` with the channel's sign (give the model the same signs as
     ``input_channel_sign`` to keep them during training). A run/sweep file gets ``n_in``/``n_out`` from its task.
+
+    ``draw`` (module docstring): the sparse draw of ``procedure="sparse"`` samples the Bernoulli(``p``) edges
+    directly and one ``|N(0,1)|·g/√(pN)`` magnitude per edge, with the same signs and balance (``"per_neuron"``: each
+    row's E and I sums cancel, from per-row sums over its edges); the input/readout masks and weights are drawn as
+    in the dense draw (``N x n_in`` and ``n_out x N``). ``procedure="dense_then_sparsify"`` has no sparse draw (it
+    balances and scales the dense matrix) and is refused there.
     """
     n = _check_n(n)
     if not (isinstance(g, (int, float, np.floating)) and np.isfinite(g) and g > 0):
@@ -146,6 +246,34 @@ def dale(n: int, frac_exc: float = 0.8, p: float = 1.0, g: float = 1.0, *, balan
     rng = np.random.default_rng(seed)
     signs = np.r_[np.ones(n_e), -np.ones(n - n_e)].astype(np.int8)
     meta = {"generator": "dale", "frac_exc": frac_exc, "p": p, "g": g, "balance": balance, "seed": seed}
+    if _sparse_draw(draw, n, "dale"):
+        if procedure == "dense_then_sparsify":
+            why = ("procedure='dense_then_sparsify' balances the dense N x N magnitudes and scales them to spectral "
+                   "radius g (eigenvalues of the dense matrix) before sparsifying")
+            if draw == "auto":
+                raise _too_dense("dale", n, why, "use procedure='sparse' (independent Bernoulli(p) edges)")
+            raise CircuitError(f"dale: draw='sparse' is not available for {why}; use draw='dense' or "
+                               f"procedure='sparse'")
+        if procedure != "sparse":
+            raise CircuitError(f"procedure must be 'sparse' or 'dense_then_sparsify', got {procedure!r}")
+        if balance not in (None, "mean", "per_neuron"):
+            raise CircuitError(f"balance must be None, 'mean' or 'per_neuron', got {balance!r}")
+        post, pre = _bernoulli_pairs(rng, n, n, p, skip_diag=not self_loops)
+        mag = np.abs(rng.standard_normal(post.size)) * g / np.sqrt(p * n)
+        inh = pre >= n_e
+        if balance == "mean":
+            mag[inh] *= n_e / (n - n_e)
+        elif balance == "per_neuron":
+            e_in = np.bincount(post[~inh], mag[~inh], minlength=n)
+            i_in = np.bincount(post[inh], mag[inh], minlength=n)
+            bad = np.flatnonzero((i_in == 0) & (e_in > 0))
+            if bad.size:
+                raise CircuitError(f"per-neuron balance impossible: neuron(s) {bad[:10].tolist()} have excitatory "
+                                   "but no inhibitory inputs")
+            mag[inh] *= np.divide(e_in, i_in, out=np.zeros(n), where=i_in > 0)[post[inh]]
+        meta.update(draw="sparse")
+        return _edge_circuit(n, post, pre, mag * signs[pre], cell_types=["E"] * n_e + ["I"] * (n - n_e),
+                             signs=signs, metadata=meta, **_dale_io(rng, n, procedure, meta, **io))
     if procedure == "dense_then_sparsify":
         mag = np.abs(rng.standard_normal((n, n)))
         if balance == "per_neuron":
@@ -252,16 +380,42 @@ def truncate_rank(W0: np.ndarray, rank: int, norm: NormMatch = "frobenius") -> n
     return Wr * (rho0 / rho_r)
 
 
-def low_rank(n: int, rank: int, sigma0: float = 1.25, *, norm: NormMatch = "frobenius", seed: int = 0) -> Circuit:
+def low_rank(n: int, rank: int, sigma0: float = 1.25, *, norm: NormMatch = "frobenius", seed: int = 0,
+             p: float = 1.0, draw: Draw = "auto") -> Circuit:
     """Prescribed-rank circuit (§8.2): ``W0 = σ0 G/√N`` (one draw per seed, shared by all ranks), truncated to
     ``rank`` by SVD and rescaled so that its Frobenius norm (``"frobenius"``, default), largest singular value
     (``"spectral"``) or spectral radius (``"spectral_radius"``) equals ``W0``'s — see :func:`truncate_rank`.
     All-to-all mask, diagonal included (truncation fills it; the model masks autapses at use).
-    ``metadata['norm_match']`` reports the choice and ``metadata['target_norm']`` the matched value of ``W0``."""
+    ``metadata['norm_match']`` reports the choice and ``metadata['target_norm']`` the matched value of ``W0``.
+
+    At connectome scale (``draw``, module docstring) the low-rank *structure* is laid on a sparse mask: the sparse
+    draw gives each pair an edge with probability ``p`` (diagonal a candidate, as above) and the edge the value
+    ``c·(U S Vᵀ)[post, pre]``, with ``U``, ``V`` Haar-random orthonormal ``N x rank`` bases (the singular vectors
+    of a Gaussian matrix are Haar) and ``S`` the large-``N`` top-``rank`` singular values of ``G/√N``
+    (quarter-circle quantiles), ``c`` matching the Frobenius norm of the edges to ``σ0·√N`` (the expected
+    ``||W0||_F``; per-edge variance ``σ0²/(pN)``, :func:`erdos_renyi`'s scale with ``g = σ0``). Memory
+    O(edges + N·rank). With ``p = 1`` it is exactly rank ``rank``; with ``p < 1`` the masked matrix has full rank
+    and its expectation ``p·c·U S Vᵀ`` has rank ``rank``. Only ``norm="frobenius"`` (the spectral norms would need
+    the dense reference draw). ``p < 1`` exists only in the sparse draw (``"auto"`` takes it at any size); without
+    a mask (``p = 1``) ``low_rank`` is inherently dense (``N²`` edges, an SVD of an ``N x N`` draw) and ``"auto"``
+    refuses it from :data:`SPARSE_DRAW_MIN_N` neurons on (``draw="sparse"`` forces the all-to-all edge list)."""
     n = _check_n(n)
     rank = _check_rank(rank)
     _check_sigma0(sigma0)
     _check_norm(norm)
+    if isinstance(p, bool) or not (isinstance(p, (int, float, np.floating)) and 0 < p <= 1):
+        raise CircuitError(f"low_rank: p (the edge probability of the sparse draw's mask) must be in (0, 1], got {p!r}")
+    sparse = _sparse_draw(draw, n, "low_rank")
+    if draw == "dense" and p < 1:
+        raise CircuitError(f"low_rank: p = {p} < 1 (the low-rank structure on a Bernoulli(p) mask) exists only in "
+                           f"the sparse draw; draw='dense' is the all-to-all SVD truncation (p = 1)")
+    if sparse and draw == "auto" and p == 1:
+        raise _too_dense("low_rank", n, "low_rank without a mask (p = 1) is inherently dense: an all-to-all matrix "
+                         f"({n * n:,} edges) truncated by an SVD of an N x N Gaussian draw",
+                         "give p < 1 for the low-rank structure on a Bernoulli(p) mask (memory O(edges + N·rank)), "
+                         "or draw='sparse' to force the all-to-all edge list")
+    if sparse or p < 1:
+        return _low_rank_sparse(n, rank, sigma0, norm, seed, float(p))
     W0 = sigma0 * np.random.default_rng(seed).standard_normal((n, n)) / np.sqrt(n)
     W = truncate_rank(W0, rank, norm)
     if norm == "spectral_radius":
@@ -271,6 +425,44 @@ def low_rank(n: int, rank: int, sigma0: float = 1.25, *, norm: NormMatch = "frob
     return Circuit.from_dense(W, mask=np.ones((n, n), bool),
                               metadata={"generator": "low_rank", "rank": rank, "sigma0": sigma0, "norm_match": norm,
                                         "target_norm": target, "seed": seed})
+
+
+def _quarter_circle_top(n: int, rank: int) -> np.ndarray:
+    """The ``rank`` largest of ``n`` singular values of ``G/√n`` (``G`` square Gaussian) in the large-``n`` limit:
+    the quantiles ``1 − (k − ½)/n`` of the quarter-circle law, density ``√(4 − s²)/π`` on ``[0, 2]``."""
+    grid = np.linspace(0.0, 2.0, 20_001)
+    cdf = (grid * np.sqrt(4.0 - grid**2) + 4.0 * np.arcsin(grid / 2.0)) / (2.0 * np.pi)
+    return np.interp(1.0 - (np.arange(rank) + 0.5) / n, cdf, grid)
+
+
+def _haar_basis(rng: np.random.Generator, n: int, rank: int) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((n, rank)))
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)  # sign-fixed QR of a Gaussian: Haar-distributed
+
+
+def _low_rank_sparse(n: int, rank: int, sigma0: float, norm: str, seed: int, p: float) -> Circuit:
+    """:func:`low_rank`'s sparse draw (its docstring)."""
+    if norm != "frobenius":
+        raise CircuitError(f"low_rank: the sparse draw matches norm='frobenius' only (the expected ||W0||_F = σ0·√N); "
+                           f"norm={norm!r} would need the singular values or eigenvalues of the dense N x N "
+                           f"reference draw, which the sparse draw never forms")
+    if not 1 <= rank <= n:
+        raise CircuitError(f"rank must be in [1, {n}], got {rank}")
+    rng = np.random.default_rng(seed)
+    post, pre = _bernoulli_pairs(rng, n, n, p, skip_diag=False)
+    us = _haar_basis(rng, n, rank) * _quarter_circle_top(n, rank)
+    v = _haar_basis(rng, n, rank)
+    w = np.empty(post.size)
+    step = max(1, 2**22 // rank)  # edges per chunk: two (step, rank) gathers of 32 MB
+    for a in range(0, post.size, step):
+        w[a:a + step] = np.einsum("ek,ek->e", us[post[a:a + step]], v[pre[a:a + step]])
+    target = sigma0 * np.sqrt(n)
+    fro = float(np.linalg.norm(w))
+    if fro > 0:
+        w *= target / fro
+    return _edge_circuit(n, post, pre, w, metadata={"generator": "low_rank", "rank": rank, "sigma0": sigma0,
+                                                    "norm_match": norm, "target_norm": float(target), "p": p,
+                                                    "draw": "sparse", "seed": seed})
 
 
 def low_rank_aligned(directions: np.ndarray, rank: int | None = None, sigma0: float = 1.25, *,
@@ -402,7 +594,7 @@ def largest_remainder(n: int, proportions: np.ndarray, min_count: int = 1) -> np
 def block_model(p_table: pd.DataFrame, sizes: Mapping[str, int] | None = None, *, n: int | None = None,
                 proportions: Mapping[str, float] | None = None, rows: Literal["pre", "post"] = "pre",
                 weight_table: pd.DataFrame | None = None, type_signs: Mapping[str, int] | None = None,
-                weight_scale: float = 1.0, seed: int = 0, self_loops: bool = False) -> Circuit:
+                weight_scale: float = 1.0, seed: int = 0, self_loops: bool = False, draw: Draw = "auto") -> Circuit:
     """Cell-type stochastic block model.
 
     Args:
@@ -415,6 +607,8 @@ def block_model(p_table: pd.DataFrame, sizes: Mapping[str, int] | None = None, *
         weight_scale: multiplies all weights.
 
     Neurons are grouped by type in ``p_table`` order. ``metadata['p_table']`` keeps the (pre, post) table.
+    ``draw`` (module docstring): the sparse draw samples each (post type, pre type) block's Bernoulli edges directly
+    (memory O(edges + types²)); the weights are the block's constant, as in the dense draw.
     """
     if not isinstance(p_table, pd.DataFrame):
         raise CircuitError("p_table must be a pandas DataFrame with type labels on both axes")
@@ -468,13 +662,25 @@ def block_model(p_table: pd.DataFrame, sizes: Mapping[str, int] | None = None, *
     type_idx = np.repeat(np.arange(len(types)), counts)
     N = int(counts.sum())
     rng = np.random.default_rng(seed)
+    signs = tsign[type_idx] if type_signs is not None else np.zeros(N, np.int8)
+    meta = {"generator": "block_model", "types": types, "sizes": counts.tolist(), "p_table_pre_post": Pv.tolist(),
+            "seed": seed}
+    if _sparse_draw(draw, N, "block_model"):
+        start = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        posts, pres, ws = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0)]
+        for a in range(len(types)):          # post type
+            for b in range(len(types)):      # pre type
+                r, c = _bernoulli_pairs(rng, int(counts[a]), int(counts[b]), float(Pv[b, a]),
+                                        skip_diag=a == b and not self_loops)
+                posts.append(r + start[a])
+                pres.append(c + start[b])
+                ws.append(np.full(r.size, weight_scale * W_mag[b, a] * (tsign[b] if type_signs is not None else 1)))
+        return _edge_circuit(N, np.concatenate(posts), np.concatenate(pres), np.concatenate(ws),
+                             cell_types=[types[k] for k in type_idx], signs=signs, metadata={**meta, "draw": "sparse"})
     prob = Pv[type_idx[None, :], type_idx[:, None]]          # (post, pre): P[pre_type, post_type]
     mask = rng.random((N, N)) < prob
     if not self_loops:
         np.fill_diagonal(mask, False)
     W = np.where(mask, weight_scale * W_mag[type_idx[None, :], type_idx[:, None]]
                  * (tsign[type_idx][None, :] if type_signs is not None else 1), 0.0)
-    signs = tsign[type_idx] if type_signs is not None else np.zeros(N, np.int8)
-    return Circuit.from_dense(W, mask=mask, cell_types=[types[k] for k in type_idx], signs=signs,
-                              metadata={"generator": "block_model", "types": types, "sizes": counts.tolist(),
-                                        "p_table_pre_post": Pv.tolist(), "seed": seed})
+    return Circuit.from_dense(W, mask=mask, cell_types=[types[k] for k in type_idx], signs=signs, metadata=meta)
