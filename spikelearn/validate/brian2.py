@@ -66,11 +66,11 @@ class ExportSpec:
     n_out: int
     dt_ms: float
     W_in: np.ndarray       # (N, n_in) effective input weights (unscaled)
-    W_rec: np.ndarray      # (N, N) effective recurrent weights (unscaled)
+    W_rec: np.ndarray | None  # (N, N) effective recurrent weights (unscaled); None with per-edge storage
     W_out: np.ndarray      # (n_out, N)
     b_out: np.ndarray      # (n_out,) zeros without a bias
     mask_in: np.ndarray    # (N, n_in) bool: synapses that exist
-    mask_rec: np.ndarray   # (N, N) bool
+    mask_rec: np.ndarray | None  # (N, N) bool; None with per-edge storage
     gap: np.ndarray | None  # (N, N) gap conductances (unscaled) or None
     tau_mem_ms: np.ndarray
     tau_adapt_ms: np.ndarray
@@ -87,6 +87,9 @@ class ExportSpec:
     gamma_pd: float | None  # e-prop surrogate's γ_pd (None for other surrogates)
     alpha_syn: np.ndarray | None = None  # (N,) synaptic-current decay (current-based synapses), else None
     reset_zero: bool = False  # reset="zero": v ← 0 after a spike, before the leak (else subtract v_th)
+    rec_post: np.ndarray | None = None    # (nnz,) per-edge storage: the edges' postsynaptic neurons
+    rec_pre: np.ndarray | None = None     # (nnz,) their presynaptic neurons
+    rec_values: np.ndarray | None = None  # (nnz,) effective recurrent weights (unscaled)
 
 
 def _f64(model: Any) -> Any:
@@ -112,10 +115,6 @@ def export_spec(model: Any) -> ExportSpec:
     if not isinstance(model, SpikingRNN):
         raise UnsupportedFeatureError(
             f"neuron type of {type(model).__name__}: the Brian2 export supports SpikingRNN (LIF/ALIF) only")
-    if model.storage != "dense":
-        raise UnsupportedFeatureError("storage='sparse': the Brian2 export writes dense (N, N) weight and mask arrays "
-                                      "today; per-edge synapse index arrays are issue 19's next step. Export a model "
-                                      "built with storage='dense'")
     if getattr(model.surrogate, "smooth", False):
         raise UnsupportedFeatureError("surrogate with smooth=True: its forward is not a spike (Heaviside), "
                                       "so the network is not a spiking network")
@@ -126,21 +125,32 @@ def export_spec(model: Any) -> ExportSpec:
         c = model.constants()
     n = model.n
     per = lambda t: np.broadcast_to(_np(t), (n,)).copy()  # noqa: E731
+    per_edge = model.storage == "sparse"  # synapse index arrays straight from the edges: no N x N array
+    if per_edge:
+        edges = dict(rec_post=model.rec_post.cpu().numpy().copy(), rec_pre=model.rec_pre.cpu().numpy().copy(),
+                     rec_values=_np(W.W_rec.values))
+        W_rec, mask_rec = None, None
+    else:
+        edges = {}
+        W_rec = _np(W.W_rec)
+        mask_rec = (_np(model.mask_rec) != 0) if model.parametrization == "per_edge" else W_rec != 0
     spec = ExportSpec(
         n=n, n_in=model.n_in, n_out=model.n_out, dt_ms=float(model.dt_ms),
-        W_in=_np(W.W_in), W_rec=_np(W.W_rec), W_out=_np(W.W_out),
+        W_in=_np(W.W_in), W_rec=W_rec, W_out=_np(W.W_out),
         b_out=_np(W.b_out) if W.b_out is not None else np.zeros(model.n_out),
-        mask_in=_np(model.mask_in) != 0, mask_rec=_np(model.mask_rec) != 0,
+        mask_in=_np(model.mask_in) != 0, mask_rec=mask_rec,
         gap=_np(model.gap) if model.gap is not None else None,
         tau_mem_ms=per(model.tau_mem_ms), tau_adapt_ms=per(model.tau_adapt_ms),
         alpha=per(c.alpha), rho=per(c.rho), c_in=per(c.c_in), c_a=per(c.c_a), v_th=per(c.v_th),
         beta=per(c.beta), n_block=per(c.n_block), kappa=float(model.kappa),
         c_kappa=float(model.c_kappa), adaptive=bool(c.adaptive),
         gamma_pd=(float(model.surrogate.params["gamma_pd"]) if model.surrogate.name == "eprop" else None),
-        alpha_syn=per(c.alpha_syn) if c.synaptic else None, reset_zero=bool(c.reset_zero),
+        alpha_syn=per(c.alpha_syn) if c.synaptic else None, reset_zero=bool(c.reset_zero), **edges,
     )
-    for name in ("W_in", "W_rec", "W_out", "b_out", "tau_mem_ms", "tau_adapt_ms", "v_th", "beta"):
+    for name in ("W_in", "W_rec", "rec_values", "W_out", "b_out", "tau_mem_ms", "tau_adapt_ms", "v_th", "beta"):
         a = getattr(spec, name)
+        if a is None:
+            continue
         if not np.isfinite(a).all() and not (name == "tau_adapt_ms" and (a > 0).all()):
             raise UnsupportedFeatureError(f"non-finite values in {name}")
     if spec.gap is not None and not np.isfinite(spec.gap).all():
@@ -199,10 +209,11 @@ def _is_spike_input(x: np.ndarray) -> bool:
     return bool(np.isin(x, (0.0, 1.0)).all())
 
 
-def _replicate(mask: np.ndarray, B: int, n_post: int, n_pre: int, pre_off: int | None = None,
+def _replicate(mask: Any, B: int, n_post: int, n_pre: int, pre_off: int | None = None,
                post_off: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Synapse index arrays for ``B`` disconnected copies: (i_pre, j_post, post, pre) of the base matrix."""
-    post, pre = np.nonzero(mask)
+    """Synapse index arrays for ``B`` disconnected copies: (i_pre, j_post, post, pre) of the base matrix
+    (``mask``: a boolean matrix, or the edges ``(post, pre)`` as two index arrays)."""
+    post, pre = (np.asarray(mask[0]), np.asarray(mask[1])) if isinstance(mask, tuple) else np.nonzero(mask)
     b = np.repeat(np.arange(B), post.size)
     i = np.tile(pre, B) + b * (n_pre if pre_off is None else pre_off)
     j = np.tile(post, B) + b * (n_post if post_off is None else post_off)
@@ -308,8 +319,14 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
         inp = b2.NeuronGroup(B * n_in, "x = x_ta(t, i) : 1", name="spikelearn_input")
         syn_in = _synapses(b2, inp, net, "I_ff_post = w*x_pre : 1 (summed)\n", None, spec.mask_in, B, N, n_in,
                            W_in_s, "x_pre" if trace else None, "spikelearn_syn_in", syn, spec.reset_zero)
-    W_rec_s = spec.c_in[:, None] * spec.W_rec
-    syn_rec = _synapses(b2, net, net, "", "I_syn_post += w", spec.mask_rec, B, N, N, W_rec_s,
+    if spec.W_rec is not None:
+        rec_edges: Any = spec.mask_rec
+        W_rec_s: Any = spec.c_in[:, None] * spec.W_rec
+    else:  # per-edge storage: the synapses are the edges, their weights c_in,post w_e
+        assert spec.rec_post is not None and spec.rec_pre is not None and spec.rec_values is not None
+        rec_edges = (spec.rec_post, spec.rec_pre)
+        W_rec_s = spec.c_in[spec.rec_post] * spec.rec_values
+    syn_rec = _synapses(b2, net, net, "", "I_syn_post += w", rec_edges, B, N, N, W_rec_s,
                         "zpre_pre" if trace else None, "spikelearn_syn_rec", syn, spec.reset_zero)
     objs.update(input=inp, syn_in=syn_in, syn_rec=syn_rec)
 
@@ -374,7 +391,7 @@ def _synapses(b2, source, target, extra_eqs, on_pre, mask, B, N, n_pre, W_s, pre
     syn = b2.Synapses(source, target, eqs, name=name, **kw)
     i, j, post, pre = _replicate(mask, B, N, n_pre)
     syn.connect(i=i, j=j)
-    syn.w = W_s[post, pre]
+    syn.w = W_s[post, pre] if np.ndim(W_s) == 2 else np.tile(np.asarray(W_s), B)  # per-edge values: edge order
     if pre_sig is not None:
         code = ("P = alpha_s_post*P + " + pre_sig + "\n") if filtered else ""
         code += f"""
@@ -415,7 +432,7 @@ def _initial_state(model: Any, B: int) -> dict[str, np.ndarray] | None:
     # Brian2's I_syn holds α_s i at the end of a step (decayed for the next one), and the initial spikes z⁰ never
     # fired in Brian2: their recurrent input c_in W_rec z⁰ (delivered at the first step) is added by hand
     with torch.no_grad():
-        rec0 = s0.z @ (c.c_in[:, None] * model.effective_weights().W_rec).T
+        rec0 = model.weight_ops.product(model.scaled_recurrent(model.effective_weights().W_rec, c.c_in), s0.z)
     out = {"v": s0.v, "a": s0.a, "z": s0.z, "ref": s0.ref, "zbar": s0.z_filt,
            "I_syn": (c.alpha_syn * i0 if c.synaptic else torch.zeros_like(i0)) + rec0}
     return {k: _np(t).reshape(-1) for k, t in out.items()}
@@ -641,6 +658,9 @@ def eprop_brian2(model: Any, x: Any, y_target: Any, mask: Any = None, *, feedbac
         x: ``(T, B, n_in)``. y_target: ``(T, B, n_out)``. mask: ``(T, B)`` (default ones).
     """
     spec = export_spec(model)
+    if spec.W_rec is None:
+        raise UnsupportedFeatureError("storage='sparse': Brian2 e-prop returns dense (N, N) gradients; compare "
+                                      "e-prop on a model built with storage='dense' (spike runs export per edge)")
     if spec.gamma_pd is None:
         raise UnsupportedFeatureError(f"surrogate {model.surrogate.name!r}: Brian2 e-prop implements the 'eprop' "
                                       "(triangular) pseudo-derivative only")

@@ -127,6 +127,7 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
                                       "dense weight matrices), so a per-edge network would be written as an N x N "
                                       "array; export a model built with storage='dense' (small networks)")
     spec = export_spec(model)
+    assert spec.W_rec is not None and spec.mask_rec is not None  # dense storage
     if (spec.beta != 0).any():
         raise UnsupportedFeatureError(f"adaptive threshold (ALIF, {int((spec.beta != 0).sum())} neurons with "
                                       "beta != 0): NIR has no adaptive LIF primitive")

@@ -245,12 +245,28 @@ def test_lyapunov_spectra_and_flossing_agree(kind, jacobian):
             _close(_dense_grad(sparse, gs, k), gd[k], 1e-10)
 
 
-def test_brian2_and_nir_exports_refuse_sparse_storage_by_name():
-    from spikelearn.validate.brian2 import UnsupportedFeatureError, export_spec
+@pytest.mark.brian2
+@pytest.mark.parametrize("neuron", ["lif", "alif_syn_zero"])
+def test_brian2_spikes_identical_on_sparse_storage(neuron):
+    """The Brian2 export writes the synapses from the edge arrays: identical spikes and membranes (numpy target)."""
+    from spikelearn.validate import compare_with_brian2
+
+    _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), **SPIKING[neuron])
+    x, _, _ = _data(8)
+    rep = compare_with_brian2(sparse, x)
+    assert rep.ok, rep.verdict
+    assert rep.summary["spikes_spikelearn"] > 0  # not vacuous
+
+
+def test_brian2_eprop_and_nir_refuse_sparse_storage_by_name():
+    from spikelearn.validate.brian2 import UnsupportedFeatureError, eprop_brian2, export_spec
     from spikelearn.validate.nir import to_nir
 
     _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), v_th=0.05)
+    spec = export_spec(sparse)
+    assert spec.W_rec is None and spec.rec_values is not None and spec.rec_values.shape == sparse.theta_rec.shape
+    x, y, mask = _data(9)
     with pytest.raises(UnsupportedFeatureError, match="storage='sparse'.*storage='dense'"):
-        export_spec(sparse)
+        eprop_brian2(sparse, x, y, mask)
     with pytest.raises(UnsupportedFeatureError, match="NIR has no sparse primitive"):
         to_nir(sparse)
