@@ -145,18 +145,28 @@ def main():
         cs = pd.concat(circuits)
         cs.to_csv(args.dir / "circuits.csv", index=False, float_format="%.5g")
         print(markdown(pd.DataFrame(cs.drop(columns="seed").groupby(["data", "arm"]).mean())))
-    fig, axes = plt.subplots(1, len(frames), figsize=(5.5 * len(frames), 4), squeeze=False)
-    for ax, (data, df) in zip(axes[0], frames.items()):
+    fig, axes = plt.subplots(2, len(frames), figsize=(5.5 * len(frames), 7.5), squeeze=False, sharex=True)
+    for col, (data, df) in enumerate(frames.items()):
+        ax, dax = axes[0, col], axes[1, col]
         for arm, color in zip(ARMS, ["C0", "C1", "C2", "C3"]):
             for model, ls in (("baseline", "--"), ("lateral", "-")):
                 g = df[(df.arm == arm) & (df.model == model)].groupby("sigma").accuracy
                 m, sd = g.mean(), g.std()
                 ax.errorbar(m.index, m.values, yerr=sd.values, color=color, ls=ls, capsize=2,
                             label=f"{arm}, {model}")
-        ax.set(title=f"{data} ({df.seed.nunique()} seeds)", xlabel="input noise σ", ylabel="test accuracy")
+            wide = df[df.arm == arm].pivot_table(index=["seed", "sigma"], columns="model", values="accuracy")
+            diff = (wide["lateral"] - wide["baseline"]).groupby("sigma")
+            se = diff.std() / np.sqrt(diff.count())
+            dax.errorbar(se.index, 100 * diff.mean(), yerr=100 * se, color=color, capsize=2, label=arm)
+        ax.set(title=f"{data} ({df.seed.nunique()} seeds; mean ± s.d.)", ylabel="test accuracy")
         ax.legend(fontsize=7)
+        dax.axhline(0, color="k", lw=0.8)
+        dax.axvspan(min(PRIMARY), max(PRIMARY), color="0.9", zorder=0)
+        dax.set(xlabel="input noise σ", ylabel="lateral − baseline (% points, mean ± s.e.)",
+                title="paired difference (shaded: primary σ range)")
+        dax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(args.dir / "accuracy_vs_noise.png", dpi=120)
+    fig.savefig(args.dir / "accuracy_vs_noise.png", dpi=110)
     pivot = sm.assign(cell=sm["mean"].map("{:.4f}".format) + " ± " + sm["std"].map("{:.4f}".format))
     table = pivot.pivot_table(index=["data", "arm", "model"], columns="sigma", values="cell", aggfunc="first")
     print(markdown(pd.DataFrame(table)))
