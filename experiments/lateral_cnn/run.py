@@ -107,11 +107,16 @@ def main():
     p.add_argument("--data", default="digits", choices=["digits", "mnist1d"])
     p.add_argument("--seeds", type=int, nargs="*")
     p.add_argument("--out", type=pathlib.Path, default=HERE)
+    p.add_argument("--arms", nargs="*", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--kind", choices=["ratio", "covariance", "pmi"], help="exploratory runs only")
+    p.add_argument("--gain", type=float, help="exploratory runs only")
     args = p.parse_args()
     torch.set_num_threads(1)
     cfg = Config(data=args.data, epochs_phase1=10 if args.data == "digits" else 30)
     if args.seeds:
         cfg = dataclasses.replace(cfg, seeds=tuple(args.seeds))
+    if args.kind or args.gain is not None:
+        cfg = dataclasses.replace(cfg, kind=args.kind or cfg.kind, gain=cfg.gain if args.gain is None else args.gain)
     split, in_shape, kernel_size = load(cfg.data)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"results_{cfg.data}.csv"
@@ -126,7 +131,7 @@ def main():
     (args.out / f"config_{cfg.data}.json").write_text(json.dumps({**dataclasses.asdict(cfg), **meta}, indent=1))
     fields = ["seed", "arm", "model", "sigma", "accuracy", "seconds", "commit", "machine"]
     for seed in cfg.seeds:
-        for arm in ARMS:
+        for arm in args.arms:
             if (seed, arm) in done:
                 continue
             t0 = time.time()
