@@ -71,7 +71,12 @@ from spikelearn.neurons.rate import (
 from spikelearn.neurons.surrogate import Surrogate, describe_bad, make_surrogate
 from spikelearn.weights import DENSE, SPARSE, EdgeIndex, SparseWeights, time_linear
 
-STORAGES = ("dense", "sparse")
+STORAGES = ("dense", "sparse", "auto")
+#: ``storage="auto"`` keeps ``W_rec`` per edge below this density (edges / N²). Measured with
+#: ``benchmarks/bench_sparse.py`` (random Dale circuits, LIF, B = 8, T = 100, 1 thread, README "Sparse storage"): at
+#: N = 1024 the sparse BPTT and batched e-prop gradients are faster up to 5 % density and slower from 10 %, the
+#: forward up to 10 %; at N = 4096 sparse is faster at every density up to 1 % by 10-30x.
+AUTO_SPARSE_DENSITY = 0.05
 PARAMETRIZATIONS = ("per_edge", "type_shared")
 
 __all__ = ["SpikingRNN", "RateRNN", "ModelOutput", "SpikingState", "SpikingRecord", "RateRecord",
@@ -387,6 +392,9 @@ class _CircuitRNN(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+        if storage == "auto":
+            gaps = circuit.has_gap_junctions and gap_scale != 0  # not on per-edge storage yet
+            storage = "sparse" if circuit.n_edges < AUTO_SPARSE_DENSITY * n * n and not gaps else "dense"
         if parametrization not in PARAMETRIZATIONS:
             raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}")
         self.circuit = circuit
@@ -813,6 +821,14 @@ class SpikingRNN(_CircuitRNN):
         dt_ms: step. gap_scale: multiplier of the circuit's gap conductances (0 disables them).
         sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, input_channel_sign, readout_bias: see
             the module docstring.
+        storage: ``"dense"`` (default: ``W_rec`` an ``(N, N)`` matrix), ``"sparse"`` (one value per edge,
+            :class:`~spikelearn.weights.SparseWeights`; no ``N × N`` array — for connectome-scale circuits) or
+            ``"auto"`` (sparse below :data:`AUTO_SPARSE_DENSITY` edges per ``N²`` and without gap junctions). Both
+            storages give the same numbers (to rounding) for every rule.
+        parametrization: ``"per_edge"`` (default: one trainable weight per edge) or ``"type_shared"`` (the flyvis
+            parametrisation: ``w_e = s_e |g_{τ(pre), τ(post)}|`` with the circuit's signed edge weights ``s_e`` fixed
+            and one trainable gain per connected (pre type, post type) pair, ``type_gain``, initial value
+            ``type_gain_init``; the circuit's ``cell_types`` define the types).
         dtype: default float32. device: ``None`` (CPU), a device, or ``"auto"`` (CUDA when available).
     """
 
@@ -1091,8 +1107,8 @@ class RateRNN(_CircuitRNN):
             current weights — the "initial state relaxed for 100 autonomous steps" of the gradient-flossing code
             (ALGORITHMS.md §7.2). The state is a constant for every rule (no gradient flows into the relaxation),
             and every rule starts from it, as do the Lyapunov tools.
-        sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, input_channel_sign, readout_bias, dtype,
-            device: as :class:`SpikingRNN`.
+        sign_constraint, allow_autapses, w_in, w_out, w_out_init, w_in_init, input_channel_sign, readout_bias, storage,
+            parametrization, type_gain_init, dtype, device: as :class:`SpikingRNN`.
     """
 
     tau_ms: Tensor  # per-neuron time constants (buffer, registered in __init__)

@@ -52,10 +52,12 @@ from spikelearn.analysis.regime import (
                                           representation_alignment,
                                           representation_kernel,
                                           sign_similarity,
+                                          sparse_to_scipy,
                                           tangent_kernel,
                                           tangent_kernel_alignment,
                                           weight_change,
                                           weight_effective_rank,
+                                          weight_spectral_radius,
 )
 from spikelearn.analysis.spikes import (
                                           SpikeStats,
@@ -83,6 +85,6 @@ __all__ = [
     # learning regime
     "kernel_alignment", "representation_kernel", "representation_alignment", "cka", "sign_similarity",
     "hidden_activity", "output_jacobian", "tangent_kernel", "tangent_kernel_alignment", "weight_change",
-    "model_weight_change", "weight_effective_rank", "activity_effective_rank", "gradient_alignment",
-    "default_rules", "regime_summary", "regime_measurement",
+    "model_weight_change", "weight_effective_rank", "weight_spectral_radius", "activity_effective_rank",
+    "gradient_alignment", "default_rules", "regime_summary", "regime_measurement", "sparse_to_scipy",
 ]

@@ -27,6 +27,10 @@ Conventions shared by the hooks here:
 * **Rules** (``rules`` / ``gain_rules`` options) are given by registered name (``"rflo"``) or as a table
   ``{name = "tbptt", options = {k = 1}, label = "tbptt_k1"}`` (label defaults to the name).
 
+* **Sparse storage** (``storage="sparse"``): every hook here runs on per-edge ``W_rec`` without an ``N × N`` array
+  and gives the dense storage's numbers on the same circuit (see :mod:`spikelearn.analysis.regime` for the matrix
+  functions above ``DENSE_SUMMARY_MAX_N`` = 4000 neurons).
+
 Costs are stated per call for the sizes of the experiments under ``experiments/``.
 """
 
@@ -38,13 +42,18 @@ import math
 import weakref
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from spikelearn.analysis.hessian import WEIGHT_PARAMS, hessian_operator, hutchinson_trace, top_eigenvalues
 from spikelearn.analysis.lyapunov import lyapunov_spectrum
-from spikelearn.analysis.regime import gradient_alignment, model_weight_change, regime_summary, weight_effective_rank
+from spikelearn.analysis.regime import (
+    gradient_alignment,
+    model_weight_change,
+    regime_summary,
+    weight_effective_rank,
+    weight_spectral_radius,
+)
 from spikelearn.analysis.spikes import spike_stats
 from spikelearn.models import RateRNN, SpikingRNN
 from spikelearn.rules import BPTT, make_rule
@@ -206,7 +215,10 @@ def regime(model: RateRNN | SpikingRNN, task: Any, iteration: int, *, initial_mo
         ``params`` on the first ``kernel_trials`` probe trials, all steps; only with ``kernel``),
         ``eff_rank_W0``, ``eff_rank_W1`` (participation ratio of W_rec), ``frobenius_W0``, ``spectral_W0``,
         ``activity_rank0``, ``activity_rank1``; plus (initial model, cached) ``rv_rank_W0`` (Roy–Vetterli) and
-        ``spectral_radius_W0``.
+        ``spectral_radius_W0``. With ``storage="sparse"`` the same numbers, from the per-edge weights (no ``N × N``
+        array; above ``DENSE_SUMMARY_MAX_N`` neurons the matrix functions use scipy's sparse ARPACK and
+        ``rv_rank_W0``, which needs every singular value, is NaN — :func:`~spikelearn.analysis.regime.
+        weight_effective_rank`) and the tangent kernel by one backward pass per output entry.
 
     Cost: two forward passes over the probe and two tangent kernels (``kernel_trials·T·n_out`` square; 32 trials
     × 8 steps × 3 outputs: about 1–3 s at N = 100, 10 s at N = 300 on one CPU thread); without ``kernel``
@@ -222,9 +234,9 @@ def regime(model: RateRNN | SpikingRNN, task: Any, iteration: int, *, initial_mo
     out = {str(m): float(v) for m, v in zip(df["measure"], df["value"])}
 
     def w0_stats() -> dict[str, float]:
-        W0 = initial_model.effective_weights().W_rec.detach().double().cpu().numpy()
+        W0 = initial_model.effective_weights().W_rec.detach()  # dense, or per-edge (storage="sparse")
         return {"rv_rank_W0": float(weight_effective_rank(W0)["roy_vetterli"]),
-                "spectral_radius_W0": float(np.abs(np.linalg.eigvals(W0)).max()) if W0.size else 0.0}
+                "spectral_radius_W0": weight_spectral_radius(W0)}
 
     out.update(_cached(initial_model, ("w0_stats",), w0_stats))
     return out

@@ -19,6 +19,12 @@ measures compare a model at initialisation (θ_0) with the trained model (θ_T) 
 * gradient alignment between rules: cosine of each rule's update with BPTT's on the same batch
   (:func:`gradient_alignment`).
 
+Sparse storage (``storage="sparse"``, ALGORITHMS-2 §12): every measure here takes the model's per-edge ``W_rec``
+(:class:`~spikelearn.weights.SparseWeights`) without forming an ``N × N`` array — weight changes from the edge values
+and per-block sums, the tangent kernel w.r.t. the per-edge values, matrix functions (effective rank, spectral norm and
+radius) from a scipy CSR matrix (exact dense computations only up to ``DENSE_SUMMARY_MAX_N`` = 4000 neurons) — and gives the
+dense storage's numbers where the quantity is the same.
+
 Lazy ⇔ small ``Δ_W``, ``RA ≈ 1``, ``KA ≈ 1``. Measures are taken w.r.t. the trainable parameters ``θ`` (with
 the model's masks and sign parameterisation; for unconstrained weights ``θ`` and the effective weight coincide
 on the active entries).
@@ -32,19 +38,21 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from spikelearn.analysis.hessian import resolve_params
-from spikelearn.circuit.core import effective_rank
+from spikelearn.circuit.core import effective_rank, spectral_norm, spectral_radius
 from spikelearn.models import RateRecord, RateRNN, SpikingRNN
 from spikelearn.rules import BPTT, RULES
+from spikelearn.weights import SPARSE, SparseWeights
 
 __all__ = ["kernel_alignment", "representation_kernel", "representation_alignment", "cka", "sign_similarity",
            "hidden_activity", "output_jacobian", "tangent_kernel", "tangent_kernel_alignment", "weight_change",
-           "model_weight_change", "weight_effective_rank", "activity_effective_rank", "gradient_alignment",
-           "default_rules", "regime_summary", "regime_measurement"]
+           "model_weight_change", "weight_effective_rank", "weight_spectral_radius", "activity_effective_rank",
+           "gradient_alignment", "default_rules", "regime_summary", "regime_measurement", "sparse_to_scipy"]
 
 ArrayLike = Tensor | np.ndarray
 
@@ -136,20 +144,31 @@ def output_jacobian(model: nn.Module, x: Tensor, *, params: Sequence[str] = ("W_
 
     Args:
         x: ``(T, B, n_in)`` probe inputs. params: as :func:`~spikelearn.analysis.hessian.hessian_operator`
-            (default ``W_rec``; all entries, masked ones give zero columns).
+            (default ``W_rec``; all entries, masked ones give zero columns; with ``storage="sparse"`` one column per
+            edge, in the order of ``model.rec_post``/``rec_pre`` — the dense storage's active entries in row-major
+            order, so ``J_sparse == J_dense[:, mask_rec.flatten()]``).
         time_index: output steps used (default all).
         method: ``"vmap"`` — ``torch.func.vmap`` over trials of ``jacrev`` (each trial back-propagated alone;
             needs a model made of functorch-compatible ops, e.g. :class:`~spikelearn.models.RateRNN`);
             ``"autograd"`` — one batched backward (``is_grads_batched``) over one-hot cotangents (any model,
-            e.g. :class:`~spikelearn.models.SpikingRNN`); ``"auto"`` — vmap for RateRNN, autograd otherwise.
+            e.g. :class:`~spikelearn.models.SpikingRNN`); ``"sequential"`` — each trial run alone and one backward
+            pass per output entry of it (``n_t·K`` passes of batch 1 per trial, the work of ``"vmap"`` without
+            its vectorisation); ``"auto"`` — sequential with ``storage="sparse"``, else vmap for RateRNN and autograd
+            otherwise. Sparse storage needs ``"sequential"``: torch's sparse CSR products, which its forward and
+            backward use, have no vmap rule (so neither ``vmap`` nor ``is_grads_batched`` runs through them).
         chunk_size: trials (vmap; default 1, the fastest on CPU as it keeps the working set small) or one-hot
-            cotangents (autograd; default all) processed at once.
+            cotangents (autograd; default all) processed at once; unused by ``"sequential"``.
 
     Returns:
         ``(n_t·B·K, P)`` with ``P`` the total size of the parameters, in their dtype.
     """
+    sparse = getattr(model, "storage", "dense") == "sparse"
     if method == "auto":
-        method = "vmap" if isinstance(model, RateRNN) else "autograd"
+        method = "sequential" if sparse else "vmap" if isinstance(model, RateRNN) else "autograd"
+    if sparse and method in ("vmap", "autograd"):
+        raise ValueError(f"output_jacobian: method={method!r} cannot run on storage='sparse' (torch's sparse CSR "
+                         f"products have no vmap rule, and {method!r} vectorises over cotangents or trials with "
+                         f"vmap); use method='sequential' (the default 'auto' picks it)")
     sel = resolve_params(model, params)
     names = [n for n, _, _ in sel]
     dtype = sel[0][1].dtype
@@ -168,13 +187,15 @@ def output_jacobian(model: nn.Module, x: Tensor, *, params: Sequence[str] = ("W_
         jac = vmap(jacrev(f), in_dims=(None, 1), chunk_size=chunk_size or 1)(sel_p, x)  # name -> (B, n_t, K, *shape)
         J = torch.cat([jac[n].reshape(B, len(ts), -1, base[n].numel()) for n in names], dim=-1)
         return J.permute(1, 0, 2, 3).reshape(-1, J.shape[-1])
-    if method != "autograd":
-        raise ValueError(f"method must be 'auto', 'vmap' or 'autograd', got {method!r}")
+    if method not in ("autograd", "sequential"):
+        raise ValueError(f"method must be 'auto', 'vmap', 'autograd' or 'sequential', got {method!r}")
     ps = [p for _, p, _ in sel]
     was = [p.requires_grad for p in ps]
     try:  # a frozen model (e.g. Trainer.initial_model()) is differentiated too; its flags are restored below
         for p in ps:
             p.requires_grad_(True)
+        if method == "sequential":
+            return _sequential_jacobian(model, x, ts, ps)
         return _autograd_jacobian(model, x, ts, ps, chunk_size)
     finally:
         for p, w in zip(ps, was):
@@ -199,6 +220,24 @@ def _autograd_jacobian(model: nn.Module, x: Tensor, ts: list[int], ps: Sequence[
     return torch.cat(rows)
 
 
+def _sequential_jacobian(model: nn.Module, x: Tensor, ts: list[int], ps: Sequence[Tensor]) -> Tensor:
+    """The Jacobian trial by trial, one backward pass per output entry (no vmap: any storage)."""
+    P = sum(int(p.numel()) for p in ps)
+    trials = []
+    with torch.enable_grad():
+        for b in range(x.shape[1]):
+            y = model(x[:, b:b + 1]).y[ts, 0]  # (n_t, K)
+            flat = y.reshape(-1)
+            rows = []
+            for i in range(flat.numel()):
+                g = torch.autograd.grad(flat[i], ps, retain_graph=i + 1 < flat.numel(), allow_unused=True)
+                rows.append(torch.cat([torch.zeros(p.numel(), dtype=p.dtype, device=p.device) if gi is None
+                                       else gi.reshape(-1) for p, gi in zip(ps, g)]))
+            trials.append(torch.stack(rows).reshape(y.shape[0], y.shape[1], P) if rows
+                          else y.new_zeros(y.shape[0], y.shape[1], P))
+    return torch.stack(trials, dim=1).reshape(-1, P)  # rows (t, b, k)
+
+
 def tangent_kernel(model: nn.Module, x: Tensor, *, params: Sequence[str] = ("W_rec",),
                    time_index: int | Sequence[int] | slice | None = None, method: str = "auto",
                    chunk_size: int | None = None) -> Tensor:
@@ -215,13 +254,20 @@ def tangent_kernel_alignment(model0: nn.Module, model1: nn.Module, x: Tensor, **
 
 
 # ---------------------------------------------------------------------------------------------- weights
-def weight_change(W0: ArrayLike, W1: ArrayLike, *, post_types: Sequence | np.ndarray | None = None,
-                  pre_types: Sequence | np.ndarray | None = None, name: str = "W") -> pd.DataFrame:
+def weight_change(W0: ArrayLike | SparseWeights, W1: ArrayLike | SparseWeights, *,
+                  post_types: Sequence | np.ndarray | None = None, pre_types: Sequence | np.ndarray | None = None,
+                  name: str = "W") -> pd.DataFrame:
     """Absolute and relative change of a weight matrix, overall and per cell-type block.
 
     Args:
-        W0, W1: ``(post, pre)`` before and after. post_types, pre_types: optional labels per row / column; blocks
-            are formed for every (post type, pre type) pair present (a ``None`` side is one block ``"all"``).
+        W0, W1: ``(post, pre)`` before and after: dense matrices, or both
+            :class:`~spikelearn.weights.SparseWeights` (per-edge storage; their edge sets may differ, e.g. after
+            rewiring — an edge present on one side only counts as 0 on the other). Sparse inputs form no
+            ``N × N`` array: the norms are per-block sums of squared edge values (``SPARSE.block_sums``), and
+            every number equals the dense computation's on the same matrices (``n_entries`` included: it counts
+            every (post, pre) pair of the block, absent edges too).
+        post_types, pre_types: optional labels per row / column; blocks are formed for every (post type, pre type)
+            pair present (a ``None`` side is one block ``"all"``).
         name: value of the ``weight`` column.
 
     Returns:
@@ -229,6 +275,11 @@ def weight_change(W0: ArrayLike, W1: ArrayLike, *, post_types: Sequence | np.nda
         post_type, pre_type, n_entries, norm_before, norm_after, abs_change`` (``||ΔW||_F``), ``rel_change``
         (``||ΔW||_F/||W0||_F``, NaN when ``W0`` is 0 there), ``rms_change`` (``||ΔW||_F/√n_entries``).
     """
+    if isinstance(W0, SparseWeights) or isinstance(W1, SparseWeights):
+        if not (isinstance(W0, SparseWeights) and isinstance(W1, SparseWeights)):
+            raise TypeError(f"weight_change: W0 and W1 must both be SparseWeights or both dense, got "
+                            f"{type(W0).__name__} and {type(W1).__name__}")
+        return _sparse_weight_change(W0, W1, post_types, pre_types, name)
     a, b = _t64(W0).numpy(), _t64(W1).numpy()
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"W0 and W1 must be matrices of one shape, got {a.shape} and {b.shape}")
@@ -258,6 +309,59 @@ def weight_change(W0: ArrayLike, W1: ArrayLike, *, post_types: Sequence | np.nda
     return pd.DataFrame(rows)
 
 
+def _union_values(W0: SparseWeights, W1: SparseWeights) -> tuple[SparseWeights, Tensor, Tensor]:
+    """Both projections' values (float64, CPU) on the union of their edges: ``(structure, v0, v1)``."""
+    p0, q0, v0 = W0.post.cpu(), W0.pre.cpu(), W0.values.detach().to(torch.float64).cpu()
+    p1, q1, v1 = W1.post.cpu(), W1.pre.cpu(), W1.values.detach().to(torch.float64).cpu()
+    if torch.equal(p0, p1) and torch.equal(q0, q1):
+        return SparseWeights(v0, p0, q0, W0.shape), v0, v1
+    n_pre = W0.shape[1]
+    keys, inv = torch.unique(torch.cat([p0 * n_pre + q0, p1 * n_pre + q1]), return_inverse=True)  # sorted
+    a = torch.zeros(keys.numel(), dtype=torch.float64).index_add(0, inv[:v0.numel()], v0)
+    b = torch.zeros(keys.numel(), dtype=torch.float64).index_add(0, inv[v0.numel():], v1)
+    return SparseWeights(a, keys // n_pre, keys % n_pre, W0.shape), a, b
+
+
+def _codes(labels: Sequence | np.ndarray | None, n: int, side: str) -> tuple[list, Tensor, np.ndarray]:
+    """``(block names in order of first appearance, code per row/column, rows/columns per block)``."""
+    if labels is None:
+        return ["all"], torch.zeros(n, dtype=torch.long), np.array([n])
+    lab = np.asarray(labels, dtype=object)
+    if len(lab) != n:
+        raise ValueError(f"post_types/pre_types must have one label per row/column ({side}: {len(lab)} labels for "
+                         f"{n})")
+    names = list(dict.fromkeys(lab.tolist()))
+    pos = {k: i for i, k in enumerate(names)}
+    codes = np.array([pos[k] for k in lab.tolist()], dtype=np.int64)
+    return names, torch.as_tensor(codes), np.bincount(codes, minlength=len(names))
+
+
+def _sparse_weight_change(W0: SparseWeights, W1: SparseWeights, post_types: Sequence | np.ndarray | None,
+                          pre_types: Sequence | np.ndarray | None, name: str) -> pd.DataFrame:
+    """:func:`weight_change` on per-edge storage: per-block sums of squares of the edge values, no ``N × N``."""
+    if W0.shape != W1.shape:
+        raise ValueError(f"W0 and W1 must be matrices of one shape, got {W0.shape} and {W1.shape}")
+    n_post, n_pre = W0.shape
+    S, v0, v1 = _union_values(W0, W1)
+    pts, pc, pn = _codes(post_types, n_post, "rows")
+    qts, qc, qn = _codes(pre_types, n_pre, "columns")
+    sums = [SPARSE.block_sums(S.with_values(v), pc, qc, len(pts), len(qts)).numpy()
+            for v in (v0 * v0, v1 * v1, (v1 - v0) ** 2)]
+
+    def row(pt: Any, qt: Any, n_entries: int, s0: float, s1: float, sd: float) -> dict:
+        n0, dn = float(np.sqrt(s0)), float(np.sqrt(sd))
+        return {"weight": name, "post_type": pt, "pre_type": qt, "n_entries": int(n_entries), "norm_before": n0,
+                "norm_after": float(np.sqrt(s1)), "abs_change": dn, "rel_change": dn / n0 if n0 > 0 else float("nan"),
+                "rms_change": dn / np.sqrt(n_entries) if n_entries else float("nan")}
+
+    rows = [row("all", "all", n_post * n_pre, *(float((v * v).sum()) for v in (v0, v1, v1 - v0)))]
+    if post_types is not None or pre_types is not None:
+        for i, pt in enumerate(pts):
+            for j, qt in enumerate(qts):
+                rows.append(row(pt, qt, int(pn[i]) * int(qn[j]), *(float(m[i, j]) for m in sums)))
+    return pd.DataFrame(rows)
+
+
 def model_weight_change(model0: RateRNN | SpikingRNN, model1: RateRNN | SpikingRNN, *,
                         which: Sequence[str] = ("W_rec", "W_in", "W_out"), by_cell_type: bool = True) -> pd.DataFrame:
     """:func:`weight_change` of the effective weights of two models of the same circuit (before, after).
@@ -284,13 +388,39 @@ def model_weight_change(model0: RateRNN | SpikingRNN, model1: RateRNN | SpikingR
     return df.drop_duplicates(subset=["weight", "post_type", "pre_type"], keep="first").reset_index(drop=True)
 
 
-def weight_effective_rank(W: ArrayLike) -> dict[str, float]:
+def sparse_to_scipy(W: SparseWeights) -> sp.csr_array:
+    """A per-edge projection as a scipy CSR matrix (float64, from the edge arrays; no dense matrix)."""
+    v = W.values.detach().to(torch.float64).cpu().numpy()
+    return sp.csr_array((v, (W.post.cpu().numpy(), W.pre.cpu().numpy())), shape=W.shape)
+
+
+def weight_effective_rank(W: ArrayLike | SparseWeights) -> dict[str, float]:
     """Participation ratio and Roy–Vetterli effective rank of a weight matrix (§8.2), plus its Frobenius and
-    spectral norms: ``{"participation_ratio", "roy_vetterli", "frobenius", "spectral"}``."""
+    spectral norms: ``{"participation_ratio", "roy_vetterli", "frobenius", "spectral"}``.
+
+    ``W`` may be per-edge (:class:`~spikelearn.weights.SparseWeights`): it becomes a scipy CSR matrix, computed
+    exactly (the dense numbers) up to ``DENSE_SUMMARY_MAX_N`` neurons; above, no dense matrix is formed — the
+    participation ratio is still exact (``‖W‖_F⁴/‖WᵀW‖_F²``), the spectral norm comes from ARPACK (``svds``) and
+    ``roy_vetterli``, which needs every singular value, is NaN (:func:`~spikelearn.circuit.core.effective_rank`).
+    """
+    if isinstance(W, SparseWeights):
+        Ws = sparse_to_scipy(W)
+        out = effective_rank(Ws)
+        out.update(frobenius=float(np.linalg.norm(np.asarray(Ws.data))), spectral=spectral_norm(Ws))
+        return out
     a = _t64(W).numpy()
     out = effective_rank(a)
     out.update(frobenius=float(np.linalg.norm(a)), spectral=float(np.linalg.norm(a, 2)) if a.size else 0.0)
     return out
+
+
+def weight_spectral_radius(W: ArrayLike | SparseWeights) -> float:
+    """``max |eigenvalue|`` of a square weight matrix (0 if empty). Dense: every eigenvalue. Per-edge
+    (:class:`~spikelearn.weights.SparseWeights`): the same dense computation up to ``DENSE_SUMMARY_MAX_N``
+    neurons, above it ARPACK on a scipy CSR matrix (no dense matrix; NaN if it does not converge)."""
+    if isinstance(W, SparseWeights):
+        return spectral_radius(sparse_to_scipy(W))
+    return spectral_radius(_t64(W).numpy())
 
 
 def activity_effective_rank(H: ArrayLike, *, centered: bool = True) -> dict[str, float]:

@@ -20,9 +20,9 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.sparse.linalg import ArpackNoConvergence, eigs
+from scipy.sparse.linalg import ArpackNoConvergence, eigs, svds
 
-__all__ = ["Circuit", "CircuitError", "effective_rank"]
+__all__ = ["Circuit", "CircuitError", "effective_rank", "spectral_radius", "spectral_norm", "DENSE_SUMMARY_MAX_N"]
 
 # Node attributes with a meaning of their own (everything else numeric becomes a per-neuron parameter).
 _RESERVED_NODE_ATTRS = ("input", "output", "input_sign", "output_sign")
@@ -36,13 +36,42 @@ class CircuitError(ValueError):
     """Bad circuit input. Subclass of ``ValueError``; the message names the offending node, edge or file."""
 
 
-def effective_rank(W: np.ndarray) -> dict[str, float]:
+def _shape(W: Any) -> tuple[int, int]:
+    """A matrix's ``(rows, columns)`` (scipy annotates sparse ``.shape`` as optional)."""
+    return int(W.shape[0]), int(W.shape[1])
+
+
+def _dense_or_csr(W: Any, dense_max_n: int | None) -> np.ndarray | sp.csr_array:
+    """``W`` as a float64 array, except a scipy sparse ``W`` with a side above ``dense_max_n`` (``None``: the module's
+    ``DENSE_SUMMARY_MAX_N`` at call time): a float64 CSR matrix."""
+    if sp.issparse(W):
+        Ws = sp.csr_array(W, dtype=np.float64)
+        n_rows, n_cols = _shape(Ws)
+        limit = DENSE_SUMMARY_MAX_N if dense_max_n is None else dense_max_n
+        return Ws if max(n_rows, n_cols) > limit else np.asarray(Ws.toarray())
+    return np.asarray(W, dtype=np.float64)
+
+
+def effective_rank(W: np.ndarray | sp.sparray | sp.spmatrix, *, dense_max_n: int | None = None
+                   ) -> dict[str, float]:
     """Scale-invariant effective ranks of a matrix (ALGORITHMS.md §8.2).
 
     Returns ``{"participation_ratio": (Σσ²)²/Σσ⁴, "roy_vetterli": exp(-Σ p log p)}`` with ``p = σ/Σσ``.
     Both are 0 for the zero matrix.
+
+    A scipy sparse ``W`` whose sides are at most ``dense_max_n`` (default ``DENSE_SUMMARY_MAX_N`` = 4000) is made
+    dense and gets the exact values above (the same numbers as its dense form). A larger one forms no dense matrix:
+    the participation ratio is computed exactly as ``‖W‖_F⁴ / ‖WᵀW‖_F²`` (a sparse product) and ``roy_vetterli``,
+    which needs every singular value, is NaN.
     """
-    s = np.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False)
+    W = _dense_or_csr(W, dense_max_n)
+    if isinstance(W, sp.csr_array):
+        fro2 = float((np.asarray(W.data) ** 2).sum())
+        if fro2 == 0.0:
+            return {"participation_ratio": 0.0, "roy_vetterli": 0.0}
+        wtw = sp.csr_array(W.T @ W)
+        return {"participation_ratio": fro2 ** 2 / float((np.asarray(wtw.data) ** 2).sum()), "roy_vetterli": math.nan}
+    s = np.linalg.svd(W, compute_uv=False)
     if s.sum() == 0:
         return {"participation_ratio": 0.0, "roy_vetterli": 0.0}
     s2 = s**2
@@ -51,6 +80,39 @@ def effective_rank(W: np.ndarray) -> dict[str, float]:
     p = p[p > 0]
     rv = float(np.exp(-(p * np.log(p)).sum()))
     return {"participation_ratio": float(pr), "roy_vetterli": rv}
+
+
+def spectral_radius(W: np.ndarray | sp.sparray | sp.spmatrix, *, dense_max_n: int | None = None) -> float:
+    """``max |eigenvalue|`` of a square matrix (0 for an empty one).
+
+    Dense ``W``, and scipy sparse ``W`` of at most ``dense_max_n`` rows (default ``DENSE_SUMMARY_MAX_N`` = 4000, made
+    dense): every eigenvalue (``numpy.linalg.eigvals``). A larger sparse ``W`` forms no dense matrix: ARPACK
+    (``scipy.sparse.linalg.eigs``, ``k = 1``, ``which="LM"``, ``tol = 1e-8``), NaN when it does not converge.
+    """
+    a = _dense_or_csr(W, dense_max_n)
+    if isinstance(a, sp.csr_array):
+        try:  # (scipy annotates eigs' tol as int; it is a float)
+            lam = eigs(a, k=1, which="LM", return_eigenvectors=False, maxiter=20 * _shape(a)[0],
+                       tol=1e-8)  # type: ignore[arg-type]
+        except ArpackNoConvergence:
+            return math.nan
+        return float(np.abs(np.asarray(lam)).max())
+    return float(np.abs(np.linalg.eigvals(a)).max()) if a.size else 0.0
+
+
+def spectral_norm(W: np.ndarray | sp.sparray | sp.spmatrix, *, dense_max_n: int | None = None) -> float:
+    """The largest singular value ``σ₁`` (0 for an empty or zero matrix).
+
+    Dense ``W``, and scipy sparse ``W`` whose sides are at most ``dense_max_n`` (default ``DENSE_SUMMARY_MAX_N`` =
+    4000, made dense): ``numpy.linalg.norm(W, 2)``. A larger sparse ``W`` forms no dense matrix: ARPACK
+    (``scipy.sparse.linalg.svds``, ``k = 1``).
+    """
+    a = _dense_or_csr(W, dense_max_n)
+    if isinstance(a, sp.csr_array):
+        if a.nnz == 0 or not np.asarray(a.data).any():
+            return 0.0
+        return float(np.asarray(svds(a, k=1, return_singular_vectors=False)).max())
+    return float(np.linalg.norm(a, 2)) if a.size else 0.0
 
 
 def _as_float(value: Any, what: str) -> float:
@@ -592,19 +654,11 @@ class Circuit:
             for k, v in effective_rank(W).items():
                 rows.append((k, "all", v))
         else:  # large sparse circuits (e.g. the fly lattice, N ~ 45 000): no dense N x N matrix
-
             Ws = self.weights()
-            try:  # (scipy annotates eigs' tol as int; it is a float)
-                lam = eigs(Ws, k=1, which="LM", return_eigenvectors=False, maxiter=20 * self.n, tol=1e-8)  # type: ignore[arg-type]
-                rows.append(("spectral_radius", "all", float(np.abs(lam).max())))
-            except ArpackNoConvergence:
-                rows.append(("spectral_radius", "all", math.nan))
+            rows.append(("spectral_radius", "all", spectral_radius(Ws)))
             # PR = (Σσ²)² / Σσ⁴ = ‖W‖_F⁴ / ‖WᵀW‖_F² needs no SVD; Roy-Vetterli needs every σ: left out (NaN)
-            # .data: the stored values, an ndarray (scipy's annotation is wider)
-            fro2 = float((Ws.data ** 2).sum())  # type: ignore[operator]
-            wtw = (Ws.T @ Ws).tocsr()
-            rows.append(("participation_ratio", "all", fro2 ** 2 / float((wtw.data ** 2).sum()) if fro2 else 0.0))
-            rows.append(("roy_vetterli", "all", math.nan))
+            for k, v in effective_rank(Ws).items():
+                rows.append((k, "all", v))
         if self.n_edges:
             rows += [("weight_mean", "edges", float(self.w.mean())), ("weight_std", "edges", float(self.w.std())),
                      ("weight_min", "edges", float(self.w.min())), ("weight_max", "edges", float(self.w.max()))]

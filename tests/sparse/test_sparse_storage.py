@@ -270,3 +270,13 @@ def test_brian2_eprop_and_nir_refuse_sparse_storage_by_name():
         eprop_brian2(sparse, x, y, mask)
     with pytest.raises(UnsupportedFeatureError, match="NIR has no sparse primitive"):
         to_nir(sparse)
+
+
+def test_auto_storage_follows_the_density_threshold():
+    from spikelearn.models import AUTO_SPARSE_DENSITY
+
+    sparse_c = dale(200, 0.8, p=AUTO_SPARSE_DENSITY / 4, seed=0)
+    dense_c = dale(200, 0.8, p=AUTO_SPARSE_DENSITY * 4, seed=0)
+    assert SpikingRNN(sparse_c, 2, 2, storage="auto").storage == "sparse"
+    assert SpikingRNN(dense_c, 2, 2, storage="auto").storage == "dense"
+    assert RateRNN(sparse_c, 2, 2, storage="auto").storage == "sparse"
