@@ -33,7 +33,8 @@ __all__ = ["column_rms", "fit_affine", "fit_affine_matrix_free", "MatrixFreeFit"
 def fit_affine(x: Tensor, drift: AffineDrift, *, D: float | None, route: str = "ksd",
                score: ScoreEstimator | None = None, bandwidth: float | None = None, n_bootstrap: int = 20,
                seed: int = 0, max_pairs: float = 4e7, block_size: int = 512, divergence_method: str = "auto",
-               n_probes: int = 8, z: float = 3.0, loading_tol: float = 0.05, refit_score: bool = True) -> LinearFit:
+               n_probes: int = 8, z: float = 3.0, loading_tol: float = 0.05, refit_score: bool = True,
+               statistic: str = "U") -> LinearFit:
     """Estimate ``θ`` (and ``D`` when ``D is None`` and the drift has a fixed part) from stationary samples.
 
     Args:
@@ -45,6 +46,7 @@ def fit_affine(x: Tensor, drift: AffineDrift, *, D: float | None, route: str = "
         bandwidth: the RBF kernel's ``h`` (default: median heuristic).
         n_bootstrap: resamples for the rank rule's threshold and the standard errors.
         max_pairs, block_size: the global route's pair budget (all pairs up to ``max_pairs``, then random blocks).
+        statistic: ``"U"`` (default: self-pairs left out, no ``O(1/M)`` shrinkage) or ``"V"`` (the V-statistic).
         divergence_method, n_probes: ``∇·Φ`` exact or Hutchinson (local route).
         z, loading_tol: the rank rule (:mod:`spikelearn.objectives.linear`).
         refit_score: the local route's bootstrap refits the score on every resample (default; the score's error is
@@ -63,8 +65,9 @@ def fit_affine(x: Tensor, drift: AffineDrift, *, D: float | None, route: str = "
     if route == "ksd":
         w = bootstrap_weights(x.shape[0], n_bootstrap, seed=seed, dtype=x.dtype)
         h = float(bandwidth) if bandwidth is not None else median_bandwidth(x, seed=seed)
-        H = ksd_gram(x, drift.columns, h, weights=w, block_size=block_size, max_pairs=max_pairs, generator=g)
-        details = {"bandwidth": h, "pairs": min(float(x.shape[0]) ** 2, max_pairs)}
+        H = ksd_gram(x, drift.columns, h, weights=w, block_size=block_size, max_pairs=max_pairs, generator=g,
+                     statistic=statistic)
+        details = {"bandwidth": h, "pairs": min(float(x.shape[0]) ** 2, max_pairs), "statistic": statistic}
     else:
         est = score if score is not None else GMMScore()
         # the bootstrap refits the score on every resample: its error dominates the local route's variability
@@ -92,7 +95,7 @@ def column_rms(drift: AffineDrift, x: Tensor, *, max_points: int = 2000) -> Tens
     """``(mean_m |Φ_k(x_m)|²)^{1/2}`` ``(p,)`` over at most ``max_points`` samples (the parameters' natural scales)."""
     xs = x[:max_points]
     if isinstance(drift, RateNetworkDrift):   # structured: edge j → i has column φ(x_j) e_i, bias e_i
-        ph = drift.phi(xs[:, torch.as_tensor(drift.pre)])
+        ph = drift.phi(xs[:, torch.tensor(drift.pre)])
         return torch.cat([ph.pow(2).mean(0).sqrt(), torch.ones(drift.dim, dtype=x.dtype)])
     c = drift.columns(xs)[:, :, : drift.n_params]
     return c.pow(2).sum(1).mean(0).sqrt()
@@ -203,5 +206,5 @@ def train_drift(drift: nn.Module, x: Tensor, *, loss: str = "ksd", D: Tensor | f
         opt.zero_grad()
         val.backward()
         opt.step()
-        rows.append({"step": step, "loss": float(val)})
+        rows.append({"step": step, "loss": float(val.detach())})
     return pd.DataFrame(rows)

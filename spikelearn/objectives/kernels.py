@@ -79,25 +79,35 @@ def stein_kernel(xa: Tensor, xb: Tensor, fa: Tensor, fb: Tensor, D: Tensor | flo
 
 
 def ksd(x: Tensor, f: Tensor, D: Tensor | float, bandwidth: float, *, block_size: int = 1024,
-        max_pairs: float = 4e7, generator: torch.Generator | None = None) -> Tensor:
+        max_pairs: float = 4e7, generator: torch.Generator | None = None, statistic: str = "V") -> Tensor:
     """V-statistic of ``KSD²`` from samples ``x`` ``(M, d)`` and the drift at them ``f`` ``(M, d)``: a scalar,
-    differentiable in ``f`` (hence in the drift's parameters) and ``D``."""
+    differentiable in ``f`` (hence in the drift's parameters) and ``D``; ``statistic="U"`` leaves out self-pairs."""
+    if statistic not in ("V", "U"):
+        raise ValueError(f"statistic {statistic!r}: use 'V' or 'U'")
     total = x.new_zeros(())
     count = 0
     for ia, ib in pair_blocks(x.shape[0], block_size=block_size, max_pairs=max_pairs, generator=generator):
-        total = total + stein_kernel(x[ia], x[ib], f[ia], f[ib], D, bandwidth).sum()
+        kern = stein_kernel(x[ia], x[ib], f[ia], f[ib], D, bandwidth)
         count += len(ia) * len(ib)
+        if statistic == "U" and ia is ib:
+            kern = kern - torch.diag(torch.diagonal(kern))
+            count -= len(ia)
+        total = total + kern.sum()
     return total / count
 
 
 def ksd_gram(x: Tensor, columns: Callable[[Tensor], Tensor], bandwidth: float, *, weights: Tensor | None = None,
-             block_size: int = 512, max_pairs: float = 4e7, generator: torch.Generator | None = None) -> Tensor:
+             block_size: int = 512, max_pairs: float = 4e7, generator: torch.Generator | None = None,
+             statistic: str = "V") -> Tensor:
     """The quadratic form of ``KSD²`` for a generator linear in its coefficients.
 
     With ``f(x) = Σ_k z_k C_k(x)`` (``columns(x)`` is ``(A, d, P)``) and the coefficient ``z_{P}`` = D, returns
     ``H`` ``(n_w, P+1, P+1)`` such that ``KSD² = zᵀ H z`` (a weighted V-statistic for each row of ``weights``
-    ``(n_w, M)``, e.g. bootstrap multiplicities; default one row of ones).
+    ``(n_w, M)``, e.g. bootstrap multiplicities; default one row of ones). ``statistic="U"`` leaves out the
+    pairs of a sample with itself (the V-statistic's ``O(1/M)`` ridge ``E|f|²/(M h²)``, which shrinks the drift).
     """
+    if statistic not in ("V", "U"):
+        raise ValueError(f"statistic {statistic!r}: use 'V' or 'U'")
     m = x.shape[0]
     w = torch.ones(1, m, dtype=x.dtype) if weights is None else weights.to(x.dtype)
     blocks = pair_blocks(m, block_size=block_size, max_pairs=max_pairs, generator=generator)
@@ -145,8 +155,13 @@ def ksd_gram(x: Tensor, columns: Callable[[Tensor], Tensor], bandwidth: float, *
         part[:, :P, P] = fd
         part[:, P, :P] = df
         part[:, P, P] = torch.einsum("wa,ab,wb->w", wa, k4, wb)
-        num = part if num is None else num + part
         den += wa.sum(1) * wb.sum(1)
+        if statistic == "U" and ia is ib:       # the same block on both sides: remove the self-pairs (u = 0, k = 1)
+            w2 = wa * wa
+            part[:, :P, :P] -= torch.einsum("wa,adp,adq->wpq", w2, ca, ca) / h2
+            part[:, P, P] -= w2.sum(1) * d * (d + 2) / (h2 * h2)
+            den -= w2.sum(1)
+        num = part if num is None else num + part
     assert num is not None
     H = num / den[:, None, None]
     return 0.5 * (H + H.transpose(1, 2))

@@ -122,7 +122,7 @@ class RateNetworkDrift(AffineDrift):
         """``f(x)`` at parameters ``theta`` ``(E + N,)``: sparse-free ``(M, N) → (M, N)`` via a dense ``W``."""
         n = self.dim
         W = torch.zeros(n, n, dtype=theta.dtype)
-        W[torch.as_tensor(self.post), torch.as_tensor(self.pre)] = theta[: self.n_edges]
+        W[torch.tensor(self.post), torch.tensor(self.pre)] = theta[: self.n_edges]
         b = theta[self.n_edges:]
         return lambda x: -x + self.phi(x) @ W.T + b
 
@@ -136,7 +136,7 @@ class RateNetworkDrift(AffineDrift):
                    generator: torch.Generator | None = None) -> Tensor:
         del method, n_probes, generator  # the divergence is exact and closed-form here
         x = as_samples(x, dim=self.dim)
-        post, pre = torch.as_tensor(self.post), torch.as_tensor(self.pre)
+        post, pre = torch.tensor(self.post), torch.tensor(self.pre)
         ph = self.phi(x)
         edge = score[:, post] * ph[:, pre]                                   # s_i φ(x_j) for edge j → i
         auto = post == pre
@@ -168,7 +168,7 @@ def rate_network(circuit: Circuit, *, phi: str = "tanh", weights: np.ndarray | N
                               "use route='local' or fit_affine_matrix_free")
         out = torch.zeros(m, n, n_cols, dtype=x.dtype)
         e = torch.arange(len(post))
-        out[:, torch.as_tensor(post), e] = torch.tanh(x[:, torch.as_tensor(pre)])
+        out[:, torch.tensor(post), e] = torch.tanh(x[:, torch.tensor(pre)])
         out[:, torch.arange(n), len(post) + torch.arange(n)] = 1.0
         return out
 
