@@ -195,9 +195,18 @@ def _prev(first: Tensor, seq: Tensor) -> Tensor:
     return torch.cat([first[None], seq[:-1]], dim=0)
 
 
-def _gap_laplacian(gap: Tensor | None) -> Tensor | None:
+def _gap_laplacian(gap: Any) -> Any:
+    """``G − diag(G 1)``; per-edge conductances stay per edge (the diagonal joins the edges)."""
     if gap is None:
         return None
+    if isinstance(gap, SparseWeights):
+        n = gap.shape[0]
+        diag = torch.arange(n, device=gap.values.device)
+        post, pre = torch.cat([gap.post, diag]), torch.cat([gap.pre, diag])
+        key, inv = torch.unique(post * n + pre, return_inverse=True)  # merges existing diagonal entries
+        vals = torch.cat([gap.values, -SPARSE.row_sums(gap)])
+        merged = vals.new_zeros(key.numel()).index_add(0, inv, vals)
+        return SparseWeights(merged, key // n, key % n, (n, n))
     return gap - torch.diag(gap.sum(1))
 
 

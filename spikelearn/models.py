@@ -333,21 +333,30 @@ def _check_gap_stability(G: np.ndarray, decay: np.ndarray, c_in: Any, gap_scale:
     """
     n = G.shape[0]
     c = np.broadcast_to(np.asarray(c_in, dtype=np.float64), (n,))
-    L = np.diag(G.sum(1)) - G
-    M = np.diag(decay) - c[:, None] * L
-    gersh = np.abs(M).sum(1).max()
-    if gersh < 1:
-        return
+    if sp.issparse(G):  # per-edge conductances: the same map as a scipy matrix
+        rows = np.asarray(G.sum(1)).ravel()
+        Ms = sp.diags_array(np.asarray(decay, dtype=np.float64) * np.ones(n) - c * rows) + sp.diags_array(c) @ G
+        gersh = float(np.asarray(abs(Ms).sum(1)).max())
+        if gersh < 1:
+            return
+        M = Ms.toarray() if n <= 4000 else Ms
+        Gsum_max = float(rows.max())
+    else:
+        L = np.diag(G.sum(1)) - G
+        M = np.diag(decay) - c[:, None] * L
+        gersh = np.abs(M).sum(1).max()
+        if gersh < 1:
+            return
+        Gsum_max = float(G.sum(1).max())
     if n <= 4000:
         radius = float(np.abs(np.linalg.eigvals(M)).max())
     else:  # pragma: no cover - large circuits
-
         radius = float(abs(spla.eigs(sp.csr_array(M), k=1, which="LM", return_eigenvectors=False)[0]))
     if radius >= 1:
         raise ValueError(
             f"gap-junction coupling is too strong for the explicit update: the sub-threshold membrane map has "
             f"spectral radius {radius:.3g} >= 1 (largest total gap conductance onto one neuron: "
-            f"{G.sum(1).max():.3g}, gap_scale={gap_scale}); potentials would diverge. Reduce gap_scale (or the "
+            f"{Gsum_max:.3g}, gap_scale={gap_scale}); potentials would diverge. Reduce gap_scale (or the "
             f"circuit's gap weights), or use a smaller dt_ms")
 
 
@@ -367,6 +376,9 @@ class _CircuitRNN(nn.Module):
     gap: Tensor | None
     rec_post: Tensor  # (nnz,) per-edge storage and type-shared parametrisation only
     rec_pre: Tensor
+    gap_post: Tensor  # (nnz_gap,) per-edge gap junctions (sparse storage) only
+    gap_pre: Tensor
+    gap_values: Tensor
     edge_pair: Tensor  # (nnz,) type-shared parametrisation only
     edge_scale: Tensor
     type_gain: nn.Parameter
@@ -393,8 +405,7 @@ class _CircuitRNN(nn.Module):
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         if storage == "auto":
-            gaps = circuit.has_gap_junctions and gap_scale != 0  # not on per-edge storage yet
-            storage = "sparse" if circuit.n_edges < AUTO_SPARSE_DENSITY * n * n and not gaps else "dense"
+            storage = "sparse" if circuit.n_edges < AUTO_SPARSE_DENSITY * n * n else "dense"
         if parametrization not in PARAMETRIZATIONS:
             raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}")
         self.circuit = circuit
@@ -626,11 +637,21 @@ class _CircuitRNN(nn.Module):
         self._fixed = {k: bool(((s != 0) | ~m).all()) for k, s, m in (("rec", S, M), ("in", Sin, Min),
                                                                        ("out", Sout, Mout))}
 
-        # --- gap junctions (N, N)
+        # --- gap junctions: (N, N), or per edge (gap_post, gap_pre, gap_values) with sparse storage
+        self._gap_per_edge = False
         if circuit.has_gap_junctions and gap_scale != 0 and self.storage == "sparse":
-            raise NotImplementedError("gap junctions with storage='sparse' are not supported yet (issue 19): the gap "
-                                      "conductances are stored as a dense N x N buffer; use storage='dense'")
-        if circuit.has_gap_junctions and gap_scale != 0:
+            g = sp.coo_array(circuit.gap_junctions(dense=False))
+            gpost, gpre = np.asarray(g.row, dtype=np.int64), np.asarray(g.col, dtype=np.int64)
+            gval = gap_scale * np.asarray(g.data, dtype=np.float64)
+            keep = gval != 0
+            order = np.lexsort((gpre[keep], gpost[keep]))
+            self.register_buffer("gap_post", torch.as_tensor(gpost[keep][order], dtype=torch.long,
+                                                             device=kw["device"]))
+            self.register_buffer("gap_pre", torch.as_tensor(gpre[keep][order], dtype=torch.long, device=kw["device"]))
+            self.register_buffer("gap_values", torch.as_tensor(gval[keep][order], **kw))
+            self._gap_per_edge = True
+            self._refresh_gap()
+        elif circuit.has_gap_junctions and gap_scale != 0:
             G = gap_scale * circuit.gap_junctions(dense=True)
             self.register_buffer("gap", torch.as_tensor(G, **kw))
         else:
@@ -670,6 +691,18 @@ class _CircuitRNN(nn.Module):
             W_rec=W_rec,
             W_out=self._constrain(self.theta_out, self.mask_out, self.sign_out, "out"),
             b_out=self.b_out, b_rec=self.b_rec)
+
+    def _refresh_gap(self) -> None:
+        """``self.gap`` as :class:`~spikelearn.weights.SparseWeights` over the per-edge gap buffers (after a build,
+        a device or dtype change)."""
+        object.__setattr__(self, "gap", SparseWeights(self.gap_values,
+                                                      index=EdgeIndex(self.gap_post, self.gap_pre, (self.n, self.n))))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:  # type: ignore[override]
+        out = super()._apply(fn, recurse)
+        if getattr(self, "_gap_per_edge", False):  # the per-edge gap conductances follow their moved buffers
+            self._refresh_gap()
+        return out
 
     def _edge_index(self) -> EdgeIndex:
         """The recurrent edges' structure, kept between calls (CSR pointers and transpose computed once; rebuilt when
@@ -823,7 +856,7 @@ class SpikingRNN(_CircuitRNN):
             the module docstring.
         storage: ``"dense"`` (default: ``W_rec`` an ``(N, N)`` matrix), ``"sparse"`` (one value per edge,
             :class:`~spikelearn.weights.SparseWeights`; no ``N × N`` array — for connectome-scale circuits) or
-            ``"auto"`` (sparse below :data:`AUTO_SPARSE_DENSITY` edges per ``N²`` and without gap junctions). Both
+            ``"auto"`` (sparse below :data:`AUTO_SPARSE_DENSITY` edges per ``N²``; gap junctions are then per edge too). Both
             storages give the same numbers (to rounding) for every rule.
         parametrization: ``"per_edge"`` (default: one trainable weight per edge) or ``"type_shared"`` (the flyvis
             parametrisation: ``w_e = s_e |g_{τ(pre), τ(post)}|`` with the circuit's signed edge weights ``s_e`` fixed
@@ -928,8 +961,13 @@ class SpikingRNN(_CircuitRNN):
             self.register_buffer(name, torch.as_tensor(val, **kw))
         if self.gap is not None:
             alpha = np.exp(-dt_ms / tau_m)
-            _check_gap_stability(self.gap.detach().cpu().numpy(), alpha, 1 - alpha if scaling == "B" else 1.0,
-                                 gap_scale)
+            G0: Any = self.gap
+            if isinstance(G0, SparseWeights):  # per edge: a scipy matrix (no N x N array above 4000 neurons)
+                G0 = sp.csr_array((G0.values.detach().cpu().numpy(), (G0.post.cpu().numpy(), G0.pre.cpu().numpy())),
+                                  shape=G0.shape)
+            else:
+                G0 = G0.detach().cpu().numpy()
+            _check_gap_stability(G0, alpha, 1 - alpha if scaling == "B" else 1.0, gap_scale)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):  # type: ignore[override]
@@ -1016,10 +1054,14 @@ class SpikingRNN(_CircuitRNN):
         else:
             W_recT = (c.c_in[:, None] * W.W_rec if scaled else W.W_rec).T
         ff = time_linear(x, W_in)  # (T, B, N): all input currents in one batched GEMM
-        G = gsum = None
+        G: Any = None
+        gsum = None
         if self.gap is not None:
-            G = c.c_in[:, None] * self.gap if scaled else self.gap
-            gsum = G.sum(1)
+            G = self.scaled_recurrent(self.gap, c.c_in) if scaled else self.gap
+            gsum = self.weight_ops.row_sums(G)
+            if isinstance(G, SparseWeights):
+                G_sp = G
+                G = lambda v: SPARSE.product(G_sp, v)  # noqa: E731
         kappa = self.kappa
         omk = self.c_kappa
         norm = self.readout_norm
@@ -1197,10 +1239,15 @@ class RateRNN(_CircuitRNN):
             ff = ff + c.c_in * W.b_rec
         W_sc = self.scaled_recurrent(W.W_rec, c.c_in)
         W_recT = None if self.storage == "sparse" else W_sc.T
-        gap = self.gap
+        gap: Any = self.gap
+        G_sp: Any = None
         if gap is not None:
-            G = ci * gap
-            GT, gsum = G.T, G.sum(1)
+            if isinstance(gap, SparseWeights):  # per-edge conductances
+                G_sp = self.scaled_recurrent(gap, c.c_in)
+                gsum = SPARSE.row_sums(G_sp)
+            else:
+                G = ci * gap
+                GT, gsum = G.T, G.sum(1)
         s = RateState(state.h, state.r)
         keep_r = record or self.readout_from == "r"
         keep_h = record or self.readout_from == "h"
@@ -1211,7 +1258,7 @@ class RateRNN(_CircuitRNN):
             # c_in (W_in x^t + b + W_rec r^{t-1})
             drive = torch.addmm(ff_t, s.r, W_recT) if W_recT is not None else ff_t + SPARSE.product(W_sc, s.r)
             if gap is not None:
-                drive = drive + (s.h @ GT - s.h * gsum)
+                drive = drive + ((s.h @ GT if G_sp is None else SPARSE.product(G_sp, s.h)) - s.h * gsum)
             if ext is not None:
                 drive = drive + ext[t]
             s, aux = rate_update(c, s, drive, need_aux=record)

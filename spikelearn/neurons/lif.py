@@ -209,12 +209,17 @@ def init_alif_state(batch_size: int, n: int, *, dtype: torch.dtype | None = None
     return ALIFState(v=z, a=z, z=z, ref=z, i_syn=z)
 
 
-def gap_current(v: Tensor, g_gap: Tensor, g_sum: Tensor | None = None) -> Tensor:
+def gap_current(v: Tensor, g_gap: Tensor | Callable[[Tensor], Tensor], g_sum: Tensor | None = None) -> Tensor:
     """Gap-junction current ``Σ_i G_ji (v_i − v_j)``.
 
     Args:
-        v: ``(B, N)`` potentials. g_gap: ``(N, N)`` symmetric conductances. g_sum: optional ``G.sum(1)``.
+        v: ``(B, N)`` potentials. g_gap: ``(N, N)`` symmetric conductances, or a function ``v ↦ G v`` (per-edge
+            storage; then ``g_sum`` is required). g_sum: optional ``G.sum(1)``.
     """
+    if not isinstance(g_gap, Tensor):
+        if g_sum is None:
+            raise ValueError("gap_current: g_sum is required when g_gap is a function")
+        return g_gap(v) - v * g_sum
     if g_sum is None:
         g_sum = g_gap.sum(1)
     return v @ g_gap.T - v * g_sum
@@ -313,7 +318,8 @@ def alif_update(c: ALIFConstants, state: ALIFState, drive: Tensor, surrogate: Su
 
 
 def alif_recurrent_update(c: ALIFConstants, state: ALIFState, ff: Tensor, w_rec_t: Tensor | Callable[[Tensor], Tensor] | None,
-                          surrogate: Surrogate, *, g_gap: Tensor | None = None, g_sum: Tensor | None = None,
+                          surrogate: Surrogate, *, g_gap: Tensor | Callable[[Tensor], Tensor] | None = None,
+                          g_sum: Tensor | None = None,
                           i_ext: Tensor | None = None, need_aux: bool = False) -> tuple[ALIFState, ALIFAux | None]:
     """One step of a recurrent ALIF population from weights *already multiplied by* ``c_in`` (the model's step).
 

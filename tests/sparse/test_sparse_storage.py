@@ -192,15 +192,6 @@ def test_parts_not_yet_ported_refuse_sparse_storage_by_name():
     _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), v_th=0.05)
     with pytest.raises(NotImplementedError, match="DEEP R.*storage='sparse'.*storage='dense'"):
         DeepR().init(sparse)
-    with pytest.raises(NotImplementedError, match="gap junctions with storage='sparse'"):
-        import scipy.sparse as sps
-
-        from spikelearn.circuit import Circuit
-
-        base = CIRCUITS["gaussian"]()
-        G = sps.csr_array(([0.1, 0.1], ([0, 1], [1, 0])), shape=(base.n, base.n))
-        c = Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), signs=base.signs, gap=G)
-        SpikingRNN(c, N_IN, N_OUT, storage="sparse")
 
 
 def test_save_load_round_trip_keeps_sparse_storage(tmp_path):
@@ -280,3 +271,70 @@ def test_auto_storage_follows_the_density_threshold():
     assert SpikingRNN(sparse_c, 2, 2, storage="auto").storage == "sparse"
     assert SpikingRNN(dense_c, 2, 2, storage="auto").storage == "dense"
     assert RateRNN(sparse_c, 2, 2, storage="auto").storage == "sparse"
+
+
+def _gap_circuit():
+    import scipy.sparse as sps
+
+    from spikelearn.circuit import Circuit
+
+    base = CIRCUITS["dale"]()
+    rng = np.random.default_rng(5)
+    n = base.n
+    G = np.triu(rng.random((n, n)) * 0.02 * (rng.random((n, n)) < 0.1), 1)
+    return Circuit.from_dense(base.weights(dense=True), mask=base.mask(dense=True), signs=base.signs,
+                              gap=sps.csr_array(G + G.T))
+
+
+@pytest.mark.parametrize("kind", ["spiking", "rate"])
+def test_gap_junctions_per_edge_agree(kind):
+    """Gap junctions on sparse storage are per edge (gap_post, gap_pre, gap_values): forward, BPTT, the local rules
+    (their local leak by row sums) and the Lyapunov tangents equal the dense storage's."""
+    from spikelearn.analysis import lyapunov_spectrum
+
+    c = _gap_circuit()
+    if kind == "spiking":
+        dense, sparse = _pair(SpikingRNN, c, **SPIKING["alif_syn_zero"])
+        rules = [BPTT(), EProp(), EProp(mode="online", chunk_steps=9), MDGL(), RewardModulated(seed=0, baseline="batch")]
+    else:
+        dense, sparse = _pair(RateRNN, c, form="pre_activation", hidden_bias=True, tau_ms=20.0)
+        rules = [BPTT(), RFLO(), RFLO(mode="online"), MDGL()]
+    assert isinstance(sparse.gap, SparseWeights) and sparse.gap.nnz == int((dense.gap != 0).sum())
+    assert all(b.numel() < c.n * c.n for b in sparse.buffers())
+    x, y, mask = _data(10)
+    with torch.no_grad():
+        od, os_ = dense(x, record=True), sparse(x, record=True)
+    for f in od.record._fields:
+        _close(getattr(os_.record, f), getattr(od.record, f))
+    for rule in rules:
+        _, gd = rule.gradients(dense, x, y, mask, _mse)
+        _, gs = rule.gradients(sparse, x, y, mask, _mse)
+        for k in gd:
+            _close(_dense_grad(sparse, gs, k), gd[k], 1e-11)
+    ld = lyapunov_spectrum(dense, x, k=2, transient_steps=5)
+    ls = lyapunov_spectrum(sparse, x, k=2, transient_steps=5)
+    np.testing.assert_allclose(ls.exponents, ld.exponents, rtol=1e-10, atol=1e-12)
+    moved = sparse.double()  # a dtype change keeps the per-edge gap in step with its buffers
+    assert moved.gap.values is moved.gap_values
+
+
+@pytest.mark.parametrize("name, opts", [("celegans_varshney2011", {"signs": "gaba_inhibitory"}),
+                                         ("mouse_v1", {"n": 300, "seed": 0}),
+                                         ("drosophila_optic_lobe", {"lattice_radius": 1})])
+def test_shipped_connectomes_agree(name, opts):
+    """T12.1 on every shipped connectome (C. elegans with its gap junctions): forward records, BPTT and e-prop."""
+    import spikelearn as sl
+
+    c = sl.connectomes.load(name, **opts)
+    dense, sparse = _pair(SpikingRNN, c, v_th=0.5, gap_scale=0.01, allow_autapses=True)
+    x, y, mask = _data(11)
+    with torch.no_grad():
+        od, os_ = dense(x, record=True), sparse(x, record=True)
+    assert float(od.record.z.sum()) > 0
+    for f in od.record._fields:
+        _close(getattr(os_.record, f), getattr(od.record, f))
+    for rule in (BPTT(), EProp()):
+        _, gd = rule.gradients(dense, x, y, mask, _mse)
+        _, gs = rule.gradients(sparse, x, y, mask, _mse)
+        for k in gd:
+            _close(_dense_grad(sparse, gs, k), gd[k], 1e-11)
