@@ -42,9 +42,11 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from spikelearn.models import SpikingRNN
+from spikelearn.weights import SparseWeights
 
 __all__ = ["UnsupportedFeatureError", "ExportSpec", "export_spec", "brian2_session", "Brian2Result", "run_brian2",
            "ValidationReport", "compare_with_brian2", "EPropBrian2Result", "eprop_brian2", "TARGETS"]
@@ -71,7 +73,7 @@ class ExportSpec:
     b_out: np.ndarray      # (n_out,) zeros without a bias
     mask_in: np.ndarray    # (N, n_in) bool: synapses that exist
     mask_rec: np.ndarray | None  # (N, N) bool; None with per-edge storage
-    gap: np.ndarray | None  # (N, N) gap conductances (unscaled) or None
+    gap: Any  # (N, N) gap conductances (unscaled; a scipy CSR matrix with per-edge storage) or None
     tau_mem_ms: np.ndarray
     tau_adapt_ms: np.ndarray
     alpha: np.ndarray
@@ -102,6 +104,15 @@ def _f64(model: Any) -> Any:
 def _np(t: Any) -> np.ndarray:
     return np.asarray(t.detach().cpu().to(torch.float64).numpy() if isinstance(t, torch.Tensor) else t,
                       dtype=np.float64).copy()
+
+
+def _gap_export(gap: Any) -> Any:
+    """The model's gap conductances for the export: dense float64, or a scipy CSR matrix from per-edge storage."""
+    if gap is None:
+        return None
+    if isinstance(gap, SparseWeights):
+        return sp.csr_array((_np(gap.values), (gap.post.cpu().numpy(), gap.pre.cpu().numpy())), shape=gap.shape)
+    return _np(gap)
 
 
 def export_spec(model: Any) -> ExportSpec:
@@ -139,7 +150,7 @@ def export_spec(model: Any) -> ExportSpec:
         W_in=_np(W.W_in), W_rec=W_rec, W_out=_np(W.W_out),
         b_out=_np(W.b_out) if W.b_out is not None else np.zeros(model.n_out),
         mask_in=_np(model.mask_in) != 0, mask_rec=mask_rec,
-        gap=_np(model.gap) if model.gap is not None else None,
+        gap=_gap_export(model.gap),
         tau_mem_ms=per(model.tau_mem_ms), tau_adapt_ms=per(model.tau_adapt_ms),
         alpha=per(c.alpha), rho=per(c.rho), c_in=per(c.c_in), c_a=per(c.c_a), v_th=per(c.v_th),
         beta=per(c.beta), n_block=per(c.n_block), kappa=float(model.kappa),
@@ -153,7 +164,7 @@ def export_spec(model: Any) -> ExportSpec:
             continue
         if not np.isfinite(a).all() and not (name == "tau_adapt_ms" and (a > 0).all()):
             raise UnsupportedFeatureError(f"non-finite values in {name}")
-    if spec.gap is not None and not np.isfinite(spec.gap).all():
+    if spec.gap is not None and not np.isfinite(spec.gap.data if sp.issparse(spec.gap) else spec.gap).all():
         raise UnsupportedFeatureError("non-finite gap-junction conductances")
     return spec
 
@@ -331,12 +342,17 @@ def _build(b2: Any, spec: ExportSpec, x: np.ndarray, *, record_state: bool, lear
     objs.update(input=inp, syn_in=syn_in, syn_rec=syn_rec)
 
     if spec.gap is not None:
-        G_s = spec.c_in[:, None] * spec.gap
-        i, j, post, pre = _replicate(G_s != 0, B, N, N)
+        if sp.issparse(spec.gap):  # per edge: synapses from the stored edges, no N x N array
+            G_s: Any = sp.csr_array(sp.diags_array(spec.c_in) @ spec.gap)
+            g_coo = sp.coo_array(G_s)
+            i, j, post, pre = _replicate((g_coo.row, g_coo.col), B, N, N)
+        else:
+            G_s = spec.c_in[:, None] * spec.gap
+            i, j, post, pre = _replicate(G_s != 0, B, N, N)
         syn_gap = b2.Synapses(net, net, "g : 1 (constant)\nI_gap_post = g*(v_pre - v_post) : 1 (summed)",
                               name="spikelearn_gap")
         syn_gap.connect(i=i, j=j)
-        syn_gap.g = G_s[post, pre]
+        syn_gap.g = np.asarray(G_s[post, pre]).ravel()
         objs["syn_gap"] = syn_gap
 
     # ---- readout y = W_out z̄ + b

@@ -237,12 +237,17 @@ def test_lyapunov_spectra_and_flossing_agree(kind, jacobian):
 
 
 @pytest.mark.brian2
-@pytest.mark.parametrize("neuron", ["lif", "alif_syn_zero"])
+@pytest.mark.parametrize("neuron", ["lif", "alif_syn_zero", "lif_gap"])
 def test_brian2_spikes_identical_on_sparse_storage(neuron):
-    """The Brian2 export writes the synapses from the edge arrays: identical spikes and membranes (numpy target)."""
+    """The Brian2 export writes the synapses (and gap junctions) from the edge arrays: identical spikes and
+    membranes (numpy target)."""
     from spikelearn.validate import compare_with_brian2
 
-    _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), **SPIKING[neuron])
+    if neuron == "lif_gap":
+        _, sparse = _pair(SpikingRNN, _gap_circuit(), **SPIKING["lif"])
+        assert isinstance(sparse.gap, SparseWeights)
+    else:
+        _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), **SPIKING[neuron])
     x, _, _ = _data(8)
     rep = compare_with_brian2(sparse, x)
     assert rep.ok, rep.verdict
