@@ -42,6 +42,20 @@ def test_euler_maruyama_stationary_variance_is_the_ar1_one():
     assert abs(var - D / a) > 4 * se
 
 
+def test_heun_stationary_variance_is_second_order():
+    """Stochastic Heun on OU: variance (D/a)(1 − h + h²/4)/(1 − h + h²/2 − h³/8), h = a dt (bias O(dt²))."""
+    a, D, dt = 2.0, 0.5, 0.1
+    h = a * dt
+    g = torch.Generator().manual_seed(1)
+    rec = euler_maruyama(_ou1(a), D, torch.zeros(20000, 1, dtype=torch.float64), dt=dt, n_steps=10, record_every=5,
+                         burn_in=60, generator=g, scheme="heun")
+    var = float(rec.var())
+    exact = D / a * (1 - h + h * h / 4) / (1 - h + h * h / 2 - h ** 3 / 8)
+    se = exact * (2 / rec.numel()) ** 0.5 * 2
+    assert abs(var - exact) < 4 * se
+    assert abs(exact - D / a) < 0.1 * abs(D / (a * (1 - h / 2)) - D / a)   # far below Euler's bias
+
+
 def test_dt_halving_check_sees_the_euler_bias():
     """The Euler–Maruyama law is N(0, D / (a (1 − a dt / 2))), so the fitted rate is â = a (1 − a dt / 2) and halving
     dt moves it by a² dt / 4 (here 0.2, with a·dt = 0.4)."""

@@ -1,0 +1,161 @@
+"""Stationary-snapshot fits (issue 23, ALGORITHMS-2 §15): Lorenz (6a), OU with rotation (6b), connectome weights (6d).
+
+    python experiments/stationary_fit/run.py lorenz|ou|connectome [--seeds 5] [--out DIR]
+
+Every row records the git commit it ran. Rows are appended to CSV as they finish (a run can be resumed by hand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import spikelearn.connectomes as sc
+import spikelearn.objectives as so
+
+HERE = Path(__file__).resolve().parent
+COMMIT = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+
+
+def _append(path: Path, rows: list[dict]) -> None:
+    df = pd.DataFrame(rows)
+    df["commit"] = COMMIT
+    df.to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
+def lorenz_samples(m: int, seed: int, *, dt: float = 2e-3, scheme: str = "heun", chains: int = 1000) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(chains, 3, generator=g, dtype=torch.float64) * 5 + torch.tensor([0, 0, 25.0])
+    return so.stationary_samples(so.lorenz_drift(), 1.0, x0, m, dt=dt, burn_in_time=15.0, thin_time=0.5,
+                                 seed=seed, scheme=scheme)
+
+
+def run_lorenz(out: Path, seeds: int) -> None:
+    truth = np.array(so.lorenz().true_values)
+    for seed in range(seeds):
+        x_all = lorenz_samples(100_000, seed)
+        for m in (1_000, 10_000, 100_000):
+            x = x_all[:m]
+            for route, D, kw in [("ksd", 1.0, {}), ("ksd", None, {}),
+                                 ("local", None, {"score": so.GMMScore(16, seed=seed), "n_bootstrap": 5})]:
+                t = time.time()
+                fit = so.fit_affine(x, so.lorenz(), D=D, route=route, seed=seed, **{"n_bootstrap": 10, **kw})
+                tab = fit.table()
+                tab["truth"] = list(truth) + ([1.0] if D is None else [])
+                tab["rel_error"] = (tab["estimate"] - tab["truth"]) / tab["truth"]
+                tab["min_norm"] = fit.min_norm
+                tab = tab.assign(seed=seed, M=m, D_known=D is not None, rank=fit.rank, seconds=time.time() - t)
+                _append(out / "lorenz.csv", tab.to_dict("records"))
+                print(f"lorenz seed={seed} M={m} {route} D={D}: {np.round(fit.estimate, 3)}", flush=True)
+
+
+def run_lorenz_bias(out: Path) -> None:
+    """Sampler bias at M = 10⁵ (seed 0): Euler–Maruyama and Heun at dt and dt/2, the KSD route with D known."""
+    for scheme in ("euler", "heun"):
+        for dt in (2e-3, 1e-3):
+            fit = so.fit_affine(lorenz_samples(100_000, 0, dt=dt, scheme=scheme), so.lorenz(), D=1.0, n_bootstrap=10)
+            tab = fit.table().assign(scheme=scheme, dt=dt, M=100_000, seed=0)
+            _append(out / "lorenz_sampler_bias.csv", tab.to_dict("records"))
+            print(f"bias {scheme} dt={dt}: {np.round(fit.estimate, 4)}", flush=True)
+
+
+def run_ou(out: Path, seeds: int) -> None:
+    a, omega, D = 1.0, 2.0, 0.5
+    A = np.array([[-a, -omega], [omega, -a]])
+    rot = np.array([0.0, -1.0, 1.0, 0.0]) / np.sqrt(2)
+    for seed in range(seeds):
+        for m in (1_000, 10_000):
+            x = so.ou_samples(A, D, m, seed=seed)
+            for route, kw in [("ksd", {}), ("local", {"score": so.GMMScore(1)})]:
+                for fam in (so.linear_drift(2), so.rotation_drift()):
+                    fit = so.fit_affine(x, fam, D=D, route=route, seed=seed, **kw)
+                    cos = abs(float(fit.null_directions[0] @ (rot if fam.n_params == 4 else np.array([0, 1.0]))))
+                    tab = fit.table().assign(seed=seed, M=m, family="A" if fam.n_params == 4 else "a_omega",
+                                             rank=fit.rank, null_cos=cos, n_null=len(fit.null_directions))
+                    _append(out / "ou.csv", tab.to_dict("records"))
+                    print(f"ou seed={seed} M={m} {route} {fam.names}: {np.round(fit.estimate, 3)} cos={cos:.4f}",
+                          flush=True)
+
+
+def run_connectome(out: Path, seeds: int, ms: tuple[int, ...], noises: tuple[float, ...]) -> None:
+    """Rate network on C. elegans (GABA-ergic neurons inhibitory), W scaled to spectral radius 0.9."""
+    c = sc.load("celegans_varshney2011", signs="gaba_inhibitory")
+    W = c.weights(dense=True)
+    rho = float(np.abs(np.linalg.eigvals(W)).max())
+    c = c.with_weights(W * 0.9 / rho)
+    fam = so.rate_network(c)
+    theta = torch.tensor(fam.true_values, dtype=torch.float64)
+    f = fam.drift_fn(theta)
+    E, N = c.n_edges, c.n
+    w_true = np.asarray(c.w)
+    for noise in noises:
+        for seed in range(seeds):
+            g = torch.Generator().manual_seed(seed)
+            x0 = torch.randn(500, N, generator=g, dtype=torch.float64) * 0.1
+            dt = 0.05
+            mmax = max(ms)
+            rec = so.euler_maruyama(f, noise, x0, dt=dt, n_steps=round(1.0 / dt) * (mmax // 500),
+                                    record_every=round(1.0 / dt), burn_in=round(20.0 / dt), generator=g,
+                                    scheme="heun")
+            # time-stamped pairs for the regression bound: one Heun step from each recorded state
+            nxt = so.euler_maruyama(f, noise, rec.reshape(-1, N), dt=dt, n_steps=1, generator=g, scheme="heun")[0]
+            flat = rec.reshape(-1, N)
+            perm = torch.randperm(flat.shape[0], generator=g)
+            for m in ms:
+                idx = perm[:m]
+                x = flat[idx]
+                t = time.time()
+                fit = so.fit_affine(x, fam, D=None, route="local", score=so.GMMScore(1), n_bootstrap=0, seed=seed)
+                w_snap = fit.min_norm[:E]
+                t_snap = time.time() - t
+                # regression of increments on states (knows the time step): per neuron, incoming edges + bias
+                y = (nxt[idx] - x) / dt + x
+                ph = torch.tanh(x)
+                w_reg = np.zeros(E)
+                post, pre = np.asarray(c.post), np.asarray(c.pre)
+                for i in range(N):
+                    e = np.flatnonzero(post == i)
+                    X = torch.cat([ph[:, torch.tensor(pre[e])], torch.ones(m, 1, dtype=torch.float64)], 1)
+                    sol = torch.linalg.lstsq(X, y[:, i:i + 1]).solution[:, 0].numpy()
+                    w_reg[e] = sol[: len(e)]
+                rows = []
+                for method, w in (("snapshot_local_gauss", w_snap), ("increment_regression", w_reg)):
+                    rows.append({"method": method, "noise_D": noise, "seed": seed, "M": m,
+                                 "pearson_r": float(np.corrcoef(w, w_true)[0, 1]),
+                                 "sign_accuracy": float(np.mean(np.sign(w) == np.sign(w_true))),
+                                 "rel_error": float(np.linalg.norm(w - w_true) / np.linalg.norm(w_true)),
+                                 "D_estimate": fit.D if method.startswith("snapshot") else np.nan,
+                                 "seconds": t_snap if method.startswith("snapshot") else np.nan,
+                                 "n_neurons": N, "n_edges": E})
+                _append(out / "connectome.csv", rows)
+                print(f"connectome D={noise} seed={seed} M={m}: {[(r['method'], round(r['pearson_r'], 3), round(r['sign_accuracy'], 3)) for r in rows]}", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["lorenz", "lorenz_bias", "ou", "connectome"])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--M", type=int, nargs="*", default=[1_000, 10_000])
+    p.add_argument("--noise", type=float, nargs="*", default=[0.01, 0.1])
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    if a.what == "lorenz":
+        run_lorenz(a.out, a.seeds)
+    elif a.what == "lorenz_bias":
+        run_lorenz_bias(a.out)
+    elif a.what == "ou":
+        run_ou(a.out, a.seeds)
+    else:
+        run_connectome(a.out, a.seeds, tuple(a.M), tuple(a.noise))
+
+
+if __name__ == "__main__":
+    main()
