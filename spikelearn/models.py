@@ -75,7 +75,7 @@ STORAGES = ("dense", "sparse", "auto")
 #: ``storage="auto"`` keeps ``W_rec`` per edge below this density (edges / N²). Measured with
 #: ``benchmarks/bench_sparse.py`` (random Dale circuits, LIF, B = 8, T = 100, 1 thread, README "Sparse storage"): at
 #: N = 1024 the sparse BPTT and batched e-prop gradients are faster up to 5 % density and slower from 10 %, the
-#: forward up to 10 %; at N = 4096 sparse is faster at every density up to 1 % by 10-30x.
+#: forward up to 10 %; at N = 4096 sparse is faster up to 10 % and slower at 50 %.
 AUTO_SPARSE_DENSITY = 0.05
 PARAMETRIZATIONS = ("per_edge", "type_shared")
 
