@@ -16,6 +16,8 @@ module             used by                                                     i
 ``dask_jobqueue``  sweep executor ``slurm``                                    ``pip install dask-jobqueue``
 ``matplotlib``     plots (:mod:`spikelearn.analysis`, demo, sweep reports)      a dependency
 ``sklearn``        the 8×8 digits of :class:`spikelearn.tasks.SequentialDigits`  a dependency
+``mnist1d``        the mnist1d data set of :mod:`spikelearn.lateral` (generated   ``pip install "spikelearn[lateral]"``
+                   locally, no download)
 ``fcntl``          file locks of the sweep store (POSIX only)                   standard library
 =================  ==========================================================  ===================================
 
@@ -40,6 +42,7 @@ OPTIONAL_MODULES: dict[str, str] = {
     "dask_jobqueue": "pip install dask-jobqueue",
     "matplotlib": "pip install matplotlib",
     "sklearn": "pip install scikit-learn",
+    "mnist1d": 'pip install "spikelearn[lateral]"',
     "fcntl": "a POSIX system (the standard library's fcntl)",
 }
 
