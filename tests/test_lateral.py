@@ -222,7 +222,7 @@ def _mnist1d_available():
 
 
 @pytest.mark.skipif(not _mnist1d_available(),
-                    reason="mnist1d is not installed or not yet listed in spikelearn.optional (pip install mnist1d)")
+                    reason='mnist1d is not installed (pip install "spikelearn[lateral]")')
 def test_mnist1d_is_generated_locally_and_leaves_global_rngs_alone():
     before = np.random.get_state()
     expected = np.random.random()

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spikelearn import optional
 from spikelearn.lateral import (
     CoactivationRule,
     LateralCNN,
@@ -69,8 +68,6 @@ def cpu_name() -> str:
 def load(data: str):
     if data == "digits":
         return load_digits_images(), (1, 8, 8), 3
-    # until spikelearn/optional.py lists mnist1d, register it here (a no-op once listed)
-    optional.OPTIONAL_MODULES.setdefault("mnist1d", "pip install mnist1d")
     return load_mnist1d(), (1, 40), 5
 
 
