@@ -157,6 +157,16 @@ def test_scale_lateral_bounds_each_post_maps_input():
     assert torch.equal(scale_lateral(torch.zeros(2, 2, 3), 0.5), torch.zeros(2, 2, 3))
 
 
+def test_scaled_lateral_dynamics_contract_to_a_fixed_point():
+    torch.manual_seed(2)
+    model = LateralCNN(2, (1, 8, 8), 10, channels=(4, 6), radius=1, lateral_steps=12)
+    model.set_lateral(scale_lateral(torch.randn_like(model.lateral_weight), 0.5))
+    traj = model.lateral_steps(model.features(torch.rand(2, 1, 8, 8)))
+    steps = (traj[1:] - traj[:-1]).abs().flatten(1).amax(1)  # ‖h_{t+1} - h_t‖∞, (T-1,)
+    assert (steps[1:] <= 0.5 * steps[:-1] + 1e-7).all()  # the ∞-norm of the lateral step is at most the gain
+    assert steps[-1] < 1e-3 * steps[0]
+
+
 def test_baseline_cnn_reaches_95_percent_on_held_out_digits():
     """Phase 1 alone (no lateral weights): seed 0, 10 epochs of AdamW (lr 3e-3, batch 64) on the 1437 training
     digits; measured 98.1 % on the 360 held-out ones (≈ 3 s on one thread)."""
