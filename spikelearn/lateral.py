@@ -42,6 +42,21 @@ Data: scikit-learn's 8×8 digits (:func:`load_digits_images`, the 1437/360 split
 :class:`~spikelearn.tasks.SequentialDigits`), ``mnist1d`` generated locally (:func:`load_mnist1d`), and a user's
 local MNIST (IDX files) or CIFAR-10 (python pickles) copy (:func:`load_mnist`, :func:`load_cifar10`); nothing is
 ever downloaded.
+
+Example — the three training phases (a test runs this block)::
+
+    import torch
+    from spikelearn.lateral import (CoactivationRule, LateralCNN, accuracy, add_noise, lateral_circuit,
+                                    learn_lateral, load_digits_images, train_classifier)
+
+    xtr, ytr, xte, yte = load_digits_images()
+    torch.manual_seed(0)
+    net = LateralCNN(2, (1, 8, 8), 10, channels=(8, 16), radius=1, lateral_steps=3)
+    train_classifier(net, xtr, ytr, epochs=2)                                        # 1: backprop, clean images
+    W, stats = learn_lateral(net, xtr, CoactivationRule(kind="ratio", radius=1), gain=0.5)  # 2: the rule, unlabeled
+    train_classifier(net, xtr, ytr, epochs=1, head_only=True)                        # 3: classifier retrained
+    noisy = accuracy(net, add_noise(xte, 0.3, torch.Generator().manual_seed(0)), yte)
+    circuit = lateral_circuit(net.lateral_weight, (4, 4))                            # 16 positions x 16 maps
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import textwrap
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 
+import spikelearn.lateral as lateral
 from spikelearn.lateral import (
     CoactivationRule,
     LateralCNN,
@@ -242,6 +244,16 @@ def test_mnist1d_is_generated_locally_and_leaves_global_rngs_alone():
     assert xtr.shape == (4000, 1, 40) and xte.shape == (1000, 1, 40) and set(ytr.tolist()) == set(range(10))
     model = LateralCNN(1, (1, 40), 10, radius=2)
     assert model(xtr[:4]).shape == (4, 10)
+
+
+def test_module_docstring_example_runs():
+    doc = lateral.__doc__ or ""
+    block = doc.split("(a test runs this block)::", 1)[1]
+    code = textwrap.dedent("\n".join(line for line in block.splitlines() if line.startswith("    ") or not line))
+    ns: dict = {}
+    exec(compile(code, "spikelearn.lateral example", "exec"), ns)
+    assert ns["W"].shape == (16, 16, 3, 3) and 0.0 <= ns["noisy"] <= 1.0
+    assert ns["circuit"].n == 16 * 16
 
 
 def test_rule_rejects_bad_hyperparameters():
