@@ -4,7 +4,8 @@ Every estimator is a small object with hyperparameters only; ``fit(x)`` learns f
 the fitted estimator, ``evaluate(x)`` returns ``(s, div_s)``, ``(M, d)`` and ``(M,)``.
 
 * :class:`KDEScore` — a Gaussian-kernel density estimate with kernel covariance ``c² Σ̂`` (Scott's factor
-  ``c = M^{−1/(d+4)}`` unless given); evaluated at its own training points it leaves each point out.
+  ``c = M^{−1/(d+4)}`` unless given); evaluated at its own training points it leaves each point out (only the point
+  itself: the duplicates of a bootstrap resample stay in).
 * :class:`GMMScore` — a Gaussian mixture fitted by scikit-learn (full covariances; ``n_components`` an int or a list
   chosen by BIC).
 * :class:`DSMScore` — denoising score matching with a small MLP (Vincent 2011): minimises
@@ -171,8 +172,9 @@ class DSMScore(ScoreEstimator):
         g = torch.Generator().manual_seed(self.seed)
         loc, scale = x.mean(0), x.std(0).clamp_min(1e-12)
         z = (x - loc) / scale
-        torch.manual_seed(self.seed)
-        net = _MLP(x.shape[1], self.hidden, x.dtype)
+        with torch.random.fork_rng():          # seeded initialisation without touching the caller's global RNG
+            torch.manual_seed(self.seed)
+            net = _MLP(x.shape[1], self.hidden, x.dtype)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps)
         for _ in range(self.steps):
