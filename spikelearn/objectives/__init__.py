@@ -11,9 +11,11 @@ Lu, Kuśmierz & Mihalas 2025 (arXiv 2502.17690, "Identifying Stochastic Dynamics
 
 For an affine drift ``Φ(x)θ + f₀(x)`` both are a quadratic form solved directly, with the rank and the unidentifiable
 directions reported under a stated rule (:mod:`~spikelearn.objectives.linear`); any differentiable drift trains on
-either loss (:func:`train_drift`). Systems and samplers: :mod:`~spikelearn.objectives.systems`.
+either loss (:func:`train_drift`). Systems and samplers: :mod:`~spikelearn.objectives.systems`. Density from
+known dynamics (a Gaussian mixture trained by the residual): :mod:`~spikelearn.objectives.density`.
 """
 
+from spikelearn.objectives.density import MixtureDensity, fit_density_from_dynamics, total_variation_2d
 from spikelearn.objectives.drifts import AffineDrift, divergence
 from spikelearn.objectives.fit import MatrixFreeFit, fit_affine, fit_affine_matrix_free, train_drift
 from spikelearn.objectives.kernels import ksd, ksd_gram, median_bandwidth, stein_kernel
@@ -40,5 +42,6 @@ __all__ = [
     "ksd_gram", "median_bandwidth", "stein_kernel", "LinearFit", "solve_quadratic", "fp_residual", "fp_residual_loss",
     "local_system", "KDEScore", "GMMScore", "DSMScore", "ScoreEstimator", "LORENZ_PARAMETERS", "RateNetworkDrift",
     "dt_halving_check", "euler_maruyama", "linear_drift", "lorenz", "lorenz_drift", "ou_samples",
-    "ou_stationary_covariance", "rate_network", "rotation_drift", "stationary_samples",
+    "ou_stationary_covariance", "rate_network", "rotation_drift", "stationary_samples", "MixtureDensity",
+    "fit_density_from_dynamics", "total_variation_2d",
 ]

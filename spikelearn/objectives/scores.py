@@ -29,10 +29,10 @@ from spikelearn.objectives.drifts import divergence
 from spikelearn.objectives.validation import as_samples
 from spikelearn.optional import require
 
-__all__ = ["KDEScore", "GMMScore", "DSMScore", "ScoreEstimator"]
+__all__ = ["KDEScore", "GMMScore", "DSMScore", "ScoreEstimator", "mixture_score"]
 
 
-def _mixture_score(x: Tensor, means: Tensor, precisions: Tensor, log_weights: Tensor,
+def mixture_score(x: Tensor, means: Tensor, precisions: Tensor, log_weights: Tensor,
                    exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Score and its divergence of a Gaussian mixture: means ``(K, d)``, precisions ``(K, d, d)``."""
     diff = x[:, None, :] - means[None]                           # (M, K, d)
@@ -138,7 +138,7 @@ class GMMScore(ScoreEstimator):
         if self.means_ is None or self.precisions_ is None or self.log_weights_ is None:
             raise RuntimeError("GMMScore.evaluate before fit")
         x = as_samples(x, dim=self.means_.shape[1])
-        return _mixture_score(x, self.means_, self.precisions_, self.log_weights_)
+        return mixture_score(x, self.means_, self.precisions_, self.log_weights_)
 
 
 class _MLP(nn.Module):
