@@ -169,9 +169,14 @@ def run_density(out: Path, seeds: int) -> None:
             print(f"density seed={seed} M={m}: {[(r['method'], round(r['tv'], 4)) for r in rows]}", flush=True)
 
 
-def run_connectome(out: Path, seeds: int, ms: tuple[int, ...], noises: tuple[float, ...]) -> None:
-    """Rate network on C. elegans (GABA-ergic neurons inhibitory), W scaled to spectral radius 0.9."""
-    c = sc.load("celegans_varshney2011", signs="gaba_inhibitory")
+def run_connectome(out: Path, seeds: int, ms: tuple[int, ...], noises: tuple[float, ...],
+                   circuit: str = "celegans") -> None:
+    """Rate network on C. elegans (GABA-ergic neurons inhibitory) or a 200-neuron mouse V1 cell-type circuit
+    (``mouse_v1(n=200, seed=0, radius_um=200)``), W scaled to spectral radius 0.9."""
+    if circuit == "celegans":
+        c = sc.load("celegans_varshney2011", signs="gaba_inhibitory")
+    else:
+        c = sc.mouse_v1(n=200, seed=0, radius_um=200.0)
     W = c.weights(dense=True)
     rho = float(np.abs(np.linalg.eigvals(W)).max())
     c = c.with_weights(W * 0.9 / rho)
@@ -212,7 +217,7 @@ def run_connectome(out: Path, seeds: int, ms: tuple[int, ...], noises: tuple[flo
                     w_reg[e] = sol[: len(e)]
                 rows = []
                 for method, w in (("snapshot_local_gauss", w_snap), ("increment_regression", w_reg)):
-                    rows.append({"method": method, "noise_D": noise, "seed": seed, "M": m,
+                    rows.append({"circuit": circuit, "method": method, "noise_D": noise, "seed": seed, "M": m,
                                  "pearson_r": float(np.corrcoef(w, w_true)[0, 1]),
                                  "sign_accuracy": float(np.mean(np.sign(w) == np.sign(w_true))),
                                  "rel_error": float(np.linalg.norm(w - w_true) / np.linalg.norm(w_true)),
@@ -220,7 +225,7 @@ def run_connectome(out: Path, seeds: int, ms: tuple[int, ...], noises: tuple[flo
                                  "seconds": t_snap if method.startswith("snapshot") else np.nan,
                                  "n_neurons": N, "n_edges": E})
                 _append(out / "connectome.csv", rows)
-                print(f"connectome D={noise} seed={seed} M={m}: {[(r['method'], round(r['pearson_r'], 3), round(r['sign_accuracy'], 3)) for r in rows]}", flush=True)
+                print(f"connectome {circuit} D={noise} seed={seed} M={m}: {[(r['method'], round(r['pearson_r'], 3), round(r['sign_accuracy'], 3)) for r in rows]}", flush=True)
 
 
 def main() -> None:
@@ -230,6 +235,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--M", type=int, nargs="*", default=[1_000, 10_000])
     p.add_argument("--noise", type=float, nargs="*", default=[0.01, 0.1])
+    p.add_argument("--circuit", choices=["celegans", "mouse_v1"], default="celegans")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -244,7 +250,7 @@ def main() -> None:
     elif a.what == "density":
         run_density(a.out, a.seeds)
     else:
-        run_connectome(a.out, a.seeds, tuple(a.M), tuple(a.noise))
+        run_connectome(a.out, a.seeds, tuple(a.M), tuple(a.noise), a.circuit)
 
 
 if __name__ == "__main__":
