@@ -10,9 +10,12 @@ process's resident-set high-water mark during the timed calls, ``benchmarks/_mea
   forward trial-steps per second at B = 8 (spikelearn sparse, and a plain scipy CSR loop of the same LIF update over
   the same matrix, in the same process); BPTT and batched e-prop gradient time and peak memory at T = 100 (sparse).
 
+* ``brian2``: one trial (B = 1, T = 100) of the same lattice network in spikelearn and in Brian2 (numpy and cython
+  runtime targets; wall time of the whole call, build and compilation included, and of Brian2's ``net.run``).
+
 Usage::
 
-    python benchmarks/bench_sparse.py [--part crossover flyvis] [--sizes 1024 4096] [--densities 0.001 0.01 0.05 0.1 0.5]
+    python benchmarks/bench_sparse.py [--part crossover flyvis brian2] [--sizes 1024 4096] [--densities 0.001 0.01 0.05 0.1 0.5]
                                       [--repeats 3] [--threads 1] [--device cpu]
 
 Results are in the README ("Sparse storage"), with the machine they ran on.
@@ -82,6 +85,13 @@ def _case(spec: dict) -> dict:
         rule = BPTT() if what == "bptt" else EProp()
         out["s"], out["mb"] = measure(lambda: rule.gradients(model, x, y, mask, mse), repeats=spec["repeats"],
                                       device=device, warmup=lambda: rule.gradients(model, x[:5], y[:5], mask[:5], mse))
+    elif what.startswith("brian2_"):  # the same network and input in Brian2 (float64; build/compile included)
+        from spikelearn.validate import run_brian2
+
+        t0 = time.perf_counter()
+        res = run_brian2(model, x, target=what.split("_", 1)[1])
+        out["s"], out["mb"] = time.perf_counter() - t0, rss_mb() - rss_before
+        out["brian2_wall_s"] = res.wall_s
     elif what == "scipy_loop":  # the same LIF update over the same matrix with scipy CSR (float32)
         W = circuit.weights(dense=False).astype(np.float32).tocsr()
         c = model.constants()
@@ -110,7 +120,7 @@ def _run(spec: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", help=argparse.SUPPRESS)
-    ap.add_argument("--part", nargs="+", default=["crossover", "flyvis"], choices=["crossover", "flyvis"])
+    ap.add_argument("--part", nargs="+", default=["crossover", "flyvis"], choices=["crossover", "flyvis", "brian2"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[1024, 4096])
     ap.add_argument("--densities", nargs="+", type=float, default=[0.001, 0.01, 0.05, 0.1, 0.5])
     ap.add_argument("--repeats", type=int, default=3)
@@ -160,6 +170,17 @@ def main() -> None:
                 print(f"  {name}: {r['s']:.2f} s per trial ({steps / r['s']:.0f} trial-steps/s), peak {r['mb']:.0f} MB")
             else:
                 print(f"  {name}: {r.get('error')}")
+
+    if "brian2" in a.part:  # one trial (B = 1, T = 100) on the full lattice: spikelearn vs Brian2's runtime targets
+        one = dict(base, circuit="flyvis", storage="sparse", repeats=1, B=1)
+        print("\nflyvis lattice radius 15, one trial (B = 1, T = 100), float64 network in Brian2:")
+        for what in ("forward", "brian2_numpy", "brian2_cython"):
+            r = _run(dict(one, what=what))
+            if "s" in r:
+                extra = f", Brian2 net.run {r['brian2_wall_s']:.1f} s" if "brian2_wall_s" in r else ""
+                print(f"  {what}: {r['s']:.2f} s{extra}, memory {r['mb']:.0f} MB", flush=True)
+            else:
+                print(f"  {what}: {r.get('error')}", flush=True)
 
 
 if __name__ == "__main__":
