@@ -170,17 +170,18 @@ def density(res: Path, out: list[str]) -> None:
 
 def connectome(res: Path, out: list[str]) -> None:
     df = pd.read_csv(res / "connectome.csv")
-    tab = df.groupby(["noise_D", "M", "method"]).agg(pearson_r=("pearson_r", "mean"), r_sd=("pearson_r", "std"),
+    df["circuit"] = df["circuit"].fillna("celegans") if "circuit" in df else "celegans"
+    tab = df.groupby(["circuit", "noise_D", "M", "method"]).agg(pearson_r=("pearson_r", "mean"), r_sd=("pearson_r", "std"),
                                                      sign_accuracy=("sign_accuracy", "mean"),
                                                      rel_error=("rel_error", "mean"), n=("seed", "size"))
-    out += ["## 6d C. elegans rate network: recovered vs true edge weights (mean over seeds)", "",
+    out += ["## 6d Rate networks on connectomes: recovered vs true edge weights (mean over seeds)", "",
             md(tab), ""]
     rows = []
-    for (noise, m), g in df.groupby(["noise_D", "M"]):
+    for (circ, noise, m), g in df.groupby(["circuit", "noise_D", "M"]):
         s = g[g.method.str.startswith("snapshot")].sort_values("seed")["pearson_r"].to_numpy()
         r = g[g.method == "increment_regression"].sort_values("seed")["pearson_r"].to_numpy()
         if len(s) == len(r) and len(s) > 1:
-            rows.append({"noise_D": noise, "M": m, "snapshot_minus_regression_r": float(np.mean(s - r)),
+            rows.append({"circuit": circ, "noise_D": noise, "M": m, "snapshot_minus_regression_r": float(np.mean(s - r)),
                          "paired_t_p": float(stats.ttest_rel(s, r).pvalue), "n": len(s)})
     if rows:
         out += ["Paired t-test (over seeds) of Pearson r, snapshot (local route, Gaussian score) − increment "
