@@ -59,6 +59,7 @@ spikelearn in float64):
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,9 @@ import torch
 from spikelearn.circuit import Circuit
 from spikelearn.models import SpikingRNN
 from spikelearn.validate.brian2 import UnsupportedFeatureError, export_spec
+
+#: The largest per-edge (``storage="sparse"``) network :func:`to_nir` writes: NIR holds dense weight matrices.
+NIR_MAX_SPARSE_N = 4096
 
 __all__ = ["to_nir", "from_nir", "simulate_nir", "SNNTORCH_DT_S"]
 
@@ -122,12 +126,20 @@ def to_nir(model: Any, *, explicit_delay: bool | None = None, for_snntorch: bool
         raise ValueError("for_snntorch=True writes its own recurrent loop (snnTorch cannot import nir.Delay); "
                          "leave explicit_delay unset")
     explicit_delay = (not for_snntorch) if explicit_delay is None else explicit_delay
-    if getattr(model, "storage", "dense") != "dense":
-        raise UnsupportedFeatureError("storage='sparse': NIR has no sparse primitive (its Affine/Linear nodes hold "
-                                      "dense weight matrices), so a per-edge network would be written as an N x N "
-                                      "array; export a model built with storage='dense' (small networks)")
+    per_edge = getattr(model, "storage", "dense") != "dense"
+    if per_edge and model.n > NIR_MAX_SPARSE_N:
+        raise UnsupportedFeatureError(f"storage='sparse' with N = {model.n} > {NIR_MAX_SPARSE_N}: NIR has no sparse "
+                                      f"primitive (its Affine/Linear nodes hold dense weight matrices), so the export "
+                                      f"would write an N x N array ({model.n ** 2 * 8 / 1e9:.1f} GB in float64)")
     spec = export_spec(model)
-    assert spec.W_rec is not None and spec.mask_rec is not None  # dense storage
+    if per_edge:  # a small per-edge network: NIR's dense matrices from the edges
+        assert spec.rec_post is not None and spec.rec_pre is not None and spec.rec_values is not None
+        W_rec = np.zeros((spec.n, spec.n))
+        W_rec[spec.rec_post, spec.rec_pre] = spec.rec_values
+        mask_rec = np.zeros((spec.n, spec.n), dtype=bool)
+        mask_rec[spec.rec_post, spec.rec_pre] = True
+        spec = dataclasses.replace(spec, W_rec=W_rec, mask_rec=mask_rec)
+    assert spec.W_rec is not None and spec.mask_rec is not None
     if (spec.beta != 0).any():
         raise UnsupportedFeatureError(f"adaptive threshold (ALIF, {int((spec.beta != 0).sum())} neurons with "
                                       "beta != 0): NIR has no adaptive LIF primitive")

@@ -254,18 +254,29 @@ def test_brian2_spikes_identical_on_sparse_storage(neuron):
     assert rep.summary["spikes_spikelearn"] > 0  # not vacuous
 
 
-def test_brian2_eprop_and_nir_refuse_sparse_storage_by_name():
+def test_brian2_eprop_refuses_and_nir_exports_small_sparse_storage():
     from spikelearn.validate.brian2 import UnsupportedFeatureError, eprop_brian2, export_spec
     from spikelearn.validate.nir import to_nir
 
-    _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), v_th=0.05)
+    dense, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), v_th=0.05)
     spec = export_spec(sparse)
     assert spec.W_rec is None and spec.rec_values is not None and spec.rec_values.shape == sparse.theta_rec.shape
     x, y, mask = _data(9)
     with pytest.raises(UnsupportedFeatureError, match="storage='sparse'.*storage='dense'"):
         eprop_brian2(sparse, x, y, mask)
-    with pytest.raises(UnsupportedFeatureError, match="NIR has no sparse primitive"):
-        to_nir(sparse)
+    graph_s, graph_d = to_nir(sparse), to_nir(dense)  # small: NIR's dense matrices written from the edges
+    for k in graph_d.nodes:
+        for f in ("weight", "bias", "tau", "r", "v_threshold"):
+            if hasattr(graph_d.nodes[k], f):
+                np.testing.assert_array_equal(getattr(graph_s.nodes[k], f), getattr(graph_d.nodes[k], f))
+    import spikelearn.validate.nir as nir_mod
+
+    old, nir_mod.NIR_MAX_SPARSE_N = nir_mod.NIR_MAX_SPARSE_N, 10
+    try:
+        with pytest.raises(UnsupportedFeatureError, match="NIR has no sparse primitive"):
+            to_nir(sparse)
+    finally:
+        nir_mod.NIR_MAX_SPARSE_N = old
 
 
 def test_auto_storage_follows_the_density_threshold():
