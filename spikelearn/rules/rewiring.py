@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from spikelearn.weights import SparseWeights
+
 __all__ = ["DeepR", "DeepRState"]
 
 _KEYS = {"rec": ("theta_rec", "mask_rec", "sign_rec"), "in": ("theta_in", "mask_in", "sign_in"),
@@ -73,15 +75,23 @@ class DeepR:
         """``θ`` expressed as a magnitude: ``θ`` where the model constrains the sign, ``sign·θ`` where it is free."""
         return torch.where(S != 0, theta, sign * theta)
 
-    def _free_signs(self, W: Tensor, active: Tensor) -> Tensor:
+    def _free_signs(self, W: Tensor, active: Tensor, pre: Tensor | None = None, n_pre: int = 0) -> Tensor:
         """Signs of an unconstrained matrix: an active synapse keeps its own; an inactive position takes the sign
         of its presynaptic column when that column's active synapses agree (the neuron acts as E or I), otherwise
         a random ±1 (its own seeded stream, apart from the reconnection draws) — never all +1, which would let
-        rewiring turn a mixed matrix excitatory."""
+        rewiring turn a mixed matrix excitatory. Per-edge storage: ``W`` ``(nnz,)`` with the edges' presynaptic
+        neurons ``pre``."""
         own = torch.where(W < 0, -1.0, 1.0).to(W.dtype)
-        pos = ((W > 0) & active).any(0)
-        neg = ((W < 0) & active).any(0)
-        col = torch.where(pos & ~neg, 1.0, torch.where(neg & ~pos, -1.0, 0.0)).to(W.dtype).expand_as(W)
+        if pre is not None:  # per edge: a presynaptic neuron's active edges, by scatter
+            z = torch.zeros(n_pre, dtype=torch.long, device=W.device)
+            pos = z.index_add(0, pre, ((W > 0) & active).long()) > 0
+            neg = z.index_add(0, pre, ((W < 0) & active).long()) > 0
+            colsign = torch.where(pos & ~neg, 1.0, torch.where(neg & ~pos, -1.0, 0.0)).to(W.dtype)
+            col = colsign.index_select(0, pre)
+        else:
+            pos = ((W > 0) & active).any(0)
+            neg = ((W < 0) & active).any(0)
+            col = torch.where(pos & ~neg, 1.0, torch.where(neg & ~pos, -1.0, 0.0)).to(W.dtype).expand_as(W)
         g = torch.Generator(device="cpu").manual_seed(int(self.seed) + 7919)
         rnd = (torch.randint(0, 2, tuple(W.shape), generator=g) * 2 - 1).to(W.dtype).to(W.device)
         return torch.where(active, own, torch.where(col != 0, col, rnd))
@@ -91,15 +101,16 @@ class DeepR:
         if "rec" in self.matrices and getattr(model, "parametrization", "per_edge") != "per_edge":
             raise ValueError("DEEP R rewires per-edge weights; a type-shared parametrisation has no per-edge "
                              "parameter to move (use matrices=('in', 'out') or parametrization='per_edge')")
-        if "rec" in self.matrices and getattr(model, "storage", "dense") != "dense":
-            model.require_dense("DEEP R rewiring of W_rec (moving edges within a fixed count)")
         eff = model.effective_weights()
         active, sign = {}, {}
         for key in self.matrices:
             theta, M, S = self._parts(model, key)
             W = getattr(eff, {"rec": "W_rec", "in": "W_in", "out": "W_out"}[key]).detach()
+            pre = None
+            if isinstance(W, SparseWeights):  # per-edge storage: the allowed positions are the stored edges
+                pre, W = W.pre, W.values
             active[key] = (W != 0) & (M != 0)
-            sign[key] = torch.where(S != 0, S, self._free_signs(W, active[key]))
+            sign[key] = torch.where(S != 0, S, self._free_signs(W, active[key], pre, model.n))
             with torch.no_grad():  # a constrained θ < 0 is |θ| in the forward: store it as the magnitude
                 theta.copy_(torch.where(S != 0, theta.abs(), theta) * active[key])
         g = torch.Generator(device=model.theta_rec.device).manual_seed(int(self.seed))

@@ -185,13 +185,45 @@ def test_online_neuromodulatory_rules_agree(rule):
         _close(_dense_grad(sparse, gs, k), gd[k], 1e-11)
 
 
-def test_parts_not_yet_ported_refuse_sparse_storage_by_name():
-    """Nothing silent: what does not handle per-edge storage yet says so, naming itself and the way out."""
+@pytest.mark.parametrize("sign_constraint", ["dale", "none"])
+def test_deep_r_rewires_within_the_stored_edges_as_on_dense_storage(sign_constraint):
+    """DEEP R on per-edge storage: the allowed positions are the stored edges; shrinkage, disconnection and the
+    seeded reconnection draws give the same active sets and weights as on dense storage (the same edges in the same
+    order), the connection count stays fixed and no synapse changes sign."""
     from spikelearn.rules.rewiring import DeepR
 
-    _, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), v_th=0.05)
-    with pytest.raises(NotImplementedError, match="DEEP R.*storage='sparse'.*storage='dense'"):
-        DeepR().init(sparse)
+    dense, sparse = _pair(SpikingRNN, CIRCUITS["dale"](), v_th=0.05, sign_constraint=sign_constraint)
+    with torch.no_grad():  # disconnect every third edge first, so that there are inactive allowed positions
+        off = torch.arange(sparse.theta_rec.numel()) % 3 == 0
+        sparse.theta_rec[off] = 0.0
+        dense.theta_rec[sparse.rec_post[off], sparse.rec_pre[off]] = 0.0
+    rw = DeepR(l1=0.5, matrices=("rec",), seed=3)
+    sd, ss = rw.init(dense), rw.init(sparse)
+    x, y, mask = _data(12)
+    n0 = int(ss.active["rec"].sum())
+    assert n0 == int(sd.active["rec"].sum()) and n0 < sparse.theta_rec.numel()
+    od = torch.optim.SGD(dense.parameters(), lr=0.05)
+    os_ = torch.optim.SGD(sparse.parameters(), lr=0.05)
+    rewired = 0
+    for _ in range(5):
+        for m, st, opt in ((dense, sd, od), (sparse, ss, os_)):
+            _, g = BPTT().gradients(m, x, y, mask, _mse)
+            opt.zero_grad()
+            for n, p in m.named_parameters():
+                if n in g:
+                    p.grad = g[n]
+            rw.mask_grads(m, st)
+            opt.step()
+        sd, ss = rw.step(dense, sd, lr=0.05), rw.step(sparse, ss, lr=0.05)
+        assert sd.n_rewired == ss.n_rewired
+        rewired += ss.n_rewired
+        assert int(ss.active["rec"].sum()) == n0
+        Wd = dense.effective_weights().W_rec.detach()
+        Ws = sparse.effective_weights().W_rec.detach()
+        assert torch.equal(ss.active["rec"], sd.active["rec"][sparse.rec_post, sparse.rec_pre])
+        _close(Ws.values, Wd[sparse.rec_post, sparse.rec_pre], 1e-11)
+        assert bool((Ws.values * ss.sign["rec"] >= 0).all())
+    assert rewired > 0  # edges did move
 
 
 def test_save_load_round_trip_keeps_sparse_storage(tmp_path):
