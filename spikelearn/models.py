@@ -422,75 +422,33 @@ class _CircuitRNN(nn.Module):
         self._setup_io(circuit, S, M, w_in=w_in, w_out=w_out, w_out_init=w_out_init, readout_bias=readout_bias,
                        gap_scale=gap_scale, w_in_init=w_in_init, input_channel_sign=input_channel_sign, kw=kw)
 
-    def _setup_dense_recurrent(self, circuit: Circuit, sign_constraint: str, allow_autapses: bool,
-                               kw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Dense ``(N, N)`` recurrent storage: ``theta_rec``, ``mask_rec``, ``sign_rec`` matrices."""
-        n = circuit.n
-        W0 = np.asarray(circuit.weights(dense=True))
-        M = circuit.mask(dense=True).copy()
-        if not allow_autapses:
-            n_auto = int((np.diag(W0) != 0).sum())
-            if n_auto and not circuit.metadata.get("generator"):  # generators document their diagonal
-                warnings.warn(f"the circuit has {n_auto} autapse(s) (self-connections with non-zero weight); the model "
-                              f"leaves them out (allow_autapses=False). Pass allow_autapses=True to keep them.",
-                              UserWarning, stacklevel=3)
-            np.fill_diagonal(M, False)
-        W0 = np.where(M, W0, 0.0)
-        signs = np.asarray(circuit.signs, dtype=np.int64)
-        mode = sign_constraint
-        if mode == "auto":
-            mode = "keep" if (signs != 0).any() else "none"
-        if mode == "none":
-            S = np.zeros((n, n))
-        elif mode == "dale":
-            col = circuit.dale_signs().astype(np.float64)  # raises naming unknown / mixed neurons
-            S = np.broadcast_to(col[None, :], (n, n)).copy()
-        elif mode == "keep":
-            contra = np.flatnonzero((signs != 0) & ((W0 * signs[None, :]) < 0).any(0))
-            if contra.size:
-                ids = ", ".join(repr(circuit.node_ids[k]) for k in contra[:20])
-                raise ValueError(f"sign_constraint='keep': the initial outgoing weights of {contra.size} neuron(s)"
-                                 f" contradict their declared sign: {ids}")
-            fallback = circuit.edge_sign_per_neuron().astype(np.float64)
-            fallback[fallback == 0] = 1.0
-            edge = np.where(W0 > 0, 1.0, np.where(W0 < 0, -1.0, fallback[None, :]))
-            S = np.where((signs != 0)[None, :], signs[None, :].astype(np.float64), edge)
-        else:
-            raise ValueError(f"sign_constraint must be 'auto', 'none', 'dale' or 'keep', got {sign_constraint!r}")
-        S = S * M
-        self.sign_constraint = mode
-        theta_rec = np.where(S != 0, np.abs(W0), W0)
-        self.register_buffer("mask_rec", torch.as_tensor(M, **kw))
-        self.register_buffer("sign_rec", torch.as_tensor(S, **kw))
-        self.theta_rec = nn.Parameter(torch.as_tensor(theta_rec, **kw))
-        return S, M
-
-    def _setup_sparse_recurrent(self, circuit: Circuit, sign_constraint: str, allow_autapses: bool,
-                                kw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Per-edge recurrent storage (``storage="sparse"``): ``theta_rec``, ``sign_rec``, ``mask_rec`` ``(nnz,)`` and
-        the edge indices ``rec_post``, ``rec_pre`` (sorted by ``(post, pre)``), from the circuit's edge lists — the same
-        edges, initial values and signs as the dense storage, and no ``N × N`` array."""
+    @staticmethod
+    def _recurrent_edges(circuit: Circuit, allow_autapses: bool, warn: bool = True
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The recurrent edges ``(post, pre, w)`` the model keeps: the circuit's (unique, sorted by ``(post, pre)`` —
+        the :class:`~spikelearn.circuit.Circuit` guarantees both) without autapses unless ``allow_autapses``; a
+        warning names dropped autapses of non-zero weight (``warn``; generators document their diagonal)."""
         post = np.asarray(circuit.post, dtype=np.int64)
         pre = np.asarray(circuit.pre, dtype=np.int64)
         w0 = np.asarray(circuit.w, dtype=np.float64)
-        if not allow_autapses:
-            auto = post == pre
-            n_auto = int((w0[auto] != 0).sum())
-            if n_auto and not circuit.metadata.get("generator"):
-                warnings.warn(f"the circuit has {n_auto} autapse(s) (self-connections with non-zero weight); the model "
-                              f"leaves them out (allow_autapses=False). Pass allow_autapses=True to keep them.",
-                              UserWarning, stacklevel=4)
-            post, pre, w0 = post[~auto], pre[~auto], w0[~auto]
-        order = np.lexsort((pre, post))
-        post, pre, w0 = post[order], pre[order], w0[order]
-        if post.size > 1 and bool(((post[1:] == post[:-1]) & (pre[1:] == pre[:-1])).any()):
-            raise ValueError("the circuit has duplicate edges; sparse storage keeps one value per edge")
+        if allow_autapses:
+            return post.copy(), pre.copy(), w0.copy()  # the circuit's arrays are read-only
+        auto = post == pre
+        n_auto = int((w0[auto] != 0).sum())
+        if warn and n_auto and not circuit.metadata.get("generator"):
+            warnings.warn(f"the circuit has {n_auto} autapse(s) (self-connections with non-zero weight); the model "
+                          f"leaves them out (allow_autapses=False). Pass allow_autapses=True to keep them.",
+                          UserWarning, stacklevel=5)  # -> _setup_*_recurrent -> _setup_weights -> __init__ -> caller
+        return post[~auto], pre[~auto], w0[~auto]
+
+    def _edge_signs(self, circuit: Circuit, pre: np.ndarray, w0: np.ndarray, sign_constraint: str) -> np.ndarray:
+        """The sign constraint of each kept edge (0 = free), for either storage; sets ``self.sign_constraint``."""
         signs = np.asarray(circuit.signs, dtype=np.int64)
         mode = sign_constraint
         if mode == "auto":
             mode = "keep" if (signs != 0).any() else "none"
         if mode == "none":
-            S = np.zeros(post.size)
+            S = np.zeros(pre.size)
         elif mode == "dale":
             S = circuit.dale_signs().astype(np.float64)[pre]  # raises naming unknown / mixed neurons
         elif mode == "keep":
@@ -507,10 +465,41 @@ class _CircuitRNN(nn.Module):
         else:
             raise ValueError(f"sign_constraint must be 'auto', 'none', 'dale' or 'keep', got {sign_constraint!r}")
         self.sign_constraint = mode
+        return S
+
+    def _setup_dense_recurrent(self, circuit: Circuit, sign_constraint: str, allow_autapses: bool,
+                               kw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Dense ``(N, N)`` recurrent storage: ``theta_rec``, ``mask_rec``, ``sign_rec`` matrices, scattered from the
+        kept edges and their signs."""
+        n = circuit.n
+        post, pre, w0 = self._recurrent_edges(circuit, allow_autapses)
+        s_edge = self._edge_signs(circuit, pre, w0, sign_constraint)
+        M = np.zeros((n, n), dtype=bool)
+        M[post, pre] = True
+        W0 = np.zeros((n, n))
+        W0[post, pre] = w0
+        S = np.zeros((n, n))
+        S[post, pre] = s_edge
+        theta_rec = np.where(S != 0, np.abs(W0), W0)
+        self.register_buffer("mask_rec", torch.as_tensor(M, **kw))
+        self.register_buffer("sign_rec", torch.as_tensor(S, **kw))
+        self.theta_rec = nn.Parameter(torch.as_tensor(theta_rec, **kw))
+        return S, M
+
+    def _register_edge_index(self, post: np.ndarray, pre: np.ndarray, device: Any) -> None:
+        self.register_buffer("rec_post", torch.as_tensor(post, dtype=torch.long, device=device))
+        self.register_buffer("rec_pre", torch.as_tensor(pre, dtype=torch.long, device=device))
+
+    def _setup_sparse_recurrent(self, circuit: Circuit, sign_constraint: str, allow_autapses: bool,
+                                kw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-edge recurrent storage (``storage="sparse"``): ``theta_rec``, ``sign_rec``, ``mask_rec`` ``(nnz,)`` and
+        the edge indices ``rec_post``, ``rec_pre`` (sorted by ``(post, pre)``), from the circuit's edge lists — the same
+        edges, initial values and signs as the dense storage, and no ``N × N`` array."""
+        post, pre, w0 = self._recurrent_edges(circuit, allow_autapses)
+        S = self._edge_signs(circuit, pre, w0, sign_constraint)
         M = np.ones(post.size, dtype=bool)
         theta_rec = np.where(S != 0, np.abs(w0), w0)
-        self.register_buffer("rec_post", torch.as_tensor(post, dtype=torch.long, device=kw["device"]))
-        self.register_buffer("rec_pre", torch.as_tensor(pre, dtype=torch.long, device=kw["device"]))
+        self._register_edge_index(post, pre, kw["device"])
         self.register_buffer("mask_rec", torch.as_tensor(M, **kw))
         self.register_buffer("sign_rec", torch.as_tensor(S, **kw))
         self.theta_rec = nn.Parameter(torch.as_tensor(theta_rec, **kw))
@@ -525,14 +514,7 @@ class _CircuitRNN(nn.Module):
         (presynaptic type, postsynaptic type) pair that has an edge; ``|·|`` keeps the gains non-negative. Buffers:
         ``rec_post``, ``rec_pre``, ``edge_pair`` (the pair of each edge), ``edge_scale`` (``s_e``), ``sign_rec``;
         ``type_pairs`` lists the pairs (pre type, post type) in ``type_gain`` order."""
-        post = np.asarray(circuit.post, dtype=np.int64)
-        pre = np.asarray(circuit.pre, dtype=np.int64)
-        w0 = np.asarray(circuit.w, dtype=np.float64)
-        if not allow_autapses:
-            keep = post != pre
-            post, pre, w0 = post[keep], pre[keep], w0[keep]
-        order = np.lexsort((pre, post))
-        post, pre, w0 = post[order], pre[order], w0[order]
+        post, pre, w0 = self._recurrent_edges(circuit, allow_autapses, warn=False)
         if not (isinstance(gain_init, (int, float)) and math.isfinite(gain_init) and gain_init >= 0):
             raise ValueError(f"type_gain_init must be a finite number >= 0, got {gain_init!r}")
         types = np.asarray([str(c) for c in circuit.cell_types], dtype=object)
@@ -544,8 +526,7 @@ class _CircuitRNN(nn.Module):
         S = np.sign(w0)
         M = np.ones(post.size, dtype=bool)
         self.sign_constraint = "type_shared"
-        self.register_buffer("rec_post", torch.as_tensor(post, dtype=torch.long, device=kw["device"]))
-        self.register_buffer("rec_pre", torch.as_tensor(pre, dtype=torch.long, device=kw["device"]))
+        self._register_edge_index(post, pre, kw["device"])
         self.register_buffer("edge_pair", torch.as_tensor(edge_pair.reshape(-1), dtype=torch.long,
                                                           device=kw["device"]))
         self.register_buffer("edge_scale", torch.as_tensor(w0, **kw))
