@@ -259,11 +259,3 @@ class EProp(LocalRule):
         """
         dW_pre, dW_out, db_out, s = spiking_traces_read(model, self._consts(model), state, self._reg)
         return assemble_grads(model, dW_pre, dW_out, db_out), s
-
-    def step(self, model: Any, rec_t: Any, dE_dy_t: Tensor, state: EPropState) -> tuple[Grads, EPropState]:
-        """One time step: ``rec_t`` is one step of the record (fields ``(B, ·)``), ``dE_dy_t`` ``(B, K)``.
-
-        Returns this step's gradient contribution (parameter names) and the new state.
-        """
-        rec1 = type(rec_t)(*(f[None] for f in rec_t))
-        return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))

@@ -938,6 +938,12 @@ class LocalRule:
         """``(B, new rule state)`` for ``model``'s current readout (:func:`feedback_matrix`)."""
         return feedback_matrix(self, model.effective_weights().W_out, self.default_feedback_std(model), state)
 
+    def step(self, model: Any, rec_t: Any, dE_dy_t: Tensor, state: Any) -> tuple[Grads, Any]:
+        """One time step of an online rule: ``rec_t`` one step of the record (fields ``(B, ·)``), ``dE_dy_t``
+        ``(B, K)``. Returns this step's gradient contribution (parameter names) and the new trial state."""
+        rec1 = type(rec_t)(*(f[None] for f in rec_t))
+        return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))  # type: ignore[attr-defined]
+
     def gradients(self, model: Any, x: Tensor, y: Tensor, mask: Tensor,
                   loss_fn: LossFn) -> tuple[Tensor, Grads]:
         """``(loss, grads)`` for whole trials, starting from ``init_state(model)`` (see :meth:`update`)."""

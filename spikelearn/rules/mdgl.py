@@ -363,8 +363,3 @@ class MDGL(LocalRule):
         dW_pre, dW_out, db_out, ep = spiking_traces_read(model, k, state.ep, RegSpec())
         grads = assemble_grads(model, dW_pre + state.acc_mod, dW_out, db_out)
         return grads, state._replace(ep=ep, acc_mod=torch.zeros_like(state.acc_mod))
-
-    def step(self, model: Any, rec_t: Any, dE_dy_t: Tensor, state: MDGLState) -> tuple[Grads, MDGLState]:
-        """One time step (``rec_t`` fields ``(B, ·)``): this step's gradient contribution and the new state."""
-        rec1 = type(rec_t)(*(f[None] for f in rec_t))
-        return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))

@@ -371,8 +371,3 @@ class ModProp(LocalRule):
         z = torch.zeros_like
         return grads, state._replace(acc=z(state.acc), acc_type=z(state.acc_type), acc_out=z(state.acc_out),
                                      acc_bout=z(state.acc_bout))
-
-    def step(self, model: Any, rec_t: Any, dE_dy_t: Tensor, state: ModPropState) -> tuple[Grads, ModPropState]:
-        """One time step (``rec_t`` fields ``(B, ·)``): this step's gradient contribution and the new state."""
-        rec1 = type(rec_t)(*(f[None] for f in rec_t))
-        return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))

@@ -181,8 +181,3 @@ class RFLO(LocalRule):
         grads = assemble_grads(model, state.acc, state.acc_out, state.acc_bout)
         z = torch.zeros_like
         return grads, state._replace(acc=z(state.acc), acc_out=z(state.acc_out), acc_bout=z(state.acc_bout))
-
-    def step(self, model: Any, rec_t: Any, dE_dy_t: Tensor, state: RFLOState) -> tuple[Grads, RFLOState]:
-        """One time step (``rec_t`` fields ``(B, ·)``, ``dE_dy_t`` ``(B, K)``): this step's gradient and new state."""
-        rec1 = type(rec_t)(*(f[None] for f in rec_t))
-        return self.read(model, self.advance(model, rec1, dE_dy_t[None], state))
