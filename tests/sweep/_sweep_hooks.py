@@ -16,11 +16,16 @@ def weight_norm(model, task, iteration):
 
 
 def die(model, task, iteration, counter, at=6, times=1):
-    """Kill the worker process at ``iteration == at``, the first ``times`` times (counted in file ``counter``)."""
+    """Kill the worker process at ``iteration == at``, the first ``times`` times (counted in file ``counter``).
+
+    Each death is claimed atomically (``counter.<k>`` created with O_EXCL), so two runs reaching ``at`` together
+    cannot both read "not yet" and both die — a read-then-write count raced when workers ran in lockstep."""
     if iteration == at:
-        path = pathlib.Path(counter)
-        n = int(path.read_text()) if path.exists() else 0
-        if n < times:
-            path.write_text(str(n + 1))
+        for k in range(times):
+            try:
+                os.close(os.open(f"{counter}.{k}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            pathlib.Path(counter).write_text(str(k + 1))
             os._exit(3)
     return 0.0
